@@ -1,0 +1,352 @@
+//! `ClusterSupervisor`: the root of the actor tree.
+//!
+//! It is the only writer of the registry (inserts on registration, removals on expiry or
+//! unregistration), spawns one [`InstanceActor`] per instance and the [`LeaderActor`], and
+//! restarts any of them that dies:
+//!
+//! * an InstanceActor that was killed or panicked while its instance is alive is restarted on
+//!   the same slot — the instance's liveness lives in the slot, so heartbeats keep landing while
+//!   the actor is down and the new actor carries on from them;
+//! * an InstanceActor that stopped because its instance expired (or whose instance turned
+//!   terminal meanwhile) is *finalized*: its slot leaves the registry, the LeaderActor is told,
+//!   the event is published — exactly once, whoever gets there first;
+//! * a LeaderActor that died is restarted; it rebuilds its candidates from the registry and
+//!   goes on from the term recorded in the shared leadership.
+//!
+//! ractor's default `handle_supervisor_evt` stops the supervisor when any child dies; this one
+//! overrides it. Children are spawned without global names (the named registry races with
+//! kill-then-respawn); the supervisor keeps its own map from actor id to slot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+
+use tracing::Instrument;
+
+use super::ClusterContext;
+use super::instance::{InstanceActor, InstanceArgs, InstanceMsg};
+use super::leader::{LeaderActor, LeaderMsg};
+use crate::error::Error;
+use crate::events::EventKind;
+use crate::model::{InstanceId, InstanceStatus, Registration, ValidRegistration};
+use crate::registry::{InstanceSlot, Transition};
+
+/// The ClusterSupervisor behaviour.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterSupervisor;
+
+/// Messages the ClusterSupervisor understands.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Register (or refresh) an instance.
+    Register(ValidRegistration, RpcReplyPort<Result<Registration, Error>>),
+    /// Unregister an instance; answers whether it was registered and alive.
+    Unregister(InstanceId, RpcReplyPort<bool>),
+    /// The current LeaderActor, for inspection and fault injection.
+    LeaderActor(RpcReplyPort<Option<ActorRef<LeaderMsg>>>),
+    /// "What do you hold?"
+    Inspect(RpcReplyPort<SupervisorView>),
+}
+
+/// What the supervisor holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorView {
+    /// Instances in the registry.
+    pub instances: usize,
+    /// InstanceActors running.
+    pub instance_actors: usize,
+    /// InstanceActors restarted after a kill or a panic.
+    pub instance_restarts: u64,
+    /// LeaderActors restarted after a kill or a panic.
+    pub leader_restarts: u64,
+}
+
+/// The supervisor's state.
+#[derive(Debug)]
+pub struct SupervisorState {
+    ctx: Arc<ClusterContext>,
+    children: HashMap<ActorId, Arc<InstanceSlot>>,
+    leader: Option<ActorRef<LeaderMsg>>,
+    instance_restarts: u64,
+    leader_restarts: u64,
+}
+
+impl SupervisorState {
+    async fn spawn_instance(
+        &mut self,
+        myself: &ActorCell,
+        slot: Arc<InstanceSlot>,
+    ) -> Result<(), Error> {
+        let args = InstanceArgs {
+            ctx: Arc::clone(&self.ctx),
+            slot: Arc::clone(&slot),
+        };
+        let (actor, _) = Actor::spawn_linked(None, InstanceActor, args, myself.clone())
+            .await
+            .map_err(|e| Error::Actor(format!("spawning InstanceActor for {}: {e}", slot.id)))?;
+        self.children.insert(actor.get_id(), Arc::clone(&slot));
+        slot.set_actor(Some(actor));
+        Ok(())
+    }
+
+    async fn spawn_leader(&mut self, myself: &ActorCell) -> Result<(), Error> {
+        let (leader, _) =
+            Actor::spawn_linked(None, LeaderActor, Arc::clone(&self.ctx), myself.clone())
+                .await
+                .map_err(|e| Error::Actor(format!("spawning LeaderActor: {e}")))?;
+        self.leader = Some(leader);
+        Ok(())
+    }
+
+    /// Takes a terminal slot out of the registry, tells the LeaderActor and publishes the
+    /// event. Idempotent: only the first call for a slot does anything.
+    fn finalize(&mut self, slot: &Arc<InstanceSlot>) {
+        let status = slot.status();
+        debug_assert!(!status.is_alive());
+        if !slot.claim_finalization() {
+            return;
+        }
+        self.ctx
+            .registry
+            .remove_if(&slot.id, |_, current| Arc::ptr_eq(current, slot));
+        let kind = match status {
+            InstanceStatus::Unregistered => EventKind::InstanceUnregistered,
+            _ => EventKind::InstanceExpired,
+        };
+        self.ctx.publish_instance_event(kind, slot);
+        if let Some(leader) = &self.leader {
+            // If the LeaderActor is down, its replacement rebuilds from the registry, which no
+            // longer holds this slot: nothing is lost by a failed send.
+            let _ = leader.cast(LeaderMsg::Left(Arc::clone(slot)));
+        }
+        if let Some(actor) = slot.actor() {
+            actor.stop(Some("finalized".into()));
+        }
+    }
+
+    async fn register(
+        &mut self,
+        myself: &ActorCell,
+        request: ValidRegistration,
+    ) -> Result<Registration, Error> {
+        let now = self.ctx.clock.precise_ms();
+        let ttl_ms = request.ttl.as_millis() as u64;
+        // Clone the Arc out so no map guard is held across the awaits below.
+        let existing = self
+            .ctx
+            .registry
+            .get(request.id.as_str())
+            .map(|e| Arc::clone(e.value()));
+        if let Some(slot) = existing {
+            if slot.refresh(now, request.roles.clone(), request.metadata.clone(), ttl_ms) {
+                if let Some(actor) = slot.actor() {
+                    let _ = actor.cast(InstanceMsg::Reschedule);
+                }
+                self.ctx
+                    .publish_instance_event(EventKind::InstanceRegistered, &slot);
+                return Ok(self.registration(&slot, true));
+            }
+            // Its deadline passed (the actor just hasn't woken yet) or it is already terminal:
+            // this registration starts a new epoch, and the old one is finalized first.
+            if let Transition::Done | Transition::AlreadyTerminal(_) = slot.expire_if_due(now) {
+                self.finalize(&slot);
+            }
+        }
+        let limit = self.ctx.config.limits.max_instances;
+        if self.ctx.registry.len() >= limit {
+            return Err(Error::Capacity(limit));
+        }
+        let slot = Arc::new(InstanceSlot::new(
+            request.id.clone(),
+            self.ctx.next_epoch(),
+            ttl_ms,
+            now,
+            request.roles,
+            request.metadata,
+        ));
+        self.ctx
+            .registry
+            .insert(request.id.clone(), Arc::clone(&slot));
+        if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
+            self.ctx
+                .registry
+                .remove_if(&slot.id, |_, current| Arc::ptr_eq(current, &slot));
+            return Err(e);
+        }
+        tracing::info!(instance = %slot.id, epoch = slot.epoch.0, ttl_ms, "instance registered");
+        self.ctx
+            .publish_instance_event(EventKind::InstanceRegistered, &slot);
+        if let Some(leader) = &self.leader {
+            let timeout = self.ctx.config.call_timeout;
+            // On failure the LeaderActor is being restarted; it will see this slot in the
+            // registry, and the answer below reads the shared leadership as it stands.
+            let _ = leader
+                .call(
+                    |reply| LeaderMsg::Joined(Arc::clone(&slot), reply),
+                    Some(timeout),
+                )
+                .await;
+        }
+        Ok(self.registration(&slot, false))
+    }
+
+    fn registration(&self, slot: &InstanceSlot, refreshed: bool) -> Registration {
+        let term = self.ctx.leadership.term();
+        let record = self.ctx.leadership.record();
+        Registration {
+            registered: true,
+            id: slot.id.clone(),
+            epoch: slot.epoch,
+            refreshed,
+            is_leader: crate::registry::Leadership::leads(slot, term),
+            leader: record.slot.map(|s| s.id.clone()),
+            term,
+        }
+    }
+
+    fn unregister(&mut self, id: &InstanceId) -> bool {
+        let Some(slot) = self
+            .ctx
+            .registry
+            .get(id.as_str())
+            .map(|e| Arc::clone(e.value()))
+        else {
+            return false;
+        };
+        let done = slot.unregister() == Transition::Done;
+        if done {
+            tracing::info!(instance = %slot.id, epoch = slot.epoch.0, "instance unregistered");
+        }
+        self.finalize(&slot);
+        done
+    }
+
+    async fn child_died(&mut self, myself: &ActorRef<SupervisorMsg>, cell: ActorCell, why: String) {
+        let id = cell.get_id();
+        if self.leader.as_ref().is_some_and(|l| l.get_id() == id) {
+            self.leader = None;
+            if self.ctx.is_shutting_down() {
+                return;
+            }
+            self.leader_restarts += 1;
+            tracing::warn!(reason = %why, "LeaderActor died; restarting it");
+            if let Err(e) = self.spawn_leader(&myself.get_cell()).await {
+                tracing::error!(error = %e, "could not restart the LeaderActor");
+            }
+            return;
+        }
+        let Some(slot) = self.children.remove(&id) else {
+            return;
+        };
+        if slot.actor().is_some_and(|a| a.get_id() == id) {
+            slot.set_actor(None);
+        }
+        if !slot.status().is_alive() {
+            self.finalize(&slot);
+            return;
+        }
+        if self.ctx.is_shutting_down() {
+            return;
+        }
+        self.instance_restarts += 1;
+        tracing::warn!(instance = %slot.id, epoch = slot.epoch.0, reason = %why, "InstanceActor died; restarting it");
+        if let Err(e) = self.spawn_instance(&myself.get_cell(), slot).await {
+            tracing::error!(error = %e, "could not restart an InstanceActor");
+        }
+    }
+}
+
+impl Actor for ClusterSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<ClusterContext>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ctx: Arc<ClusterContext>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SupervisorState {
+            ctx,
+            children: HashMap::new(),
+            leader: None,
+            instance_restarts: 0,
+            leader_restarts: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.spawn_leader(&myself.get_cell()).await?;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        myself
+            .stop_children_and_wait(Some("shutdown".into()), Some(state.ctx.config.call_timeout))
+            .await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Register(request, reply) => {
+                let span = tracing::info_span!("register", instance = %request.id);
+                let result = state
+                    .register(&myself.get_cell(), request)
+                    .instrument(span)
+                    .await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Unregister(id, reply) => {
+                let _ = reply.send(state.unregister(&id));
+            }
+            SupervisorMsg::LeaderActor(reply) => {
+                let _ = reply.send(state.leader.clone());
+            }
+            SupervisorMsg::Inspect(reply) => {
+                let _ = reply.send(SupervisorView {
+                    instances: state.ctx.registry.len(),
+                    instance_actors: state.children.len(),
+                    instance_restarts: state.instance_restarts,
+                    leader_restarts: state.leader_restarts,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let why = reason.unwrap_or_else(|| "terminated".into());
+                state.child_died(&myself, cell, why).await;
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                state.child_died(&myself, cell, format!("failed: {err}")).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! The liveness clock.
+//!
+//! A heartbeat must record *when* it arrived, but reading the monotonic clock on every
+//! heartbeat costs more than everything else the hot path does (tens to hundreds of
+//! nanoseconds depending on the machine's clock source). So heartbeats read a *coarse* clock
+//! instead: one atomic counter of milliseconds since the coordinator started, advanced by a
+//! ticker task every [`Config::clock_tick`](crate::Config::clock_tick). Reading it is a single
+//! relaxed load.
+//!
+//! Heartbeats stamp `coarse + tick`, the upper end of the interval the real time lies in, so an
+//! instance never expires *before* its TTL; it may expire up to one tick late. Decisions that
+//! are rare (the InstanceActor deciding whether a deadline passed, registrations) read the
+//! precise clock.
+//!
+//! Both clocks are [`tokio::time::Instant`]-based, so tests on tokio's paused clock drive them.
+//! Wall-clock milliseconds are derived from the start instant, only for what is shown or stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Milliseconds since the coordinator's clock started (monotonic).
+pub type MonoMs = u64;
+
+/// The coordinator's clock: a precise monotonic reading for the control path and a coarse,
+/// ticker-driven one for the heartbeat hot path.
+#[derive(Debug)]
+pub struct LivenessClock {
+    origin: Instant,
+    origin_wall_ms: u64,
+    tick_ms: u64,
+    coarse: AtomicU64,
+}
+
+impl LivenessClock {
+    /// A clock starting now, advanced every `tick` once [`spawn_ticker`](Self::spawn_ticker) runs.
+    pub fn new(tick: Duration) -> Arc<Self> {
+        let origin_wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Arc::new(Self {
+            origin: Instant::now(),
+            origin_wall_ms,
+            tick_ms: tick.as_millis().max(1) as u64,
+            coarse: AtomicU64::new(0),
+        })
+    }
+
+    /// The precise monotonic time, in ms since start.
+    pub fn precise_ms(&self) -> MonoMs {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// The coarse time: at most one tick (plus scheduling delay) behind [`precise_ms`](Self::precise_ms).
+    #[inline]
+    pub fn coarse_ms(&self) -> MonoMs {
+        self.coarse.load(Ordering::Relaxed)
+    }
+
+    /// The stamp a heartbeat records: the coarse time rounded up by one tick, so it is never
+    /// earlier than the real arrival time while the ticker keeps up.
+    #[inline]
+    pub fn heartbeat_stamp(&self) -> MonoMs {
+        self.coarse_ms() + self.tick_ms
+    }
+
+    /// The resolution of the coarse clock, in ms.
+    pub fn tick_ms(&self) -> u64 {
+        self.tick_ms
+    }
+
+    /// The [`Instant`] of a monotonic reading, for arming timers.
+    pub fn instant_at(&self, ms: MonoMs) -> Instant {
+        self.origin + Duration::from_millis(ms)
+    }
+
+    /// Wall-clock milliseconds (Unix epoch) of a monotonic reading.
+    pub fn wall_ms(&self, ms: MonoMs) -> u64 {
+        self.origin_wall_ms + ms
+    }
+
+    /// Wall-clock milliseconds now.
+    pub fn now_wall_ms(&self) -> u64 {
+        self.wall_ms(self.precise_ms())
+    }
+
+    /// Brings the coarse clock up to the precise one.
+    pub fn advance(&self) {
+        self.coarse.fetch_max(self.precise_ms(), Ordering::Relaxed);
+    }
+
+    /// Starts the ticker. It holds only a weak reference, so it ends by itself when the clock
+    /// is dropped; the coordinator also aborts it at shutdown.
+    pub fn spawn_ticker(self: &Arc<Self>) -> JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let period = Duration::from_millis(self.tick_ms);
+        self.advance();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            // After a stall, catch up once instead of firing a burst of ticks.
+            interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                match weak.upgrade() {
+                    Some(clock) => clock.advance(),
+                    None => return,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn coarse_clock_follows_precise_within_a_tick() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let ticker = clock.spawn_ticker();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::task::yield_now().await;
+        let (coarse, precise) = (clock.coarse_ms(), clock.precise_ms());
+        assert!(precise - coarse <= 1, "coarse {coarse} precise {precise}");
+        assert!(clock.heartbeat_stamp() >= precise);
+        ticker.abort();
+    }
+}

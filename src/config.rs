@@ -1,0 +1,104 @@
+//! Coordinator configuration: timing defaults and input limits.
+
+use std::time::Duration;
+
+/// Limits on what a caller may register. Every violation is reported as a
+/// [`ValidationError`](crate::ValidationError) naming the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest instance id, in characters (default 256).
+    pub max_id_chars: usize,
+    /// Most roles one instance may carry (default 32).
+    pub max_roles: usize,
+    /// Longest role, in characters (default 64).
+    pub max_role_chars: usize,
+    /// Largest metadata object, in bytes of its JSON serialization (default 8 KiB).
+    pub max_metadata_bytes: usize,
+    /// Shortest TTL an instance may ask for (default 1 s).
+    pub min_ttl: Duration,
+    /// Longest TTL an instance may ask for (default 1 h).
+    pub max_ttl: Duration,
+    /// Most instances registered at once (default 1,000,000); a registration past it is refused.
+    pub max_instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_id_chars: 256,
+            max_roles: 32,
+            max_role_chars: 64,
+            max_metadata_bytes: 8 * 1024,
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(3600),
+            max_instances: 1_000_000,
+        }
+    }
+}
+
+/// Everything a [`Coordinator`](crate::Coordinator) needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long an instance stays alive without a heartbeat, unless it registers with its own
+    /// TTL (default 30 s, as ClaudeBench).
+    pub ttl: Duration,
+    /// How long before its deadline an instance becomes "suspect" (default 5 s). An instance's
+    /// effective grace is at most half its TTL, so a 1 s TTL is suspect after 500 ms.
+    pub grace: Duration,
+    /// Resolution of the liveness clock that heartbeats read (default 1 ms). An instance expires
+    /// between TTL and TTL + one tick after its last heartbeat, never before TTL.
+    pub clock_tick: Duration,
+    /// How many recent events [`Coordinator::state`](crate::Coordinator::state) keeps (default 256).
+    pub recent_events: usize,
+    /// Capacity of the event broadcast; a subscriber that lags further behind loses the oldest
+    /// events and is told how many (default 4096).
+    pub event_capacity: usize,
+    /// How long a control-path call (register, unregister, state) may wait for an actor before
+    /// it fails with [`Error::Timeout`](crate::Error::Timeout) (default 2 s).
+    pub call_timeout: Duration,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            grace: Duration::from_secs(5),
+            clock_tick: Duration::from_millis(1),
+            recent_events: 256,
+            event_capacity: 4096,
+            call_timeout: Duration::from_secs(2),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration itself, so that a bad setting fails at start with a clear
+    /// message rather than as odd behaviour later.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |field: &'static str, rule: String| {
+            Err(crate::Error::Config(crate::ValidationError::new(field, rule)))
+        };
+        if self.ttl < self.limits.min_ttl || self.ttl > self.limits.max_ttl {
+            return bad(
+                "ttl",
+                format!(
+                    "must lie within {:?}..={:?}",
+                    self.limits.min_ttl, self.limits.max_ttl
+                ),
+            );
+        }
+        if self.clock_tick < Duration::from_millis(1) || self.clock_tick > Duration::from_secs(1) {
+            return bad("clock_tick", "must lie within 1 ms..=1 s".into());
+        }
+        if self.event_capacity == 0 {
+            return bad("event_capacity", "must be at least 1".into());
+        }
+        if self.call_timeout.is_zero() {
+            return bad("call_timeout", "must be more than zero".into());
+        }
+        Ok(())
+    }
+}

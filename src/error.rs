@@ -1,0 +1,48 @@
+//! Errors returned by the coordinator.
+
+use std::borrow::Cow;
+
+/// A piece of input that broke a rule. `field` is the name the caller used (`id`, `roles[3]`,
+/// `metadata`, `ttl`), `rule` says what was expected, in words a client can show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {rule}")]
+pub struct ValidationError {
+    /// The offending field.
+    pub field: Cow<'static, str>,
+    /// The rule it broke.
+    pub rule: String,
+}
+
+impl ValidationError {
+    /// Builds an error for `field` breaking `rule`.
+    pub fn new(field: impl Into<Cow<'static, str>>, rule: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Everything that can go wrong on the coordinator's control path. The heartbeat hot path never
+/// fails: an unknown instance is answered `alive: false`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request broke an input rule; nothing was changed.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The configuration given to [`Coordinator::start`](crate::Coordinator::start) is unusable.
+    #[error("bad configuration: {0}")]
+    Config(ValidationError),
+    /// The registry is full ([`Limits::max_instances`](crate::Limits::max_instances)).
+    #[error("capacity reached: at most {0} instances may be registered")]
+    Capacity(usize),
+    /// An actor did not answer within [`Config::call_timeout`](crate::Config::call_timeout).
+    #[error("timed out after {0:?} waiting for the {1}")]
+    Timeout(std::time::Duration, &'static str),
+    /// The coordinator is shutting down or has shut down.
+    #[error("the coordinator is shut down")]
+    ShutDown,
+    /// An actor could not be spawned or reached.
+    #[error("actor failure: {0}")]
+    Actor(String),
+}
