@@ -1,0 +1,94 @@
+//! Test harness: a coordinator on tokio's paused clock, with helpers to move time and to let
+//! the actor tree catch up.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use vigil::{Config, Coordinator, Event, EventKind, RegisterRequest, Registration};
+
+/// A coordinator started at a known instant.
+pub struct Harness {
+    pub coordinator: Coordinator,
+    pub t0: Instant,
+    pub events: broadcast::Receiver<Event>,
+}
+
+impl Harness {
+    pub async fn start(config: Config) -> Self {
+        let t0 = Instant::now();
+        let coordinator = Coordinator::start(config).await.expect("coordinator starts");
+        let events = coordinator.subscribe();
+        Self {
+            coordinator,
+            t0,
+            events,
+        }
+    }
+
+    pub async fn default() -> Self {
+        Self::start(Config::default()).await
+    }
+
+    /// Milliseconds since start on the paused clock.
+    pub fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    /// Sleeps until `ms` after start, then lets every actor that woke at that instant finish.
+    pub async fn at(&self, ms: u64) {
+        tokio::time::sleep_until(self.t0 + Duration::from_millis(ms)).await;
+        settle().await;
+    }
+
+    pub async fn register(&self, id: &str) -> Registration {
+        self.coordinator
+            .register(RegisterRequest::new(id).roles(["worker"]))
+            .await
+            .expect("registration succeeds")
+    }
+
+    /// Every event received so far.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            out.push(event);
+        }
+        out
+    }
+
+    pub fn status_of(&self, id: &str) -> Option<vigil::InstanceStatus> {
+        self.coordinator
+            .state_with(&vigil::StateQuery {
+                instance_id: Some(id.into()),
+                limit: None,
+            })
+            .instances
+            .first()
+            .map(|i| i.status)
+    }
+
+    /// The current leader's id.
+    pub fn leader(&self) -> Option<String> {
+        self.coordinator
+            .state_with(&vigil::StateQuery {
+                instance_id: None,
+                limit: Some(0),
+            })
+            .leader
+            .leader
+            .map(|l| l.to_string())
+    }
+}
+
+/// Lets ready tasks run without moving the paused clock.
+pub async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+pub fn of_kind(events: &[Event], kind: EventKind) -> Vec<&Event> {
+    events.iter().filter(|e| e.kind == kind).collect()
+}

@@ -1,0 +1,207 @@
+//! Instance liveness: the state machine Active → Suspect → Expired on the paused clock.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, of_kind};
+use vigil::{Config, EventKind, InstanceStatus, RegisterRequest};
+
+#[tokio::test(start_paused = true)]
+async fn expires_exactly_at_ttl_and_not_before() {
+    let mut h = Harness::default().await;
+    h.register("w1").await;
+    h.at(29_999).await;
+    assert!(h.status_of("w1").is_some_and(InstanceStatus::is_alive));
+    assert!(of_kind(&h.drain_events(), EventKind::InstanceExpired).is_empty());
+    h.at(30_000).await;
+    assert_eq!(h.status_of("w1"), None, "gone from the registry at TTL");
+    let events = h.drain_events();
+    let expired = of_kind(&events, EventKind::InstanceExpired);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].instance_id.as_ref().unwrap().as_str(), "w1");
+    assert!(!h.coordinator.heartbeat("w1").await.alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn becomes_suspect_at_ttl_minus_grace() {
+    let mut h = Harness::default().await;
+    h.register("w1").await;
+    h.at(24_999).await;
+    assert_eq!(h.status_of("w1"), Some(InstanceStatus::Active));
+    h.at(25_000).await;
+    assert_eq!(h.status_of("w1"), Some(InstanceStatus::Suspect));
+    let events = h.drain_events();
+    assert_eq!(of_kind(&events, EventKind::InstanceSuspect).len(), 1);
+    // A heartbeat brings a suspect instance back to active.
+    assert!(h.coordinator.heartbeat("w1").await.alive);
+    assert_eq!(h.status_of("w1"), Some(InstanceStatus::Active));
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_one_ms_before_ttl_keeps_the_instance_alive() {
+    let mut h = Harness::default().await;
+    h.register("w1").await;
+    h.at(29_999).await;
+    let beat = h.coordinator.heartbeat("w1").await;
+    assert!(beat.alive);
+    h.at(30_000).await;
+    h.at(59_998).await;
+    assert!(h.status_of("w1").is_some_and(InstanceStatus::is_alive));
+    // The heartbeat at 29 999 ms moves the deadline to 59 999 ms, give or take one clock tick
+    // (1 ms), never earlier.
+    h.at(60_001).await;
+    assert_eq!(h.status_of("w1"), None);
+    let events = h.drain_events();
+    assert_eq!(of_kind(&events, EventKind::InstanceExpired).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn steady_heartbeats_keep_an_instance_alive_indefinitely() {
+    let mut h = Harness::default().await;
+    h.register("w1").await;
+    for second in 1..=30u64 {
+        h.at(second * 10_000).await;
+        assert!(h.coordinator.heartbeat("w1").await.alive, "at {second}0 s");
+    }
+    let events = h.drain_events();
+    assert!(of_kind(&events, EventKind::InstanceExpired).is_empty());
+    assert!(of_kind(&events, EventKind::InstanceSuspect).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_id_is_not_alive_and_is_not_registered_by_a_heartbeat() {
+    let h = Harness::default().await;
+    let beat = h.coordinator.heartbeat("nobody").await;
+    assert!(!beat.alive);
+    assert!(!beat.is_leader);
+    assert_eq!(h.coordinator.instance_count(), 0);
+    // Malformed ids are just unknown on the hot path.
+    assert!(!h.coordinator.heartbeat("").await.alive);
+    assert!(!h.coordinator.heartbeat("has space").await.alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_instance_is_not_resurrected_by_a_heartbeat() {
+    let h = Harness::default().await;
+    h.register("w1").await;
+    h.at(30_000).await;
+    assert!(!h.coordinator.heartbeat("w1").await.alive);
+    h.at(30_500).await;
+    assert!(!h.coordinator.heartbeat("w1").await.alive);
+    assert_eq!(h.coordinator.instance_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn re_registering_a_live_instance_keeps_its_epoch_and_updates_it() {
+    let h = Harness::default().await;
+    let first = h.register("w1").await;
+    h.at(20_000).await;
+    let again = h
+        .coordinator
+        .register(
+            RegisterRequest::new("w1")
+                .roles(["relay", "worker"])
+                .metadata(serde_json::json!({"zone": "b"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.epoch, first.epoch);
+    assert!(again.refreshed);
+    let state = h.coordinator.state().await;
+    assert_eq!(state.instances.len(), 1);
+    assert_eq!(state.instances[0].roles, ["relay", "worker"]);
+    assert_eq!(state.instances[0].metadata, serde_json::json!({"zone": "b"}));
+    // Registration counts as a heartbeat: alive past the first deadline.
+    h.at(45_000).await;
+    assert!(h.status_of("w1").is_some_and(InstanceStatus::is_alive));
+    h.at(50_001).await;
+    assert_eq!(h.status_of("w1"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn registering_after_expiry_starts_a_new_epoch() {
+    let h = Harness::default().await;
+    let first = h.register("w1").await;
+    h.at(30_000).await;
+    let second = h.register("w1").await;
+    assert!(second.epoch > first.epoch);
+    assert!(!second.refreshed);
+    assert!(h.coordinator.heartbeat("w1").await.alive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn registering_after_unregistering_starts_a_new_epoch() {
+    let h = Harness::default().await;
+    let first = h.register("w1").await;
+    assert!(h.coordinator.unregister("w1").await.unwrap());
+    assert!(!h.coordinator.heartbeat("w1").await.alive);
+    let second = h.register("w1").await;
+    assert!(second.epoch > first.epoch);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unregistering_an_unknown_id_answers_false() {
+    let mut h = Harness::default().await;
+    assert!(!h.coordinator.unregister("nobody").await.unwrap());
+    h.register("w1").await;
+    assert!(h.coordinator.unregister("w1").await.unwrap());
+    assert!(!h.coordinator.unregister("w1").await.unwrap(), "twice");
+    let events = h.drain_events();
+    assert_eq!(of_kind(&events, EventKind::InstanceUnregistered).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_instance_ttl_is_honoured() {
+    let h = Harness::default().await;
+    h.coordinator
+        .register(RegisterRequest::new("short").ttl(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    h.register("long").await;
+    // Grace is clamped to half the TTL: suspect at 1 s.
+    h.at(1_000).await;
+    assert_eq!(h.status_of("short"), Some(InstanceStatus::Suspect));
+    h.at(2_000).await;
+    assert_eq!(h.status_of("short"), None);
+    assert_eq!(h.status_of("long"), Some(InstanceStatus::Active));
+}
+
+#[tokio::test(start_paused = true)]
+async fn check_health_sorts_instances_by_silence() {
+    let h = Harness::default().await;
+    h.register("quiet").await;
+    h.register("chatty").await;
+    h.at(10_000).await;
+    h.coordinator.heartbeat("chatty").await;
+    h.at(15_000).await;
+    let report = h
+        .coordinator
+        .check_health(Some(Duration::from_secs(8)))
+        .await;
+    assert_eq!(
+        report.healthy.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+        ["chatty"]
+    );
+    assert_eq!(
+        report.failed.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+        ["quiet"]
+    );
+    // Reporting does not expire anything.
+    assert_eq!(h.coordinator.instance_count(), 2);
+    let all = h.coordinator.check_health(None).await;
+    assert_eq!(all.healthy.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_everything_and_is_idempotent() {
+    let h = Harness::start(Config::default()).await;
+    h.register("w1").await;
+    h.coordinator.shutdown().await;
+    h.coordinator.shutdown().await;
+    assert!(!h.coordinator.heartbeat("w1").await.alive);
+    assert!(matches!(
+        h.coordinator.register(RegisterRequest::new("w2")).await,
+        Err(vigil::Error::ShutDown)
+    ));
+}
