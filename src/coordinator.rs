@@ -109,17 +109,18 @@ impl Coordinator {
         let ctx = &*self.inner.ctx;
         // Read the term before the slot's leadership mark (see `Leadership::install`).
         let term = ctx.leadership.term();
-        let Some(slot) = ctx.registry.get(id) else {
+        let Some(entry) = ctx.registry.get(id) else {
             return Heartbeat {
                 alive: false,
                 is_leader: false,
                 term,
             };
         };
-        let alive = slot.touch(ctx.clock.heartbeat_stamp(), ctx.clock.coarse_ms());
+        let cell = &entry.cell;
+        let alive = cell.touch(ctx.clock.heartbeat_stamp(), ctx.clock.coarse_ms());
         Heartbeat {
             alive,
-            is_leader: alive && Leadership::leads(&slot, term),
+            is_leader: alive && Leadership::leads(cell, term),
             term,
         }
     }
@@ -171,10 +172,10 @@ impl Coordinator {
             Some(id) => ctx
                 .registry
                 .get(id.as_str())
-                .map(|slot| view(&slot))
+                .map(|entry| view(&entry.slot))
                 .into_iter()
                 .collect(),
-            None => ctx.registry.iter().map(|slot| view(&slot)).collect(),
+            None => ctx.registry.iter().map(|entry| view(&entry.slot)).collect(),
         };
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         let limit = query.limit.unwrap_or(usize::MAX);
@@ -195,12 +196,13 @@ impl Coordinator {
         let timeout_ms = timeout.unwrap_or(ctx.config.ttl).as_millis() as u64;
         let now = ctx.clock.precise_ms();
         let mut report = HealthReport::default();
-        for slot in ctx.registry.iter() {
-            let (status, seen) = slot.liveness();
+        for entry in ctx.registry.iter() {
+            let (status, seen) = entry.cell.liveness();
+            let id = entry.key().clone();
             if status.is_alive() && now.saturating_sub(seen) <= timeout_ms {
-                report.healthy.push(slot.id.clone());
+                report.healthy.push(id);
             } else {
-                report.failed.push(slot.id.clone());
+                report.failed.push(id);
             }
         }
         report.healthy.sort();
@@ -288,7 +290,7 @@ impl ActorHandles<'_> {
             .ctx
             .registry
             .get(id)
-            .map(|e| Arc::clone(e.value()))?;
+            .map(|e| Arc::clone(&e.slot))?;
         slot.actor()
     }
 

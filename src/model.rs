@@ -1,26 +1,27 @@
 //! The domain vocabulary: ids, requests, answers, and the validation of what callers send.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 use crate::config::Limits;
 use crate::error::ValidationError;
 use crate::events::Event;
 
-/// The id a worker chose for itself (`worker-claude-001`). Cheap to clone: it is shared by the
-/// registry, the actors and every event that names the instance.
+/// The id a worker chose for itself (`worker-claude-001`). Cheap to clone: ids of up to 23
+/// bytes are stored inline (no heap, no pointer to chase — which is what keeps the registry
+/// lookup of the heartbeat hot path to one cache miss for the key), longer ones are shared.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct InstanceId(Arc<str>);
+pub struct InstanceId(SmolStr);
 
 impl InstanceId {
     /// Validates `id` (1–256 characters by default, no whitespace, no control characters).
     pub fn parse(id: &str, limits: &Limits) -> Result<Self, ValidationError> {
         validate_id(id, limits)?;
-        Ok(Self(Arc::from(id)))
+        Ok(Self(SmolStr::new(id)))
     }
 
     /// The id as text.

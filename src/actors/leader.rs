@@ -69,8 +69,8 @@ impl LeaderState {
         let candidates = ctx
             .registry
             .iter()
-            .filter(|entry| entry.value().status().is_alive())
-            .map(|entry| (entry.value().epoch, Arc::clone(entry.value())))
+            .filter(|entry| entry.cell.status().is_alive())
+            .map(|entry| (entry.slot.epoch, Arc::clone(&entry.slot)))
             .collect();
         Self {
             ctx,

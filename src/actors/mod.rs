@@ -22,7 +22,7 @@ use crate::clock::LivenessClock;
 use crate::config::Config;
 use crate::events::{Event, EventBus, EventKind};
 use crate::model::Epoch;
-use crate::registry::{InstanceSlot, Leadership, Registry};
+use crate::registry::{HotArena, InstanceSlot, Leadership, Registry};
 
 /// What the actors and the coordinator handle share.
 #[derive(Debug)]
@@ -37,6 +37,8 @@ pub struct ClusterContext {
     pub leadership: Leadership,
     /// The event bus.
     pub events: EventBus,
+    /// Where instances' hot cells are allocated.
+    pub arena: Arc<HotArena>,
     next_epoch: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -49,9 +51,10 @@ impl ClusterContext {
         Self {
             config,
             clock,
-            registry: Registry::default(),
+            registry: crate::registry::new_registry(),
             leadership: Leadership::default(),
             events,
+            arena: Arc::default(),
             next_epoch: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }

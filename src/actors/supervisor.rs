@@ -111,7 +111,7 @@ impl SupervisorState {
         }
         self.ctx
             .registry
-            .remove_if(&slot.id, |_, current| Arc::ptr_eq(current, slot));
+            .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, slot));
         let kind = match status {
             InstanceStatus::Unregistered => EventKind::InstanceUnregistered,
             _ => EventKind::InstanceExpired,
@@ -139,7 +139,7 @@ impl SupervisorState {
             .ctx
             .registry
             .get(request.id.as_str())
-            .map(|e| Arc::clone(e.value()));
+            .map(|e| Arc::clone(&e.slot));
         if let Some(slot) = existing {
             if slot.refresh(now, request.roles.clone(), request.metadata.clone(), ttl_ms) {
                 if let Some(actor) = slot.actor() {
@@ -160,6 +160,7 @@ impl SupervisorState {
             return Err(Error::Capacity(limit));
         }
         let slot = Arc::new(InstanceSlot::new(
+            &self.ctx.arena,
             request.id.clone(),
             self.ctx.next_epoch(),
             ttl_ms,
@@ -169,11 +170,11 @@ impl SupervisorState {
         ));
         self.ctx
             .registry
-            .insert(request.id.clone(), Arc::clone(&slot));
+            .insert(request.id.clone(), slot.entry());
         if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
             self.ctx
                 .registry
-                .remove_if(&slot.id, |_, current| Arc::ptr_eq(current, &slot));
+                .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
             return Err(e);
         }
         tracing::info!(instance = %slot.id, epoch = slot.epoch.0, ttl_ms, "instance registered");
@@ -212,7 +213,7 @@ impl SupervisorState {
             .ctx
             .registry
             .get(id.as_str())
-            .map(|e| Arc::clone(e.value()))
+            .map(|e| Arc::clone(&e.slot))
         else {
             return false;
         };

@@ -1,0 +1,237 @@
+//! The registry: who is registered, and the shared state each instance's actor and the
+//! heartbeat hot path meet on.
+//!
+//! * The hot path finds an instance's [`RegistryEntry`] in a concurrent map and updates one
+//!   atomic word of its [`HotCell`] (see [`cell`]).
+//! * The [`InstanceActor`] owns the timer and is the only one that moves an instance to
+//!   `Suspect` or `Expired`.
+//! * The [`ClusterSupervisor`] is the only one that inserts or removes entries.
+//!
+//! Because the slot and its cell — not the actor — hold the liveness, a killed actor loses
+//! nothing: its replacement reads the slot and carries on.
+//!
+//! [`InstanceActor`]: crate::actors::instance::InstanceActor
+//! [`ClusterSupervisor`]: crate::actors::supervisor::ClusterSupervisor
+
+pub mod cell;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use ractor::ActorRef;
+
+pub use cell::{CellRef, HotArena, HotCell, Transition};
+
+use crate::actors::instance::InstanceMsg;
+use crate::clock::MonoMs;
+use crate::model::{Epoch, InstanceId, LeaderView, Term};
+
+/// The parts of an instance that change only on (re-)registration.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Metadata object.
+    pub metadata: serde_json::Value,
+    /// Monotonic ms of the registration that started this epoch.
+    pub registered_at: MonoMs,
+}
+
+/// One registered instance in one epoch. It dereferences to its [`HotCell`], so
+/// `slot.liveness()`, `slot.status()` and the transitions read as what they are.
+#[derive(Debug)]
+pub struct InstanceSlot {
+    /// The instance id.
+    pub id: InstanceId,
+    /// The epoch this slot belongs to; a new epoch is a new slot.
+    pub epoch: Epoch,
+    cell: Option<CellRef>,
+    arena: Arc<HotArena>,
+    finalized: AtomicBool,
+    info: RwLock<InstanceInfo>,
+    actor: Mutex<Option<ActorRef<InstanceMsg>>>,
+}
+
+impl Deref for InstanceSlot {
+    type Target = HotCell;
+
+    #[inline]
+    fn deref(&self) -> &HotCell {
+        // Present from construction until `drop`.
+        self.cell.as_deref().expect("cell present until drop")
+    }
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        if let Some(cell) = self.cell.take() {
+            self.arena.release(cell);
+        }
+    }
+}
+
+impl InstanceSlot {
+    /// A fresh, active slot last seen at `now`, its cell taken from `arena`.
+    pub fn new(
+        arena: &Arc<HotArena>,
+        id: InstanceId,
+        epoch: Epoch,
+        ttl_ms: u64,
+        now: MonoMs,
+        roles: Vec<String>,
+        metadata: serde_json::Value,
+    ) -> Self {
+        Self {
+            id,
+            epoch,
+            cell: Some(arena.acquire(now, ttl_ms)),
+            arena: Arc::clone(arena),
+            finalized: AtomicBool::new(false),
+            info: RwLock::new(InstanceInfo {
+                roles,
+                metadata,
+                registered_at: now,
+            }),
+            actor: Mutex::new(None),
+        }
+    }
+
+    /// The registry entry for this slot.
+    pub fn entry(self: &Arc<Self>) -> RegistryEntry {
+        RegistryEntry {
+            cell: self.cell.clone().expect("cell present until drop"),
+            slot: Arc::clone(self),
+        }
+    }
+
+    /// A re-registration of a live instance: records it as a heartbeat at the precise time
+    /// `now` and replaces roles, metadata and TTL. Returns false (and changes nothing) when the
+    /// slot is terminal or its deadline passed — the caller then starts a new epoch.
+    pub fn refresh(
+        &self,
+        now: MonoMs,
+        roles: Vec<String>,
+        metadata: serde_json::Value,
+        ttl_ms: u64,
+    ) -> bool {
+        // Hold the info lock across the liveness change so a concurrent reader sees both.
+        let mut info = self.info.write();
+        if !self.touch(now, now) {
+            return false;
+        }
+        info.roles = roles;
+        info.metadata = metadata;
+        self.set_ttl_ms(ttl_ms);
+        true
+    }
+
+    /// Marks this slot as finalized (removed from the registry, leader told, event sent).
+    /// Returns true only for the first caller, which makes finalization idempotent.
+    pub fn claim_finalization(&self) -> bool {
+        !self.finalized.swap(true, Ordering::AcqRel)
+    }
+
+    /// A copy of roles, metadata and registration time.
+    pub fn info(&self) -> InstanceInfo {
+        self.info.read().clone()
+    }
+
+    /// The actor currently running this slot.
+    pub fn actor(&self) -> Option<ActorRef<InstanceMsg>> {
+        self.actor.lock().clone()
+    }
+
+    /// Records the actor running this slot.
+    pub fn set_actor(&self, actor: Option<ActorRef<InstanceMsg>>) {
+        *self.actor.lock() = actor;
+    }
+}
+
+/// What the registry maps an id to: the hot cell, reachable without touching the slot (which
+/// lives elsewhere on the heap), and the slot itself for the control path.
+#[derive(Debug, Clone)]
+pub struct RegistryEntry {
+    /// The instance's hot cell.
+    pub cell: CellRef,
+    /// The instance's slot.
+    pub slot: Arc<InstanceSlot>,
+}
+
+/// The map from instance id to its live entry. Keys are looked up by `&str`, hashed with aHash
+/// (fast and randomly seeded, so worker-chosen ids cannot be crafted to collide).
+pub type Registry = DashMap<InstanceId, RegistryEntry, ahash::RandomState>;
+
+/// Shards of the registry. Every lookup takes its shard's read lock, an atomic write to the
+/// lock's cache line; with many shards two cores rarely touch the same line. 256 shards of an
+/// empty map cost a few tens of KiB.
+const REGISTRY_SHARDS: usize = 256;
+
+/// An empty registry.
+pub fn new_registry() -> Registry {
+    DashMap::with_capacity_and_hasher_and_shard_amount(
+        0,
+        ahash::RandomState::new(),
+        REGISTRY_SHARDS,
+    )
+}
+
+/// The shared leadership record. Written only by the `LeaderActor` (one at a time: a restarted
+/// one starts after the old one is gone), read by everyone. It outlives the actor, so a
+/// restarted `LeaderActor` goes on from the same term.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    term: AtomicU64,
+    current: RwLock<LeaderRecord>,
+}
+
+/// Who leads, as recorded in [`Leadership`].
+#[derive(Debug, Clone, Default)]
+pub struct LeaderRecord {
+    /// The leader's slot, `None` while vacant.
+    pub slot: Option<Arc<InstanceSlot>>,
+    /// Monotonic ms of the last change.
+    pub since: MonoMs,
+}
+
+impl Leadership {
+    /// The current term (acquire: a reader that sees term `t` also sees the cell marked for `t`).
+    #[inline]
+    pub fn term(&self) -> Term {
+        Term(self.term.load(Ordering::Acquire))
+    }
+
+    /// The current record.
+    pub fn record(&self) -> LeaderRecord {
+        self.current.read().clone()
+    }
+
+    /// Installs `slot` (or a vacancy) as leader of `term`.
+    pub fn install(&self, term: Term, slot: Option<Arc<InstanceSlot>>, now: MonoMs) {
+        if let Some(slot) = &slot {
+            slot.set_leads_term(term);
+        }
+        let mut current = self.current.write();
+        *current = LeaderRecord { slot, since: now };
+        self.term.store(term.0, Ordering::Release);
+    }
+
+    /// Whether the instance of `cell` leads in `term`.
+    #[inline]
+    pub fn leads(cell: &HotCell, term: Term) -> bool {
+        term.0 != 0 && cell.leads_term() == term.0
+    }
+
+    /// The leader as shown to callers.
+    pub fn view(&self, wall: impl Fn(MonoMs) -> u64) -> LeaderView {
+        let record = self.record();
+        LeaderView {
+            leader: record.slot.as_ref().map(|s| s.id.clone()),
+            epoch: record.slot.as_ref().map(|s| s.epoch),
+            term: self.term(),
+            since_ms: wall(record.since),
+        }
+    }
+}
