@@ -79,7 +79,9 @@ impl Config {
     /// message rather than as odd behaviour later.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |field: &'static str, rule: String| {
-            Err(crate::Error::Config(crate::ValidationError::new(field, rule)))
+            Err(crate::Error::Config(crate::ValidationError::new(
+                field, rule,
+            )))
         };
         if self.ttl < self.limits.min_ttl || self.ttl > self.limits.max_ttl {
             return bad(

@@ -26,8 +26,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::Event;
 use crate::model::{
-    ClusterState, HealthReport, Heartbeat, InstanceId, InstanceView, RegisterRequest,
-    Registration, StateQuery,
+    ClusterState, HealthReport, Heartbeat, InstanceId, InstanceView, RegisterRequest, Registration,
+    StateQuery,
 };
 use crate::registry::Leadership;
 
@@ -52,10 +52,9 @@ impl Coordinator {
         config.validate()?;
         let ctx = Arc::new(ClusterContext::new(config));
         let ticker = ctx.clock.spawn_ticker();
-        let (supervisor, supervisor_task) =
-            Actor::spawn(None, ClusterSupervisor, Arc::clone(&ctx))
-                .await
-                .map_err(|e| Error::Actor(format!("spawning ClusterSupervisor: {e}")))?;
+        let (supervisor, supervisor_task) = Actor::spawn(None, ClusterSupervisor, Arc::clone(&ctx))
+            .await
+            .map_err(|e| Error::Actor(format!("spawning ClusterSupervisor: {e}")))?;
         tracing::info!(
             ttl_ms = ctx.config.ttl.as_millis() as u64,
             grace_ms = ctx.grace_ms(),

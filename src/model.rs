@@ -189,7 +189,9 @@ impl RegisterRequest {
         let metadata = match self.metadata {
             None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
             Some(value @ serde_json::Value::Object(_)) => {
-                let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+                let size = serde_json::to_vec(&value)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
                 if size > limits.max_metadata_bytes {
                     return Err(ValidationError::new(
                         "metadata",
@@ -202,10 +204,7 @@ impl RegisterRequest {
                 value
             }
             Some(_) => {
-                return Err(ValidationError::new(
-                    "metadata",
-                    "must be a JSON object",
-                ));
+                return Err(ValidationError::new("metadata", "must be a JSON object"));
             }
         };
         let ttl = self.ttl.unwrap_or(default_ttl);

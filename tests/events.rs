@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Harness, of_kind, settle};
+use common::{Harness, settle};
 use vigil::{Config, EventKind, Term};
 
 #[tokio::test(start_paused = true)]
@@ -89,5 +87,4 @@ async fn state_shows_each_instance_with_its_leadership() {
     assert_eq!(state.instances[1].last_seen_ms - a.last_seen_ms, 2_000);
     assert!(!state.instances[1].is_leader);
     assert_eq!(state.leader.leader.as_ref().unwrap().as_str(), "a");
-    let _ = Duration::ZERO;
 }

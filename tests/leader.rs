@@ -142,7 +142,9 @@ async fn a_panicking_leader_actor_is_restarted_too() {
     let h = Harness::default().await;
     h.register("a").await;
     let leader = h.coordinator.actors().leader().await.unwrap();
-    leader.cast(vigil::actors::leader::LeaderMsg::Crash).unwrap();
+    leader
+        .cast(vigil::actors::leader::LeaderMsg::Crash)
+        .unwrap();
     settle().await;
     let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
     assert_eq!(sup.leader_restarts, 1);

@@ -111,7 +111,10 @@ async fn re_registering_a_live_instance_keeps_its_epoch_and_updates_it() {
     let state = h.coordinator.state().await;
     assert_eq!(state.instances.len(), 1);
     assert_eq!(state.instances[0].roles, ["relay", "worker"]);
-    assert_eq!(state.instances[0].metadata, serde_json::json!({"zone": "b"}));
+    assert_eq!(
+        state.instances[0].metadata,
+        serde_json::json!({"zone": "b"})
+    );
     // Registration counts as a heartbeat: alive past the first deadline.
     h.at(45_000).await;
     assert!(h.status_of("w1").is_some_and(InstanceStatus::is_alive));
@@ -180,7 +183,11 @@ async fn check_health_sorts_instances_by_silence() {
         .check_health(Some(Duration::from_secs(8)))
         .await;
     assert_eq!(
-        report.healthy.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+        report
+            .healthy
+            .iter()
+            .map(|i| i.as_str())
+            .collect::<Vec<_>>(),
         ["chatty"]
     );
     assert_eq!(

@@ -106,7 +106,10 @@ async fn killing_1000_instance_actors_gives_zero_false_expiries() {
     let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
     assert!(kills >= 990, "kills {kills}");
     assert_eq!(sup.instance_restarts, kills);
-    assert_eq!(sup.instance_actors, 1000, "every instance has its actor back");
+    assert_eq!(
+        sup.instance_actors, 1000,
+        "every instance has its actor back"
+    );
     // After the chaos, the instances still expire normally once they fall silent.
     h.at(10_000 + 3_001).await;
     assert_eq!(h.coordinator.instance_count(), 0);

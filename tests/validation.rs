@@ -20,7 +20,11 @@ async fn every_validation_rule_is_reported_with_its_field() {
     let h = Harness::default().await;
     let cases: Vec<(RegisterRequest, &str, &str)> = vec![
         (RegisterRequest::new(""), "id", "1 to 256 characters"),
-        (RegisterRequest::new("x".repeat(257)), "id", "1 to 256 characters"),
+        (
+            RegisterRequest::new("x".repeat(257)),
+            "id",
+            "1 to 256 characters",
+        ),
         (RegisterRequest::new("has space"), "id", "whitespace"),
         (RegisterRequest::new("tab\there"), "id", "whitespace"),
         (RegisterRequest::new("bell\u{7}"), "id", "control"),

@@ -92,12 +92,23 @@ impl LeaderState {
         if current_ok {
             return;
         }
-        self.candidates.retain(|_, slot| slot.status().is_alive());
+        // Drop departed candidates from the front only (their `Left` may still be on its way);
+        // a full sweep would make every election O(n).
+        while let Some(first) = self.candidates.first_entry() {
+            if first.get().status().is_alive() {
+                break;
+            }
+            first.remove();
+        }
         let pick = self
             .candidates
             .values()
             .find(|slot| slot.status() == InstanceStatus::Active)
-            .or_else(|| self.candidates.values().next())
+            .or_else(|| {
+                self.candidates
+                    .values()
+                    .find(|slot| slot.status().is_alive())
+            })
             .cloned();
         if pick.is_none() && record.slot.is_none() {
             return; // still vacant: nothing changes, the term stays

@@ -168,9 +168,7 @@ impl SupervisorState {
             request.roles,
             request.metadata,
         ));
-        self.ctx
-            .registry
-            .insert(request.id.clone(), slot.entry());
+        self.ctx.registry.insert(request.id.clone(), slot.entry());
         if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
             self.ctx
                 .registry
@@ -344,7 +342,9 @@ impl Actor for ClusterSupervisor {
                 state.child_died(&myself, cell, why).await;
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                state.child_died(&myself, cell, format!("failed: {err}")).await;
+                state
+                    .child_died(&myself, cell, format!("failed: {err}"))
+                    .await;
             }
             _ => {}
         }

@@ -4,8 +4,8 @@
 //! leads in. If they lived inside each instance's own heap allocation, 100k instances would be
 //! scattered over hundreds of MiB (each instance's actor, mailbox and timer are allocated next
 //! to it), and every heartbeat would pay a cache *and* a TLB miss. So the cells are carved out
-//! of chunks of [`CHUNK`] cells each: 100k instances' cells fit in 2.4 MiB. Measured, this is
-//! worth 50–90 % of heartbeat throughput at 100k instances (docs/performance.md).
+//! of chunks of [`CHUNK`] cells each: 100k instances' cells fit in 2.4 MiB. Measured, this took
+//! one-thread throughput at 100k instances from 2.5 to 4.0 M heartbeats/s (docs/performance.md).
 //!
 //! ## The liveness word
 //!

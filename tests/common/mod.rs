@@ -18,7 +18,9 @@ pub struct Harness {
 impl Harness {
     pub async fn start(config: Config) -> Self {
         let t0 = Instant::now();
-        let coordinator = Coordinator::start(config).await.expect("coordinator starts");
+        let coordinator = Coordinator::start(config)
+            .await
+            .expect("coordinator starts");
         let events = coordinator.subscribe();
         Self {
             coordinator,
