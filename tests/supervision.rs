@@ -93,7 +93,7 @@ async fn killing_1000_instance_actors_gives_zero_false_expiries() {
         }
         // Every second: everyone heartbeats (spread over the second in 10 slices).
         let slice = (tick % 100) as usize;
-        if slice % 10 == 0 {
+        if slice.is_multiple_of(10) {
             for id in ids.iter().skip(slice / 10 * 100).take(100) {
                 assert!(h.coordinator.heartbeat_now(id).alive, "{id} at {tick}0 ms");
             }
