@@ -20,6 +20,18 @@ pub struct Limits {
     pub max_ttl: Duration,
     /// Most instances registered at once (default 1,000,000); a registration past it is refused.
     pub max_instances: usize,
+    /// Largest task payload, in bytes of its JSON serialization (default 64 KiB).
+    pub max_payload_bytes: usize,
+    /// Most attempts a task may be given (default 100).
+    pub max_attempts: u32,
+    /// Most locks a task may require (default 32).
+    pub max_task_locks: usize,
+    /// Most tasks one claim may take (default 100).
+    pub max_claim: usize,
+    /// Shortest lease TTL (default 1 s).
+    pub min_lease_ttl: Duration,
+    /// Longest lease TTL, also the longest step-heartbeat extension (default 24 h).
+    pub max_lease_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -32,6 +44,12 @@ impl Default for Limits {
             min_ttl: Duration::from_secs(1),
             max_ttl: Duration::from_secs(3600),
             max_instances: 1_000_000,
+            max_payload_bytes: 64 * 1024,
+            max_attempts: 100,
+            max_task_locks: 32,
+            max_claim: 100,
+            min_lease_ttl: Duration::from_secs(1),
+            max_lease_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -56,6 +74,18 @@ pub struct Config {
     /// How long a control-path call (register, unregister, state) may wait for an actor before
     /// it fails with [`Error::Timeout`](crate::Error::Timeout) (default 2 s).
     pub call_timeout: Duration,
+    /// A claimed task whose last step heartbeat is older than this is taken back by the sweep
+    /// (default 30 min).
+    pub step_timeout: Duration,
+    /// How often the LeaderActor sweeps: stale steps, lapsed leases, claims of departed
+    /// instances (default 1 s).
+    pub sweep_interval: Duration,
+    /// TTL of the leases a claim acquires for its task's required locks, and the default TTL
+    /// of `acquire_lease` (default 900 s, Sortie's `extend_leases_sec`).
+    pub lease_ttl: Duration,
+    /// Finished tasks kept for `get_task` / `list_tasks`; the oldest are forgotten first
+    /// (default 100 000).
+    pub finished_task_retention: usize,
     /// Input limits.
     pub limits: Limits,
 }
@@ -69,6 +99,10 @@ impl Default for Config {
             recent_events: 256,
             event_capacity: 4096,
             call_timeout: Duration::from_secs(2),
+            step_timeout: Duration::from_secs(30 * 60),
+            sweep_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(900),
+            finished_task_retention: 100_000,
             limits: Limits::default(),
         }
     }
@@ -100,6 +134,16 @@ impl Config {
         }
         if self.call_timeout.is_zero() {
             return bad("call_timeout", "must be more than zero".into());
+        }
+        if self.sweep_interval < Duration::from_millis(10) {
+            return bad("sweep_interval", "must be at least 10 ms".into());
+        }
+        if self.step_timeout < Duration::from_secs(1) {
+            return bad("step_timeout", "must be at least 1 s".into());
+        }
+        if self.lease_ttl < self.limits.min_lease_ttl || self.lease_ttl > self.limits.max_lease_ttl
+        {
+            return bad("lease_ttl", "must lie within the lease TTL limits".into());
         }
         Ok(())
     }

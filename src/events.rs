@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::model::{Epoch, InstanceId, Term};
+use crate::work::lease::LeaseKey;
+use crate::work::task::TaskId;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,6 +35,30 @@ pub enum EventKind {
     /// The leader left and nobody is alive to follow it; `term` is the leaderless term.
     #[serde(rename = "leader.vacant")]
     LeaderVacant,
+    /// A task was created.
+    #[serde(rename = "task.created")]
+    TaskCreated,
+    /// A task was claimed by a worker.
+    #[serde(rename = "task.claimed")]
+    TaskClaimed,
+    /// A task was completed.
+    #[serde(rename = "task.completed")]
+    TaskCompleted,
+    /// A worker reported a failed attempt, or a task ran out of attempts.
+    #[serde(rename = "task.failed")]
+    TaskFailed,
+    /// A task was taken back from a departed worker or a stale step and is pending again.
+    #[serde(rename = "task.reassigned")]
+    TaskReassigned,
+    /// A lease was granted.
+    #[serde(rename = "lease.acquired")]
+    LeaseAcquired,
+    /// A lease was released (by its holder, or with its claim or instance).
+    #[serde(rename = "lease.released")]
+    LeaseReleased,
+    /// A lease lapsed without renewal and was removed.
+    #[serde(rename = "lease.expired")]
+    LeaseExpired,
 }
 
 impl EventKind {
@@ -45,6 +71,14 @@ impl EventKind {
             Self::InstanceUnregistered => "instance.unregistered",
             Self::LeaderElected => "leader.elected",
             Self::LeaderVacant => "leader.vacant",
+            Self::TaskCreated => "task.created",
+            Self::TaskClaimed => "task.claimed",
+            Self::TaskCompleted => "task.completed",
+            Self::TaskFailed => "task.failed",
+            Self::TaskReassigned => "task.reassigned",
+            Self::LeaseAcquired => "lease.acquired",
+            Self::LeaseReleased => "lease.released",
+            Self::LeaseExpired => "lease.expired",
         }
     }
 }
@@ -70,8 +104,41 @@ pub struct Event {
     /// For instance events: wall-clock ms of the instance's last heartbeat.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_seen_ms: Option<u64>,
+    /// For task events (and leases held by a claim): the task.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub task_id: Option<TaskId>,
+    /// For lease events: the key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lease_key: Option<LeaseKey>,
+    /// For lease events: the grant's fencing token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fencing_token: Option<u64>,
+    /// Why it happened, where that is not obvious (a reassignment, a failure).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
     /// Wall-clock ms when the event happened.
     pub at_ms: u64,
+}
+
+impl Event {
+    /// An event of `kind` in `term` at `at_ms`, with every optional field empty. The bus
+    /// numbers it when it is published.
+    pub fn new(kind: EventKind, term: Term, at_ms: u64) -> Self {
+        Self {
+            seq: 0,
+            kind,
+            instance_id: None,
+            epoch: None,
+            term,
+            previous_leader: None,
+            last_seen_ms: None,
+            task_id: None,
+            lease_key: None,
+            fencing_token: None,
+            reason: None,
+            at_ms,
+        }
+    }
 }
 
 /// Publishes events and keeps the most recent ones.

@@ -38,12 +38,13 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod registry;
+pub mod work;
 
 pub use config::{Config, Limits};
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, LeaseOutcome, LeaseOwner};
 pub use error::{Error, ValidationError};
 pub use events::{Event, EventKind};
 pub use model::{
     ClusterState, Epoch, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView,
-    LeaderView, RegisterRequest, Registration, StateQuery, Term,
+    LeaderView, RegisterRequest, Registration, StateQuery, Term, Unregistration,
 };

@@ -281,6 +281,16 @@ pub struct Registration {
     pub term: Term,
 }
 
+/// The answer to an unregistration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unregistration {
+    /// Whether the instance was registered and alive (false for an unknown id: not an error).
+    pub unregistered: bool,
+    /// How many of its tasks went back to pending (or failed for good, out of attempts).
+    pub tasks_reassigned: usize,
+}
+
 /// The answer to a heartbeat. Never an error: an unknown, expired or unregistered instance is
 /// `alive: false` and must register again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ async fn the_lifecycle_publishes_each_event_with_ids_epochs_terms_and_times() {
     let mut h = Harness::default().await;
     let a = h.register("a").await;
     let b = h.register("b").await;
-    h.coordinator.unregister("b").await.unwrap();
+    assert!(h.coordinator.unregister("b").await.unwrap().unregistered);
     h.at(30_000).await;
     settle().await;
     let events = h.drain_events();

@@ -83,10 +83,10 @@ async fn unregistering_the_leader_hands_over_and_the_last_one_leaves_a_vacancy()
     let mut h = Harness::default().await;
     h.register("a").await;
     h.register("b").await;
-    assert!(h.coordinator.unregister("a").await.unwrap());
+    assert!(h.coordinator.unregister("a").await.unwrap().unregistered);
     settle().await;
     assert_eq!(h.leader().as_deref(), Some("b"));
-    assert!(h.coordinator.unregister("b").await.unwrap());
+    assert!(h.coordinator.unregister("b").await.unwrap().unregistered);
     settle().await;
     assert_eq!(h.leader(), None);
     let state = h.coordinator.state().await;
@@ -174,7 +174,13 @@ async fn repeated_leader_actor_kills_never_give_two_leaders_in_one_term() {
         match next() % 3 {
             0 => {
                 if let Some(leader) = h.leader() {
-                    h.coordinator.unregister(&leader).await.unwrap();
+                    assert!(
+                        h.coordinator
+                            .unregister(&leader)
+                            .await
+                            .unwrap()
+                            .unregistered
+                    );
                 }
             }
             1 => {

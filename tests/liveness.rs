@@ -137,7 +137,7 @@ async fn registering_after_expiry_starts_a_new_epoch() {
 async fn registering_after_unregistering_starts_a_new_epoch() {
     let h = Harness::default().await;
     let first = h.register("w1").await;
-    assert!(h.coordinator.unregister("w1").await.unwrap());
+    assert!(h.coordinator.unregister("w1").await.unwrap().unregistered);
     assert!(!h.coordinator.heartbeat("w1").await.alive);
     let second = h.register("w1").await;
     assert!(second.epoch > first.epoch);
@@ -146,10 +146,19 @@ async fn registering_after_unregistering_starts_a_new_epoch() {
 #[tokio::test(start_paused = true)]
 async fn unregistering_an_unknown_id_answers_false() {
     let mut h = Harness::default().await;
-    assert!(!h.coordinator.unregister("nobody").await.unwrap());
+    assert!(
+        !h.coordinator
+            .unregister("nobody")
+            .await
+            .unwrap()
+            .unregistered
+    );
     h.register("w1").await;
-    assert!(h.coordinator.unregister("w1").await.unwrap());
-    assert!(!h.coordinator.unregister("w1").await.unwrap(), "twice");
+    assert!(h.coordinator.unregister("w1").await.unwrap().unregistered);
+    assert!(
+        !h.coordinator.unregister("w1").await.unwrap().unregistered,
+        "twice"
+    );
     let events = h.drain_events();
     assert_eq!(of_kind(&events, EventKind::InstanceUnregistered).len(), 1);
 }

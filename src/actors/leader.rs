@@ -7,6 +7,13 @@
 //! expires or unregisters — a newer or healthier instance never deposes it — so leadership only
 //! moves when it must. Because epochs are unique, the rule is deterministic.
 //!
+//! ## The sweep
+//!
+//! Every `sweep_interval` the LeaderActor sweeps the work book: claims whose step heartbeat is
+//! older than `step_timeout` go back to pending (the attempt counts), lapsed leases are reaped,
+//! and claims or leases of instances that are no longer live are taken back — a safety net,
+//! since the supervisor already takes an instance's work back in the step that removes it.
+//!
 //! ## Terms
 //!
 //! Every change of leader, including to "no leader" when the last instance leaves, increases
@@ -19,7 +26,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 
 use super::ClusterContext;
 use crate::events::{Event, EventKind};
@@ -39,6 +47,8 @@ pub enum LeaderMsg {
     Left(Arc<InstanceSlot>),
     /// "What do you hold?"
     Inspect(RpcReplyPort<LeaderActorView>),
+    /// Time for the periodic sweep (stale steps, lapsed leases, orphaned claims).
+    Sweep,
     /// Fault injection for chaos tests: the handler panics.
     Crash,
 }
@@ -52,6 +62,8 @@ pub struct LeaderActorView {
     pub candidates: usize,
     /// Elections this incarnation ran.
     pub elections: u64,
+    /// Sweeps this incarnation ran.
+    pub sweeps: u64,
 }
 
 /// The LeaderActor's own state: the candidates, ordered by epoch.
@@ -60,6 +72,8 @@ pub struct LeaderState {
     ctx: Arc<ClusterContext>,
     candidates: BTreeMap<Epoch, Arc<InstanceSlot>>,
     elections: u64,
+    sweeps: u64,
+    sweep_timer: Option<JoinHandle<Result<(), MessagingErr<LeaderMsg>>>>,
 }
 
 impl LeaderState {
@@ -76,7 +90,27 @@ impl LeaderState {
             ctx,
             candidates,
             elections: 0,
+            sweeps: 0,
+            sweep_timer: None,
         }
+    }
+
+    /// One sweep, then the next one armed. The timer is a `send_after` task: if this actor is
+    /// killed, it fires into a dead mailbox and its replacement arms its own.
+    fn sweep(&mut self, myself: &ActorRef<LeaderMsg>) {
+        let ctx = &self.ctx;
+        let report = ctx.with_work(|work, op| work.sweep(op, |id, epoch| ctx.is_live(id, epoch)));
+        self.sweeps += 1;
+        if report != crate::work::Sweep::default() {
+            tracing::info!(
+                zombies = report.zombies_reset,
+                orphans = report.orphans_reassigned,
+                leases = report.leases_reaped,
+                "sweep took work back"
+            );
+        }
+        let interval = ctx.config.sweep_interval;
+        self.sweep_timer = Some(myself.send_after(interval, || LeaderMsg::Sweep));
     }
 
     /// Keeps the current leader if it is still a live candidate, elects a new one otherwise.
@@ -133,16 +167,11 @@ impl LeaderState {
             ),
             None => tracing::info!(term = term.0, "leader vacant: no live instance"),
         }
-        self.ctx.events.publish(Event {
-            seq: 0,
-            kind,
-            instance_id: pick.as_ref().map(|s| s.id.clone()),
-            epoch: pick.as_ref().map(|s| s.epoch),
-            term,
-            previous_leader: previous,
-            last_seen_ms: None,
-            at_ms: self.ctx.clock.wall_ms(now),
-        });
+        let mut event = Event::new(kind, term, self.ctx.clock.wall_ms(now));
+        event.instance_id = pick.as_ref().map(|s| s.id.clone());
+        event.epoch = pick.as_ref().map(|s| s.epoch);
+        event.previous_leader = previous;
+        self.ctx.events.publish(event);
     }
 
     fn view(&self) -> LeaderView {
@@ -171,9 +200,30 @@ impl Actor for LeaderActor {
         Ok(state)
     }
 
-    async fn handle(
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let interval = state.ctx.config.sweep_interval;
+        state.sweep_timer = Some(myself.send_after(interval, || LeaderMsg::Sweep));
+        Ok(())
+    }
+
+    async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.sweep_timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -200,8 +250,10 @@ impl Actor for LeaderActor {
                     leader: state.view(),
                     candidates: state.candidates.len(),
                     elections: state.elections,
+                    sweeps: state.sweeps,
                 });
             }
+            LeaderMsg::Sweep => state.sweep(&myself),
             LeaderMsg::Crash => panic!("injected crash of LeaderActor"),
         }
         Ok(())

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::events::{Event, EventBus, EventKind};
 use crate::model::Epoch;
 use crate::registry::{HotArena, InstanceSlot, Leadership, Registry};
+use crate::work::{Op, WorkBook, WorkSettings};
 
 /// What the actors and the coordinator handle share.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct ClusterContext {
     pub events: EventBus,
     /// Where instances' hot cells are allocated.
     pub arena: Arc<HotArena>,
+    /// Tasks and leases.
+    pub work: parking_lot::Mutex<WorkBook>,
     next_epoch: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -48,6 +51,12 @@ impl ClusterContext {
     pub fn new(config: Config) -> Self {
         let clock = LivenessClock::new(config.clock_tick);
         let events = EventBus::new(config.event_capacity, config.recent_events);
+        let work = WorkBook::new(WorkSettings {
+            step_timeout_ms: config.step_timeout.as_millis() as u64,
+            claim_lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+            finished_retention: config.finished_task_retention,
+            claim_scan_limit: 10_000,
+        });
         Self {
             config,
             clock,
@@ -55,6 +64,7 @@ impl ClusterContext {
             leadership: Leadership::default(),
             events,
             arena: Arc::default(),
+            work: parking_lot::Mutex::new(work),
             next_epoch: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
@@ -80,18 +90,33 @@ impl ClusterContext {
         self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// Runs `f` on the work book under its lock and publishes the events it produced before
+    /// letting go, so event order is the order operations took effect in. (Lock order: the
+    /// work lock, then the event bus; a registry guard is never held while taking either.)
+    pub fn with_work<R>(&self, f: impl FnOnce(&mut WorkBook, &mut Op) -> R) -> R {
+        let mut work = self.work.lock();
+        let mut op = Op::new(&self.clock, self.leadership.term());
+        let result = f(&mut work, &mut op);
+        for event in op.events {
+            self.events.publish(event);
+        }
+        result
+    }
+
+    /// Whether `id` is registered and alive in `epoch`.
+    pub fn is_live(&self, id: &crate::model::InstanceId, epoch: Epoch) -> bool {
+        self.registry
+            .get(id.as_str())
+            .is_some_and(|e| e.slot.epoch == epoch && e.cell.status().is_alive())
+    }
+
     /// Publishes an instance event about `slot`.
     pub fn publish_instance_event(&self, kind: EventKind, slot: &InstanceSlot) {
         let (_, seen) = slot.liveness();
-        self.events.publish(Event {
-            seq: 0,
-            kind,
-            instance_id: Some(slot.id.clone()),
-            epoch: Some(slot.epoch),
-            term: self.leadership.term(),
-            previous_leader: None,
-            last_seen_ms: Some(self.clock.wall_ms(seen)),
-            at_ms: self.clock.now_wall_ms(),
-        });
+        let mut event = Event::new(kind, self.leadership.term(), self.clock.now_wall_ms());
+        event.instance_id = Some(slot.id.clone());
+        event.epoch = Some(slot.epoch);
+        event.last_seen_ms = Some(self.clock.wall_ms(seen));
+        self.events.publish(event);
     }
 }

@@ -31,7 +31,7 @@ use super::instance::{InstanceActor, InstanceArgs, InstanceMsg};
 use super::leader::{LeaderActor, LeaderMsg};
 use crate::error::Error;
 use crate::events::EventKind;
-use crate::model::{InstanceId, InstanceStatus, Registration, ValidRegistration};
+use crate::model::{InstanceId, InstanceStatus, Registration, Unregistration, ValidRegistration};
 use crate::registry::{InstanceSlot, Transition};
 
 /// The ClusterSupervisor behaviour.
@@ -43,8 +43,8 @@ pub struct ClusterSupervisor;
 pub enum SupervisorMsg {
     /// Register (or refresh) an instance.
     Register(ValidRegistration, RpcReplyPort<Result<Registration, Error>>),
-    /// Unregister an instance; answers whether it was registered and alive.
-    Unregister(InstanceId, RpcReplyPort<bool>),
+    /// Unregister an instance.
+    Unregister(InstanceId, RpcReplyPort<Unregistration>),
     /// The current LeaderActor, for inspection and fault injection.
     LeaderActor(RpcReplyPort<Option<ActorRef<LeaderMsg>>>),
     /// "What do you hold?"
@@ -101,13 +101,14 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Takes a terminal slot out of the registry, tells the LeaderActor and publishes the
-    /// event. Idempotent: only the first call for a slot does anything.
-    fn finalize(&mut self, slot: &Arc<InstanceSlot>) {
+    /// Takes a terminal slot out of the registry, publishes the event, takes back the tasks and
+    /// leases the instance held and tells the LeaderActor. Idempotent: only the first call for
+    /// a slot does anything. Returns how many tasks were taken back.
+    fn finalize(&mut self, slot: &Arc<InstanceSlot>) -> usize {
         let status = slot.status();
         debug_assert!(!status.is_alive());
         if !slot.claim_finalization() {
-            return;
+            return 0;
         }
         self.ctx
             .registry
@@ -117,6 +118,18 @@ impl SupervisorState {
             _ => EventKind::InstanceExpired,
         };
         self.ctx.publish_instance_event(kind, slot);
+        // Taken back in the same step that removed the instance: from here on no claim by it
+        // can succeed (claims check liveness under the work lock), so nothing slips between.
+        let why = match status {
+            InstanceStatus::Unregistered => "instance unregistered",
+            _ => "instance expired",
+        };
+        let reassigned = self
+            .ctx
+            .with_work(|work, op| work.release_instance(op, &slot.id, slot.epoch, why));
+        if reassigned > 0 {
+            tracing::info!(instance = %slot.id, epoch = slot.epoch.0, reassigned, "tasks taken back");
+        }
         if let Some(leader) = &self.leader {
             // If the LeaderActor is down, its replacement rebuilds from the registry, which no
             // longer holds this slot: nothing is lost by a failed send.
@@ -125,6 +138,7 @@ impl SupervisorState {
         if let Some(actor) = slot.actor() {
             actor.stop(Some("finalized".into()));
         }
+        reassigned
     }
 
     async fn register(
@@ -206,21 +220,24 @@ impl SupervisorState {
         }
     }
 
-    fn unregister(&mut self, id: &InstanceId) -> bool {
+    fn unregister(&mut self, id: &InstanceId) -> Unregistration {
         let Some(slot) = self
             .ctx
             .registry
             .get(id.as_str())
             .map(|e| Arc::clone(&e.slot))
         else {
-            return false;
+            return Unregistration::default();
         };
         let done = slot.unregister() == Transition::Done;
         if done {
             tracing::info!(instance = %slot.id, epoch = slot.epoch.0, "instance unregistered");
         }
-        self.finalize(&slot);
-        done
+        let tasks_reassigned = self.finalize(&slot);
+        Unregistration {
+            unregistered: done,
+            tasks_reassigned,
+        }
     }
 
     async fn child_died(&mut self, myself: &ActorRef<SupervisorMsg>, cell: ActorCell, why: String) {

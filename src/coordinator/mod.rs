@@ -27,9 +27,13 @@ use crate::error::Error;
 use crate::events::Event;
 use crate::model::{
     ClusterState, HealthReport, Heartbeat, InstanceId, InstanceView, RegisterRequest, Registration,
-    StateQuery,
+    StateQuery, Unregistration,
 };
 use crate::registry::Leadership;
+
+mod work;
+
+pub use work::{LeaseOutcome, LeaseOwner};
 
 /// A running coordinator. Cheap to clone; every clone drives the same cluster.
 #[derive(Clone, Debug)]
@@ -124,9 +128,10 @@ impl Coordinator {
         }
     }
 
-    /// Unregisters `id`. Answers `true` if it was registered and alive, `false` for an unknown
-    /// or already expired id (not an error). A malformed id is [`Error::Invalid`].
-    pub async fn unregister(&self, id: &str) -> Result<bool, Error> {
+    /// Unregisters `id`: its tasks go back to pending and its leases are released. Answers
+    /// `unregistered: false` for an unknown or already expired id (not an error). A malformed
+    /// id is [`Error::Invalid`].
+    pub async fn unregister(&self, id: &str) -> Result<Unregistration, Error> {
         let ctx = &self.inner.ctx;
         let id = InstanceId::parse(id, &ctx.config.limits)?;
         self.ensure_running()?;
@@ -245,6 +250,10 @@ impl Coordinator {
         }
         ctx.registry.clear();
         tracing::info!("coordinator shut down");
+    }
+
+    fn ctx(&self) -> &ClusterContext {
+        &self.inner.ctx
     }
 
     fn ensure_running(&self) -> Result<(), Error> {

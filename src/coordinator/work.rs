@@ -1,0 +1,362 @@
+//! The work-distribution half of the [`Coordinator`] API: tasks and leases.
+//!
+//! Every call validates its input first (a violation is [`Error::Invalid`] naming the field
+//! and changes nothing), then runs one short critical section on the work book.
+
+use std::time::Duration;
+
+use super::Coordinator;
+use crate::error::{Error, ValidationError};
+use crate::model::InstanceId;
+use crate::work::lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode};
+use crate::work::task::{
+    ClaimToken, ClaimedTask, Completion, Failure, StepHeartbeat, TaskId, TaskQuery, TaskSpec,
+    TaskView,
+};
+
+/// Who asks for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOwner {
+    /// A live registered instance; its leases go when it expires or unregisters.
+    Instance(String),
+    /// A current claim on a task; its leases go when the claim ends.
+    Claim {
+        /// The task.
+        task_id: TaskId,
+        /// The claim token.
+        claim_token: String,
+    },
+}
+
+/// The answer to a lease acquisition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// Granted.
+    Granted(LeaseGrant),
+    /// Refused: these holds conflict.
+    Conflict(Vec<LeaseConflict>),
+}
+
+impl Coordinator {
+    /// Creates a pending task. Payload ≤ 64 KiB serialized, priority 0–100 (default 50),
+    /// max attempts 1–100 (default 3), at most 32 required locks with valid keys.
+    pub async fn create_task(&self, spec: TaskSpec) -> Result<TaskView, Error> {
+        self.ensure_running()?;
+        let limits = &self.ctx().config.limits;
+        let size = serde_json::to_vec(&spec.payload)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > limits.max_payload_bytes {
+            return Err(ValidationError::new(
+                "payload",
+                format!(
+                    "at most {} bytes when serialized, got {size}",
+                    limits.max_payload_bytes
+                ),
+            )
+            .into());
+        }
+        let priority = spec.priority.unwrap_or(50);
+        if priority > 100 {
+            return Err(ValidationError::new(
+                "priority",
+                format!("must lie within 0..=100, got {priority}"),
+            )
+            .into());
+        }
+        let max_attempts = spec.max_attempts.unwrap_or(3);
+        if max_attempts == 0 || max_attempts > limits.max_attempts {
+            return Err(ValidationError::new(
+                "maxAttempts",
+                format!(
+                    "must lie within 1..={}, got {max_attempts}",
+                    limits.max_attempts
+                ),
+            )
+            .into());
+        }
+        if spec.requires_locks.len() > limits.max_task_locks {
+            return Err(ValidationError::new(
+                "requiresLocks",
+                format!(
+                    "at most {} locks, got {}",
+                    limits.max_task_locks,
+                    spec.requires_locks.len()
+                ),
+            )
+            .into());
+        }
+        let mut locks = Vec::with_capacity(spec.requires_locks.len());
+        for (i, lock) in spec.requires_locks.into_iter().enumerate() {
+            let key = LeaseKey::parse_field(lock.key.as_str(), &format!("requiresLocks[{i}].key"))?;
+            if locks
+                .iter()
+                .any(|l: &crate::work::task::LockSpec| l.key == key)
+            {
+                return Err(ValidationError::new(
+                    format!("requiresLocks[{i}].key"),
+                    format!("{key} is listed twice"),
+                )
+                .into());
+            }
+            locks.push(crate::work::task::LockSpec {
+                key,
+                mode: lock.mode,
+            });
+        }
+        Ok(self
+            .ctx()
+            .with_work(|work, op| work.create(op, spec.payload, priority, max_attempts, locks)))
+    }
+
+    /// A task by id.
+    pub async fn get_task(&self, id: TaskId) -> Option<TaskView> {
+        let ctx = self.ctx();
+        let op = crate::work::Op::new(&ctx.clock, ctx.leadership.term());
+        ctx.work.lock().get(id, &op)
+    }
+
+    /// Tasks by status and assignee, in id order, at most `limit` (default 100, cap 10 000).
+    pub async fn list_tasks(&self, query: &TaskQuery) -> Vec<TaskView> {
+        let ctx = self.ctx();
+        let op = crate::work::Op::new(&ctx.clock, ctx.leadership.term());
+        ctx.work.lock().list(query, &op)
+    }
+
+    /// Counts of tasks by status (`pending`, `claimed`, `completed`, `failed`).
+    pub async fn task_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        self.ctx().work.lock().counts()
+    }
+
+    /// Claims up to `max_tasks` (1–100) of the best pending tasks for `worker`, which must be a
+    /// live registered instance. Each comes with a fresh claim token and the leases of its
+    /// required locks. An empty answer means nothing claimable is pending.
+    pub async fn claim(&self, worker: &str, max_tasks: usize) -> Result<Vec<ClaimedTask>, Error> {
+        self.ensure_running()?;
+        let ctx = self.ctx();
+        let id = InstanceId::parse(worker, &ctx.config.limits).map_err(|mut e| {
+            e.field = "workerId".into();
+            e
+        })?;
+        if max_tasks == 0 || max_tasks > ctx.config.limits.max_claim {
+            return Err(ValidationError::new(
+                "maxTasks",
+                format!(
+                    "must lie within 1..={}, got {max_tasks}",
+                    ctx.config.limits.max_claim
+                ),
+            )
+            .into());
+        }
+        ctx.with_work(|work, op| {
+            // Checked under the work lock: a departure takes the instance's tasks back under
+            // the same lock, after marking it terminal, so no claim can slip in between.
+            let epoch = ctx
+                .registry
+                .get(id.as_str())
+                .filter(|e| e.cell.status().is_alive())
+                .map(|e| e.slot.epoch)
+                .ok_or_else(|| Error::NotAlive(id.to_string()))?;
+            Ok(work.claim(op, &id, epoch, max_tasks))
+        })
+    }
+
+    /// A step heartbeat (Sortie's `heartbeat(step_id, extend_leases_sec)`): `ok` if
+    /// `claim_token` is the task's current claim, `stale_claim` otherwise (also for an unknown
+    /// task). Extends the claim's leases to now + `extend_leases` (zero: heartbeat only) and
+    /// reports leases that had already lapsed.
+    pub async fn task_heartbeat(
+        &self,
+        id: TaskId,
+        claim_token: &str,
+        extend_leases: Duration,
+    ) -> Result<StepHeartbeat, Error> {
+        let max = self.ctx().config.limits.max_lease_ttl;
+        if extend_leases > max {
+            return Err(ValidationError::new(
+                "extendLeasesSec",
+                format!(
+                    "at most {} s, got {} s",
+                    max.as_secs(),
+                    extend_leases.as_secs()
+                ),
+            )
+            .into());
+        }
+        let token = ClaimToken::from_presented(claim_token);
+        let extend_ms = extend_leases.as_millis() as u64;
+        Ok(self
+            .ctx()
+            .with_work(|work, op| work.step_heartbeat(op, id, &token, extend_ms)))
+    }
+
+    /// Completes a task under its claim; idempotent for the same token, `stale_claim` for any
+    /// other. Releases the claim's leases.
+    pub async fn complete_task(
+        &self,
+        id: TaskId,
+        claim_token: &str,
+        result: Option<serde_json::Value>,
+    ) -> Result<Completion, Error> {
+        if let Some(result) = &result {
+            self.check_payload_size("result", result)?;
+        }
+        let token = ClaimToken::from_presented(claim_token);
+        Ok(self
+            .ctx()
+            .with_work(|work, op| work.complete(op, id, &token, result)))
+    }
+
+    /// Reports a failed attempt under the claim; the task goes back to pending until it has
+    /// used its attempts, then fails for good. Releases the claim's leases.
+    pub async fn fail_task(
+        &self,
+        id: TaskId,
+        claim_token: &str,
+        error: Option<String>,
+    ) -> Result<Failure, Error> {
+        if let Some(error) = &error
+            && error.len() > 8 * 1024
+        {
+            return Err(ValidationError::new("error", "at most 8192 bytes").into());
+        }
+        let token = ClaimToken::from_presented(claim_token);
+        Ok(self
+            .ctx()
+            .with_work(|work, op| work.fail(op, id, &token, error)))
+    }
+
+    /// Acquires a lease on `key` for `owner` (default TTL: the config's `lease_ttl`).
+    pub async fn acquire_lease(
+        &self,
+        key: &str,
+        owner: LeaseOwner,
+        mode: LeaseMode,
+        ttl: Option<Duration>,
+    ) -> Result<LeaseOutcome, Error> {
+        self.ensure_running()?;
+        let key = LeaseKey::parse(key)?;
+        let ttl_ms = self.lease_ttl_ms(ttl)?;
+        let ctx = self.ctx();
+        ctx.with_work(|work, op| {
+            let holder = self.resolve_owner(work, &owner)?;
+            Ok(match work.acquire_lease(op, key, mode, holder, ttl_ms) {
+                Ok(grant) => LeaseOutcome::Granted(grant),
+                Err(conflicts) => LeaseOutcome::Conflict(conflicts),
+            })
+        })
+    }
+
+    /// Renews `owner`'s live lease on `key`; `None` if it holds none (or it lapsed).
+    pub async fn renew_lease(
+        &self,
+        key: &str,
+        owner: LeaseOwner,
+        ttl: Option<Duration>,
+    ) -> Result<Option<LeaseGrant>, Error> {
+        let key = LeaseKey::parse(key)?;
+        let ttl_ms = self.lease_ttl_ms(ttl)?;
+        self.ctx().with_work(|work, op| {
+            let holder = self.resolve_owner(work, &owner)?;
+            Ok(work.renew_lease(op, &key, &holder, ttl_ms))
+        })
+    }
+
+    /// Releases `owner`'s lease on `key`; answers whether there was one.
+    pub async fn release_lease(&self, key: &str, owner: LeaseOwner) -> Result<bool, Error> {
+        let key = LeaseKey::parse(key)?;
+        self.ctx().with_work(|work, op| {
+            let holder = self.resolve_owner(work, &owner)?;
+            Ok(work.release_lease(op, &key, &holder).is_some())
+        })
+    }
+
+    /// Leases on `prefix` and below, or all.
+    pub async fn list_leases(&self, prefix: Option<&str>) -> Result<Vec<LeaseGrant>, Error> {
+        let prefix = prefix.map(LeaseKey::parse).transpose()?;
+        Ok(self.ctx().work.lock().list_leases(prefix.as_ref()))
+    }
+
+    /// Runs one sweep now (the LeaderActor runs one every `sweep_interval`).
+    pub async fn sweep_now(&self) -> crate::work::Sweep {
+        let ctx = self.ctx();
+        ctx.with_work(|work, op| work.sweep(op, |id, epoch| ctx.is_live(id, epoch)))
+    }
+
+    fn resolve_owner(
+        &self,
+        work: &crate::work::WorkBook,
+        owner: &LeaseOwner,
+    ) -> Result<LeaseHolder, Error> {
+        let ctx = self.ctx();
+        match owner {
+            LeaseOwner::Instance(id) => {
+                let id = InstanceId::parse(id, &ctx.config.limits).map_err(|mut e| {
+                    e.field = "holder".into();
+                    e
+                })?;
+                let epoch = ctx
+                    .registry
+                    .get(id.as_str())
+                    .filter(|e| e.cell.status().is_alive())
+                    .map(|e| e.slot.epoch)
+                    .ok_or_else(|| Error::NotAlive(id.to_string()))?;
+                Ok(LeaseHolder::Instance {
+                    instance_id: id,
+                    epoch,
+                })
+            }
+            LeaseOwner::Claim {
+                task_id,
+                claim_token,
+            } => {
+                let token = ClaimToken::from_presented(claim_token.as_str());
+                if !work.claim_is_current(*task_id, &token) {
+                    return Err(Error::StaleClaim(task_id.to_string()));
+                }
+                Ok(LeaseHolder::Claim {
+                    task_id: *task_id,
+                    claim_token: token,
+                })
+            }
+        }
+    }
+
+    fn lease_ttl_ms(&self, ttl: Option<Duration>) -> Result<u64, Error> {
+        let config = &self.ctx().config;
+        let ttl = ttl.unwrap_or(config.lease_ttl);
+        let (min, max) = (config.limits.min_lease_ttl, config.limits.max_lease_ttl);
+        if ttl < min || ttl > max {
+            return Err(ValidationError::new(
+                "ttlSec",
+                format!(
+                    "must lie within {}..={} s, got {} ms",
+                    min.as_secs(),
+                    max.as_secs(),
+                    ttl.as_millis()
+                ),
+            )
+            .into());
+        }
+        Ok(ttl.as_millis() as u64)
+    }
+
+    fn check_payload_size(
+        &self,
+        field: &'static str,
+        value: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let max = self.ctx().config.limits.max_payload_bytes;
+        let size = serde_json::to_vec(value)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > max {
+            return Err(ValidationError::new(
+                field,
+                format!("at most {max} bytes when serialized, got {size}"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,489 @@
+//! Resource leases: time-limited holds on hierarchical keys.
+//!
+//! Keys are paths split by [`SEPARATOR`] (`repo/src/main.rs`). Two holds conflict when their
+//! keys are equal or one is an ancestor of the other, and at least one of them is exclusive:
+//!
+//! | held \ wanted           | shared        | exclusive |
+//! |-------------------------|---------------|-----------|
+//! | shared, same key        | ok            | conflict  |
+//! | exclusive, same key     | conflict      | conflict  |
+//! | ancestor or descendant  | as above      | as above  |
+//! | sibling (`a/x` vs `a/y`)| ok            | ok        |
+//!
+//! A holder never conflicts with itself. Every grant carries a fencing token from one counter
+//! that only grows, so a resource can refuse a write that presents an older token than one it
+//! has already seen. A lease past its expiry counts as gone for conflicts at once; the sweep
+//! reaps it and publishes `lease.expired`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::MonoMs;
+use crate::error::ValidationError;
+use crate::model::{Epoch, InstanceId};
+use crate::work::task::{ClaimToken, TaskId};
+
+/// Separates the levels of a lease key.
+pub const SEPARATOR: char = '/';
+
+/// Longest lease key, in characters.
+pub const MAX_KEY_CHARS: usize = 512;
+
+/// A validated, hierarchical resource key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseKey(String);
+
+impl LeaseKey {
+    /// Validates `key`: 1–512 characters, no control characters, no empty level (`a//b`, a
+    /// leading or trailing separator).
+    pub fn parse(key: &str) -> Result<Self, ValidationError> {
+        Self::parse_field(key, "key")
+    }
+
+    pub(crate) fn parse_field(key: &str, field: &str) -> Result<Self, ValidationError> {
+        let chars = key.chars().count();
+        if chars == 0 || chars > MAX_KEY_CHARS {
+            return Err(ValidationError::new(
+                field.to_string(),
+                format!("a lease key must have 1 to {MAX_KEY_CHARS} characters, got {chars}"),
+            ));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                field.to_string(),
+                "a lease key must not contain control characters",
+            ));
+        }
+        if key.split(SEPARATOR).any(str::is_empty) {
+            return Err(ValidationError::new(
+                field.to_string(),
+                format!("a lease key's levels, split by '{SEPARATOR}', must not be empty"),
+            ));
+        }
+        Ok(Self(key.to_string()))
+    }
+
+    /// A key taken as given, for builders; validation happens where it is used.
+    pub(crate) fn unchecked(key: &str) -> Self {
+        Self(key.to_string())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Proper ancestors, nearest last (`a`, `a/b` for `a/b/c`).
+    fn ancestors(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .match_indices(SEPARATOR)
+            .map(move |(i, _)| &self.0[..i])
+    }
+
+    /// The range of keys that are descendants: everything starting with `key/`. Since
+    /// `SEPARATOR` + 1 is the next character, `[key/, key0)` holds exactly those.
+    fn descendant_range(&self) -> (String, String) {
+        let next = char::from_u32(SEPARATOR as u32 + 1).unwrap_or(SEPARATOR);
+        (
+            format!("{}{SEPARATOR}", self.0),
+            format!("{}{next}", self.0),
+        )
+    }
+}
+
+impl fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Exclusive or shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseMode {
+    /// One holder; conflicts with any other hold on the key, its ancestors or descendants.
+    #[default]
+    Exclusive,
+    /// Many holders; conflicts only with exclusive holds.
+    Shared,
+}
+
+/// Who holds a lease: a task's claim (released with the claim) or an instance (released when
+/// it expires or unregisters, like an etcd lease bound to a session).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum LeaseHolder {
+    /// A claim on a task.
+    #[serde(rename_all = "camelCase")]
+    Claim {
+        /// The task.
+        task_id: TaskId,
+        /// The claim token.
+        claim_token: ClaimToken,
+    },
+    /// An instance, in one epoch.
+    #[serde(rename_all = "camelCase")]
+    Instance {
+        /// The instance.
+        instance_id: InstanceId,
+        /// Its epoch.
+        epoch: Epoch,
+    },
+}
+
+/// One granted lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseGrant {
+    /// The key.
+    pub key: LeaseKey,
+    /// The mode.
+    pub mode: LeaseMode,
+    /// The holder.
+    pub holder: LeaseHolder,
+    /// Monotonic fencing token of this grant.
+    pub fencing_token: u64,
+    /// Monotonic ms when it was granted.
+    #[serde(skip)]
+    pub acquired_at: MonoMs,
+    /// Monotonic ms when it lapses unless renewed.
+    #[serde(skip)]
+    pub expires_at: MonoMs,
+    /// Wall-clock ms when it lapses.
+    pub expires_at_ms: u64,
+}
+
+impl LeaseGrant {
+    /// Whether it has lapsed at `now`.
+    pub fn expired(&self, now: MonoMs) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// A conflicting hold, as reported to a refused acquirer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseConflict {
+    /// The key that is held.
+    pub key: LeaseKey,
+    /// How it is held.
+    pub mode: LeaseMode,
+}
+
+/// Every lease, by key.
+#[derive(Debug, Default)]
+pub struct LeaseTable {
+    by_key: BTreeMap<LeaseKey, Vec<LeaseGrant>>,
+    next_fencing_token: u64,
+}
+
+fn conflicts(wanted: LeaseMode, held: LeaseMode) -> bool {
+    wanted == LeaseMode::Exclusive || held == LeaseMode::Exclusive
+}
+
+impl LeaseTable {
+    /// The holds that would refuse `holder` a `mode` lease on `key` at `now`.
+    pub fn conflicts(
+        &self,
+        key: &LeaseKey,
+        mode: LeaseMode,
+        holder: &LeaseHolder,
+        now: MonoMs,
+    ) -> Vec<LeaseConflict> {
+        let mut found = Vec::new();
+        let mut check = |grants: &Vec<LeaseGrant>| {
+            for g in grants {
+                if &g.holder != holder && !g.expired(now) && conflicts(mode, g.mode) {
+                    found.push(LeaseConflict {
+                        key: g.key.clone(),
+                        mode: g.mode,
+                    });
+                }
+            }
+        };
+        if let Some(grants) = self.by_key.get(key) {
+            check(grants);
+        }
+        for ancestor in key.ancestors() {
+            if let Some(grants) = self.by_key.get(ancestor) {
+                check(grants);
+            }
+        }
+        let (from, to) = key.descendant_range();
+        for (_, grants) in self.by_key.range::<str, _>((
+            std::ops::Bound::Included(from.as_str()),
+            std::ops::Bound::Excluded(to.as_str()),
+        )) {
+            check(grants);
+        }
+        found
+    }
+
+    /// Grants `holder` a lease, or reports what conflicts. A holder acquiring a key it already
+    /// holds gets its grant back with the new mode and expiry, and the same fencing token.
+    pub fn acquire(
+        &mut self,
+        key: LeaseKey,
+        mode: LeaseMode,
+        holder: LeaseHolder,
+        now: MonoMs,
+        expires_at: MonoMs,
+        wall: impl Fn(MonoMs) -> u64,
+    ) -> Result<LeaseGrant, Vec<LeaseConflict>> {
+        let found = self.conflicts(&key, mode, &holder, now);
+        if !found.is_empty() {
+            return Err(found);
+        }
+        let grants = self.by_key.entry(key.clone()).or_default();
+        if let Some(existing) = grants.iter_mut().find(|g| g.holder == holder) {
+            existing.mode = mode;
+            existing.expires_at = expires_at;
+            existing.expires_at_ms = wall(expires_at);
+            return Ok(existing.clone());
+        }
+        self.next_fencing_token += 1;
+        let grant = LeaseGrant {
+            key,
+            mode,
+            holder,
+            fencing_token: self.next_fencing_token,
+            acquired_at: now,
+            expires_at,
+            expires_at_ms: wall(expires_at),
+        };
+        grants.push(grant.clone());
+        Ok(grant)
+    }
+
+    /// Extends `holder`'s live lease on `key` to `expires_at`. `None` if it holds none (or it
+    /// lapsed: a lapsed lease cannot be renewed, it must be acquired again).
+    pub fn renew(
+        &mut self,
+        key: &LeaseKey,
+        holder: &LeaseHolder,
+        now: MonoMs,
+        expires_at: MonoMs,
+        wall: impl Fn(MonoMs) -> u64,
+    ) -> Option<LeaseGrant> {
+        let grant = self
+            .by_key
+            .get_mut(key)?
+            .iter_mut()
+            .find(|g| &g.holder == holder && !g.expired(now))?;
+        grant.expires_at = expires_at;
+        grant.expires_at_ms = wall(expires_at);
+        Some(grant.clone())
+    }
+
+    /// Releases `holder`'s lease on `key`; returns it if there was one.
+    pub fn release(&mut self, key: &LeaseKey, holder: &LeaseHolder) -> Option<LeaseGrant> {
+        let grants = self.by_key.get_mut(key)?;
+        let index = grants.iter().position(|g| &g.holder == holder)?;
+        let grant = grants.swap_remove(index);
+        if grants.is_empty() {
+            self.by_key.remove(key);
+        }
+        Some(grant)
+    }
+
+    /// Releases every lease of `holder`.
+    pub fn release_holder(&mut self, holder: &LeaseHolder) -> Vec<LeaseGrant> {
+        self.take_where(|g| &g.holder == holder)
+    }
+
+    /// Removes and returns every lease that lapsed at `now`.
+    pub fn reap(&mut self, now: MonoMs) -> Vec<LeaseGrant> {
+        self.take_where(|g| g.expired(now))
+    }
+
+    fn take_where(&mut self, mut pred: impl FnMut(&LeaseGrant) -> bool) -> Vec<LeaseGrant> {
+        let mut taken = Vec::new();
+        self.by_key.retain(|_, grants| {
+            let mut i = 0;
+            while i < grants.len() {
+                if pred(&grants[i]) {
+                    taken.push(grants.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            !grants.is_empty()
+        });
+        taken
+    }
+
+    /// `holder`'s leases.
+    pub fn held_by(&self, holder: &LeaseHolder) -> Vec<LeaseGrant> {
+        self.by_key
+            .values()
+            .flatten()
+            .filter(|g| &g.holder == holder)
+            .cloned()
+            .collect()
+    }
+
+    /// Every lease under `prefix` (the key itself and its descendants), or all.
+    pub fn list(&self, prefix: Option<&LeaseKey>) -> Vec<LeaseGrant> {
+        match prefix {
+            None => self.by_key.values().flatten().cloned().collect(),
+            Some(key) => {
+                let (from, to) = key.descendant_range();
+                self.by_key
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .chain(
+                        self.by_key
+                            .range::<str, _>((
+                                std::ops::Bound::Included(from.as_str()),
+                                std::ops::Bound::Excluded(to.as_str()),
+                            ))
+                            .flat_map(|(_, g)| g),
+                    )
+                    .cloned()
+                    .collect()
+            }
+        }
+    }
+
+    /// How many leases are held.
+    pub fn len(&self) -> usize {
+        self.by_key.values().map(Vec::len).sum()
+    }
+
+    /// Whether no lease is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+impl std::borrow::Borrow<str> for LeaseKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> LeaseKey {
+        LeaseKey::parse(k).unwrap()
+    }
+
+    fn holder(n: u64) -> LeaseHolder {
+        LeaseHolder::Instance {
+            instance_id: InstanceId::parse(&format!("w{n}"), &Default::default()).unwrap(),
+            epoch: Epoch(n),
+        }
+    }
+
+    fn acquire(t: &mut LeaseTable, k: &str, mode: LeaseMode, h: u64) -> bool {
+        t.acquire(key(k), mode, holder(h), 0, 1000, |m| m).is_ok()
+    }
+
+    #[test]
+    fn the_conflict_matrix() {
+        use LeaseMode::{Exclusive as X, Shared as S};
+        // (held key, held mode, wanted key, wanted mode, granted?)
+        let cases = [
+            ("a/b", S, "a/b", S, true),
+            ("a/b", S, "a/b", X, false),
+            ("a/b", X, "a/b", S, false),
+            ("a/b", X, "a/b", X, false),
+            ("a", X, "a/b", S, false),   // ancestor exclusive
+            ("a", S, "a/b", X, false),   // ancestor shared vs exclusive
+            ("a", S, "a/b", S, true),    // shared all the way
+            ("a/b/c", S, "a", X, false), // descendant
+            ("a/b/c", X, "a", S, false),
+            ("a/b/c", S, "a", S, true),
+            ("a/x", X, "a/y", X, true),  // siblings
+            ("a/b", X, "a/bc", X, true), // not a descendant: a prefix of the text only
+            ("ab", X, "a", X, true),
+        ];
+        for (held, held_mode, wanted, wanted_mode, granted) in cases {
+            let mut t = LeaseTable::default();
+            assert!(acquire(&mut t, held, held_mode, 1));
+            assert_eq!(
+                acquire(&mut t, wanted, wanted_mode, 2),
+                granted,
+                "{held} {held_mode:?} then {wanted} {wanted_mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_holder_never_conflicts_with_itself_and_keeps_its_token() {
+        let mut t = LeaseTable::default();
+        let first = t
+            .acquire(key("a"), LeaseMode::Exclusive, holder(1), 0, 100, |m| m)
+            .unwrap();
+        let again = t
+            .acquire(key("a"), LeaseMode::Exclusive, holder(1), 10, 200, |m| m)
+            .unwrap();
+        assert_eq!(first.fencing_token, again.fencing_token);
+        assert_eq!(again.expires_at, 200);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn fencing_tokens_only_grow() {
+        let mut t = LeaseTable::default();
+        let a = t
+            .acquire(key("a"), LeaseMode::Exclusive, holder(1), 0, 100, |m| m)
+            .unwrap();
+        t.release(&key("a"), &holder(1)).unwrap();
+        let b = t
+            .acquire(key("a"), LeaseMode::Exclusive, holder(2), 0, 100, |m| m)
+            .unwrap();
+        assert!(b.fencing_token > a.fencing_token);
+    }
+
+    #[test]
+    fn an_expired_lease_no_longer_conflicts_and_is_reaped() {
+        let mut t = LeaseTable::default();
+        t.acquire(key("a"), LeaseMode::Exclusive, holder(1), 0, 100, |m| m)
+            .unwrap();
+        assert!(
+            t.acquire(key("a"), LeaseMode::Exclusive, holder(2), 99, 200, |m| m)
+                .is_err()
+        );
+        assert!(
+            t.renew(&key("a"), &holder(1), 100, 300, |m| m).is_none(),
+            "lapsed"
+        );
+        let reaped = t.reap(100);
+        assert_eq!(reaped.len(), 1);
+        assert!(
+            t.acquire(key("a"), LeaseMode::Exclusive, holder(2), 100, 200, |m| m)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn keys_are_validated() {
+        for bad in ["", "/a", "a/", "a//b", "a\nb"] {
+            assert!(LeaseKey::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(LeaseKey::parse(&"k".repeat(513)).is_err());
+        assert!(LeaseKey::parse("repo/src/main.rs").is_ok());
+    }
+
+    #[test]
+    fn list_by_prefix() {
+        let mut t = LeaseTable::default();
+        for (k, h) in [("a", 1), ("a/b", 2), ("a/c/d", 3), ("ab", 4), ("b", 5)] {
+            assert!(acquire(&mut t, k, LeaseMode::Shared, h));
+        }
+        let under_a: Vec<String> = t
+            .list(Some(&key("a")))
+            .into_iter()
+            .map(|g| g.key.to_string())
+            .collect();
+        assert_eq!(under_a, ["a", "a/b", "a/c/d"]);
+        assert_eq!(t.list(None).len(), 5);
+    }
+}

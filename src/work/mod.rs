@@ -1,0 +1,709 @@
+//! Work distribution: tasks with fencing claim tokens, step heartbeats, resource leases, and
+//! the sweep that takes work back from workers that died.
+//!
+//! All of it lives in one [`WorkBook`] behind one mutex in the cluster context. One lock makes
+//! the properties that matter easy to see: racing claimers are serialized (one winner per
+//! task), a claim's locks are acquired all or nothing, and "take back the tasks of a departed
+//! instance" cannot interleave with a claim by that instance. Every operation is a short,
+//! synchronous critical section — no `.await` under the lock — so the lock is never held for
+//! longer than the operation's own work.
+//!
+//! See `docs/work.md` for the model, the state machine and the fencing rules.
+
+pub mod lease;
+pub mod task;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::clock::{LivenessClock, MonoMs};
+use crate::events::{Event, EventKind};
+use crate::model::{Epoch, InstanceId, Term};
+use lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode, LeaseTable};
+use task::{
+    ClaimToken, ClaimedTask, CompleteStatus, Completion, FailStatus, Failure, LockSpec,
+    StepHeartbeat, StepStatus, TaskId, TaskQuery, TaskStatus, TaskView,
+};
+
+/// The context of one operation on the work book: the time it happens at, the term, and the
+/// events it produces (published by the caller once the lock is released).
+#[derive(Debug)]
+pub struct Op {
+    /// Monotonic ms of the operation.
+    pub now: MonoMs,
+    /// The clock, to turn monotonic times into wall times.
+    pub clock: Arc<LivenessClock>,
+    /// The current term, stamped on events.
+    pub term: Term,
+    /// Events produced.
+    pub events: Vec<Event>,
+}
+
+impl Op {
+    /// An operation happening now.
+    pub fn new(clock: &Arc<LivenessClock>, term: Term) -> Self {
+        Self {
+            now: clock.precise_ms(),
+            clock: Arc::clone(clock),
+            term,
+            events: Vec::new(),
+        }
+    }
+
+    fn wall(&self, ms: MonoMs) -> u64 {
+        self.clock.wall_ms(ms)
+    }
+
+    fn task_event(&mut self, kind: EventKind, task: &Task, reason: Option<String>) {
+        let mut event = Event::new(kind, self.term, self.wall(self.now));
+        event.task_id = Some(task.id);
+        if let Some((id, epoch)) = &task.assignee {
+            event.instance_id = Some(id.clone());
+            event.epoch = Some(*epoch);
+        }
+        event.reason = reason;
+        self.events.push(event);
+    }
+
+    fn lease_event(&mut self, kind: EventKind, grant: &LeaseGrant) {
+        let mut event = Event::new(kind, self.term, self.wall(self.now));
+        event.lease_key = Some(grant.key.clone());
+        event.fencing_token = Some(grant.fencing_token);
+        match &grant.holder {
+            LeaseHolder::Claim { task_id, .. } => event.task_id = Some(*task_id),
+            LeaseHolder::Instance { instance_id, epoch } => {
+                event.instance_id = Some(instance_id.clone());
+                event.epoch = Some(*epoch);
+            }
+        }
+        self.events.push(event);
+    }
+}
+
+/// Settings the work book needs.
+#[derive(Debug, Clone)]
+pub struct WorkSettings {
+    /// A claimed task whose last step heartbeat is older than this is taken back.
+    pub step_timeout_ms: u64,
+    /// TTL of leases acquired for a task's required locks.
+    pub claim_lease_ttl_ms: u64,
+    /// Finished (completed or failed) tasks kept for `get`/`list`; the oldest go first.
+    pub finished_retention: usize,
+    /// Most pending tasks a claim looks at before giving up on finding lockable ones.
+    pub claim_scan_limit: usize,
+}
+
+/// A task as the book holds it.
+#[derive(Debug, Clone)]
+struct Task {
+    id: TaskId,
+    seq: u64,
+    status: TaskStatus,
+    priority: u8,
+    payload: serde_json::Value,
+    attempts: u32,
+    max_attempts: u32,
+    locks: Vec<LockSpec>,
+    assignee: Option<(InstanceId, Epoch)>,
+    token: Option<ClaimToken>,
+    created_at: MonoMs,
+    claimed_at: Option<MonoMs>,
+    heartbeat_at: Option<MonoMs>,
+    finished_at: Option<MonoMs>,
+    result: Option<serde_json::Value>,
+    error: Option<String>,
+}
+
+/// The pending order, the same everywhere: highest priority first, then oldest (creation
+/// order). A task put back keeps its creation sequence, so it goes back to its place.
+type PendingKey = (Reverse<u8>, u64, TaskId);
+
+fn pending_key(task: &Task) -> PendingKey {
+    (Reverse(task.priority), task.seq, task.id)
+}
+
+/// Why a claim was refused outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// The worker is not a live registered instance.
+    NotAlive,
+}
+
+/// What a lease request asked to be held by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderCheck {
+    /// The holder is current.
+    Current,
+    /// The holder is a stale claim or a departed instance.
+    Stale,
+}
+
+/// Tasks, the pending queue and the leases.
+#[derive(Debug)]
+pub struct WorkBook {
+    settings: WorkSettings,
+    tasks: HashMap<TaskId, Task>,
+    pending: BTreeSet<PendingKey>,
+    /// Claimed tasks by holder, so a departure finds its tasks without a scan.
+    claimed_by: BTreeMap<(InstanceId, Epoch), BTreeSet<TaskId>>,
+    finished: VecDeque<TaskId>,
+    leases: LeaseTable,
+    next_task: u64,
+}
+
+impl WorkBook {
+    /// An empty book.
+    pub fn new(settings: WorkSettings) -> Self {
+        Self {
+            settings,
+            tasks: HashMap::new(),
+            pending: BTreeSet::new(),
+            claimed_by: BTreeMap::new(),
+            finished: VecDeque::new(),
+            leases: LeaseTable::default(),
+            next_task: 0,
+        }
+    }
+
+    /// Creates a pending task from validated parts.
+    pub fn create(
+        &mut self,
+        op: &mut Op,
+        payload: serde_json::Value,
+        priority: u8,
+        max_attempts: u32,
+        locks: Vec<LockSpec>,
+    ) -> TaskView {
+        self.next_task += 1;
+        let task = Task {
+            id: TaskId(self.next_task),
+            seq: self.next_task,
+            status: TaskStatus::Pending,
+            priority,
+            payload,
+            attempts: 0,
+            max_attempts,
+            locks,
+            assignee: None,
+            token: None,
+            created_at: op.now,
+            claimed_at: None,
+            heartbeat_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        };
+        self.pending.insert(pending_key(&task));
+        op.task_event(EventKind::TaskCreated, &task, None);
+        let view = self.view(&task, op);
+        self.tasks.insert(task.id, task);
+        view
+    }
+
+    /// A task by id.
+    pub fn get(&self, id: TaskId, op: &Op) -> Option<TaskView> {
+        self.tasks.get(&id).map(|t| self.view(t, op))
+    }
+
+    /// Tasks matching `query`, in id order.
+    pub fn list(&self, query: &TaskQuery, op: &Op) -> Vec<TaskView> {
+        let limit = query.limit.unwrap_or(100).min(10_000);
+        let mut ids: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| query.status.is_none_or(|s| t.status == s))
+            .filter(|t| {
+                query
+                    .assignee
+                    .as_deref()
+                    .is_none_or(|a| t.assignee.as_ref().is_some_and(|(id, _)| id.as_str() == a))
+            })
+            .map(|t| t.id)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids.iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|t| self.view(t, op))
+            .collect()
+    }
+
+    /// Counts of tasks by status.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::from([
+            ("pending", 0),
+            ("claimed", 0),
+            ("completed", 0),
+            ("failed", 0),
+        ]);
+        for t in self.tasks.values() {
+            let key = match t.status {
+                TaskStatus::Pending => "pending",
+                TaskStatus::Claimed => "claimed",
+                TaskStatus::Completed => "completed",
+                TaskStatus::Failed => "failed",
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Hands the best pending tasks whose locks can all be acquired to `worker` (a live
+    /// instance in `epoch`), at most `max`. A task whose locks conflict is skipped and stays
+    /// pending in its place.
+    pub fn claim(
+        &mut self,
+        op: &mut Op,
+        worker: &InstanceId,
+        epoch: Epoch,
+        max: usize,
+    ) -> Vec<ClaimedTask> {
+        let mut claimed = Vec::new();
+        let mut cursor: Option<PendingKey> = None;
+        let mut scanned = 0;
+        while claimed.len() < max && scanned < self.settings.claim_scan_limit {
+            let next = match &cursor {
+                None => self.pending.iter().next(),
+                Some(after) => self
+                    .pending
+                    .range((Bound::Excluded(*after), Bound::Unbounded))
+                    .next(),
+            };
+            let Some(key) = next.cloned() else { break };
+            scanned += 1;
+            cursor = Some(key);
+            let id = key.2;
+            let token = ClaimToken::mint();
+            let holder = LeaseHolder::Claim {
+                task_id: id,
+                claim_token: token.clone(),
+            };
+            let Some(locks) = self.tasks.get(&id).map(|t| t.locks.clone()) else {
+                continue;
+            };
+            let Some(leases) = self.acquire_all(op, &locks, &holder) else {
+                continue; // conflicts: leave it pending, in its place
+            };
+            self.pending.remove(&key);
+            let task = self.tasks.get_mut(&id).expect("pending task exists");
+            task.status = TaskStatus::Claimed;
+            task.assignee = Some((worker.clone(), epoch));
+            task.token = Some(token.clone());
+            task.claimed_at = Some(op.now);
+            task.heartbeat_at = Some(op.now);
+            self.claimed_by
+                .entry((worker.clone(), epoch))
+                .or_default()
+                .insert(id);
+            let task = self.tasks.get(&id).expect("exists");
+            op.task_event(EventKind::TaskClaimed, task, None);
+            for grant in &leases {
+                op.lease_event(EventKind::LeaseAcquired, grant);
+            }
+            claimed.push(ClaimedTask {
+                task: self.view(task, op),
+                claim_token: token,
+                leases,
+            });
+        }
+        claimed
+    }
+
+    /// Acquires every lock or none.
+    fn acquire_all(
+        &mut self,
+        op: &Op,
+        locks: &[LockSpec],
+        holder: &LeaseHolder,
+    ) -> Option<Vec<LeaseGrant>> {
+        let expires = op.now + self.settings.claim_lease_ttl_ms;
+        let mut granted: Vec<LeaseGrant> = Vec::with_capacity(locks.len());
+        for lock in locks {
+            let clock = Arc::clone(&op.clock);
+            match self.leases.acquire(
+                lock.key.clone(),
+                lock.mode,
+                holder.clone(),
+                op.now,
+                expires,
+                |ms| clock.wall_ms(ms),
+            ) {
+                Ok(grant) => granted.push(grant),
+                Err(_) => {
+                    for g in &granted {
+                        self.leases.release(&g.key, holder);
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(granted)
+    }
+
+    /// The claimed task `id` if `token` is its current claim token.
+    fn current_claim(&self, id: TaskId, token: &ClaimToken) -> Option<&Task> {
+        self.tasks
+            .get(&id)
+            .filter(|t| t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token))
+    }
+
+    /// A step heartbeat: refreshes the claim and extends its leases to `now + extend_ms`
+    /// (`0`: heartbeat only). Leases that had already lapsed are dropped and reported lost.
+    pub fn step_heartbeat(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        token: &ClaimToken,
+        extend_ms: u64,
+    ) -> StepHeartbeat {
+        if self.current_claim(id, token).is_none() {
+            return StepHeartbeat {
+                status: StepStatus::StaleClaim,
+                task_id: id,
+                lost_leases: Vec::new(),
+                leases_expire_at_ms: None,
+            };
+        }
+        let holder = LeaseHolder::Claim {
+            task_id: id,
+            claim_token: token.clone(),
+        };
+        let mut lost = Vec::new();
+        let mut expire_at = None;
+        for grant in self.leases.held_by(&holder) {
+            if grant.expired(op.now) {
+                if let Some(g) = self.leases.release(&grant.key, &holder) {
+                    op.lease_event(EventKind::LeaseExpired, &g);
+                }
+                lost.push(grant.key);
+            } else if extend_ms > 0 {
+                let clock = Arc::clone(&op.clock);
+                let until = op.now + extend_ms;
+                self.leases
+                    .renew(&grant.key, &holder, op.now, until, |ms| clock.wall_ms(ms));
+                expire_at = Some(op.wall(until));
+            }
+        }
+        if let Some(task) = self.tasks.get_mut(&id) {
+            task.heartbeat_at = Some(op.now);
+        }
+        StepHeartbeat {
+            status: StepStatus::Ok,
+            task_id: id,
+            lost_leases: lost,
+            leases_expire_at_ms: expire_at,
+        }
+    }
+
+    /// Completes a task under its claim. Completing again with the same token answers
+    /// `completed` and changes nothing; any other token is `stale_claim`.
+    pub fn complete(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        token: &ClaimToken,
+        result: Option<serde_json::Value>,
+    ) -> Completion {
+        let status = match self.tasks.get(&id) {
+            Some(t) if t.status == TaskStatus::Completed && t.token.as_ref() == Some(token) => {
+                CompleteStatus::Completed
+            }
+            Some(t) if t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token) => {
+                self.end_claim(op, id);
+                let task = self.tasks.get_mut(&id).expect("exists");
+                task.status = TaskStatus::Completed;
+                task.result = result;
+                task.finished_at = Some(op.now);
+                let task = self.tasks.get(&id).expect("exists");
+                op.task_event(EventKind::TaskCompleted, task, None);
+                self.retire(id);
+                CompleteStatus::Completed
+            }
+            _ => CompleteStatus::StaleClaim,
+        };
+        Completion {
+            status,
+            task_id: id,
+        }
+    }
+
+    /// Reports a failed attempt under the claim: the task goes back to pending, or fails for
+    /// good when it has used all its attempts.
+    pub fn fail(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        token: &ClaimToken,
+        error: Option<String>,
+    ) -> Failure {
+        if self.current_claim(id, token).is_none() {
+            let (attempts, max) = self
+                .tasks
+                .get(&id)
+                .map_or((0, 0), |t| (t.attempts, t.max_attempts));
+            return Failure {
+                status: FailStatus::StaleClaim,
+                task_id: id,
+                retry_count: attempts,
+                max_retries: max,
+                can_retry: false,
+            };
+        }
+        let status = self.take_back(op, id, error.unwrap_or_else(|| "failed".into()), false);
+        let task = &self.tasks[&id];
+        Failure {
+            status,
+            task_id: id,
+            retry_count: task.attempts,
+            max_retries: task.max_attempts,
+            can_retry: status == FailStatus::Pending,
+        }
+    }
+
+    /// Ends the current claim of `id`: releases its leases and forgets its holder index entry.
+    /// The token stays on the task (a completed task remembers which claim completed it).
+    fn end_claim(&mut self, op: &mut Op, id: TaskId) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        if let Some(token) = task.token.clone() {
+            let holder = LeaseHolder::Claim {
+                task_id: id,
+                claim_token: token,
+            };
+            for grant in self.leases.release_holder(&holder) {
+                op.lease_event(EventKind::LeaseReleased, &grant);
+            }
+        }
+        if let Some(assignee) = task.assignee.clone()
+            && let Some(set) = self.claimed_by.get_mut(&assignee)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.claimed_by.remove(&assignee);
+            }
+        }
+    }
+
+    /// Takes a claimed task back: the attempt counts; it goes back to pending in its place, or
+    /// fails for good when out of attempts. `reassigned` marks a take-back by the sweep (as
+    /// opposed to a failure the worker reported).
+    fn take_back(&mut self, op: &mut Op, id: TaskId, why: String, reassigned: bool) -> FailStatus {
+        self.end_claim(op, id);
+        let task = self.tasks.get_mut(&id).expect("claimed task exists");
+        task.attempts += 1;
+        task.error = Some(why.clone());
+        let outcome = if task.attempts >= task.max_attempts {
+            task.status = TaskStatus::Failed;
+            task.finished_at = Some(op.now);
+            FailStatus::Failed
+        } else {
+            task.status = TaskStatus::Pending;
+            FailStatus::Pending
+        };
+        let task = self.tasks.get(&id).expect("exists").clone();
+        match outcome {
+            FailStatus::Failed => {
+                op.task_event(EventKind::TaskFailed, &task, Some(why));
+                self.retire(id);
+            }
+            _ => {
+                let kind = if reassigned {
+                    EventKind::TaskReassigned
+                } else {
+                    EventKind::TaskFailed
+                };
+                op.task_event(kind, &task, Some(why));
+                self.pending.insert(pending_key(&task));
+            }
+        }
+        // The claim is over: forget who held it and with which token.
+        if let Some(t) = self.tasks.get_mut(&id)
+            && t.status == TaskStatus::Pending
+        {
+            t.assignee = None;
+            t.token = None;
+            t.claimed_at = None;
+            t.heartbeat_at = None;
+        }
+        outcome
+    }
+
+    /// Keeps at most `finished_retention` finished tasks.
+    fn retire(&mut self, id: TaskId) {
+        self.finished.push_back(id);
+        while self.finished.len() > self.settings.finished_retention {
+            if let Some(old) = self.finished.pop_front() {
+                self.tasks.remove(&old);
+            }
+        }
+    }
+
+    /// An instance left (expired or unregistered): each task it holds goes back to pending
+    /// exactly once (the attempt counts), and every lease it or its claims hold is released.
+    /// Returns how many tasks were taken back.
+    pub fn release_instance(
+        &mut self,
+        op: &mut Op,
+        id: &InstanceId,
+        epoch: Epoch,
+        why: &str,
+    ) -> usize {
+        let tasks = self
+            .claimed_by
+            .remove(&(id.clone(), epoch))
+            .unwrap_or_default();
+        for task_id in &tasks {
+            self.take_back(op, *task_id, format!("{why}: {id} (epoch {epoch})"), true);
+        }
+        let holder = LeaseHolder::Instance {
+            instance_id: id.clone(),
+            epoch,
+        };
+        for grant in self.leases.release_holder(&holder) {
+            op.lease_event(EventKind::LeaseReleased, &grant);
+        }
+        tasks.len()
+    }
+
+    /// The periodic sweep: takes back claims whose step heartbeat is older than the step
+    /// timeout, claims (and instance leases) of instances that are no longer live — a safety
+    /// net for a departure whose notice was lost — and reaps lapsed leases.
+    pub fn sweep(&mut self, op: &mut Op, is_live: impl Fn(&InstanceId, Epoch) -> bool) -> Sweep {
+        let mut report = Sweep::default();
+        let gone: Vec<(InstanceId, Epoch)> = self
+            .claimed_by
+            .keys()
+            .filter(|(id, epoch)| !is_live(id, *epoch))
+            .cloned()
+            .collect();
+        for (id, epoch) in gone {
+            report.orphans_reassigned +=
+                self.release_instance(op, &id, epoch, "instance no longer live");
+        }
+        let timeout = self.settings.step_timeout_ms;
+        let zombies: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Claimed)
+            .filter(|t| t.heartbeat_at.is_some_and(|h| op.now >= h + timeout))
+            .map(|t| t.id)
+            .collect();
+        for id in zombies {
+            self.take_back(
+                op,
+                id,
+                format!("step timeout ({timeout} ms without a step heartbeat)"),
+                true,
+            );
+            report.zombies_reset += 1;
+        }
+        let stale_instance_leases: Vec<LeaseGrant> = self
+            .leases
+            .list(None)
+            .into_iter()
+            .filter(|g| match &g.holder {
+                LeaseHolder::Instance { instance_id, epoch } => !is_live(instance_id, *epoch),
+                LeaseHolder::Claim { .. } => false,
+            })
+            .collect();
+        for grant in stale_instance_leases {
+            if let Some(g) = self.leases.release(&grant.key, &grant.holder) {
+                op.lease_event(EventKind::LeaseReleased, &g);
+            }
+        }
+        for grant in self.leases.reap(op.now) {
+            op.lease_event(EventKind::LeaseExpired, &grant);
+            report.leases_reaped += 1;
+        }
+        report
+    }
+
+    /// Whether `holder` may hold leases: a current claim, or (checked by the caller) a live
+    /// instance.
+    pub fn claim_is_current(&self, task_id: TaskId, token: &ClaimToken) -> bool {
+        self.current_claim(task_id, token).is_some()
+    }
+
+    /// Acquires a lease for `holder`.
+    pub fn acquire_lease(
+        &mut self,
+        op: &mut Op,
+        key: LeaseKey,
+        mode: LeaseMode,
+        holder: LeaseHolder,
+        ttl_ms: u64,
+    ) -> Result<LeaseGrant, Vec<LeaseConflict>> {
+        let clock = Arc::clone(&op.clock);
+        let grant = self
+            .leases
+            .acquire(key, mode, holder, op.now, op.now + ttl_ms, |ms| {
+                clock.wall_ms(ms)
+            })?;
+        op.lease_event(EventKind::LeaseAcquired, &grant);
+        Ok(grant)
+    }
+
+    /// Renews `holder`'s lease on `key`.
+    pub fn renew_lease(
+        &mut self,
+        op: &mut Op,
+        key: &LeaseKey,
+        holder: &LeaseHolder,
+        ttl_ms: u64,
+    ) -> Option<LeaseGrant> {
+        let clock = Arc::clone(&op.clock);
+        self.leases
+            .renew(key, holder, op.now, op.now + ttl_ms, |ms| clock.wall_ms(ms))
+    }
+
+    /// Releases `holder`'s lease on `key`.
+    pub fn release_lease(
+        &mut self,
+        op: &mut Op,
+        key: &LeaseKey,
+        holder: &LeaseHolder,
+    ) -> Option<LeaseGrant> {
+        let grant = self.leases.release(key, holder)?;
+        op.lease_event(EventKind::LeaseReleased, &grant);
+        Some(grant)
+    }
+
+    /// Leases under `prefix`, or all.
+    pub fn list_leases(&self, prefix: Option<&LeaseKey>) -> Vec<LeaseGrant> {
+        self.leases.list(prefix)
+    }
+
+    fn view(&self, t: &Task, op: &Op) -> TaskView {
+        TaskView {
+            id: t.id,
+            status: t.status,
+            priority: t.priority,
+            payload: t.payload.clone(),
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            requires_locks: t.locks.clone(),
+            assignee: t.assignee.as_ref().map(|(id, _)| id.clone()),
+            assignee_epoch: t.assignee.as_ref().map(|(_, e)| *e),
+            created_at_ms: op.wall(t.created_at),
+            claimed_at_ms: t.claimed_at.map(|m| op.wall(m)),
+            heartbeat_at_ms: t.heartbeat_at.map(|m| op.wall(m)),
+            finished_at_ms: t.finished_at.map(|m| op.wall(m)),
+            result: t.result.clone(),
+            error: t.error.clone(),
+        }
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Claims of departed instances taken back by the safety net.
+    pub orphans_reassigned: usize,
+    /// Claims reset for a stale step heartbeat.
+    pub zombies_reset: usize,
+    /// Lapsed leases removed.
+    pub leases_reaped: usize,
+}

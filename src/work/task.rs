@@ -1,0 +1,282 @@
+//! Tasks: the units of work Vigil hands out, and the answers of the calls made on them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::{Epoch, InstanceId};
+use crate::work::lease::{LeaseGrant, LeaseKey, LeaseMode};
+
+/// A task's id: `t-17` on the wire; `17` is accepted too (Sortie's integer step ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t-{}", self.0)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix("t-")
+            .unwrap_or(s)
+            .parse()
+            .map(TaskId)
+            .map_err(|_| format!("a task id is `t-<number>` or a number, got {s:?}"))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(TaskId(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The fencing token of one claim: 128 random bits in hex. Every call on a claimed task must
+/// present it; a wrong or old one is answered `stale_claim` and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClaimToken(String);
+
+impl ClaimToken {
+    /// A fresh random token.
+    pub fn mint() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// A token as a caller presents it.
+    pub fn from_presented(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting for a worker.
+    Pending,
+    /// Held by a worker under a claim token.
+    Claimed,
+    /// Done (terminal).
+    Completed,
+    /// Out of attempts (terminal).
+    Failed,
+}
+
+/// A lock a task needs while it runs: acquired, all or nothing, when it is claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockSpec {
+    /// The resource key.
+    pub key: LeaseKey,
+    /// Exclusive (default) or shared.
+    #[serde(default)]
+    pub mode: LeaseMode,
+}
+
+/// What a caller sends to create a task.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    /// Any JSON, at most 64 KiB serialized.
+    pub payload: serde_json::Value,
+    /// 0–100, higher first; default 50.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// Attempts before the task fails for good; default 3.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Locks to hold while it runs.
+    #[serde(default)]
+    pub requires_locks: Vec<LockSpec>,
+}
+
+impl TaskSpec {
+    /// A task carrying `payload`, with the defaults.
+    pub fn new(payload: serde_json::Value) -> Self {
+        Self {
+            payload,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets the attempts.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Adds a required lock.
+    pub fn lock(mut self, key: &str, mode: LeaseMode) -> Self {
+        // An invalid key is kept as text and refused by validation with its position.
+        self.requires_locks.push(LockSpec {
+            key: LeaseKey::unchecked(key),
+            mode,
+        });
+        self
+    }
+}
+
+/// A task as callers see it (without its claim token, which only the claimer holds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    /// Id.
+    pub id: TaskId,
+    /// Status.
+    pub status: TaskStatus,
+    /// Priority.
+    pub priority: u8,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// Attempts used so far (failed or taken back).
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Locks it needs.
+    pub requires_locks: Vec<LockSpec>,
+    /// The instance holding it.
+    pub assignee: Option<InstanceId>,
+    /// That instance's epoch.
+    pub assignee_epoch: Option<Epoch>,
+    /// Wall ms of creation.
+    pub created_at_ms: u64,
+    /// Wall ms of the current claim.
+    pub claimed_at_ms: Option<u64>,
+    /// Wall ms of the last step heartbeat.
+    pub heartbeat_at_ms: Option<u64>,
+    /// Wall ms of completion or final failure.
+    pub finished_at_ms: Option<u64>,
+    /// Result given on completion.
+    pub result: Option<serde_json::Value>,
+    /// Last error (a failure, or why it was taken back).
+    pub error: Option<String>,
+}
+
+/// One task handed to a worker by a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimedTask {
+    /// The task.
+    pub task: TaskView,
+    /// The claim token to present on every later call.
+    pub claim_token: ClaimToken,
+    /// The leases acquired for its required locks.
+    pub leases: Vec<LeaseGrant>,
+}
+
+/// `ok` or `stale_claim`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// The claim is current.
+    Ok,
+    /// The token is wrong or old: the task was taken back, finished, or never claimed with it.
+    StaleClaim,
+}
+
+/// The answer to a step heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepHeartbeat {
+    /// `ok` or `stale_claim`.
+    pub status: StepStatus,
+    /// The task.
+    pub task_id: TaskId,
+    /// Leases of this claim that had lapsed before this heartbeat and are gone: the worker
+    /// must not rely on them any more (Sortie never told its workers).
+    pub lost_leases: Vec<LeaseKey>,
+    /// Wall ms the remaining leases now run to (none when not extended).
+    pub leases_expire_at_ms: Option<u64>,
+}
+
+/// `completed` or `stale_claim`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompleteStatus {
+    /// Completed (now, or already by this same claim: completing twice is idempotent).
+    Completed,
+    /// The token is wrong or old; nothing changed.
+    StaleClaim,
+}
+
+/// The answer to a completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completion {
+    /// Outcome.
+    pub status: CompleteStatus,
+    /// The task.
+    pub task_id: TaskId,
+}
+
+/// `pending`, `failed` or `stale_claim`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailStatus {
+    /// Put back for another attempt.
+    Pending,
+    /// Out of attempts: failed for good.
+    Failed,
+    /// The token is wrong or old; nothing changed.
+    StaleClaim,
+}
+
+/// The answer to a failure report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// Outcome.
+    pub status: FailStatus,
+    /// The task.
+    pub task_id: TaskId,
+    /// Attempts used so far.
+    pub retry_count: u32,
+    /// Attempts allowed.
+    pub max_retries: u32,
+    /// Whether it will be tried again.
+    pub can_retry: bool,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskQuery {
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks held by this instance.
+    pub assignee: Option<String>,
+    /// At most this many (default 100, at most 10 000), in id order.
+    pub limit: Option<usize>,
+}
