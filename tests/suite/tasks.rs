@@ -1,12 +1,10 @@
 //! Work distribution: claims, fencing tokens, step heartbeats, completion, failure and the
 //! sweep that takes work back.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Harness, of_kind, settle};
+use crate::common::{Harness, of_kind, settle};
 use serde_json::json;
 use vigil::work::lease::LeaseMode;
 use vigil::work::task::{CompleteStatus, FailStatus, StepStatus, TaskQuery, TaskSpec, TaskStatus};

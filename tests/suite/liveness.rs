@@ -1,10 +1,8 @@
 //! Instance liveness: the state machine Active → Suspect → Expired on the paused clock.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, of_kind};
+use crate::common::{Harness, of_kind};
 use vigil::{Config, EventKind, InstanceStatus, RegisterRequest};
 
 #[tokio::test(start_paused = true)]

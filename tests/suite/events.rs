@@ -1,8 +1,6 @@
 //! Events: what is published, with which fields, and the bounded history in `state()`.
 
-mod common;
-
-use common::{Harness, settle};
+use crate::common::{Harness, settle};
 use vigil::{Config, EventKind, Term};
 
 #[tokio::test(start_paused = true)]

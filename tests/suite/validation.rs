@@ -1,11 +1,9 @@
 //! Every input rule: a violation is a typed error naming the field and the rule, and nothing
 //! changes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Harness;
+use crate::common::Harness;
 use vigil::{Config, Error, Limits, RegisterRequest};
 
 async fn refused(h: &Harness, request: RegisterRequest) -> vigil::ValidationError {

@@ -1,10 +1,8 @@
 //! Leader election: who leads, when it changes, and the term as a fencing token.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Harness, of_kind, settle};
+use crate::common::{Harness, of_kind, settle};
 use vigil::{Event, EventKind, Term};
 
 /// Asserts the leader events form a valid history: terms strictly increase and each term has

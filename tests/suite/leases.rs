@@ -1,11 +1,9 @@
 //! Resource leases through the coordinator: conflicts, claims' locks, release on every path,
 //! extension by step heartbeats, and the reaper.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, of_kind, settle};
+use crate::common::{Harness, of_kind, settle};
 use serde_json::json;
 use vigil::work::lease::LeaseMode::{self, Exclusive, Shared};
 use vigil::work::task::{StepStatus, TaskSpec};

@@ -1,11 +1,9 @@
 //! Supervision: killed or panicking actors are restarted on their shared state, and a killed
 //! actor never makes a live instance look dead.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, of_kind, settle};
+use crate::common::{Harness, of_kind, settle};
 use vigil::actors::instance::InstanceMsg;
 use vigil::{Config, EventKind, InstanceStatus, RegisterRequest};
 

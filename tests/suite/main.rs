@@ -1,0 +1,13 @@
+//! The integration suite, linked as one test binary (one link instead of one per file keeps
+//! CI fast). `tests/hot_path.rs` stays separate: it installs its own global allocator.
+
+mod common;
+
+mod cli;
+mod events;
+mod leader;
+mod leases;
+mod liveness;
+mod supervision;
+mod tasks;
+mod validation;
