@@ -38,6 +38,8 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod registry;
+pub mod rpc;
+pub mod server;
 pub mod work;
 
 pub use config::{Config, Limits};

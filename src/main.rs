@@ -1,8 +1,7 @@
 //! The `vigil` command line.
 //!
-//! `vigil serve` runs a coordinator with the embedded in-memory store and logs every event
-//! until SIGINT/SIGTERM. The JSON-RPC listener (`--listen`) arrives with the server work; until
-//! then `serve` is the coordinator alone, useful for trying the timing settings.
+//! `vigil serve` runs a coordinator with the embedded in-memory store and serves JSON-RPC 2.0
+//! on `--listen` (127.0.0.1:7420) until SIGINT/SIGTERM, logging every event.
 
 use std::time::Duration;
 
@@ -34,8 +33,24 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the coordinator (embedded in-memory store) until interrupted.
+    /// Run the coordinator (embedded in-memory store) and its JSON-RPC server until
+    /// interrupted.
     Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7420", env = "VIGIL_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Bearer token required on /rpc.
+        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Heartbeats allowed per instance per minute (0: no limit).
+        #[arg(long, default_value_t = 1000, env = "VIGIL_HEARTBEAT_RATE")]
+        heartbeat_rate: u32,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 1024 * 1024, env = "VIGIL_MAX_BODY")]
+        max_body: usize,
+        /// Most requests in one batch.
+        #[arg(long, default_value_t = 1000, env = "VIGIL_MAX_BATCH")]
+        max_batch: usize,
         /// Default instance TTL (e.g. 30s, 1m).
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "VIGIL_TTL")]
         ttl: Duration,
@@ -82,7 +97,15 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Serve { ttl, grace } => {
+        Command::Serve {
+            ttl,
+            grace,
+            listen,
+            token,
+            heartbeat_rate,
+            max_body,
+            max_batch,
+        } => {
             let config = Config {
                 ttl,
                 grace,
@@ -95,21 +118,45 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
+            let server_config = vigil::server::ServerConfig {
+                listen,
+                token,
+                max_body_bytes: max_body,
+                max_batch,
+                heartbeats_per_minute: heartbeat_rate,
+                ..vigil::server::ServerConfig::default()
+            };
+            let server =
+                match vigil::server::Server::bind(coordinator.clone(), &server_config).await {
+                    Ok(server) => server,
+                    Err(e) => {
+                        eprintln!("vigil: cannot listen on {listen}: {e}");
+                        coordinator.shutdown().await;
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
             tracing::info!(
-                "coordinator running with the in-memory store; the JSON-RPC listener is not \
-                 part of this build yet — embed the library (see examples/embed.rs). Ctrl-C stops."
+                listen = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                store = "memory",
+                "vigil serving JSON-RPC on POST /rpc; Ctrl-C stops"
             );
             let mut events = coordinator.subscribe();
-            tokio::select! {
-                _ = shutdown_signal() => {}
-                _ = async {
-                    while let Ok(event) = events.recv().await {
-                        tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default());
-                    }
-                } => {}
-            }
+            let logger = tokio::spawn(async move {
+                while let Ok(event) = events.recv().await {
+                    tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default());
+                }
+            });
+            // In-flight requests finish before `run` returns; then the actors stop.
+            let result = server.run(shutdown_signal()).await;
+            logger.abort();
             coordinator.shutdown().await;
-            std::process::ExitCode::SUCCESS
+            match result {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil: server error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -6,7 +6,15 @@ use std::time::{Duration, Instant};
 #[test]
 fn serve_runs_until_sigterm_and_exits_cleanly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["serve", "--ttl", "10s", "--grace", "2s"])
+        .args([
+            "serve",
+            "--ttl",
+            "10s",
+            "--grace",
+            "2s",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

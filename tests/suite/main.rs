@@ -8,6 +8,7 @@ mod events;
 mod leader;
 mod leases;
 mod liveness;
+mod server;
 mod supervision;
 mod tasks;
 mod validation;

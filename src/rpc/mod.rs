@@ -1,0 +1,368 @@
+//! JSON-RPC 2.0: the envelope, the error codes, parameter parsing and the method table.
+//!
+//! One module per method family, each holding its parameter parsing and its handler:
+//! [`system`] (`system.*`, ClaudeBench's names and shapes), [`task`] (`task.*`, with Sortie's
+//! aliases) and [`lease`] (`lease.*`). This module knows nothing of HTTP or WebSocket: a
+//! transport hands it a body and gets back the body to send (or nothing, for notifications).
+
+pub mod lease;
+pub mod params;
+pub mod system;
+pub mod task;
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::coordinator::Coordinator;
+use crate::error::Error;
+pub use params::Params;
+
+/// Standard and Vigil-specific JSON-RPC error codes.
+pub mod code {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Not a valid request object (or an empty or oversized batch).
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Bad parameters; `data` names the field and the rule.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal error.
+    pub const INTERNAL: i64 = -32603;
+    /// Rate limited; `data.retryAfterMs`.
+    pub const RATE_LIMITED: i64 = -32000;
+    /// The store is unavailable.
+    pub const STORE_UNAVAILABLE: i64 = -32001;
+    /// The call timed out.
+    pub const TIMEOUT: i64 = -32002;
+    /// Not authorized.
+    pub const UNAUTHORIZED: i64 = -32004;
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    /// The code.
+    pub code: i64,
+    /// A short description.
+    pub message: String,
+    /// Details: for invalid params `{field, reason}`.
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// An error with a code and message.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// `-32602` for `field` breaking `reason`.
+    pub fn invalid_params(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        let field = field.into();
+        let reason = reason.into();
+        Self {
+            code: code::INVALID_PARAMS,
+            message: format!("invalid params: {field}: {reason}"),
+            data: Some(json!({"field": field, "reason": reason})),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(data) = &self.data {
+            error["data"] = data.clone();
+        }
+        error
+    }
+}
+
+impl From<crate::error::ValidationError> for RpcError {
+    fn from(e: crate::error::ValidationError) -> Self {
+        RpcError::invalid_params(e.field.to_string(), e.rule)
+    }
+}
+
+impl From<Error> for RpcError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(v) => v.into(),
+            Error::NotAlive(id) => RpcError {
+                code: code::INVALID_PARAMS,
+                message: format!("instance {id} is not registered and alive"),
+                data: Some(
+                    json!({"field": "workerId", "reason": "not a live registered instance"}),
+                ),
+            },
+            Error::UnknownTask(id) => RpcError::invalid_params("taskId", format!("no task {id}")),
+            Error::StaleClaim(id) => {
+                RpcError::invalid_params("claimToken", format!("stale claim on task {id}"))
+            }
+            Error::Capacity(n) => RpcError::new(
+                code::INTERNAL,
+                format!("capacity reached: at most {n} instances"),
+            ),
+            Error::Timeout(after, who) => RpcError::new(
+                code::TIMEOUT,
+                format!(
+                    "timed out after {} ms waiting for the {who}",
+                    after.as_millis()
+                ),
+            ),
+            other => RpcError::new(code::INTERNAL, other.to_string()),
+        }
+    }
+}
+
+/// Limits and guards applied by [`Dispatcher`].
+#[derive(Debug, Clone)]
+pub struct RpcLimits {
+    /// Most requests in one batch (default 1000).
+    pub max_batch: usize,
+    /// Time allowed per call (default 2 s).
+    pub call_timeout: Duration,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            call_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Per-caller guard consulted before a method runs (the server's rate limiter).
+pub trait Guard: Send + Sync {
+    /// `Err` to refuse the call.
+    fn check(&self, method: &str, params: &Params) -> Result<(), RpcError>;
+}
+
+/// Decodes requests, runs methods on a [`Coordinator`], encodes answers.
+#[derive(Clone)]
+pub struct Dispatcher {
+    coordinator: Coordinator,
+    limits: RpcLimits,
+    guard: Option<std::sync::Arc<dyn Guard>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The methods this dispatcher serves.
+pub const METHODS: &[&str] = &[
+    "system.register",
+    "system.heartbeat",
+    "system.unregister",
+    "system.check_health",
+    "system.get_state",
+    "system.health",
+    "task.create",
+    "task.claim",
+    "task.heartbeat",
+    "task.complete",
+    "task.fail",
+    "task.get",
+    "task.list",
+    "lease.acquire",
+    "lease.renew",
+    "lease.release",
+    "lease.list",
+];
+
+impl Dispatcher {
+    /// A dispatcher over `coordinator`.
+    pub fn new(coordinator: Coordinator, limits: RpcLimits) -> Self {
+        Self {
+            coordinator,
+            limits,
+            guard: None,
+        }
+    }
+
+    /// Installs a guard (rate limiting).
+    pub fn with_guard(mut self, guard: std::sync::Arc<dyn Guard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The coordinator.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Handles a whole body: one request or a batch. `None` when nothing is to be sent back
+    /// (a notification, or a batch of notifications only).
+    pub async fn handle_body(&self, body: &[u8]) -> Option<Value> {
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(error_response(
+                    Value::Null,
+                    RpcError::new(code::PARSE_ERROR, format!("parse error: {e}")),
+                ));
+            }
+        };
+        self.handle_value(value).await
+    }
+
+    /// Handles a parsed body.
+    pub async fn handle_value(&self, value: Value) -> Option<Value> {
+        match value {
+            Value::Array(items) => self.handle_batch(items).await,
+            single => self.handle_one(single).await,
+        }
+    }
+
+    /// Handles a batch (JSON-RPC 2.0 §6).
+    pub async fn handle_batch(&self, items: Vec<Value>) -> Option<Value> {
+        if items.is_empty() {
+            return Some(error_response(
+                Value::Null,
+                RpcError::new(code::INVALID_REQUEST, "invalid request: empty batch"),
+            ));
+        }
+        if items.len() > self.limits.max_batch {
+            return Some(error_response(
+                Value::Null,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "invalid request: a batch may hold at most {} requests, got {}",
+                        self.limits.max_batch,
+                        items.len()
+                    ),
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some(answer) = self.handle_one(item).await {
+                out.push(answer);
+            }
+        }
+        (!out.is_empty()).then_some(Value::Array(out))
+    }
+
+    /// Handles one request object.
+    pub async fn handle_one(&self, value: Value) -> Option<Value> {
+        let Value::Object(mut request) = value else {
+            return Some(error_response(
+                Value::Null,
+                RpcError::new(code::INVALID_REQUEST, "invalid request: not an object"),
+            ));
+        };
+        // A request without an `id` member is a notification; `"id": null` is not.
+        let id = request.remove("id");
+        let notification = id.is_none();
+        let id_value = id.unwrap_or(Value::Null);
+        if !matches!(id_value, Value::Null | Value::String(_) | Value::Number(_)) {
+            return Some(error_response(
+                Value::Null,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "invalid request: id must be a string, a number or null",
+                ),
+            ));
+        }
+        if request.get("jsonrpc") != Some(&Value::String("2.0".into())) {
+            return Some(error_response(
+                id_value,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "invalid request: jsonrpc must be \"2.0\"",
+                ),
+            ));
+        }
+        let Some(Value::String(method)) = request.remove("method") else {
+            return Some(error_response(
+                id_value,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "invalid request: method must be a string",
+                ),
+            ));
+        };
+        let params = match request.remove("params") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(Value::Array(_)) => {
+                let e = RpcError::invalid_params("params", "must be an object (named parameters)");
+                return (!notification).then(|| error_response(id_value, e));
+            }
+            Some(_) => {
+                return Some(error_response(
+                    id_value,
+                    RpcError::new(
+                        code::INVALID_REQUEST,
+                        "invalid request: params must be an object",
+                    ),
+                ));
+            }
+        };
+        let result = self.call(&method, Params::new(params)).await;
+        if notification {
+            return None;
+        }
+        Some(match result {
+            Ok(value) => json!({"jsonrpc": "2.0", "result": value, "id": id_value}),
+            Err(e) => error_response(id_value, e),
+        })
+    }
+
+    /// Runs `method`, under the guard and the call timeout.
+    pub async fn call(&self, method: &str, params: Params) -> Result<Value, RpcError> {
+        if let Some(guard) = &self.guard {
+            guard.check(method, &params)?;
+        }
+        let timeout = self.limits.call_timeout;
+        match tokio::time::timeout(timeout, self.route(method, params)).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::new(
+                code::TIMEOUT,
+                format!("{method} timed out after {} ms", timeout.as_millis()),
+            )),
+        }
+    }
+
+    async fn route(&self, method: &str, params: Params) -> Result<Value, RpcError> {
+        let c = &self.coordinator;
+        match method {
+            "system.register" => system::register(c, params).await,
+            "system.heartbeat" => system::heartbeat(c, params).await,
+            "system.unregister" => system::unregister(c, params).await,
+            "system.check_health" => system::check_health(c, params).await,
+            "system.get_state" => system::get_state(c, params).await,
+            "system.health" => system::health(c, params).await,
+            "task.create" => task::create(c, params).await,
+            "task.claim" => task::claim(c, params).await,
+            "task.heartbeat" => task::heartbeat(c, params).await,
+            "task.complete" => task::complete(c, params).await,
+            "task.fail" => task::fail(c, params).await,
+            "task.get" => task::get(c, params).await,
+            "task.list" => task::list(c, params).await,
+            "lease.acquire" => lease::acquire(c, params).await,
+            "lease.renew" => lease::renew(c, params).await,
+            "lease.release" => lease::release(c, params).await,
+            "lease.list" => lease::list(c, params).await,
+            other => Err(RpcError {
+                code: code::METHOD_NOT_FOUND,
+                message: format!("method not found: {other}"),
+                data: Some(json!({"method": other})),
+            }),
+        }
+    }
+}
+
+fn error_response(id: Value, error: RpcError) -> Value {
+    json!({"jsonrpc": "2.0", "error": error.to_value(), "id": id})
+}

@@ -1,0 +1,91 @@
+//! `system.*`: ClaudeBench's instance methods, with the same names and result shapes.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Params, RpcError};
+use crate::coordinator::Coordinator;
+use crate::model::{RegisterRequest, StateQuery};
+
+const ID: &[&str] = &["id", "instanceId"];
+const INSTANCE_ID: &[&str] = &["instanceId", "id"];
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(|e| RpcError::new(super::code::INTERNAL, e.to_string()))
+}
+
+/// `system.register {id|instanceId, roles, metadata?, ttlMs?}` →
+/// `{registered, epoch, isLeader, leader, term, refreshed}`.
+pub async fn register(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+    let id = p.str(ID)?;
+    let mut request = RegisterRequest::new(id);
+    if let Some(roles) = p.opt_strings(&["roles"])? {
+        request = request.roles(roles);
+    }
+    if let Some(metadata) = p.opt_value(&["metadata"]) {
+        request = request.metadata(metadata.clone());
+    }
+    if let Some(ttl) = p.opt_u64(&["ttlMs", "ttl_ms"], u64::from(u32::MAX))? {
+        request = request.ttl(Duration::from_millis(ttl));
+    }
+    let registration = c.register(request).await?;
+    to_json(&registration)
+}
+
+/// `system.heartbeat {instanceId}` → `{alive, isLeader, term}`; never an error for an unknown
+/// instance.
+pub async fn heartbeat(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+    let id = p.str(INSTANCE_ID)?;
+    to_json(&c.heartbeat_now(id))
+}
+
+/// `system.unregister {instanceId}` → `{unregistered, tasksReassigned}`.
+pub async fn unregister(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+    let id = p.str(INSTANCE_ID)?;
+    to_json(&c.unregister(id).await?)
+}
+
+/// `system.check_health {timeout?}` (ms) → `{healthy, failed, reassigned}`.
+pub async fn check_health(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+    let timeout = p
+        .opt_u64(&["timeout"], 24 * 3600 * 1000)?
+        .map(Duration::from_millis);
+    let report = c.check_health(timeout).await;
+    let mut value = to_json(&report)?;
+    // Vigil takes tasks back when an instance expires, not when a health check is run; the
+    // field is kept for ClaudeBench clients and is always empty.
+    value["reassigned"] = json!({});
+    Ok(value)
+}
+
+/// `system.get_state {instanceId?, limit?}` → `{instances, leader, term, tasks, recentEvents}`.
+pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+    let query = StateQuery {
+        instance_id: p.opt_str(INSTANCE_ID)?.map(str::to_string),
+        limit: p.opt_u64(&["limit"], 1_000_000)?.map(|n| n as usize),
+    };
+    let state = c.state_with(&query);
+    let tasks = c.task_counts().await;
+    Ok(json!({
+        "instances": to_json(&state.instances)?,
+        "instanceCount": state.instance_count,
+        "leader": state.leader.leader,
+        "term": state.leader.term,
+        "leadership": to_json(&state.leader)?,
+        "tasks": tasks,
+        "recentEvents": to_json(&state.recent_events)?,
+    }))
+}
+
+/// `system.health` → `{status, services}`.
+pub async fn health(c: &Coordinator, _p: Params) -> Result<Value, RpcError> {
+    Ok(json!({
+        "status": "healthy",
+        "services": {
+            "store": "memory",
+            "coordinator": "up",
+            "instances": c.instance_count(),
+        }
+    }))
+}

@@ -1,0 +1,182 @@
+//! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
+//! `GET /ws` (with pushed events), health at `GET /healthz`, with the guards of DESIGN.md — a body limit (HTTP 413), an optional bearer
+//! token (HTTP 401), a per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a
+//! per-call timeout (−32002).
+
+pub mod rate;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::coordinator::Coordinator;
+use crate::rpc::{Dispatcher, RpcLimits};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (default 127.0.0.1:7420).
+    pub listen: SocketAddr,
+    /// Bearer token required on /rpc, /rpc/batch and /ws, if set.
+    pub token: Option<String>,
+    /// Largest request body (default 1 MiB); larger is HTTP 413.
+    pub max_body_bytes: usize,
+    /// Most requests in one batch (default 1000).
+    pub max_batch: usize,
+    /// Time allowed per call (default 2 s).
+    pub call_timeout: Duration,
+    /// Heartbeats allowed per instance per minute (default 1000; 0 disables the limit).
+    pub heartbeats_per_minute: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            token: None,
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+            call_timeout: Duration::from_secs(2),
+            heartbeats_per_minute: 1000,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    dispatcher: Dispatcher,
+    token: Option<Arc<str>>,
+}
+
+/// Builds the router over `coordinator`.
+pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
+    let mut dispatcher = Dispatcher::new(
+        coordinator,
+        RpcLimits {
+            max_batch: config.max_batch,
+            call_timeout: config.call_timeout,
+        },
+    );
+    if let Some(limiter) = rate::HeartbeatLimiter::per_minute(config.heartbeats_per_minute) {
+        dispatcher = dispatcher.with_guard(Arc::new(limiter));
+    }
+    let state = AppState {
+        dispatcher,
+        token: config.token.as_deref().map(Arc::from),
+    };
+    let rpc = Router::new()
+        .route("/rpc", post(rpc_any))
+        .route("/rpc/batch", post(rpc_batch))
+        .route("/ws", get(ws::upgrade))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    Router::new()
+        .merge(rpc)
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// A server bound to its address, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Server {
+    /// Binds `config.listen`.
+    pub async fn bind(coordinator: Coordinator, config: &ServerConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            router: router(coordinator, config),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; in-flight requests finish first.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(&**token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn json_response(answer: Option<Value>) -> Response {
+    match answer {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(value) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(&value).unwrap_or_default(),
+        )
+            .into_response(),
+    }
+}
+
+async fn rpc_any(State(state): State<AppState>, body: Bytes) -> Response {
+    json_response(state.dispatcher.handle_body(&body).await)
+}
+
+async fn rpc_batch(State(state): State<AppState>, body: Bytes) -> Response {
+    let answer = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(items)) => state.dispatcher.handle_batch(items).await,
+        Ok(_) => Some(serde_json::json!({
+            "jsonrpc": "2.0",
+            "error": {"code": crate::rpc::code::INVALID_REQUEST,
+                      "message": "invalid request: /rpc/batch takes an array"},
+            "id": null
+        })),
+        Err(_) => state.dispatcher.handle_body(&body).await, // the parse error, as /rpc gives it
+    };
+    json_response(answer)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let instances = state.dispatcher.coordinator().instance_count();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"status": "ok", "instances": instances}).to_string(),
+    )
+        .into_response()
+}

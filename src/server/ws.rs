@@ -1,0 +1,143 @@
+//! `GET /ws`: JSON-RPC 2.0 over WebSocket text frames, plus `events.subscribe {types?}` after
+//! which events are pushed as `{"jsonrpc":"2.0","method":"event","params":{…}}`.
+//!
+//! Each text frame is one request or a batch, answered by one text frame (none for
+//! notifications), exactly as on `POST /rpc`. `events.subscribe` is handled by the connection
+//! itself, since the subscription belongs to it; it must be sent as a single request. A
+//! subscriber that falls more than the event capacity behind is told how many events it
+//! missed with an `events.lagged` notification instead of being disconnected.
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::AppState;
+use crate::events::{Event, EventKind};
+use crate::rpc::{RpcError, code};
+
+pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| connection(state, socket))
+}
+
+/// Which events a connection asked for (`None`: all).
+struct Subscription {
+    receiver: broadcast::Receiver<Event>,
+    types: Option<Vec<EventKind>>,
+}
+
+impl Subscription {
+    fn wants(&self, event: &Event) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(&event.kind))
+    }
+}
+
+async fn next_event(sub: &mut Option<Subscription>) -> Result<Event, broadcast::error::RecvError> {
+    match sub {
+        Some(s) => s.receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connection(state: AppState, mut socket: WebSocket) {
+    let mut subscription: Option<Subscription> = None;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(message)) = incoming else { return };
+                let reply = match message {
+                    Message::Text(text) => handle_text(&state, text.as_str(), &mut subscription).await,
+                    Message::Binary(_) => Some(json!({
+                        "jsonrpc": "2.0",
+                        "error": {"code": code::INVALID_REQUEST,
+                                  "message": "invalid request: binary frames are not supported yet"},
+                        "id": null
+                    })),
+                    Message::Close(_) => return,
+                    _ => None, // ping/pong are answered by the library
+                };
+                if let Some(reply) = reply
+                    && socket.send(Message::Text(reply.to_string().into())).await.is_err()
+                {
+                    return;
+                }
+            }
+            event = next_event(&mut subscription) => {
+                let params = match event {
+                    Ok(event) => {
+                        if !subscription.as_ref().is_some_and(|s| s.wants(&event)) {
+                            continue;
+                        }
+                        serde_json::to_value(&event).unwrap_or(Value::Null)
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        json!({"type": "events.lagged", "missed": missed})
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let note = json!({"jsonrpc": "2.0", "method": "event", "params": params});
+                if socket.send(Message::Text(note.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle_text(
+    state: &AppState,
+    text: &str,
+    subscription: &mut Option<Subscription>,
+) -> Option<Value> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return state.dispatcher.handle_body(text.as_bytes()).await,
+    };
+    if value.get("method").and_then(Value::as_str) == Some("events.subscribe") {
+        let id = value.get("id").cloned();
+        let result = subscribe(state, &value, subscription);
+        return id.map(|id| match result {
+            Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": id}),
+            Err(e) => json!({"jsonrpc": "2.0", "error": {"code": e.code, "message": e.message, "data": e.data}, "id": id}),
+        });
+    }
+    state.dispatcher.handle_value(value).await
+}
+
+fn subscribe(
+    state: &AppState,
+    request: &Value,
+    subscription: &mut Option<Subscription>,
+) -> Result<Value, RpcError> {
+    let types = match request.pointer("/params/types") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let mut kinds = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let kind: EventKind = serde_json::from_value(item.clone()).map_err(|_| {
+                    RpcError::invalid_params(
+                        format!("types[{i}]"),
+                        format!("unknown event type {item}"),
+                    )
+                })?;
+                kinds.push(kind);
+            }
+            Some(kinds)
+        }
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "types",
+                "must be an array of event types",
+            ));
+        }
+    };
+    let names: Option<Vec<&str>> = types
+        .as_ref()
+        .map(|t| t.iter().map(|k| k.as_str()).collect());
+    *subscription = Some(Subscription {
+        receiver: state.dispatcher.coordinator().subscribe(),
+        types,
+    });
+    Ok(json!({"subscribed": true, "types": names}))
+}

@@ -1,0 +1,476 @@
+//! End-to-end over HTTP: a real server on an ephemeral loopback port, a real HTTP client.
+
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use vigil::server::{Server, ServerConfig};
+use vigil::{Config, Coordinator};
+
+struct TestServer {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    coordinator: Coordinator,
+}
+
+impl TestServer {
+    async fn start(config: ServerConfig) -> Self {
+        let coordinator = Coordinator::start(Config::default()).await.unwrap();
+        let config = ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..config
+        };
+        let server = Server::bind(coordinator.clone(), &config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            coordinator,
+        }
+    }
+
+    async fn default() -> Self {
+        Self::start(ServerConfig::default()).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Option<Value>) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        // Only JSON-RPC answers are JSON; 401 and 413 carry plain text.
+        let body =
+            (status == 200 && !text.is_empty()).then(|| serde_json::from_str(&text).unwrap());
+        (status, body)
+    }
+
+    async fn rpc_value(&self, body: Value) -> (u16, Option<Value>) {
+        self.post_raw("/rpc", body.to_string()).await
+    }
+
+    /// Calls `method` and returns its result, panicking on an error.
+    async fn call(&self, method: &str, params: Value) -> Value {
+        let (status, body) = self
+            .rpc_value(json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}))
+            .await;
+        assert_eq!(status, 200);
+        let body = body.unwrap();
+        assert!(body.get("error").is_none(), "{method}: {body}");
+        body["result"].clone()
+    }
+
+    /// Calls `method` and returns its error object.
+    async fn call_err(&self, method: &str, params: Value) -> Value {
+        let (_, body) = self
+            .rpc_value(json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}))
+            .await;
+        let body = body.unwrap();
+        assert!(body.get("result").is_none(), "{method} should fail: {body}");
+        body["error"].clone()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.coordinator.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_claudebench_shaped_session() {
+    let s = TestServer::default().await;
+    let reg = s
+        .call(
+            "system.register",
+            json!({"id": "worker-claude-001", "roles": ["worker"], "metadata": {"v": 1}}),
+        )
+        .await;
+    assert_eq!(reg["registered"], true);
+    assert_eq!(reg["isLeader"], true);
+    assert_eq!(reg["term"], 1);
+    let beat = s
+        .call(
+            "system.heartbeat",
+            json!({"instanceId": "worker-claude-001"}),
+        )
+        .await;
+    assert_eq!(beat, json!({"alive": true, "isLeader": true, "term": 1}));
+    let unknown = s
+        .call("system.heartbeat", json!({"instanceId": "nobody"}))
+        .await;
+    assert_eq!(unknown["alive"], false);
+    let task = s
+        .call("task.create", json!({"text": "review PR", "priority": 70}))
+        .await;
+    assert_eq!(task["status"], "pending");
+    assert!(task["createdAt"].is_u64());
+    let claim = s
+        .call("task.claim", json!({"workerId": "worker-claude-001"}))
+        .await;
+    assert_eq!(claim["claimed"], true);
+    assert_eq!(claim["taskId"], task["id"]);
+    let state = s.call("system.get_state", json!({})).await;
+    assert_eq!(state["leader"], "worker-claude-001");
+    assert_eq!(state["tasks"]["claimed"], 1);
+    let health = s
+        .call("system.check_health", json!({"timeout": 60000}))
+        .await;
+    assert_eq!(health["healthy"], json!(["worker-claude-001"]));
+    let out = s
+        .call(
+            "system.unregister",
+            json!({"instanceId": "worker-claude-001", "sessionId": "s-1", "timestamp": 1}),
+        )
+        .await;
+    assert_eq!(out, json!({"unregistered": true, "tasksReassigned": 1}));
+    let task = s.call("task.get", json!({"id": task["id"]})).await;
+    assert_eq!(task["status"], "pending");
+    assert_eq!(
+        s.call("system.health", json!({})).await["status"],
+        "healthy"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_sortie_shaped_session() {
+    let s = TestServer::default().await;
+    for w in ["a", "b"] {
+        s.call(
+            "system.register",
+            json!({"id": w, "roles": ["step-runner"]}),
+        )
+        .await;
+    }
+    let task = s
+        .call("task.create", json!({"payload": {"step": 1}, "requiresLocks": ["repo/src", {"key": "repo/docs", "mode": "shared"}]}))
+        .await;
+    let claim = s.call("task.claim", json!({"workerId": "a"})).await;
+    let token = claim["claimToken"].as_str().unwrap().to_string();
+    assert_eq!(claim["leases"].as_array().unwrap().len(), 2);
+    let step_id = task["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("t-")
+        .parse::<u64>()
+        .unwrap();
+    let beat = s
+        .call(
+            "task.heartbeat",
+            json!({"step_id": step_id, "claim_token": token, "extend_leases_sec": 600}),
+        )
+        .await;
+    assert_eq!(beat["status"], "ok");
+    assert_eq!(beat["step_id"], step_id);
+    // "a" leaves; its step goes back and "b" takes it.
+    s.call("system.unregister", json!({"instanceId": "a"}))
+        .await;
+    let again = s.call("task.claim", json!({"workerId": "b"})).await;
+    assert_eq!(again["taskId"], task["id"]);
+    let stale = s
+        .call(
+            "task.heartbeat",
+            json!({"stepId": step_id, "claimToken": token}),
+        )
+        .await;
+    assert_eq!(stale["status"], "stale_claim");
+    let done = s
+        .call(
+            "task.complete",
+            json!({"taskId": task["id"], "claimToken": again["claimToken"], "result": "ok"}),
+        )
+        .await;
+    assert_eq!(done["status"], "completed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn json_rpc_to_the_letter() {
+    let s = TestServer::default().await;
+    // Ids of every allowed kind come back as sent.
+    for id in [json!("abc"), json!(7), json!(null)] {
+        let (_, body) = s
+            .rpc_value(json!({"jsonrpc": "2.0", "method": "system.health", "id": id}))
+            .await;
+        assert_eq!(body.unwrap()["id"], id);
+    }
+    // A notification alone: 204, no body.
+    let (status, body) = s
+        .rpc_value(
+            json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "x"}}),
+        )
+        .await;
+    assert_eq!((status, body), (204, None));
+    // A batch: notifications are left out, order and ids kept.
+    let (status, body) = s
+        .rpc_value(json!([
+            {"jsonrpc": "2.0", "method": "system.health", "id": "a"},
+            {"jsonrpc": "2.0", "method": "system.health"},
+            {"jsonrpc": "2.0", "method": "no.such", "id": "b"}
+        ]))
+        .await;
+    assert_eq!(status, 200);
+    let body = body.unwrap();
+    let answers = body.as_array().unwrap();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0]["id"], "a");
+    assert_eq!(answers[1]["error"]["code"], -32601);
+    // All notifications: 204.
+    let (status, _) = s
+        .rpc_value(json!([{"jsonrpc": "2.0", "method": "system.health"}]))
+        .await;
+    assert_eq!(status, 204);
+    // Empty batch.
+    let (_, body) = s.rpc_value(json!([])).await;
+    assert_eq!(body.unwrap()["error"]["code"], -32600);
+    // Malformed JSON.
+    let (status, body) = s.post_raw("/rpc", "{\"jsonrpc\": ").await;
+    assert_eq!(status, 200);
+    let body = body.unwrap();
+    assert_eq!(body["error"]["code"], -32700);
+    assert_eq!(body["id"], Value::Null);
+    // Wrong version, missing method, bad id type, a non-object.
+    for bad in [
+        json!({"jsonrpc": "1.0", "method": "system.health", "id": 1}),
+        json!({"jsonrpc": "2.0", "id": 1}),
+        json!({"jsonrpc": "2.0", "method": "system.health", "id": {"x": 1}}),
+        json!(42),
+    ] {
+        let (_, body) = s.rpc_value(bad.clone()).await;
+        assert_eq!(body.unwrap()["error"]["code"], -32600, "{bad}");
+    }
+    // Bad params name the field.
+    let err = s
+        .call_err("system.register", json!({"id": "has space"}))
+        .await;
+    assert_eq!(err["code"], -32602);
+    assert_eq!(err["data"]["field"], "id");
+    let err = s.call_err("system.heartbeat", json!({})).await;
+    assert_eq!(err["data"]["field"], "instanceId");
+    let err = s
+        .call_err("task.create", json!({"text": "x", "priority": 101}))
+        .await;
+    assert_eq!(err["data"]["field"], "priority");
+    let err = s
+        .call_err(
+            "lease.acquire",
+            json!({"key": "a", "holder": "w", "mode": "weird"}),
+        )
+        .await;
+    assert_eq!(err["data"]["field"], "mode");
+    // /rpc/batch takes arrays only.
+    let (_, body) = s
+        .post_raw(
+            "/rpc/batch",
+            json!({"jsonrpc": "2.0", "method": "system.health", "id": 1}).to_string(),
+        )
+        .await;
+    assert_eq!(body.unwrap()["error"]["code"], -32600);
+    let (_, body) = s
+        .post_raw(
+            "/rpc/batch",
+            json!([{"jsonrpc": "2.0", "method": "system.health", "id": 1}]).to_string(),
+        )
+        .await;
+    assert_eq!(body.unwrap()[0]["result"]["status"], "healthy");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn limits_on_body_and_batch_size() {
+    let s = TestServer::start(ServerConfig {
+        max_body_bytes: 4096,
+        max_batch: 3,
+        ..ServerConfig::default()
+    })
+    .await;
+    let big = json!({"jsonrpc": "2.0", "method": "task.create", "params": {"text": "x".repeat(5000)}, "id": 1});
+    let (status, _) = s.rpc_value(big).await;
+    assert_eq!(status, 413);
+    let batch: Vec<Value> = (0..4)
+        .map(|i| json!({"jsonrpc": "2.0", "method": "system.health", "id": i}))
+        .collect();
+    let (_, body) = s.rpc_value(Value::Array(batch)).await;
+    assert_eq!(body.unwrap()["error"]["code"], -32600);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_bearer_token_guards_rpc() {
+    let s = TestServer::start(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let request = json!({"jsonrpc": "2.0", "method": "system.health", "id": 1}).to_string();
+    let (status, _) = s.post_raw("/rpc", request.clone()).await;
+    assert_eq!(status, 401);
+    let wrong = s
+        .client
+        .post(s.url("/rpc"))
+        .bearer_auth("nope")
+        .body(request.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let ok = s
+        .client
+        .post(s.url("/rpc"))
+        .bearer_auth("s3cret")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    // Health stays open for probes.
+    let health = s.client.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeats_are_rate_limited_per_instance() {
+    let s = TestServer::start(ServerConfig {
+        heartbeats_per_minute: 5,
+        ..ServerConfig::default()
+    })
+    .await;
+    for w in ["noisy", "calm"] {
+        s.call("system.register", json!({"id": w})).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            s.call("system.heartbeat", json!({"instanceId": "noisy"}))
+                .await["alive"],
+            true
+        );
+    }
+    let err = s
+        .call_err("system.heartbeat", json!({"instanceId": "noisy"}))
+        .await;
+    assert_eq!(err["code"], -32000);
+    let retry = err["data"]["retryAfterMs"].as_u64().unwrap();
+    assert!(retry > 0 && retry <= 12_000, "{retry}");
+    // Another instance is not affected.
+    assert_eq!(
+        s.call("system.heartbeat", json!({"instanceId": "calm"}))
+            .await["alive"],
+        true
+    );
+    s.stop().await;
+}
+
+mod websocket {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+    use vigil::server::ServerConfig;
+
+    use super::TestServer;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn connect(s: &TestServer) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+            .await
+            .unwrap();
+        ws
+    }
+
+    async fn send(ws: &mut Ws, v: Value) {
+        ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    async fn recv(ws: &mut Ws) -> Value {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .unwrap()
+            .unwrap();
+        match next {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn json_rpc_over_websocket_and_pushed_events() {
+        let s = TestServer::default().await;
+        let mut ws = connect(&s).await;
+        send(&mut ws, json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": "w1"}, "id": "r1"})).await;
+        let answer = recv(&mut ws).await;
+        assert_eq!(answer["id"], "r1");
+        assert_eq!(answer["result"]["registered"], true);
+        send(&mut ws, json!({"jsonrpc": "2.0", "method": "events.subscribe", "params": {"types": ["instance.registered", "task.created"]}, "id": 2})).await;
+        let sub = recv(&mut ws).await;
+        assert_eq!(sub["result"]["subscribed"], true);
+        // Another client acts; this one is told.
+        s.call("system.register", json!({"id": "w2"})).await;
+        let event = recv(&mut ws).await;
+        assert_eq!(event["method"], "event");
+        assert_eq!(event["params"]["type"], "instance.registered");
+        assert_eq!(event["params"]["instanceId"], "w2");
+        // Filtered out: leader events; let through: task.created.
+        s.call("task.create", json!({"text": "x"})).await;
+        let event = recv(&mut ws).await;
+        assert_eq!(event["params"]["type"], "task.created");
+        // A batch and a notification over the socket.
+        send(&mut ws, json!([
+            {"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "w1"}, "id": 10},
+            {"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "w1"}}
+        ])).await;
+        let batch = recv(&mut ws).await;
+        assert_eq!(batch.as_array().unwrap().len(), 1);
+        assert_eq!(batch[0]["result"]["alive"], true);
+        // Bad subscription types are named.
+        send(&mut ws, json!({"jsonrpc": "2.0", "method": "events.subscribe", "params": {"types": ["nope"]}, "id": 3})).await;
+        let err = recv(&mut ws).await;
+        assert_eq!(err["error"]["code"], -32602);
+        assert_eq!(err["error"]["data"]["field"], "types[0]");
+        ws.close(None).await.unwrap();
+        s.stop().await;
+    }
+
+    #[tokio::test]
+    async fn websocket_needs_the_token_too() {
+        let s = TestServer::start(ServerConfig {
+            token: Some("t0k".into()),
+            ..ServerConfig::default()
+        })
+        .await;
+        let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr)).await;
+        assert!(refused.is_err(), "upgrade without a token is refused");
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws", s.addr).into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", "Bearer t0k".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        send(
+            &mut ws,
+            json!({"jsonrpc": "2.0", "method": "system.health", "id": 1}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await["result"]["status"], "healthy");
+        s.stop().await;
+    }
+}
