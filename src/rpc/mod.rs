@@ -5,6 +5,7 @@
 //! aliases) and [`lease`] (`lease.*`). This module knows nothing of HTTP or WebSocket: a
 //! transport hands it a body and gets back the body to send (or nothing, for notifications).
 
+mod fast;
 pub mod lease;
 pub mod params;
 pub mod system;
@@ -72,7 +73,8 @@ impl RpcError {
         }
     }
 
-    fn to_value(&self) -> Value {
+    /// The error object as JSON.
+    pub fn to_value(&self) -> Value {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(data) = &self.data {
             error["data"] = data.clone();
@@ -138,8 +140,9 @@ impl Default for RpcLimits {
 
 /// Per-caller guard consulted before a method runs (the server's rate limiter).
 pub trait Guard: Send + Sync {
-    /// `Err` to refuse the call.
-    fn check(&self, method: &str, params: &Params) -> Result<(), RpcError>;
+    /// `Err` to refuse the call. `instance` is the calling instance where the method names
+    /// one (`instanceId` of `system.heartbeat`).
+    fn check(&self, method: &str, instance: Option<&str>) -> Result<(), RpcError>;
 }
 
 /// Decodes requests, runs methods on a [`Coordinator`], encodes answers.
@@ -322,7 +325,12 @@ impl Dispatcher {
     /// Runs `method`, under the guard and the call timeout.
     pub async fn call(&self, method: &str, params: Params) -> Result<Value, RpcError> {
         if let Some(guard) = &self.guard {
-            guard.check(method, &params)?;
+            let instance = if method == "system.heartbeat" {
+                params.opt_str(&["instanceId", "id"]).ok().flatten()
+            } else {
+                None
+            };
+            guard.check(method, instance)?;
         }
         let timeout = self.limits.call_timeout;
         match tokio::time::timeout(timeout, self.route(method, params)).await {
@@ -365,4 +373,43 @@ impl Dispatcher {
 
 fn error_response(id: Value, error: RpcError) -> Value {
     json!({"jsonrpc": "2.0", "error": error.to_value(), "id": id})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Coordinator, RegisterRequest};
+
+    /// The heartbeat fast path and the general decoder give the same answers.
+    #[tokio::test]
+    async fn fast_and_general_paths_agree() {
+        let c = Coordinator::start(Config::default()).await.unwrap();
+        c.register(RegisterRequest::new("w1")).await.unwrap();
+        let d = Dispatcher::new(c.clone(), RpcLimits::default());
+        let bodies = [
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":1}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"id":"w1"},"id":"x"}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"nobody"},"id":null}"#,
+            r#"{"id":-3,"params":{"instanceId":"w1","extra":true},"method":"system.heartbeat","jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"}}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{},"id":2}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":5},"id":3}"#,
+            r#"{"jsonrpc":"1.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":4}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":[1]}"#,
+            r#"[{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":1},{"jsonrpc":"2.0","method":"system.health","id":2},{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"}}]"#,
+            r#"[{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"}}]"#,
+            r#"[]"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":1"#,
+        ];
+        for body in bodies {
+            let general = d.handle_body(body.as_bytes()).await;
+            let fast = d
+                .handle_body_bytes(body.as_bytes())
+                .await
+                .map(|b| serde_json::from_slice::<Value>(&b).unwrap());
+            // Parse errors carry serde's message, identical on both paths.
+            assert_eq!(fast, general, "{body}");
+        }
+        c.shutdown().await;
+    }
 }

@@ -144,18 +144,18 @@ async fn require_token(
 }
 
 fn json_response(answer: Option<Value>) -> Response {
+    bytes_response(answer.and_then(|v| serde_json::to_vec(&v).ok()))
+}
+
+fn bytes_response(answer: Option<Vec<u8>>) -> Response {
     match answer {
         None => StatusCode::NO_CONTENT.into_response(),
-        Some(value) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&value).unwrap_or_default(),
-        )
-            .into_response(),
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
     }
 }
 
 async fn rpc_any(State(state): State<AppState>, body: Bytes) -> Response {
-    json_response(state.dispatcher.handle_body(&body).await)
+    bytes_response(state.dispatcher.handle_body_bytes(&body).await)
 }
 
 async fn rpc_batch(State(state): State<AppState>, body: Bytes) -> Response {

@@ -7,7 +7,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::json;
 
-use crate::rpc::{Guard, Params, RpcError, code};
+use crate::rpc::{Guard, RpcError, code};
 
 /// Limits `system.heartbeat` per `instanceId`.
 #[derive(Debug)]
@@ -28,11 +28,11 @@ impl HeartbeatLimiter {
 }
 
 impl Guard for HeartbeatLimiter {
-    fn check(&self, method: &str, params: &Params) -> Result<(), RpcError> {
+    fn check(&self, method: &str, instance: Option<&str>) -> Result<(), RpcError> {
         if method != "system.heartbeat" {
             return Ok(());
         }
-        let Ok(Some(id)) = params.opt_str(&["instanceId", "id"]) else {
+        let Some(id) = instance else {
             return Ok(()); // the handler reports the bad params
         };
         // Keys are instance ids; the map grows with the number of distinct callers, and

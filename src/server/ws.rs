@@ -47,18 +47,22 @@ async fn connection(state: AppState, mut socket: WebSocket) {
             incoming = socket.recv() => {
                 let Some(Ok(message)) = incoming else { return };
                 let reply = match message {
-                    Message::Text(text) => handle_text(&state, text.as_str(), &mut subscription).await,
+                    Message::Text(text) => match handle_text(&state, text.as_str(), &mut subscription).await {
+                        Reply::Value(v) => Some(v.to_string()),
+                        Reply::Bytes(b) => String::from_utf8(b).ok(),
+                        Reply::Nothing => None,
+                    },
                     Message::Binary(_) => Some(json!({
                         "jsonrpc": "2.0",
                         "error": {"code": code::INVALID_REQUEST,
                                   "message": "invalid request: binary frames are not supported yet"},
                         "id": null
-                    })),
+                    }).to_string()),
                     Message::Close(_) => return,
                     _ => None, // ping/pong are answered by the library
                 };
                 if let Some(reply) = reply
-                    && socket.send(Message::Text(reply.to_string().into())).await.is_err()
+                    && socket.send(Message::Text(reply.into())).await.is_err()
                 {
                     return;
                 }
@@ -85,24 +89,35 @@ async fn connection(state: AppState, mut socket: WebSocket) {
     }
 }
 
+enum Reply {
+    Value(Value),
+    Bytes(Vec<u8>),
+    Nothing,
+}
+
 async fn handle_text(
     state: &AppState,
     text: &str,
     subscription: &mut Option<Subscription>,
-) -> Option<Value> {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => return state.dispatcher.handle_body(text.as_bytes()).await,
-    };
-    if value.get("method").and_then(Value::as_str) == Some("events.subscribe") {
-        let id = value.get("id").cloned();
-        let result = subscribe(state, &value, subscription);
-        return id.map(|id| match result {
+) -> Reply {
+    // Only a frame that mentions the method pays for a full parse here.
+    if text.contains("events.subscribe")
+        && let Ok(value) = serde_json::from_str::<Value>(text)
+        && value.get("method").and_then(Value::as_str) == Some("events.subscribe")
+    {
+        let Some(id) = value.get("id").cloned() else {
+            let _ = subscribe(state, &value, subscription);
+            return Reply::Nothing;
+        };
+        return Reply::Value(match subscribe(state, &value, subscription) {
             Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": id}),
-            Err(e) => json!({"jsonrpc": "2.0", "error": {"code": e.code, "message": e.message, "data": e.data}, "id": id}),
+            Err(e) => json!({"jsonrpc": "2.0", "error": e.to_value(), "id": id}),
         });
     }
-    state.dispatcher.handle_value(value).await
+    match state.dispatcher.handle_body_bytes(text.as_bytes()).await {
+        Some(bytes) => Reply::Bytes(bytes),
+        None => Reply::Nothing,
+    }
 }
 
 fn subscribe(

@@ -1,0 +1,156 @@
+//! The heartbeat fast path of the JSON-RPC decoder.
+//!
+//! Heartbeats are most of the traffic, and the general decoder spends far more on building
+//! `serde_json::Value` trees (a map per request, one per params object, one per answer) than
+//! the coordinator spends on the heartbeat itself. For a request that is exactly a well-formed
+//! `system.heartbeat`, this path borrows the envelope straight from the body (no tree, the id
+//! kept as raw JSON text), calls the hot path and writes the answer bytes directly. Anything
+//! else — another method, a malformed envelope, a missing parameter — returns `None` and takes
+//! the general path, which produces the same answers and the same errors; tests pin that the
+//! two agree.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::Dispatcher;
+
+/// Present (even as `null`) → `Some`; absent → `None` via `#[serde(default)]`.
+fn present<'de, D>(d: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct HeartbeatParams<'a> {
+    #[serde(borrow, rename = "instanceId")]
+    instance_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+/// What the fast path made of one request.
+pub(super) enum Fast {
+    /// The answer's bytes.
+    Answer(Vec<u8>),
+    /// A notification: nothing to send.
+    Silent,
+}
+
+impl Dispatcher {
+    /// Handles `raw` if it is a plain `system.heartbeat`; `None` sends it down the general path.
+    pub(super) fn fast_heartbeat(&self, raw: &[u8]) -> Option<Fast> {
+        let envelope: Envelope<'_> = serde_json::from_slice(raw).ok()?;
+        if envelope.jsonrpc.as_deref() != Some("2.0")
+            || envelope.method.as_deref() != Some("system.heartbeat")
+        {
+            return None;
+        }
+        let params: HeartbeatParams<'_> = serde_json::from_str(envelope.params?.get()).ok()?;
+        let instance = params.instance_id.or(params.id)?;
+        let id = match envelope.id {
+            None => None,
+            Some(raw) => {
+                // Only the id kinds JSON-RPC allows; anything else gets the general error.
+                let first = raw.get().as_bytes().first().copied()?;
+                if !(first == b'"' || first == b'-' || first == b'n' || first.is_ascii_digit()) {
+                    return None;
+                }
+                Some(raw.get())
+            }
+        };
+        if let Some(guard) = &self.guard
+            && let Err(e) = guard.check("system.heartbeat", Some(&instance))
+        {
+            let id = id?; // a refused notification is dropped silently
+            let error = serde_json::to_vec(&e.to_value()).ok()?;
+            let mut out = Vec::with_capacity(64 + error.len());
+            out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"error\":");
+            out.extend_from_slice(&error);
+            out.extend_from_slice(b",\"id\":");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'}');
+            return Some(Fast::Answer(out));
+        }
+        let beat = self.coordinator.heartbeat_now(&instance);
+        let Some(id) = id else {
+            return Some(Fast::Silent);
+        };
+        let mut out = Vec::with_capacity(96 + id.len());
+        let _ = write!(
+            out,
+            "{{\"jsonrpc\":\"2.0\",\"result\":{{\"alive\":{},\"isLeader\":{},\"term\":{}}},\"id\":{}}}",
+            beat.alive, beat.is_leader, beat.term.0, id
+        );
+        Some(Fast::Answer(out))
+    }
+
+    /// Handles a whole body and returns the bytes to send (`None`: nothing). Heartbeats, alone
+    /// or in batches, take the fast path; everything else the general one.
+    pub async fn handle_body_bytes(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+        match first {
+            Some(b'{') => match self.fast_heartbeat(body) {
+                Some(Fast::Answer(bytes)) => Some(bytes),
+                Some(Fast::Silent) => None,
+                None => self.general(body).await,
+            },
+            Some(b'[') => {
+                let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
+                    return self.general(body).await;
+                };
+                if items.is_empty() || items.len() > self.limits.max_batch {
+                    return self.general(body).await;
+                }
+                let mut out = Vec::with_capacity(items.len() * 80 + 2);
+                out.push(b'[');
+                let mut any = false;
+                for item in items {
+                    let answer = match self.fast_heartbeat(item.get().as_bytes()) {
+                        Some(Fast::Answer(bytes)) => Some(bytes),
+                        Some(Fast::Silent) => None,
+                        None => match serde_json::from_str(item.get()) {
+                            Ok(value) => self
+                                .handle_one(value)
+                                .await
+                                .and_then(|v| serde_json::to_vec(&v).ok()),
+                            Err(_) => None,
+                        },
+                    };
+                    if let Some(bytes) = answer {
+                        if any {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(&bytes);
+                        any = true;
+                    }
+                }
+                out.push(b']');
+                any.then_some(out)
+            }
+            _ => self.general(body).await,
+        }
+    }
+
+    async fn general(&self, body: &[u8]) -> Option<Vec<u8>> {
+        self.handle_body(body)
+            .await
+            .and_then(|v| serde_json::to_vec(&v).ok())
+    }
+}
