@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use vigil::{Config, Coordinator};
 
+mod status;
+
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about = "Actor-based cluster coordinator")]
 struct Cli {
@@ -33,6 +35,18 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show a running coordinator's instances, leader and tasks as a table.
+    Status {
+        /// The coordinator's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
+        target: String,
+        /// Bearer token, if the server requires one.
+        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Most instances to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Run the coordinator (embedded in-memory store) and its JSON-RPC server until
     /// interrupted.
     Serve {
@@ -97,6 +111,20 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Status {
+            target,
+            token,
+            limit,
+        } => match status::run(&target, token.as_deref(), limit).await {
+            Ok(table) => {
+                print!("{table}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigil status: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             ttl,
             grace,

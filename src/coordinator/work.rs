@@ -43,19 +43,7 @@ impl Coordinator {
     pub async fn create_task(&self, spec: TaskSpec) -> Result<TaskView, Error> {
         self.ensure_running()?;
         let limits = &self.ctx().config.limits;
-        let size = serde_json::to_vec(&spec.payload)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
-        if size > limits.max_payload_bytes {
-            return Err(ValidationError::new(
-                "payload",
-                format!(
-                    "at most {} bytes when serialized, got {size}",
-                    limits.max_payload_bytes
-                ),
-            )
-            .into());
-        }
+        self.check_payload_size("payload", &spec.payload)?;
         let priority = spec.priority.unwrap_or(50);
         if priority > 100 {
             return Err(ValidationError::new(

@@ -5,13 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Params, RpcError};
+use super::{Params, RpcError, to_json};
 use crate::coordinator::{Coordinator, LeaseOutcome, LeaseOwner};
 use crate::work::lease::LeaseMode;
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
-    serde_json::to_value(value).map_err(|e| RpcError::new(super::code::INTERNAL, e.to_string()))
-}
 
 fn owner(p: &Params) -> Result<LeaseOwner, RpcError> {
     if p.find(&["taskId", "stepId", "step_id"]).is_some() {

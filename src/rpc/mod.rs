@@ -371,6 +371,11 @@ impl Dispatcher {
     }
 }
 
+/// Serializes a result, mapping the (never expected) failure to an internal error.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(|e| RpcError::new(code::INTERNAL, e.to_string()))
+}
+
 fn error_response(id: Value, error: RpcError) -> Value {
     json!({"jsonrpc": "2.0", "error": error.to_value(), "id": id})
 }

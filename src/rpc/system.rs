@@ -4,16 +4,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Params, RpcError};
+use super::{Params, RpcError, to_json};
 use crate::coordinator::Coordinator;
 use crate::model::{RegisterRequest, StateQuery};
 
 const ID: &[&str] = &["id", "instanceId"];
 const INSTANCE_ID: &[&str] = &["instanceId", "id"];
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
-    serde_json::to_value(value).map_err(|e| RpcError::new(super::code::INTERNAL, e.to_string()))
-}
 
 /// `system.register {id|instanceId, roles, metadata?, ttlMs?}` →
 /// `{registered, epoch, isLeader, leader, term, refreshed}`.

@@ -5,17 +5,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Params, RpcError};
+use super::{Params, RpcError, to_json};
 use crate::coordinator::Coordinator;
 use crate::work::lease::{LeaseKey, LeaseMode};
 use crate::work::task::{LockSpec, TaskQuery, TaskSpec, TaskStatus};
 
 const TASK_ID: &[&str] = &["taskId", "id", "stepId", "step_id"];
 const TOKEN: &[&str] = &["claimToken", "claim_token"];
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
-    serde_json::to_value(value).map_err(|e| RpcError::new(super::code::INTERNAL, e.to_string()))
-}
 
 fn parse_locks(p: &Params) -> Result<Vec<LockSpec>, RpcError> {
     let Some((name, value)) = p.find(&["requiresLocks", "requires_locks"]) else {

@@ -47,3 +47,56 @@ fn serve_refuses_a_ttl_outside_the_limits() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("ttl"), "{err}");
 }
+
+#[tokio::test]
+async fn status_prints_instances_leader_and_tasks() {
+    use vigil::server::{Server, ServerConfig};
+    let coordinator = vigil::Coordinator::start(vigil::Config::default())
+        .await
+        .unwrap();
+    for id in ["alpha", "beta-long-name"] {
+        coordinator
+            .register(vigil::RegisterRequest::new(id).roles(["worker", "relay"]))
+            .await
+            .unwrap();
+    }
+    coordinator
+        .create_task(vigil::work::task::TaskSpec::new(serde_json::json!("x")))
+        .await
+        .unwrap();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(coordinator.clone(), &config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["status", "--target", &format!("http://{addr}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{text}");
+    // Columns are aligned: STATE starts at the same offset in every row.
+    let col = lines[0].find("STATE").unwrap();
+    assert_eq!(&lines[1][col..col + 6], "active");
+    assert_eq!(&lines[2][col..col + 6], "active");
+    assert!(lines[1].starts_with("alpha") && lines[1].trim_end().ends_with('*'));
+    assert!(text.contains("leader: alpha  term: 1"), "{text}");
+    assert!(text.contains("pending 1"), "{text}");
+    // Unreachable target: a clear error, non-zero exit.
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+    let down = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["status", "--target", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
+}
