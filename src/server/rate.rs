@@ -6,13 +6,16 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::json;
+use smol_str::SmolStr;
 
 use crate::rpc::{Guard, RpcError, code};
 
 /// Limits `system.heartbeat` per `instanceId`.
 #[derive(Debug)]
 pub struct HeartbeatLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+    // SmolStr keys: ids of up to 23 bytes are stored inline, so checking a heartbeat does not
+    // allocate a key.
+    limiter: DefaultKeyedRateLimiter<SmolStr>,
     clock: DefaultClock,
 }
 
@@ -37,7 +40,7 @@ impl Guard for HeartbeatLimiter {
         };
         // Keys are instance ids; the map grows with the number of distinct callers, and
         // governor's `retain_recent` (called below now and then) drops idle ones.
-        match self.limiter.check_key(&id.to_string()) {
+        match self.limiter.check_key(&SmolStr::new(id)) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
