@@ -45,9 +45,6 @@ pub enum Error {
     /// The caller must be a live registered instance (to claim, or to hold a lease) and is not.
     #[error("instance {0} is not registered and alive")]
     NotAlive(String),
-    /// No task has this id (or it was finished long enough ago to be forgotten).
-    #[error("no task {0}")]
-    UnknownTask(String),
     /// A lease was asked for on behalf of a claim that is not current.
     #[error("stale claim on task {0}")]
     StaleClaim(String),

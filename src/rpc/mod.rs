@@ -100,7 +100,6 @@ impl From<Error> for RpcError {
                     json!({"field": "workerId", "reason": "not a live registered instance"}),
                 ),
             },
-            Error::UnknownTask(id) => RpcError::invalid_params("taskId", format!("no task {id}")),
             Error::StaleClaim(id) => {
                 RpcError::invalid_params("claimToken", format!("stale claim on task {id}"))
             }

@@ -124,22 +124,6 @@ fn pending_key(task: &Task) -> PendingKey {
     (Reverse(task.priority), task.seq, task.id)
 }
 
-/// Why a claim was refused outright.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimRefusal {
-    /// The worker is not a live registered instance.
-    NotAlive,
-}
-
-/// What a lease request asked to be held by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HolderCheck {
-    /// The holder is current.
-    Current,
-    /// The holder is a stale claim or a departed instance.
-    Stale,
-}
-
 /// Tasks, the pending queue and the leases.
 #[derive(Debug)]
 pub struct WorkBook {
