@@ -40,6 +40,7 @@ pub mod model;
 pub mod registry;
 pub mod rpc;
 pub mod server;
+pub mod settings;
 pub mod work;
 
 pub use config::{Config, Limits};

@@ -7,22 +7,17 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use vigil::{Config, Coordinator};
+use vigil::Coordinator;
+use vigil::settings::{self, ServeLayer, ServeSettings};
 
 mod status;
 
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about = "Actor-based cluster coordinator")]
 struct Cli {
-    /// Log format.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "human",
-        env = "VIGIL_LOG_FORMAT",
-        global = true
-    )]
-    log_format: LogFormat,
+    /// Log format [default: human].
+    #[arg(long, value_enum, env = "VIGIL_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,38 +43,75 @@ enum Command {
         limit: usize,
     },
     /// Run the coordinator (embedded in-memory store) and its JSON-RPC server until
-    /// interrupted.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7420", env = "VIGIL_LISTEN")]
-        listen: std::net::SocketAddr,
-        /// Bearer token required on /rpc.
-        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Heartbeats allowed per instance per minute (0: no limit).
-        #[arg(long, default_value_t = 1000, env = "VIGIL_HEARTBEAT_RATE")]
-        heartbeat_rate: u32,
-        /// Largest request body in bytes.
-        #[arg(long, default_value_t = 1024 * 1024, env = "VIGIL_MAX_BODY")]
-        max_body: usize,
-        /// Most requests in one batch.
-        #[arg(long, default_value_t = 1000, env = "VIGIL_MAX_BATCH")]
-        max_batch: usize,
-        /// Default instance TTL (e.g. 30s, 1m).
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "VIGIL_TTL")]
-        ttl: Duration,
-        /// How long before its deadline an instance is suspect.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "VIGIL_GRACE")]
-        grace: Duration,
-    },
+    /// interrupted. Each setting comes from its flag, else its VIGIL_* variable, else the
+    /// --config file, else the default shown.
+    Serve(ServeArgs),
 }
 
-fn init_logging(format: LogFormat) {
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML file of settings (keys as the flags: listen, ttl, heartbeat-rate, ...).
+    #[arg(long, env = "VIGIL_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7420].
+    #[arg(long, env = "VIGIL_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Bearer token required on /rpc, /ws and /metrics.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Heartbeats allowed per instance per minute, 0 for no limit [default: 1000].
+    #[arg(long, env = "VIGIL_HEARTBEAT_RATE")]
+    heartbeat_rate: Option<u32>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "VIGIL_MAX_BODY")]
+    max_body: Option<usize>,
+    /// Most requests in one batch [default: 1000].
+    #[arg(long, env = "VIGIL_MAX_BATCH")]
+    max_batch: Option<usize>,
+    /// Default instance TTL, e.g. 30s, 1m [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_TTL")]
+    ttl: Option<Duration>,
+    /// How long before its deadline an instance is suspect [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_GRACE")]
+    grace: Option<Duration>,
+}
+
+impl ServeArgs {
+    /// Flags over the file over the defaults.
+    fn settings(&self, log_format: Option<LogFormat>) -> Result<ServeSettings, String> {
+        let file = match &self.config {
+            Some(path) => ServeLayer::from_file(path)?,
+            None => ServeLayer::default(),
+        };
+        let flags = ServeLayer {
+            listen: self.listen,
+            token: self.token.clone(),
+            heartbeat_rate: self.heartbeat_rate,
+            max_body: self.max_body,
+            max_batch: self.max_batch,
+            ttl: self.ttl,
+            grace: self.grace,
+            log_format: log_format.map(LogFormat::into),
+        };
+        Ok(flags.over(file).resolve())
+    }
+}
+
+impl From<LogFormat> for settings::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Human => settings::LogFormat::Human,
+            LogFormat::Json => settings::LogFormat::Json,
+        }
+    }
+}
+
+fn init_logging(format: settings::LogFormat) {
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        settings::LogFormat::Human => builder.init(),
+        settings::LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -109,36 +141,34 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     match cli.command {
         Command::Status {
             target,
             token,
             limit,
-        } => match status::run(&target, token.as_deref(), limit).await {
-            Ok(table) => {
-                print!("{table}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("vigil status: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
-        Command::Serve {
-            ttl,
-            grace,
-            listen,
-            token,
-            heartbeat_rate,
-            max_body,
-            max_batch,
         } => {
-            let config = Config {
-                ttl,
-                grace,
-                ..Config::default()
+            init_logging(cli.log_format.map(Into::into).unwrap_or_default());
+            match status::run(&target, token.as_deref(), limit).await {
+                Ok(table) => {
+                    print!("{table}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vigil status: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve(args) => {
+            let settings = match args.settings(cli.log_format) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("vigil: {e}");
+                    return std::process::ExitCode::from(2);
+                }
             };
+            init_logging(settings.log_format);
+            let config = settings.coordinator_config();
             let coordinator = match Coordinator::start(config).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -146,14 +176,8 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let server_config = vigil::server::ServerConfig {
-                listen,
-                token,
-                max_body_bytes: max_body,
-                max_batch,
-                heartbeats_per_minute: heartbeat_rate,
-                ..vigil::server::ServerConfig::default()
-            };
+            let server_config = settings.server_config();
+            let listen = server_config.listen;
             let server =
                 match vigil::server::Server::bind(coordinator.clone(), &server_config).await {
                     Ok(server) => server,

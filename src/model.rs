@@ -98,6 +98,16 @@ impl InstanceStatus {
     pub fn is_alive(self) -> bool {
         matches!(self, Self::Active | Self::Suspect)
     }
+
+    /// The lowercase name used on the wire and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspect => "suspect",
+            Self::Expired => "expired",
+            Self::Unregistered => "unregistered",
+        }
+    }
 }
 
 /// What a worker sends to join the cluster. Built with [`RegisterRequest::new`] and the

@@ -26,8 +26,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::Event;
 use crate::model::{
-    ClusterState, HealthReport, Heartbeat, InstanceId, InstanceView, RegisterRequest, Registration,
-    StateQuery, Unregistration,
+    ClusterState, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView,
+    RegisterRequest, Registration, StateQuery, Unregistration,
 };
 use crate::registry::Leadership;
 
@@ -222,6 +222,28 @@ impl Coordinator {
     /// How many instances are registered.
     pub fn instance_count(&self) -> usize {
         self.inner.ctx.registry.len()
+    }
+
+    /// The leader and the term, without the instance list.
+    pub fn leader_view(&self) -> LeaderView {
+        let ctx = &self.inner.ctx;
+        ctx.leadership.view(|ms| ctx.clock.wall_ms(ms))
+    }
+
+    /// Counts of registered instances by status (`active`, `suspect`, `expired`, `unregistered`;
+    /// the last two only for the moment between the transition and the removal).
+    pub fn instance_counts(&self) -> [(InstanceStatus, usize); 4] {
+        let mut counts = [0usize; 4];
+        for entry in self.inner.ctx.registry.iter() {
+            counts[entry.cell.status() as usize] += 1;
+        }
+        [
+            InstanceStatus::Active,
+            InstanceStatus::Suspect,
+            InstanceStatus::Expired,
+            InstanceStatus::Unregistered,
+        ]
+        .map(|s| (s, counts[s as usize]))
     }
 
     /// Handles on the actor tree, for inspection and fault injection (chaos tests).

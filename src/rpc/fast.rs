@@ -75,9 +75,15 @@ impl Dispatcher {
                 Some(raw.get())
             }
         };
+        let started = std::time::Instant::now();
         if let Some(guard) = &self.guard
             && let Err(e) = guard.check("system.heartbeat", Some(&instance))
         {
+            super::metrics::record(
+                "system.heartbeat",
+                super::metrics::outcome_label(Err(&e)),
+                started.elapsed(),
+            );
             let id = id?; // a refused notification is dropped silently
             let error = serde_json::to_vec(&e.to_value()).ok()?;
             let mut out = Vec::with_capacity(64 + error.len());
@@ -89,6 +95,10 @@ impl Dispatcher {
             return Some(Fast::Answer(out));
         }
         let beat = self.coordinator.heartbeat_now(&instance);
+        self.heartbeat_metrics.ok.increment(1);
+        self.heartbeat_metrics
+            .duration
+            .record(started.elapsed().as_secs_f64());
         let Some(id) = id else {
             return Some(Fast::Silent);
         };

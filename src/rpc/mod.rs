@@ -5,13 +5,15 @@
 //! aliases) and [`lease`] (`lease.*`). This module knows nothing of HTTP or WebSocket: a
 //! transport hands it a body and gets back the body to send (or nothing, for notifications).
 
+pub mod binary;
 mod fast;
 pub mod lease;
+pub mod metrics;
 pub mod params;
 pub mod system;
 pub mod task;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
@@ -150,6 +152,7 @@ pub struct Dispatcher {
     coordinator: Coordinator,
     limits: RpcLimits,
     guard: Option<std::sync::Arc<dyn Guard>>,
+    heartbeat_metrics: metrics::HeartbeatMetrics,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -188,6 +191,7 @@ impl Dispatcher {
             coordinator,
             limits,
             guard: None,
+            heartbeat_metrics: metrics::HeartbeatMetrics::resolve(),
         }
     }
 
@@ -208,7 +212,7 @@ impl Dispatcher {
         let value: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
-                return Some(error_response(
+                return Some(rejected(
                     Value::Null,
                     RpcError::new(code::PARSE_ERROR, format!("parse error: {e}")),
                 ));
@@ -228,13 +232,13 @@ impl Dispatcher {
     /// Handles a batch (JSON-RPC 2.0 §6).
     pub async fn handle_batch(&self, items: Vec<Value>) -> Option<Value> {
         if items.is_empty() {
-            return Some(error_response(
+            return Some(rejected(
                 Value::Null,
                 RpcError::new(code::INVALID_REQUEST, "invalid request: empty batch"),
             ));
         }
         if items.len() > self.limits.max_batch {
-            return Some(error_response(
+            return Some(rejected(
                 Value::Null,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -258,7 +262,7 @@ impl Dispatcher {
     /// Handles one request object.
     pub async fn handle_one(&self, value: Value) -> Option<Value> {
         let Value::Object(mut request) = value else {
-            return Some(error_response(
+            return Some(rejected(
                 Value::Null,
                 RpcError::new(code::INVALID_REQUEST, "invalid request: not an object"),
             ));
@@ -268,7 +272,7 @@ impl Dispatcher {
         let notification = id.is_none();
         let id_value = id.unwrap_or(Value::Null);
         if !matches!(id_value, Value::Null | Value::String(_) | Value::Number(_)) {
-            return Some(error_response(
+            return Some(rejected(
                 Value::Null,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -277,7 +281,7 @@ impl Dispatcher {
             ));
         }
         if request.get("jsonrpc") != Some(&Value::String("2.0".into())) {
-            return Some(error_response(
+            return Some(rejected(
                 id_value,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -286,7 +290,7 @@ impl Dispatcher {
             ));
         }
         let Some(Value::String(method)) = request.remove("method") else {
-            return Some(error_response(
+            return Some(rejected(
                 id_value,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -299,10 +303,10 @@ impl Dispatcher {
             Some(Value::Object(map)) => map,
             Some(Value::Array(_)) => {
                 let e = RpcError::invalid_params("params", "must be an object (named parameters)");
-                return (!notification).then(|| error_response(id_value, e));
+                return (!notification).then(|| rejected(id_value, e));
             }
             Some(_) => {
-                return Some(error_response(
+                return Some(rejected(
                     id_value,
                     RpcError::new(
                         code::INVALID_REQUEST,
@@ -321,8 +325,19 @@ impl Dispatcher {
         })
     }
 
-    /// Runs `method`, under the guard and the call timeout.
+    /// Runs `method`, under the guard and the call timeout, and records it in the metrics.
     pub async fn call(&self, method: &str, params: Params) -> Result<Value, RpcError> {
+        let started = Instant::now();
+        let result = self.call_unmetered(method, params).await;
+        metrics::record(
+            metrics::method_label(method),
+            metrics::outcome_label(result.as_ref().map(|_| ())),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn call_unmetered(&self, method: &str, params: Params) -> Result<Value, RpcError> {
         if let Some(guard) = &self.guard {
             let instance = if method == "system.heartbeat" {
                 params.opt_str(&["instanceId", "id"]).ok().flatten()
@@ -373,6 +388,12 @@ impl Dispatcher {
 /// Serializes a result, mapping the (never expected) failure to an internal error.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(|e| RpcError::new(code::INTERNAL, e.to_string()))
+}
+
+/// An error answer for a request refused before any method ran, counted in the metrics.
+fn rejected(id: Value, error: RpcError) -> Value {
+    metrics::record_rejected(&error);
+    error_response(id, error)
 }
 
 fn error_response(id: Value, error: RpcError) -> Value {

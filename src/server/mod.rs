@@ -1,8 +1,10 @@
 //! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
-//! `GET /ws` (with pushed events), health at `GET /healthz`, with the guards of DESIGN.md — a body limit (HTTP 413), an optional bearer
+//! `GET /ws` (with pushed events), health at `GET /healthz`, Prometheus text at `GET /metrics`,
+//! with the guards of DESIGN.md — a body limit (HTTP 413), an optional bearer
 //! token (HTTP 401), a per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a
 //! per-call timeout (−32002).
 
+pub mod metrics;
 pub mod rate;
 mod ws;
 
@@ -28,7 +30,7 @@ use crate::rpc::{Dispatcher, RpcLimits};
 pub struct ServerConfig {
     /// Where to listen (default 127.0.0.1:7420).
     pub listen: SocketAddr,
-    /// Bearer token required on /rpc, /rpc/batch and /ws, if set.
+    /// Bearer token required on /rpc, /rpc/batch, /ws and /metrics, if set.
     pub token: Option<String>,
     /// Largest request body (default 1 MiB); larger is HTTP 413.
     pub max_body_bytes: usize,
@@ -57,10 +59,14 @@ impl Default for ServerConfig {
 struct AppState {
     dispatcher: Dispatcher,
     token: Option<Arc<str>>,
+    metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
+    max_body_bytes: usize,
 }
 
-/// Builds the router over `coordinator`.
+/// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
+/// process, see [`metrics::install`]) so the dispatcher's counters reach `/metrics`.
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
+    let prometheus = metrics::install();
     let mut dispatcher = Dispatcher::new(
         coordinator,
         RpcLimits {
@@ -74,11 +80,14 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
     let state = AppState {
         dispatcher,
         token: config.token.as_deref().map(Arc::from),
+        metrics: prometheus,
+        max_body_bytes: config.max_body_bytes,
     };
     let rpc = Router::new()
         .route("/rpc", post(rpc_any))
         .route("/rpc/batch", post(rpc_batch))
         .route("/ws", get(ws::upgrade))
+        .route("/metrics", get(metrics_page))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     Router::new()
@@ -170,6 +179,18 @@ async fn rpc_batch(State(state): State<AppState>, body: Bytes) -> Response {
         Err(_) => state.dispatcher.handle_body(&body).await, // the parse error, as /rpc gives it
     };
     json_response(answer)
+}
+
+async fn metrics_page(State(state): State<AppState>) -> Response {
+    let page = metrics::render(state.dispatcher.coordinator(), state.metrics).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        page,
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

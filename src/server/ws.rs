@@ -1,6 +1,9 @@
 //! `GET /ws`: JSON-RPC 2.0 over WebSocket text frames, plus `events.subscribe {types?}` after
 //! which events are pushed as `{"jsonrpc":"2.0","method":"event","params":{…}}`.
 //!
+//! Binary frames carry batches of heartbeats encoded with bincode (see [`crate::rpc::binary`]),
+//! each answered by one binary frame.
+//!
 //! Each text frame is one request or a batch, answered by one text frame (none for
 //! notifications), exactly as on `POST /rpc`. `events.subscribe` is handled by the connection
 //! itself, since the subscription belongs to it; it must be sent as a single request. A
@@ -15,10 +18,13 @@ use tokio::sync::broadcast;
 
 use super::AppState;
 use crate::events::{Event, EventKind};
-use crate::rpc::{RpcError, code};
+use crate::rpc::{RpcError, metrics};
 
 pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| connection(state, socket))
+    // A frame is held to the same limit as an HTTP body.
+    ws.max_message_size(state.max_body_bytes)
+        .max_frame_size(state.max_body_bytes)
+        .on_upgrade(move |socket| connection(state, socket))
 }
 
 /// Which events a connection asked for (`None`: all).
@@ -48,21 +54,19 @@ async fn connection(state: AppState, mut socket: WebSocket) {
                 let Some(Ok(message)) = incoming else { return };
                 let reply = match message {
                     Message::Text(text) => match handle_text(&state, text.as_str(), &mut subscription).await {
-                        Reply::Value(v) => Some(v.to_string()),
-                        Reply::Bytes(b) => String::from_utf8(b).ok(),
+                        Reply::Value(v) => Some(Message::Text(v.to_string().into())),
+                        Reply::Bytes(b) => String::from_utf8(b).ok().map(|t| Message::Text(t.into())),
                         Reply::Nothing => None,
                     },
-                    Message::Binary(_) => Some(json!({
-                        "jsonrpc": "2.0",
-                        "error": {"code": code::INVALID_REQUEST,
-                                  "message": "invalid request: binary frames are not supported yet"},
-                        "id": null
-                    }).to_string()),
+                    Message::Binary(bytes) => {
+                        let answer = state.dispatcher.handle_binary(&bytes);
+                        Some(Message::Binary(answer.encode().into()))
+                    }
                     Message::Close(_) => return,
                     _ => None, // ping/pong are answered by the library
                 };
                 if let Some(reply) = reply
-                    && socket.send(Message::Text(reply.into())).await.is_err()
+                    && socket.send(reply).await.is_err()
                 {
                     return;
                 }
@@ -105,11 +109,17 @@ async fn handle_text(
         && let Ok(value) = serde_json::from_str::<Value>(text)
         && value.get("method").and_then(Value::as_str) == Some("events.subscribe")
     {
+        let started = std::time::Instant::now();
+        let result = subscribe(state, &value, subscription);
+        metrics::record(
+            "events.subscribe",
+            metrics::outcome_label(result.as_ref().map(|_| ())),
+            started.elapsed(),
+        );
         let Some(id) = value.get("id").cloned() else {
-            let _ = subscribe(state, &value, subscription);
             return Reply::Nothing;
         };
-        return Reply::Value(match subscribe(state, &value, subscription) {
+        return Reply::Value(match result {
             Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": id}),
             Err(e) => json!({"jsonrpc": "2.0", "error": e.to_value(), "id": id}),
         });

@@ -100,3 +100,62 @@ async fn status_prints_instances_leader_and_tasks() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
 }
+
+#[test]
+fn serve_reads_a_toml_config_file_and_flags_win() {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = dir.join("vigil.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nttl = \"20s\"\ngrace = \"3s\"\nheartbeat-rate = 10\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--config", file.to_str().unwrap(), "--grace", "4s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil starts");
+    // The file's address is the one listened on.
+    let started = Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("nothing listens on the configured port: {e}"),
+        }
+    };
+    use std::io::{Read, Write};
+    let body = r#"{"jsonrpc":"2.0","method":"system.register","params":{"id":"w"},"id":1}"#;
+    write!(
+        stream,
+        "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("\"registered\":true"), "{answer}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\nttll = \"1s\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("ttll") && err.contains("vigil.toml"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

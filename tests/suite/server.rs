@@ -377,6 +377,124 @@ async fn heartbeats_are_rate_limited_per_instance() {
     s.stop().await;
 }
 
+/// The value of the sample `name` (with its labels, exactly as rendered) on a metrics page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_page_counts_calls_and_shows_state() {
+    let s = TestServer::start(ServerConfig {
+        token: Some("m3trics".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let unauthorized = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+    let scrape = || async {
+        let response = s
+            .client
+            .get(s.url("/metrics"))
+            .bearer_auth("m3trics")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        response.text().await.unwrap()
+    };
+    let rpc = |body: Value| {
+        s.client
+            .post(s.url("/rpc"))
+            .bearer_auth("m3trics")
+            .body(body.to_string())
+            .send()
+    };
+    let before = scrape().await;
+    let hb_ok = r#"vigil_rpc_calls_total{method="system.heartbeat",outcome="ok"}"#;
+    let reg_ok = r#"vigil_rpc_calls_total{method="system.register",outcome="ok"}"#;
+    let bad = r#"vigil_rpc_calls_total{method="system.register",outcome="invalid_params"}"#;
+    let unknown = r#"vigil_rpc_calls_total{method="unknown",outcome="method_not_found"}"#;
+    let count = |page: &str, name: &str| sample(page, name).unwrap_or(0.0);
+    for id in ["a", "b", "c"] {
+        rpc(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": id}, "id": 1}))
+            .await
+            .unwrap();
+    }
+    for _ in 0..7 {
+        rpc(json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "a"}, "id": 1}))
+            .await
+            .unwrap();
+    }
+    rpc(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": ""}, "id": 1}))
+        .await
+        .unwrap();
+    rpc(json!({"jsonrpc": "2.0", "method": "no.such", "id": 1}))
+        .await
+        .unwrap();
+    rpc(json!({"jsonrpc": "2.0", "method": "task.create", "params": {"text": "t"}, "id": 1}))
+        .await
+        .unwrap();
+    s.coordinator.unregister("c").await.unwrap();
+    let after = scrape().await;
+    // Calls by method and outcome (the recorder is process-wide: compare with the first page).
+    assert!(
+        count(&after, hb_ok) - count(&before, hb_ok) >= 7.0,
+        "{after}"
+    );
+    assert!(
+        count(&after, reg_ok) - count(&before, reg_ok) >= 3.0,
+        "{after}"
+    );
+    assert!(count(&after, bad) - count(&before, bad) >= 1.0, "{after}");
+    assert!(
+        count(&after, unknown) - count(&before, unknown) >= 1.0,
+        "{after}"
+    );
+    // The latency histogram, by method, with its buckets.
+    assert!(
+        count(
+            &after,
+            r#"vigil_rpc_call_duration_seconds_count{method="system.heartbeat"}"#
+        ) >= 7.0,
+        "{after}"
+    );
+    assert!(after.contains(
+        r#"vigil_rpc_call_duration_seconds_bucket{method="system.heartbeat",le="0.001"}"#
+    ));
+    assert!(after.contains("# TYPE vigil_rpc_call_duration_seconds histogram"));
+    // Scrape-time gauges of this server's coordinator, exact.
+    assert_eq!(
+        sample(&after, r#"vigil_instances{state="active"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&after, r#"vigil_instances{state="suspect"}"#),
+        Some(0.0)
+    );
+    assert_eq!(sample(&after, r#"vigil_tasks{state="pending"}"#), Some(1.0));
+    assert_eq!(sample(&after, r#"vigil_tasks{state="claimed"}"#), Some(0.0));
+    assert_eq!(sample(&after, "vigil_leader_present"), Some(1.0));
+    let term = s.coordinator.leader_view().term.0 as f64;
+    assert_eq!(sample(&after, "vigil_leader_term"), Some(term));
+    // Store counters are present (zero with the in-memory store).
+    assert!(
+        sample(&after, "vigil_store_flushes_total").is_some(),
+        "{after}"
+    );
+    assert!(
+        sample(&after, "vigil_store_failures_total").is_some(),
+        "{after}"
+    );
+    s.stop().await;
+}
+
 mod websocket {
     use futures_util::{SinkExt, StreamExt};
     use serde_json::{Value, json};
@@ -471,6 +589,113 @@ mod websocket {
         )
         .await;
         assert_eq!(recv(&mut ws).await["result"]["status"], "healthy");
+        s.stop().await;
+    }
+
+    async fn exchange(ws: &mut Ws, frame: Vec<u8>) -> vigil::rpc::binary::AnswerFrame {
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("an answer within 5 s")
+            .unwrap()
+            .unwrap();
+        match next {
+            Message::Binary(b) => vigil::rpc::binary::AnswerFrame::decode(&b).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn binary_frames_carry_heartbeat_batches() {
+        use vigil::rpc::binary::{AnswerFrame, BeatResult, HeartbeatFrame};
+        let s = TestServer::start(ServerConfig {
+            heartbeats_per_minute: 3,
+            max_batch: 50,
+            ..ServerConfig::default()
+        })
+        .await;
+        s.call("system.register", json!({"id": "b1"})).await;
+        s.call("system.register", json!({"id": "b2"})).await;
+        let term = s.coordinator.leader_view().term.0;
+        let mut ws = connect(&s).await;
+        let ids = vec![
+            "b1".into(),
+            "b2".into(),
+            "ghost".into(),
+            "b1".into(),
+            "b1".into(),
+            "b1".into(),
+        ];
+        let answer = exchange(&mut ws, HeartbeatFrame::new(42, ids).encode()).await;
+        let AnswerFrame::Results { seq, results, .. } = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(seq, 42);
+        let beat = |alive, is_leader| BeatResult::Beat {
+            alive,
+            is_leader,
+            term,
+        };
+        assert_eq!(
+            &results[..5],
+            &[
+                beat(true, true),
+                beat(true, false),
+                beat(false, false),
+                beat(true, true),
+                beat(true, true)
+            ]
+        );
+        // The fourth heartbeat of b1 in this window is over the limit of 3 per minute.
+        assert_eq!(results.len(), 6);
+        assert!(
+            matches!(results[5], BeatResult::RateLimited { retry_after_ms } if retry_after_ms > 0),
+            "{results:?}"
+        );
+        // Too many ids, a wrong version, garbage: one error frame each, nothing changed.
+        let many = (0..51).map(|i| format!("x{i}").into()).collect();
+        let answer = exchange(&mut ws, HeartbeatFrame::new(1, many).encode()).await;
+        assert!(
+            matches!(
+                answer,
+                AnswerFrame::Error {
+                    seq: 1,
+                    code: -32600,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        let mut wrong = HeartbeatFrame::new(2, vec!["b2".into()]);
+        wrong.version = 9;
+        let answer = exchange(&mut ws, wrong.encode()).await;
+        assert!(
+            matches!(
+                answer,
+                AnswerFrame::Error {
+                    seq: 2,
+                    code: -32600,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        let answer = exchange(&mut ws, vec![1, 0, 5, 200]).await;
+        assert!(
+            matches!(
+                answer,
+                AnswerFrame::Error {
+                    seq: 0,
+                    code: -32700,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        // Text frames still work on the same connection.
+        send(&mut ws, json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "b2"}, "id": 5})).await;
+        assert_eq!(recv(&mut ws).await["result"]["alive"], true);
+        ws.close(None).await.unwrap();
         s.stop().await;
     }
 }

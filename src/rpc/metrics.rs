@@ -1,0 +1,90 @@
+//! What the dispatcher reports through the [`metrics`] facade: calls by method and outcome, and
+//! the time each call spent in the dispatcher (decoding excluded), by method.
+//!
+//! Labels are always `'static` strings from fixed tables — a caller cannot grow the label set
+//! by inventing method names (they are all counted as `unknown`). Whoever installs a recorder
+//! sees these; `vigil serve` installs the Prometheus one behind `GET /metrics`.
+
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+use super::{METHODS, RpcError, code};
+
+/// Counter: calls by `method` and `outcome`.
+pub const CALLS: &str = "vigil_rpc_calls_total";
+/// Histogram: seconds a call spent in the dispatcher, by `method`.
+pub const DURATION: &str = "vigil_rpc_call_duration_seconds";
+
+/// The bucket bounds (seconds) of [`DURATION`]: 1 µs to 2.5 s.
+pub const DURATION_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Registers the descriptions (HELP lines) with the installed recorder.
+pub fn describe() {
+    metrics::describe_counter!(CALLS, "JSON-RPC calls by method and outcome");
+    metrics::describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Time a JSON-RPC call spent in the dispatcher, by method"
+    );
+}
+
+/// The label for `method`: itself when served, `unknown` otherwise.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .copied()
+        .chain(["events.subscribe"])
+        .find(|m| *m == method)
+        .unwrap_or("unknown")
+}
+
+/// The label for an outcome.
+pub fn outcome_label(result: Result<(), &RpcError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(e) => match e.code {
+            code::PARSE_ERROR => "parse_error",
+            code::INVALID_REQUEST => "invalid_request",
+            code::METHOD_NOT_FOUND => "method_not_found",
+            code::INVALID_PARAMS => "invalid_params",
+            code::INTERNAL => "internal",
+            code::RATE_LIMITED => "rate_limited",
+            code::STORE_UNAVAILABLE => "store_unavailable",
+            code::TIMEOUT => "timeout",
+            code::UNAUTHORIZED => "unauthorized",
+            _ => "error",
+        },
+    }
+}
+
+/// Records one call.
+pub fn record(method: &'static str, outcome: &'static str, took: Duration) {
+    metrics::counter!(CALLS, "method" => method, "outcome" => outcome).increment(1);
+    metrics::histogram!(DURATION, "method" => method).record(took.as_secs_f64());
+}
+
+/// Records a request refused before it named a usable method (bad JSON, bad envelope).
+pub fn record_rejected(error: &RpcError) {
+    metrics::counter!(CALLS, "method" => "none", "outcome" => outcome_label(Err(error)))
+        .increment(1);
+}
+
+/// Handles for the heartbeat fast path, resolved once so a heartbeat pays no registry lookup.
+#[derive(Clone)]
+pub(super) struct HeartbeatMetrics {
+    pub ok: Counter,
+    pub duration: Histogram,
+}
+
+impl HeartbeatMetrics {
+    pub fn resolve() -> Self {
+        Self {
+            ok: metrics::counter!(CALLS, "method" => "system.heartbeat", "outcome" => "ok"),
+            duration: metrics::histogram!(DURATION, "method" => "system.heartbeat"),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Settings of `vigil serve`: each from its flag, else its `VIGIL_*` environment variable, else
+//! the TOML file given by `--config`, else the default.
+//!
+//! The file uses the flags' names as keys:
+//!
+//! ```toml
+//! listen = "127.0.0.1:7420"
+//! token = "s3cret"
+//! ttl = "30s"            # humantime durations
+//! grace = "5s"
+//! heartbeat-rate = 1000  # per instance per minute; 0 = no limit
+//! max-body = 1048576
+//! max-batch = 1000
+//! log-format = "json"    # or "human"
+//! ```
+//!
+//! An unknown key or a value of the wrong type is an error naming the key, never ignored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting optional: one layer (the command line, or the file).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeLayer {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for /rpc, /ws and /metrics.
+    pub token: Option<String>,
+    /// Heartbeats allowed per instance per minute (0: no limit).
+    pub heartbeat_rate: Option<u32>,
+    /// Largest request body in bytes.
+    pub max_body: Option<usize>,
+    /// Most requests in one batch.
+    pub max_batch: Option<usize>,
+    /// Default instance TTL.
+    #[serde(default, deserialize_with = "duration")]
+    pub ttl: Option<Duration>,
+    /// How long before its deadline an instance turns suspect.
+    #[serde(default, deserialize_with = "duration")]
+    pub grace: Option<Duration>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration ({e})")))
+}
+
+impl ServeLayer {
+    /// Reads a TOML file; the error names the file and the offending key.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// This layer's values where set, `lower`'s elsewhere.
+    pub fn over(self, lower: ServeLayer) -> ServeLayer {
+        ServeLayer {
+            listen: self.listen.or(lower.listen),
+            token: self.token.or(lower.token),
+            heartbeat_rate: self.heartbeat_rate.or(lower.heartbeat_rate),
+            max_body: self.max_body.or(lower.max_body),
+            max_batch: self.max_batch.or(lower.max_batch),
+            ttl: self.ttl.or(lower.ttl),
+            grace: self.grace.or(lower.grace),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+
+    /// Fills what is still unset with the defaults.
+    pub fn resolve(self) -> ServeSettings {
+        let d = ServeSettings::default();
+        ServeSettings {
+            listen: self.listen.unwrap_or(d.listen),
+            token: self.token.or(d.token),
+            heartbeat_rate: self.heartbeat_rate.unwrap_or(d.heartbeat_rate),
+            max_body: self.max_body.unwrap_or(d.max_body),
+            max_batch: self.max_batch.unwrap_or(d.max_batch),
+            ttl: self.ttl.unwrap_or(d.ttl),
+            grace: self.grace.unwrap_or(d.grace),
+            log_format: self.log_format.unwrap_or(d.log_format),
+        }
+    }
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    /// Address to listen on (127.0.0.1:7420).
+    pub listen: SocketAddr,
+    /// Bearer token (none).
+    pub token: Option<String>,
+    /// Heartbeats per instance per minute (1000).
+    pub heartbeat_rate: u32,
+    /// Largest body (1 MiB).
+    pub max_body: usize,
+    /// Largest batch (1000).
+    pub max_batch: usize,
+    /// Default TTL (30 s).
+    pub ttl: Duration,
+    /// Grace (5 s).
+    pub grace: Duration,
+    /// Log format (human).
+    pub log_format: LogFormat,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        let server = crate::server::ServerConfig::default();
+        let core = crate::Config::default();
+        Self {
+            listen: server.listen,
+            token: server.token,
+            heartbeat_rate: server.heartbeats_per_minute,
+            max_body: server.max_body_bytes,
+            max_batch: server.max_batch,
+            ttl: core.ttl,
+            grace: core.grace,
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+impl ServeSettings {
+    /// The coordinator's configuration.
+    pub fn coordinator_config(&self) -> crate::Config {
+        crate::Config {
+            ttl: self.ttl,
+            grace: self.grace,
+            ..crate::Config::default()
+        }
+    }
+
+    /// The server's configuration.
+    pub fn server_config(&self) -> crate::server::ServerConfig {
+        crate::server::ServerConfig {
+            listen: self.listen,
+            token: self.token.clone(),
+            max_body_bytes: self.max_body,
+            max_batch: self.max_batch,
+            heartbeats_per_minute: self.heartbeat_rate,
+            ..crate::server::ServerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_fill_what_flags_leave_unset() {
+        let file = ServeLayer::from_toml(
+            "listen = \"127.0.0.1:9000\"\nttl = \"1m\"\nheartbeat-rate = 50\nlog-format = \"json\"\n",
+        )
+        .unwrap();
+        let flags = ServeLayer {
+            heartbeat_rate: Some(7),
+            ..ServeLayer::default()
+        };
+        let s = flags.over(file).resolve();
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.ttl, Duration::from_secs(60));
+        assert_eq!(s.heartbeat_rate, 7, "the flag wins over the file");
+        assert_eq!(
+            s.grace,
+            Duration::from_secs(5),
+            "default where neither sets it"
+        );
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(ServeLayer::default().resolve(), ServeSettings::default());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_key_named() {
+        let unknown = ServeLayer::from_toml("listn = \"127.0.0.1:1\"").unwrap_err();
+        assert!(unknown.contains("listn"), "{unknown}");
+        let duration = ServeLayer::from_toml("ttl = \"soon\"").unwrap_err();
+        assert!(
+            duration.contains("ttl") && duration.contains("soon"),
+            "{duration}"
+        );
+        let kind = ServeLayer::from_toml("max-batch = \"many\"").unwrap_err();
+        assert!(kind.contains("max-batch"), "{kind}");
+        let missing = ServeLayer::from_file(Path::new("/nonexistent/vigil.toml")).unwrap_err();
+        assert!(missing.contains("/nonexistent/vigil.toml"), "{missing}");
+    }
+}
