@@ -22,8 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// Milliseconds since the coordinator's clock started (monotonic).
+/// Monotonic milliseconds: [`ORIGIN_MS`] when the coordinator's clock started.
 pub type MonoMs = u64;
+
+/// Where the monotonic clock starts: seven days, so that times up to a week before the
+/// process started (an instance last seen, a lease acquired, before a restart) are still
+/// representable after recovery.
+pub const ORIGIN_MS: MonoMs = 7 * 24 * 3600 * 1000;
 
 /// The coordinator's clock: a precise monotonic reading for the control path and a coarse,
 /// ticker-driven one for the heartbeat hot path.
@@ -46,13 +51,13 @@ impl LivenessClock {
             origin: Instant::now(),
             origin_wall_ms,
             tick_ms: tick.as_millis().max(1) as u64,
-            coarse: AtomicU64::new(0),
+            coarse: AtomicU64::new(ORIGIN_MS),
         })
     }
 
     /// The precise monotonic time, in ms since start.
     pub fn precise_ms(&self) -> MonoMs {
-        self.origin.elapsed().as_millis() as u64
+        ORIGIN_MS + self.origin.elapsed().as_millis() as u64
     }
 
     /// The coarse time: at most one tick (plus scheduling delay) behind [`precise_ms`](Self::precise_ms).
@@ -75,12 +80,18 @@ impl LivenessClock {
 
     /// The [`Instant`] of a monotonic reading, for arming timers.
     pub fn instant_at(&self, ms: MonoMs) -> Instant {
-        self.origin + Duration::from_millis(ms)
+        self.origin + Duration::from_millis(ms.saturating_sub(ORIGIN_MS))
     }
 
     /// Wall-clock milliseconds (Unix epoch) of a monotonic reading.
     pub fn wall_ms(&self, ms: MonoMs) -> u64 {
-        self.origin_wall_ms + ms
+        (self.origin_wall_ms + ms).saturating_sub(ORIGIN_MS)
+    }
+
+    /// The monotonic time of wall-clock `wall_ms` (for state recovered from the store). Times
+    /// more than [`ORIGIN_MS`] before the clock started come out as 0, the distant past.
+    pub fn mono_from_wall(&self, wall_ms: u64) -> MonoMs {
+        (wall_ms + ORIGIN_MS).saturating_sub(self.origin_wall_ms)
     }
 
     /// Wall-clock milliseconds now.

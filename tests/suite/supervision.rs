@@ -20,7 +20,7 @@ async fn a_killed_instance_actor_is_restarted_and_keeps_its_deadline() {
     let view = ractor::call!(after, InstanceMsg::Inspect).unwrap();
     assert_eq!(view.status, InstanceStatus::Active);
     // The restarted actor armed the suspect point of the original registration.
-    assert_eq!(view.armed_for, Some(25_000));
+    assert_eq!(view.armed_for, Some(vigil::clock::ORIGIN_MS + 25_000));
     // And the instance still expires on time — the restart did not extend it.
     h.at(30_000).await;
     assert_eq!(h.status_of("w1"), None);
