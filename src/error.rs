@@ -51,4 +51,7 @@ pub enum Error {
     /// An actor could not be spawned or reached.
     #[error("actor failure: {0}")]
     Actor(String),
+    /// The store cannot take writes now (circuit open, or no acknowledgement in time).
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
 }

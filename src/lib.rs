@@ -41,6 +41,7 @@ pub mod registry;
 pub mod rpc;
 pub mod server;
 pub mod settings;
+pub mod store;
 pub mod work;
 
 pub use config::{Config, Limits};

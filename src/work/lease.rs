@@ -222,6 +222,32 @@ impl LeaseTable {
         found
     }
 
+    /// The grants on `key`, if any.
+    pub fn grants(&self, key: &LeaseKey) -> Option<&[LeaseGrant]> {
+        self.by_key.get(key).map(Vec::as_slice).filter(|g| !g.is_empty())
+    }
+
+    /// Every key held.
+    pub fn keys(&self) -> impl Iterator<Item = &LeaseKey> {
+        self.by_key.keys()
+    }
+
+    /// The last fencing token handed out.
+    pub fn last_fencing_token(&self) -> u64 {
+        self.next_fencing_token
+    }
+
+    /// Makes the next fencing token greater than `last`.
+    pub fn advance_fencing_token(&mut self, last: u64) {
+        self.next_fencing_token = self.next_fencing_token.max(last);
+    }
+
+    /// Puts back a grant recovered from the store, as it was.
+    pub fn restore(&mut self, grant: LeaseGrant) {
+        self.next_fencing_token = self.next_fencing_token.max(grant.fencing_token);
+        self.by_key.entry(grant.key.clone()).or_default().push(grant);
+    }
+
     /// Grants `holder` a lease, or reports what conflicts. A holder acquiring a key it already
     /// holds gets its grant back with the new mode and expiry, and the same fencing token.
     pub fn acquire(

@@ -11,6 +11,7 @@
 //! See `docs/work.md` for the model, the state machine and the fencing rules.
 
 pub mod lease;
+pub mod records;
 pub mod task;
 
 use std::cmp::Reverse;

@@ -1,0 +1,356 @@
+//! The durable copy of the coordinator's state.
+//!
+//! Memory decides; the store mirrors. Every change is made in memory first (under the same
+//! locks as without a store) and recorded in the [`Journal`] as "this instance / task / lease
+//! / the term changed". The `Persister` actor (see [`crate::actors::persister`]) turns those
+//! marks into writes of the entity's *current* state, so writes are idempotent, coalesce
+//! naturally (ten changes of one task between two flushes are one write) and can be retried
+//! after a failure without any ordering concerns. The set of pending marks is bounded by the
+//! number of entities.
+//!
+//! * Control-plane calls (register, unregister, task and lease calls) are **written through**:
+//!   the call returns once the persister has flushed everything up to and including its change
+//!   ([`Persistence::wait_durable`]). While the store's circuit breaker is open they fail fast
+//!   with [`Error::StoreUnavailable`] before changing anything.
+//! * Heartbeat timestamps are **written behind**: the persister scans for instances whose
+//!   last-seen time moved and writes them in pipelined batches every flush interval — or, with
+//!   [`PersistMode::WriteThrough`], each heartbeat is one synchronous script call, the way
+//!   ClaudeBench does it.
+//!
+//! [`MemoryStore`] keeps nothing (the default: state lives in memory only); [`RedisStore`]
+//! keeps the key layout of docs/persistence.md.
+
+mod breaker;
+mod fields;
+mod journal;
+pub mod redis;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use breaker::{Breaker, BreakerState};
+pub use journal::{Dirty, Journal};
+pub use redis::RedisStore;
+
+use crate::error::Error;
+use crate::events::Event;
+use crate::model::{Epoch, InstanceId, InstanceStatus, Term};
+use crate::work::lease::LeaseKey;
+use crate::work::records::{LeaseRecord, TaskRecord, WorkCounters};
+use crate::work::task::TaskId;
+
+/// A boxed future, so [`Store`] can be used as a trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How heartbeats reach the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistMode {
+    /// Coalesced per instance and flushed every flush interval (the default).
+    #[default]
+    WriteBehind,
+    /// One synchronous script call per heartbeat.
+    WriteThrough,
+}
+
+impl std::str::FromStr for PersistMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "write-behind" => Ok(Self::WriteBehind),
+            "write-through" => Ok(Self::WriteThrough),
+            other => Err(format!(
+                "unknown persist mode {other:?} (write-behind or write-through)"
+            )),
+        }
+    }
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StoreConfig {
+    /// In memory only (nothing survives a restart).
+    #[default]
+    Memory,
+    /// In Redis.
+    Redis(RedisConfig),
+}
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key prefix (default `cb:`, ClaudeBench's).
+    pub prefix: String,
+    /// How often heartbeat timestamps are flushed (default 250 ms).
+    pub flush_interval: Duration,
+    /// Write-behind (default) or write-through heartbeats.
+    pub persist: PersistMode,
+    /// Most events kept in the capped stream (default 10 000).
+    pub stream_max_len: usize,
+    /// Time allowed for one Redis round trip before it counts as a failure (default 1 s).
+    pub response_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "cb:".into(),
+            flush_interval: Duration::from_millis(250),
+            persist: PersistMode::WriteBehind,
+            stream_max_len: 10_000,
+            response_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// An instance as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRecord {
+    /// Id.
+    pub id: InstanceId,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Status.
+    pub status: InstanceStatus,
+    /// Last heartbeat, wall ms.
+    #[serde(rename = "lastSeen")]
+    pub last_seen_ms: u64,
+    /// Epoch.
+    pub epoch: Epoch,
+    /// TTL.
+    pub ttl_ms: u64,
+    /// Metadata.
+    pub metadata: serde_json::Value,
+    /// Registered at, wall ms.
+    #[serde(rename = "registeredAt")]
+    pub registered_at_ms: u64,
+}
+
+/// A heartbeat timestamp to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatWrite {
+    /// Id.
+    pub id: InstanceId,
+    /// Last heartbeat, wall ms.
+    pub last_seen_ms: u64,
+    /// Status.
+    pub status: InstanceStatus,
+    /// Key lifetime from now (the instance's remaining TTL).
+    pub expire_in_ms: u64,
+}
+
+/// The leader and term as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TermRecord {
+    /// Term.
+    pub term: Term,
+    /// Leader, if any.
+    pub leader: Option<InstanceId>,
+    /// Leader's epoch.
+    pub epoch: Option<Epoch>,
+}
+
+/// One flush: current states to write and entities to delete.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    /// Instances registered or changed (with their key lifetime from now).
+    pub instances: Vec<(InstanceRecord, u64)>,
+    /// Instances gone.
+    pub instances_gone: Vec<InstanceId>,
+    /// Heartbeat timestamps.
+    pub heartbeats: Vec<HeartbeatWrite>,
+    /// Tasks changed.
+    pub tasks: Vec<TaskRecord>,
+    /// Tasks gone (dropped by retention).
+    pub tasks_gone: Vec<TaskId>,
+    /// Leases changed (with their key lifetime from now).
+    pub leases: Vec<(LeaseRecord, u64)>,
+    /// Leases gone.
+    pub leases_gone: Vec<LeaseKey>,
+    /// The leader and term, if changed.
+    pub term: Option<TermRecord>,
+    /// Counters, if changed.
+    pub counters: Option<Counters>,
+    /// Events to append to the stream.
+    pub events: Vec<Event>,
+}
+
+impl WriteBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+            && self.instances_gone.is_empty()
+            && self.heartbeats.is_empty()
+            && self.tasks.is_empty()
+            && self.tasks_gone.is_empty()
+            && self.leases.is_empty()
+            && self.leases_gone.is_empty()
+            && self.term.is_none()
+            && self.counters.is_none()
+            && self.events.is_empty()
+    }
+}
+
+/// Counters that only move forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Work counters.
+    #[serde(flatten)]
+    pub work: WorkCounters,
+    /// The last epoch handed out.
+    pub last_epoch: u64,
+}
+
+/// What a heartbeat flush found: instances whose key was gone (expired in the store while
+/// memory still had them), to be written in full next time.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Instances to rewrite in full.
+    pub missing_instances: Vec<InstanceId>,
+}
+
+/// Everything recovered on start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Instances whose key was found.
+    pub instances: Vec<InstanceRecord>,
+    /// Instances listed as active whose key had expired (their TTL lapsed while down).
+    pub lapsed: Vec<InstanceId>,
+    /// Tasks.
+    pub tasks: Vec<TaskRecord>,
+    /// Leases.
+    pub leases: Vec<LeaseRecord>,
+    /// Leader and term.
+    pub term: Option<TermRecord>,
+    /// Counters.
+    pub counters: Counters,
+    /// Recent events, oldest first.
+    pub events: Vec<Event>,
+    /// Keys that held something unreadable, with the reason; skipped.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A durable copy of the state.
+pub trait Store: Send + Sync + Debug {
+    /// A short name (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    /// Writes a batch. Idempotent: writing the same batch twice leaves the same state.
+    fn apply<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<Applied, StoreError>>;
+
+    /// Writes one heartbeat now (write-through mode).
+    fn heartbeat<'a>(&'a self, beat: &'a HeartbeatWrite) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Reads everything back.
+    fn load(&self, recent_events: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+}
+
+/// Keeps nothing: state lives in memory only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStore;
+
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+    fn apply<'a>(&'a self, _: &'a WriteBatch) -> BoxFuture<'a, Result<Applied, StoreError>> {
+        Box::pin(async { Ok(Applied::default()) })
+    }
+    fn heartbeat<'a>(&'a self, _: &'a HeartbeatWrite) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn load(&self, _: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        Box::pin(async { Ok(Snapshot::default()) })
+    }
+}
+
+/// A durable store in use: the store, the journal of changes not yet written, the breaker, and
+/// how far writes have been acknowledged.
+#[derive(Debug)]
+pub struct Persistence {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Changes not yet written.
+    pub journal: Journal,
+    /// The circuit breaker around the store.
+    pub breaker: Breaker,
+    /// How heartbeats are written.
+    pub mode: PersistMode,
+    /// How often heartbeats are flushed.
+    pub flush_interval: Duration,
+    durable: watch::Sender<u64>,
+}
+
+impl Persistence {
+    /// Persistence through `store`.
+    pub fn new(store: Arc<dyn Store>, mode: PersistMode, flush_interval: Duration) -> Self {
+        Self {
+            store,
+            journal: Journal::default(),
+            breaker: Breaker::default(),
+            mode,
+            flush_interval,
+            durable: watch::Sender::new(0),
+        }
+    }
+
+    /// Refuses a write-through call while the breaker is open (nothing has changed yet).
+    pub fn check_available(&self) -> Result<(), Error> {
+        match self.breaker.state() {
+            BreakerState::Open { retry_in } => Err(Error::StoreUnavailable(format!(
+                "circuit open after repeated failures; next attempt in {} ms",
+                retry_in.as_millis()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until every change journaled so far is in the store, at most `timeout`.
+    pub async fn wait_durable(&self, timeout: Duration) -> Result<(), Error> {
+        let target = self.journal.seq();
+        self.journal.wake();
+        let mut rx = self.durable.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|d| *d >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::StoreUnavailable("the persister stopped".into())),
+            Err(_) => Err(Error::StoreUnavailable(format!(
+                "the store did not acknowledge within {} ms; the change is kept and will be \
+                 written when the store is back",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Marks everything up to `seq` as written.
+    pub fn mark_durable(&self, seq: u64) {
+        self.durable.send_if_modified(|d| {
+            if seq > *d {
+                *d = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// How far writes are acknowledged.
+    pub fn durable_seq(&self) -> u64 {
+        *self.durable.borrow()
+    }
+}

@@ -1,0 +1,615 @@
+//! The Redis store: the key layout of docs/persistence.md, every multi-key change a Lua script
+//! (the `.lua` files beside this one), scripts loaded once and called with EVALSHA — reloaded
+//! after NOSCRIPT, pipelines included — and recovery with SCAN and pipelined reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, Value};
+
+use super::fields::{self, INSTANCE_TEXT, LEASE_TEXT, TASK_TEXT};
+use super::{
+    Applied, BoxFuture, Counters, HeartbeatWrite, InstanceRecord, RedisConfig, Snapshot, Store,
+    StoreError, TermRecord, WriteBatch,
+};
+use crate::events::Event;
+use crate::model::{Epoch, InstanceId, Term};
+use crate::work::records::{LeaseRecord, TaskRecord};
+
+/// Most commands in one pipeline, and most instances in one heartbeat-flush script call.
+pub const BATCH: usize = 1000;
+
+/// One Lua script: its source and SHA1.
+#[derive(Debug)]
+struct Script {
+    name: &'static str,
+    source: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            sha: redis::Script::new(source).get_hash().to_string(),
+        }
+    }
+
+    /// `EVALSHA sha numkeys keys... args...`
+    fn call(&self, keys: &[String], args: impl IntoIterator<Item = String>) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(keys.len()).arg(keys);
+        for a in args {
+            cmd.arg(a);
+        }
+        cmd
+    }
+}
+
+#[derive(Debug)]
+struct Scripts {
+    instance_put: Script,
+    instance_gone: Script,
+    heartbeats: Script,
+    task_put: Script,
+    task_gone: Script,
+    lease_put: Script,
+    lease_gone: Script,
+    term: Script,
+    counters: Script,
+    events: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        macro_rules! script {
+            ($name:literal) => {
+                Script::new($name, include_str!(concat!("lua/", $name, ".lua")))
+            };
+        }
+        Self {
+            instance_put: script!("instance_put"),
+            instance_gone: script!("instance_gone"),
+            heartbeats: script!("heartbeats"),
+            task_put: script!("task_put"),
+            task_gone: script!("task_gone"),
+            lease_put: script!("lease_put"),
+            lease_gone: script!("lease_gone"),
+            term: script!("term"),
+            counters: script!("counters"),
+            events: script!("events"),
+        }
+    }
+
+    fn all(&self) -> [&Script; 10] {
+        [
+            &self.instance_put,
+            &self.instance_gone,
+            &self.heartbeats,
+            &self.task_put,
+            &self.task_gone,
+            &self.lease_put,
+            &self.lease_gone,
+            &self.term,
+            &self.counters,
+            &self.events,
+        ]
+    }
+}
+
+/// Key names under a prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+    /// `{p}instance:{id}`
+    pub fn instance(&self, id: &str) -> String {
+        format!("{}instance:{id}", self.prefix)
+    }
+    /// `{p}instances:active`
+    pub fn active(&self) -> String {
+        format!("{}instances:active", self.prefix)
+    }
+    /// `{p}task:{id}`
+    pub fn task(&self, id: &str) -> String {
+        format!("{}task:{id}", self.prefix)
+    }
+    /// `{p}queue:tasks:pending`
+    pub fn pending(&self) -> String {
+        format!("{}queue:tasks:pending", self.prefix)
+    }
+    /// `{p}lease:{key}`
+    pub fn lease(&self, key: &str) -> String {
+        format!("{}lease:{key}", self.prefix)
+    }
+    /// `{p}leader:term`, `{p}leader:current`, `{p}leader:epoch`
+    pub fn leader(&self) -> [String; 3] {
+        ["term", "current", "epoch"].map(|k| format!("{}leader:{k}", self.prefix))
+    }
+    /// `{p}meta:counters`
+    pub fn counters(&self) -> String {
+        format!("{}meta:counters", self.prefix)
+    }
+    /// `{p}stream:events`
+    pub fn stream(&self) -> String {
+        format!("{}stream:events", self.prefix)
+    }
+    /// A SCAN pattern for `{p}{kind}:*`, the prefix's glob characters escaped.
+    fn pattern(&self, kind: &str) -> String {
+        let mut out = String::new();
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        format!("{out}{kind}:*")
+    }
+    fn strip<'a>(&self, key: &'a str, kind: &str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(kind)?
+            .strip_prefix(':')
+    }
+}
+
+/// The Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    scripts: Arc<Scripts>,
+    keys: Keys,
+    stream_max_len: usize,
+}
+
+fn fail(context: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{context}: {e}"))
+}
+
+fn iso(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+fn flatten(fields: Vec<(String, String)>) -> impl Iterator<Item = String> {
+    fields.into_iter().flat_map(|(k, v)| [k, v])
+}
+
+impl RedisStore {
+    /// Connects (the server must be reachable now) and loads the scripts.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| fail("redis url", e))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(std::time::Duration::from_millis(500));
+        let connection = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(|e| fail(&format!("connecting to {}", config.url), e))?;
+        let store = Self {
+            connection,
+            scripts: Arc::new(Scripts::new()),
+            keys: Keys::new(config.prefix.clone()),
+            stream_max_len: config.stream_max_len.max(1),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// The key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for s in self.scripts.all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source);
+        }
+        let shas: Vec<String> = pipe
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| fail("SCRIPT LOAD", e))?;
+        for (s, sha) in self.scripts.all().iter().zip(shas) {
+            if s.sha != sha {
+                return Err(StoreError(format!(
+                    "script {} loaded as {sha}, expected {}",
+                    s.name, s.sha
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `cmds` in pipelines of at most [`BATCH`]; a NOSCRIPT reply (the server lost its
+    /// script cache: restart, SCRIPT FLUSH) reloads the scripts and runs the pipeline again,
+    /// which is safe because every script writes whole states.
+    async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        let mut out = Vec::with_capacity(cmds.len());
+        for chunk in cmds.chunks(BATCH) {
+            let mut pipe = Pipeline::with_capacity(chunk.len());
+            for cmd in chunk {
+                pipe.add_command(cmd.clone());
+            }
+            let mut reloaded = false;
+            loop {
+                match pipe
+                    .query_async::<Vec<Value>>(&mut self.connection.clone())
+                    .await
+                {
+                    Ok(values) => {
+                        out.extend(values);
+                        break;
+                    }
+                    Err(e)
+                        if !reloaded
+                            && e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        tracing::info!("redis lost its scripts; loading them again");
+                        self.load_scripts().await?;
+                        reloaded = true;
+                    }
+                    Err(e) => return Err(fail("pipeline", e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn instance_put(&self, record: &InstanceRecord, expire_in_ms: u64) -> Cmd {
+        let id = record.id.as_str();
+        let mut f = fields::to_fields(record, INSTANCE_TEXT);
+        f.push(("lastHeartbeat".into(), iso(record.last_seen_ms)));
+        self.scripts.instance_put.call(
+            &[self.keys.instance(id), self.keys.active()],
+            [id.to_string(), expire_in_ms.max(1).to_string()]
+                .into_iter()
+                .chain(flatten(f)),
+        )
+    }
+
+    fn heartbeat_cmd(&self, beats: &[HeartbeatWrite]) -> Cmd {
+        let keys: Vec<String> = beats.iter().map(|b| self.keys.instance(b.id.as_str())).collect();
+        let args = beats.iter().flat_map(|b| {
+            [
+                b.last_seen_ms.to_string(),
+                iso(b.last_seen_ms),
+                b.status.as_str().to_string(),
+                b.expire_in_ms.max(1).to_string(),
+            ]
+        });
+        self.scripts.heartbeats.call(&keys, args)
+    }
+
+    fn task_put(&self, record: &TaskRecord) -> Cmd {
+        let id = record.id.to_string();
+        let mut f = fields::to_fields(record, TASK_TEXT);
+        if let Some((who, _)) = &record.assignee {
+            f.push(("assignedTo".into(), who.to_string()));
+        }
+        if let serde_json::Value::String(text) = &record.payload {
+            f.push(("text".into(), text.clone()));
+        }
+        let score = match record.status {
+            crate::work::task::TaskStatus::Pending => record.pending_score().to_string(),
+            _ => String::new(),
+        };
+        self.scripts.task_put.call(
+            &[self.keys.task(&id), self.keys.pending()],
+            [id, score].into_iter().chain(flatten(f)),
+        )
+    }
+
+    fn lease_put(&self, record: &LeaseRecord, expire_in_ms: u64) -> Cmd {
+        let f = vec![
+            ("key".to_string(), record.key.as_str().to_string()),
+            (
+                "grants".to_string(),
+                serde_json::to_string(&record.grants).unwrap_or_else(|_| "[]".into()),
+            ),
+            ("expiresAt".to_string(), record.expires_at_ms().to_string()),
+        ];
+        self.scripts.lease_put.call(
+            &[self.keys.lease(record.key.as_str())],
+            std::iter::once(expire_in_ms.max(1).to_string()).chain(flatten(f)),
+        )
+    }
+
+    fn commands(&self, batch: &WriteBatch) -> (Vec<Cmd>, Vec<usize>) {
+        let mut cmds = Vec::new();
+        for (record, expire) in &batch.instances {
+            cmds.push(self.instance_put(record, *expire));
+        }
+        for id in &batch.instances_gone {
+            cmds.push(self.scripts.instance_gone.call(
+                &[self.keys.instance(id.as_str()), self.keys.active()],
+                [id.to_string()],
+            ));
+        }
+        // Positions of the heartbeat script calls, whose replies list missing records.
+        let mut heartbeat_calls = Vec::new();
+        for chunk in batch.heartbeats.chunks(BATCH) {
+            heartbeat_calls.push(cmds.len());
+            cmds.push(self.heartbeat_cmd(chunk));
+        }
+        for record in &batch.tasks {
+            cmds.push(self.task_put(record));
+        }
+        for id in &batch.tasks_gone {
+            let id = id.to_string();
+            cmds.push(
+                self.scripts
+                    .task_gone
+                    .call(&[self.keys.task(&id), self.keys.pending()], [id]),
+            );
+        }
+        for (record, expire) in &batch.leases {
+            cmds.push(self.lease_put(record, *expire));
+        }
+        for key in &batch.leases_gone {
+            cmds.push(
+                self.scripts
+                    .lease_gone
+                    .call(&[self.keys.lease(key.as_str())], []),
+            );
+        }
+        if let Some(term) = &batch.term {
+            cmds.push(self.scripts.term.call(
+                &self.keys.leader(),
+                [
+                    term.term.0.to_string(),
+                    term.leader.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+                    term.epoch.map(|e| e.0.to_string()).unwrap_or_default(),
+                ],
+            ));
+        }
+        if let Some(c) = &batch.counters {
+            cmds.push(self.scripts.counters.call(
+                &[self.keys.counters()],
+                [
+                    "lastTask".to_string(),
+                    c.work.last_task.to_string(),
+                    "lastFencingToken".to_string(),
+                    c.work.last_fencing_token.to_string(),
+                    "lastEpoch".to_string(),
+                    c.last_epoch.to_string(),
+                ],
+            ));
+        }
+        for chunk in batch.events.chunks(500) {
+            let args = std::iter::once(self.stream_max_len.to_string()).chain(
+                chunk.iter().flat_map(|e| {
+                    [
+                        e.kind.as_str().to_string(),
+                        serde_json::to_string(e).unwrap_or_default(),
+                    ]
+                }),
+            );
+            cmds.push(self.scripts.events.call(&[self.keys.stream()], args));
+        }
+        (cmds, heartbeat_calls)
+    }
+
+    async fn apply_batch(&self, batch: &WriteBatch) -> Result<Applied, StoreError> {
+        let (cmds, heartbeat_calls) = self.commands(batch);
+        if cmds.is_empty() {
+            return Ok(Applied::default());
+        }
+        let replies = self.run(cmds).await?;
+        let mut applied = Applied::default();
+        for (n, at) in heartbeat_calls.into_iter().enumerate() {
+            let missing: Vec<usize> = replies
+                .get(at)
+                .cloned()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            for i in missing {
+                if let Some(beat) = batch.heartbeats.get(n * BATCH + i - 1) {
+                    applied.missing_instances.push(beat.id.clone());
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn scan(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = self.keys.pattern(kind);
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| fail("SCAN", e))?;
+            keys.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup(); // SCAN may return a key twice
+        Ok(keys)
+    }
+
+    /// HGETALL of every key, pipelined; a key that is not a hash is reported, not fatal.
+    async fn hashes(
+        &self,
+        keys: &[String],
+        skipped: &mut Vec<(String, String)>,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for k in chunk {
+                pipe.cmd("HGETALL").arg(k);
+            }
+            let values: Vec<Value> = pipe
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| fail("HGETALL", e))?;
+            for (k, v) in chunk.iter().zip(values) {
+                match v {
+                    Value::ServerError(e) => skipped.push((k.clone(), e.to_string())),
+                    other => match redis::from_redis_value::<HashMap<String, String>>(other) {
+                        Ok(map) if map.is_empty() => {} // expired between SCAN and read
+                        Ok(map) => out.push((k.clone(), map)),
+                        Err(e) => skipped.push((k.clone(), e.to_string())),
+                    },
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_all(&self, recent_events: usize) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot::default();
+        let keys = self.scan("instance").await?;
+        for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
+            match fields::from_fields::<InstanceRecord>(map, INSTANCE_TEXT) {
+                Ok(r) if self.keys.strip(&key, "instance") == Some(r.id.as_str()) => {
+                    snap.instances.push(r)
+                }
+                Ok(r) => snap
+                    .skipped
+                    .push((key, format!("holds the record of {}", r.id))),
+                Err(e) => snap.skipped.push((key, e)),
+            }
+        }
+        let active: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.active())
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| fail("SMEMBERS", e))?;
+        let found: std::collections::HashSet<&str> =
+            snap.instances.iter().map(|r| r.id.as_str()).collect();
+        let limits = crate::config::Limits::default();
+        let mut lapsed = Vec::new();
+        for id in active {
+            if found.contains(id.as_str()) {
+                continue;
+            }
+            match InstanceId::parse(&id, &limits) {
+                Ok(id) => lapsed.push(id),
+                Err(e) => snap.skipped.push((self.keys.active(), format!("{id:?}: {e}"))),
+            }
+        }
+        snap.lapsed = lapsed;
+        let keys = self.scan("task").await?;
+        for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
+            match fields::from_fields::<TaskRecord>(map, TASK_TEXT) {
+                Ok(r) => snap.tasks.push(r),
+                Err(e) => snap.skipped.push((key, e)),
+            }
+        }
+        let keys = self.scan("lease").await?;
+        for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
+            match fields::from_fields::<LeaseRecord>(map, LEASE_TEXT) {
+                Ok(r) => snap.leases.push(r),
+                Err(e) => snap.skipped.push((key, e)),
+            }
+        }
+        let [term_key, current_key, epoch_key] = self.keys.leader();
+        let (term, current, epoch): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .get(&term_key)
+                .get(&current_key)
+                .get(&epoch_key)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| fail("GET leader", e))?;
+        if let Some(term) = term {
+            match term.parse::<u64>() {
+                Ok(t) => {
+                    snap.term = Some(TermRecord {
+                        term: Term(t),
+                        leader: current.and_then(|c| InstanceId::parse(&c, &limits).ok()),
+                        epoch: epoch.and_then(|e| e.parse().ok()).map(Epoch),
+                    })
+                }
+                Err(e) => snap.skipped.push((term_key, e.to_string())),
+            }
+        }
+        let counters: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.counters())
+            .query_async(&mut self.connection.clone())
+            .await
+            .unwrap_or_default();
+        let get = |k: &str| counters.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        snap.counters = Counters {
+            work: crate::work::records::WorkCounters {
+                last_task: get("lastTask"),
+                last_fencing_token: get("lastFencingToken"),
+            },
+            last_epoch: get("lastEpoch"),
+        };
+        if recent_events > 0 {
+            let raw: Value = redis::cmd("XREVRANGE")
+                .arg(self.keys.stream())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(recent_events)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| fail("XREVRANGE", e))?;
+            snap.events = parse_events(raw);
+            snap.events.reverse();
+        }
+        Ok(snap)
+    }
+}
+
+/// Events from an XREVRANGE reply; entries that do not parse are left out.
+fn parse_events(raw: Value) -> Vec<Event> {
+    let Value::Array(entries) = raw else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let (_, fields): (String, HashMap<String, String>) =
+                redis::from_redis_value(entry).ok()?;
+            serde_json::from_str(fields.get("data")?).ok()
+        })
+        .collect()
+}
+
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn apply<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<Applied, StoreError>> {
+        Box::pin(self.apply_batch(batch))
+    }
+
+    fn heartbeat<'a>(&'a self, beat: &'a HeartbeatWrite) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.run(vec![self.heartbeat_cmd(std::slice::from_ref(beat))])
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn load(&self, recent_events: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
+        Box::pin(self.load_all(recent_events))
+    }
+}
