@@ -88,6 +88,8 @@ pub struct Config {
     pub finished_task_retention: usize,
     /// Input limits.
     pub limits: Limits,
+    /// Where state is kept (default: in memory only).
+    pub store: crate::store::StoreConfig,
 }
 
 impl Default for Config {
@@ -104,6 +106,7 @@ impl Default for Config {
             lease_ttl: Duration::from_secs(900),
             finished_task_retention: 100_000,
             limits: Limits::default(),
+            store: crate::store::StoreConfig::Memory,
         }
     }
 }

@@ -147,6 +147,7 @@ pub struct EventBus {
     sender: broadcast::Sender<Event>,
     recent: Mutex<Recent>,
     capacity: usize,
+    journal: Option<std::sync::Arc<crate::store::Journal>>,
 }
 
 #[derive(Debug, Default)]
@@ -156,8 +157,13 @@ struct Recent {
 }
 
 impl EventBus {
-    /// A bus with a broadcast of `channel_capacity` and a history of `recent` events.
-    pub fn new(channel_capacity: usize, recent: usize) -> Self {
+    /// A bus with a broadcast of `channel_capacity` and a history of `recent` events; every
+    /// event is also recorded in `journal`, if given, for the store.
+    pub fn new(
+        channel_capacity: usize,
+        recent: usize,
+        journal: Option<std::sync::Arc<crate::store::Journal>>,
+    ) -> Self {
         let (sender, _) = broadcast::channel(channel_capacity.max(1));
         Self {
             sender,
@@ -166,6 +172,21 @@ impl EventBus {
                 events: VecDeque::with_capacity(recent),
             }),
             capacity: recent,
+            journal,
+        }
+    }
+
+    /// Puts back history recovered from the store; numbering goes on after it.
+    pub fn restore(&self, events: Vec<Event>) {
+        let mut recent = self.recent.lock();
+        for event in events {
+            recent.next_seq = recent.next_seq.max(event.seq + 1);
+            if self.capacity > 0 {
+                if recent.events.len() == self.capacity {
+                    recent.events.pop_front();
+                }
+                recent.events.push_back(event);
+            }
         }
     }
 
@@ -187,6 +208,9 @@ impl EventBus {
                 recent.events.pop_front();
             }
             recent.events.push_back(event.clone());
+        }
+        if let Some(journal) = &self.journal {
+            journal.record(&event);
         }
         // No subscriber is not an error.
         let _ = self.sender.send(event);

@@ -74,6 +74,19 @@ struct ServeArgs {
     /// How long before its deadline an instance is suspect [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_GRACE")]
     grace: Option<Duration>,
+    /// Keep state in Redis at this URL, e.g. redis://127.0.0.1:6379 [default: in memory].
+    #[arg(long, env = "VIGIL_REDIS")]
+    redis: Option<String>,
+    /// Redis key prefix [default: cb:].
+    #[arg(long, env = "VIGIL_PREFIX")]
+    prefix: Option<String>,
+    /// How often heartbeat timestamps are written to Redis [default: 250ms].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_FLUSH_INTERVAL")]
+    flush_interval: Option<Duration>,
+    /// write-behind (coalesced heartbeats) or write-through (one script per heartbeat)
+    /// [default: write-behind].
+    #[arg(long, env = "VIGIL_PERSIST")]
+    persist: Option<vigil::store::PersistMode>,
 }
 
 impl ServeArgs {
@@ -92,6 +105,10 @@ impl ServeArgs {
             ttl: self.ttl,
             grace: self.grace,
             log_format: log_format.map(LogFormat::into),
+            redis: self.redis.clone(),
+            prefix: self.prefix.clone(),
+            flush_interval: self.flush_interval,
+            persist: self.persist,
         };
         Ok(flags.over(file).resolve())
     }
@@ -189,7 +206,7 @@ async fn main() -> std::process::ExitCode {
                 };
             tracing::info!(
                 listen = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                store = "memory",
+                store = coordinator.store_status().kind,
                 "vigil serving JSON-RPC on POST /rpc; Ctrl-C stops"
             );
             let mut events = coordinator.subscribe();

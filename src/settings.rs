@@ -12,6 +12,10 @@
 //! max-body = 1048576
 //! max-batch = 1000
 //! log-format = "json"    # or "human"
+//! redis = "redis://127.0.0.1:6379"   # absent: in-memory store
+//! prefix = "cb:"
+//! flush-interval = "250ms"
+//! persist = "write-behind"           # or "write-through"
 //! ```
 //!
 //! An unknown key or a value of the wrong type is an error naming the key, never ignored.
@@ -21,6 +25,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::store::{PersistMode, RedisConfig, StoreConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -55,6 +61,15 @@ pub struct ServeLayer {
     pub grace: Option<Duration>,
     /// Log format.
     pub log_format: Option<LogFormat>,
+    /// Redis URL (absent: in-memory store).
+    pub redis: Option<String>,
+    /// Redis key prefix.
+    pub prefix: Option<String>,
+    /// Heartbeat flush interval.
+    #[serde(default, deserialize_with = "duration")]
+    pub flush_interval: Option<Duration>,
+    /// How heartbeats are written.
+    pub persist: Option<PersistMode>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -88,6 +103,10 @@ impl ServeLayer {
             ttl: self.ttl.or(lower.ttl),
             grace: self.grace.or(lower.grace),
             log_format: self.log_format.or(lower.log_format),
+            redis: self.redis.or(lower.redis),
+            prefix: self.prefix.or(lower.prefix),
+            flush_interval: self.flush_interval.or(lower.flush_interval),
+            persist: self.persist.or(lower.persist),
         }
     }
 
@@ -103,6 +122,10 @@ impl ServeLayer {
             ttl: self.ttl.unwrap_or(d.ttl),
             grace: self.grace.unwrap_or(d.grace),
             log_format: self.log_format.unwrap_or(d.log_format),
+            redis: self.redis.or(d.redis),
+            prefix: self.prefix.unwrap_or(d.prefix),
+            flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
+            persist: self.persist.unwrap_or(d.persist),
         }
     }
 }
@@ -126,12 +149,21 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// Log format (human).
     pub log_format: LogFormat,
+    /// Redis URL (none: in-memory store).
+    pub redis: Option<String>,
+    /// Redis key prefix (`cb:`).
+    pub prefix: String,
+    /// Heartbeat flush interval (250 ms).
+    pub flush_interval: Duration,
+    /// How heartbeats are written (write-behind).
+    pub persist: PersistMode,
 }
 
 impl Default for ServeSettings {
     fn default() -> Self {
         let server = crate::server::ServerConfig::default();
         let core = crate::Config::default();
+        let redis = RedisConfig::new("");
         Self {
             listen: server.listen,
             token: server.token,
@@ -141,6 +173,10 @@ impl Default for ServeSettings {
             ttl: core.ttl,
             grace: core.grace,
             log_format: LogFormat::Human,
+            redis: None,
+            prefix: redis.prefix,
+            flush_interval: redis.flush_interval,
+            persist: redis.persist,
         }
     }
 }
@@ -148,9 +184,19 @@ impl Default for ServeSettings {
 impl ServeSettings {
     /// The coordinator's configuration.
     pub fn coordinator_config(&self) -> crate::Config {
+        let store = match &self.redis {
+            None => StoreConfig::Memory,
+            Some(url) => StoreConfig::Redis(RedisConfig {
+                prefix: self.prefix.clone(),
+                flush_interval: self.flush_interval,
+                persist: self.persist,
+                ..RedisConfig::new(url.clone())
+            }),
+        };
         crate::Config {
             ttl: self.ttl,
             grace: self.grace,
+            store,
             ..crate::Config::default()
         }
     }
@@ -175,7 +221,8 @@ mod tests {
     #[test]
     fn file_values_fill_what_flags_leave_unset() {
         let file = ServeLayer::from_toml(
-            "listen = \"127.0.0.1:9000\"\nttl = \"1m\"\nheartbeat-rate = 50\nlog-format = \"json\"\n",
+            "listen = \"127.0.0.1:9000\"\nttl = \"1m\"\nheartbeat-rate = 50\nlog-format = \"json\"\n\
+             redis = \"redis://127.0.0.1:1\"\npersist = \"write-through\"\nflush-interval = \"1s\"\n",
         )
         .unwrap();
         let flags = ServeLayer {
@@ -192,6 +239,15 @@ mod tests {
             "default where neither sets it"
         );
         assert_eq!(s.log_format, LogFormat::Json);
+        match s.coordinator_config().store {
+            StoreConfig::Redis(r) => {
+                assert_eq!(r.url, "redis://127.0.0.1:1");
+                assert_eq!(r.persist, PersistMode::WriteThrough);
+                assert_eq!(r.flush_interval, Duration::from_secs(1));
+                assert_eq!(r.prefix, "cb:");
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(ServeLayer::default().resolve(), ServeSettings::default());
     }
 

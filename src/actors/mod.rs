@@ -13,6 +13,7 @@
 
 pub mod instance;
 pub mod leader;
+pub mod persister;
 pub mod supervisor;
 
 use std::sync::Arc;
@@ -42,15 +43,21 @@ pub struct ClusterContext {
     pub arena: Arc<HotArena>,
     /// Tasks and leases.
     pub work: parking_lot::Mutex<WorkBook>,
+    /// The durable store, when there is one.
+    pub persistence: Option<Arc<crate::store::Persistence>>,
     next_epoch: AtomicU64,
     shutting_down: AtomicBool,
 }
 
 impl ClusterContext {
-    /// A fresh context for `config`.
-    pub fn new(config: Config) -> Self {
+    /// A fresh context for `config`, journaling changes for `persistence` if given.
+    pub fn new(config: Config, persistence: Option<Arc<crate::store::Persistence>>) -> Self {
         let clock = LivenessClock::new(config.clock_tick);
-        let events = EventBus::new(config.event_capacity, config.recent_events);
+        let events = EventBus::new(
+            config.event_capacity,
+            config.recent_events,
+            persistence.as_ref().map(|p| Arc::clone(&p.journal)),
+        );
         let work = WorkBook::new(WorkSettings {
             step_timeout_ms: config.step_timeout.as_millis() as u64,
             claim_lease_ttl_ms: config.lease_ttl.as_millis() as u64,
@@ -65,6 +72,7 @@ impl ClusterContext {
             events,
             arena: Arc::default(),
             work: parking_lot::Mutex::new(work),
+            persistence,
             next_epoch: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
@@ -73,6 +81,16 @@ impl ClusterContext {
     /// A new epoch, greater than every one handed out before.
     pub fn next_epoch(&self) -> Epoch {
         Epoch(self.next_epoch.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The last epoch handed out (0: none).
+    pub fn last_epoch(&self) -> u64 {
+        self.next_epoch.load(Ordering::Relaxed) - 1
+    }
+
+    /// Makes the next epoch greater than `last` (recovery).
+    pub fn advance_epoch(&self, last: u64) {
+        self.next_epoch.fetch_max(last + 1, Ordering::Relaxed);
     }
 
     /// The grace period in ms (each instance clamps it to half its TTL).
@@ -99,6 +117,14 @@ impl ClusterContext {
         let result = f(&mut work, &mut op);
         for event in op.events {
             self.events.publish(event);
+        }
+        if let Some(p) = &self.persistence {
+            for id in op.touched_tasks {
+                p.journal.touch_task(id);
+            }
+            for key in &op.touched_leases {
+                p.journal.touch_lease(key);
+            }
         }
         result
     }

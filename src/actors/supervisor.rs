@@ -29,6 +29,7 @@ use tracing::Instrument;
 use super::ClusterContext;
 use super::instance::{InstanceActor, InstanceArgs, InstanceMsg};
 use super::leader::{LeaderActor, LeaderMsg};
+use super::persister::{Persister, PersisterArgs, PersisterMsg};
 use crate::error::Error;
 use crate::events::EventKind;
 use crate::model::{InstanceId, InstanceStatus, Registration, Unregistration, ValidRegistration};
@@ -47,8 +48,31 @@ pub enum SupervisorMsg {
     Unregister(InstanceId, RpcReplyPort<Unregistration>),
     /// The current LeaderActor, for inspection and fault injection.
     LeaderActor(RpcReplyPort<Option<ActorRef<LeaderMsg>>>),
+    /// Put back instances recovered from the store (their actors arm their remaining TTL).
+    Restore(Vec<RestoredInstance>, RpcReplyPort<usize>),
+    /// The current Persister, if there is a store.
+    Persister(RpcReplyPort<Option<ActorRef<PersisterMsg>>>),
     /// "What do you hold?"
     Inspect(RpcReplyPort<SupervisorView>),
+}
+
+/// An instance recovered from the store.
+#[derive(Debug, Clone)]
+pub struct RestoredInstance {
+    /// Id.
+    pub id: InstanceId,
+    /// Epoch.
+    pub epoch: crate::model::Epoch,
+    /// TTL.
+    pub ttl_ms: u64,
+    /// Last heartbeat (monotonic ms).
+    pub last_seen: crate::clock::MonoMs,
+    /// Registered at (monotonic ms).
+    pub registered_at: crate::clock::MonoMs,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Metadata.
+    pub metadata: serde_json::Value,
 }
 
 /// What the supervisor holds.
@@ -62,6 +86,8 @@ pub struct SupervisorView {
     pub instance_restarts: u64,
     /// LeaderActors restarted after a kill or a panic.
     pub leader_restarts: u64,
+    /// Persisters restarted after a kill or a panic.
+    pub persister_restarts: u64,
 }
 
 /// The supervisor's state.
@@ -70,8 +96,10 @@ pub struct SupervisorState {
     ctx: Arc<ClusterContext>,
     children: HashMap<ActorId, Arc<InstanceSlot>>,
     leader: Option<ActorRef<LeaderMsg>>,
+    persister: Option<ActorRef<PersisterMsg>>,
     instance_restarts: u64,
     leader_restarts: u64,
+    persister_restarts: u64,
 }
 
 impl SupervisorState {
@@ -99,6 +127,52 @@ impl SupervisorState {
                 .map_err(|e| Error::Actor(format!("spawning LeaderActor: {e}")))?;
         self.leader = Some(leader);
         Ok(())
+    }
+
+    async fn spawn_persister(&mut self, myself: &ActorCell) -> Result<(), Error> {
+        let Some(persistence) = self.ctx.persistence.clone() else {
+            return Ok(());
+        };
+        let args = PersisterArgs {
+            ctx: Arc::clone(&self.ctx),
+            persistence,
+        };
+        let (persister, _) = Actor::spawn_linked(None, Persister, args, myself.clone())
+            .await
+            .map_err(|e| Error::Actor(format!("spawning Persister: {e}")))?;
+        self.persister = Some(persister);
+        Ok(())
+    }
+
+    async fn restore(&mut self, myself: &ActorCell, instances: Vec<RestoredInstance>) -> usize {
+        let mut restored = 0;
+        for r in instances {
+            let slot = Arc::new(InstanceSlot::new(
+                &self.ctx.arena,
+                r.id.clone(),
+                r.epoch,
+                r.ttl_ms,
+                r.last_seen,
+                r.roles,
+                r.metadata,
+            ));
+            slot.set_registered_at(r.registered_at);
+            slot.persisted_seen
+                .store(r.last_seen, std::sync::atomic::Ordering::Relaxed);
+            self.ctx.registry.insert(r.id.clone(), slot.entry());
+            if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
+                tracing::error!(instance = %r.id, error = %e, "could not restore an instance");
+                self.ctx
+                    .registry
+                    .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
+                continue;
+            }
+            if let Some(leader) = &self.leader {
+                let _ = leader.cast(LeaderMsg::Restored(Arc::clone(&slot)));
+            }
+            restored += 1;
+        }
+        restored
     }
 
     /// Takes a terminal slot out of the registry, publishes the event, takes back the tasks and
@@ -242,6 +316,18 @@ impl SupervisorState {
 
     async fn child_died(&mut self, myself: &ActorRef<SupervisorMsg>, cell: ActorCell, why: String) {
         let id = cell.get_id();
+        if self.persister.as_ref().is_some_and(|p| p.get_id() == id) {
+            self.persister = None;
+            if self.ctx.is_shutting_down() {
+                return;
+            }
+            self.persister_restarts += 1;
+            tracing::warn!(reason = %why, "Persister died; restarting it");
+            if let Err(e) = self.spawn_persister(&myself.get_cell()).await {
+                tracing::error!(error = %e, "could not restart the Persister");
+            }
+            return;
+        }
         if self.leader.as_ref().is_some_and(|l| l.get_id() == id) {
             self.leader = None;
             if self.ctx.is_shutting_down() {
@@ -289,8 +375,10 @@ impl Actor for ClusterSupervisor {
             ctx,
             children: HashMap::new(),
             leader: None,
+            persister: None,
             instance_restarts: 0,
             leader_restarts: 0,
+            persister_restarts: 0,
         })
     }
 
@@ -300,6 +388,7 @@ impl Actor for ClusterSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.spawn_leader(&myself.get_cell()).await?;
+        state.spawn_persister(&myself.get_cell()).await?;
         Ok(())
     }
 
@@ -335,12 +424,20 @@ impl Actor for ClusterSupervisor {
             SupervisorMsg::LeaderActor(reply) => {
                 let _ = reply.send(state.leader.clone());
             }
+            SupervisorMsg::Persister(reply) => {
+                let _ = reply.send(state.persister.clone());
+            }
+            SupervisorMsg::Restore(instances, reply) => {
+                let n = state.restore(&myself.get_cell(), instances).await;
+                let _ = reply.send(n);
+            }
             SupervisorMsg::Inspect(reply) => {
                 let _ = reply.send(SupervisorView {
                     instances: state.ctx.registry.len(),
                     instance_actors: state.children.len(),
                     instance_restarts: state.instance_restarts,
                     leader_restarts: state.leader_restarts,
+                    persister_restarts: state.persister_restarts,
                 });
             }
         }

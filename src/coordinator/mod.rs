@@ -31,8 +31,10 @@ use crate::model::{
 };
 use crate::registry::Leadership;
 
+mod recovery;
 mod work;
 
+pub use recovery::RecoveryReport;
 pub use work::{LeaseOutcome, LeaseOwner};
 
 /// A running coordinator. Cheap to clone; every clone drives the same cluster.
@@ -47,6 +49,21 @@ struct Inner {
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
     ticker: Mutex<Option<JoinHandle<()>>>,
+    recovery: Mutex<Option<RecoveryReport>>,
+}
+
+/// The store as [`Coordinator::store_status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// `memory` or `redis`.
+    pub kind: &'static str,
+    /// `ok`, `failing` (recent failures, circuit still closed), `open`, `half-open`.
+    pub state: &'static str,
+    /// Entities changed but not yet written.
+    pub pending_entities: usize,
+    /// Events waiting for the stream.
+    pub pending_events: usize,
 }
 
 impl Coordinator {
@@ -54,7 +71,19 @@ impl Coordinator {
     /// Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let ctx = Arc::new(ClusterContext::new(config));
+        let started = std::time::Instant::now();
+        let persistence = recovery::connect(&config).await?;
+        let snapshot = match &persistence {
+            Some(p) => Some(
+                p.store
+                    .load(config.recent_events)
+                    .await
+                    .map_err(|e| Error::StoreUnavailable(e.0))?,
+            ),
+            None => None,
+        };
+        let ctx = Arc::new(ClusterContext::new(config, persistence));
+        let plan = snapshot.map(|snap| recovery::prepare(&ctx, snap, started));
         let ticker = ctx.clock.spawn_ticker();
         let (supervisor, supervisor_task) = Actor::spawn(None, ClusterSupervisor, Arc::clone(&ctx))
             .await
@@ -62,16 +91,85 @@ impl Coordinator {
         tracing::info!(
             ttl_ms = ctx.config.ttl.as_millis() as u64,
             grace_ms = ctx.grace_ms(),
+            store = ctx.persistence.as_ref().map_or("memory", |p| p.store.kind()),
             "coordinator started"
         );
-        Ok(Self {
+        let coordinator = Self {
             inner: Arc::new(Inner {
                 ctx,
                 supervisor,
                 supervisor_task: Mutex::new(Some(supervisor_task)),
                 ticker: Mutex::new(Some(ticker)),
+                recovery: Mutex::new(None),
             }),
-        })
+        };
+        if let Some(plan) = plan {
+            match recovery::finish(&coordinator, plan).await {
+                Ok(report) => *coordinator.inner.recovery.lock() = Some(report),
+                Err(e) => {
+                    coordinator.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(coordinator)
+    }
+
+    /// What recovery from the store found, if the coordinator started from one.
+    pub fn recovery_report(&self) -> Option<RecoveryReport> {
+        self.inner.recovery.lock().clone()
+    }
+
+    /// The store: its kind, whether it takes writes, and what waits to be written.
+    pub fn store_status(&self) -> StoreStatus {
+        match &self.inner.ctx.persistence {
+            None => StoreStatus {
+                kind: "memory",
+                state: "ok",
+                pending_entities: 0,
+                pending_events: 0,
+            },
+            Some(p) => {
+                let (pending_entities, pending_events) = p.journal.pending();
+                StoreStatus {
+                    kind: p.store.kind(),
+                    state: match p.breaker.state() {
+                        crate::store::BreakerState::Closed { failures: 0 } => "ok",
+                        crate::store::BreakerState::Closed { .. } => "failing",
+                        crate::store::BreakerState::Open { .. } => "open",
+                        crate::store::BreakerState::HalfOpen => "half-open",
+                    },
+                    pending_entities,
+                    pending_events,
+                }
+            }
+        }
+    }
+
+    /// Fails fast with [`Error::StoreUnavailable`] while the store's circuit is open: a
+    /// write-through call checks this before changing anything.
+    pub(crate) fn store_ready(&self) -> Result<(), Error> {
+        match &self.inner.ctx.persistence {
+            Some(p) => p.check_available(),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every change made so far is in the store (write-through).
+    pub(crate) async fn written(&self) -> Result<(), Error> {
+        match &self.inner.ctx.persistence {
+            Some(p) => p.wait_durable(self.inner.ctx.config.call_timeout).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether heartbeats are written through to the store one by one.
+    pub fn heartbeats_write_through(&self) -> bool {
+        self.inner
+            .ctx
+            .persistence
+            .as_ref()
+            .is_some_and(|p| p.mode == crate::store::PersistMode::WriteThrough)
     }
 
     /// The configuration this coordinator runs with.
@@ -86,6 +184,7 @@ impl Coordinator {
         let ctx = &self.inner.ctx;
         let valid = request.validate(&ctx.config.limits, ctx.config.ttl)?;
         self.ensure_running()?;
+        self.store_ready()?;
         let reply = self
             .inner
             .supervisor
@@ -94,13 +193,60 @@ impl Coordinator {
                 Some(ctx.config.call_timeout),
             )
             .await;
-        Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")?
+        let registration = Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")??;
+        self.written().await?;
+        Ok(registration)
     }
 
     /// Records a heartbeat. See [`heartbeat_now`](Self::heartbeat_now); this is the same call
     /// for async callers.
+    ///
+    /// With [`PersistMode::WriteThrough`](crate::store::PersistMode::WriteThrough) this is where
+    /// the heartbeat is also written to the store, one script call each (the ClaudeBench way);
+    /// a failed write is counted against the store's breaker but the answer still comes from
+    /// memory.
     pub async fn heartbeat(&self, id: &str) -> Heartbeat {
-        self.heartbeat_now(id)
+        let beat = self.heartbeat_now(id);
+        if beat.alive
+            && let Some(p) = &self.inner.ctx.persistence
+            && p.mode == crate::store::PersistMode::WriteThrough
+            && p.breaker.allows()
+        {
+            self.write_heartbeat_through(p, id).await;
+        }
+        beat
+    }
+
+    async fn write_heartbeat_through(&self, p: &crate::store::Persistence, id: &str) {
+        let ctx = &self.inner.ctx;
+        let Some((write, slot)) = ctx.registry.get(id).map(|e| {
+            let (status, seen) = e.cell.liveness();
+            let now = ctx.clock.precise_ms();
+            (
+                crate::store::HeartbeatWrite {
+                    id: e.key().clone(),
+                    last_seen_ms: ctx.clock.wall_ms(seen),
+                    status,
+                    expire_in_ms: e.slot.deadline_after(seen).saturating_sub(now),
+                },
+                Arc::clone(&e.slot),
+            )
+        }) else {
+            return;
+        };
+        match p.store.heartbeat(&write).await {
+            Ok(()) => {
+                p.breaker.success();
+                slot.persisted_seen.store(
+                    ctx.clock.mono_from_wall(write.last_seen_ms),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            Err(e) => {
+                p.breaker.failure();
+                tracing::warn!(instance = %id, error = %e, "write-through heartbeat failed");
+            }
+        }
     }
 
     /// The hot path: records a heartbeat of `id` and answers whether it is alive and whether it
@@ -135,6 +281,7 @@ impl Coordinator {
         let ctx = &self.inner.ctx;
         let id = InstanceId::parse(id, &ctx.config.limits)?;
         self.ensure_running()?;
+        self.store_ready()?;
         let reply = self
             .inner
             .supervisor
@@ -143,7 +290,11 @@ impl Coordinator {
                 Some(ctx.config.call_timeout),
             )
             .await;
-        Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")
+        let unregistration = Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")?;
+        if unregistration.unregistered {
+            self.written().await?;
+        }
+        Ok(unregistration)
     }
 
     /// A snapshot of every instance, the leader and the recent events.
@@ -246,6 +397,28 @@ impl Coordinator {
         .map(|s| (s, counts[s as usize]))
     }
 
+    /// Writes everything pending to the store now, heartbeat timestamps included, and waits for
+    /// the store to acknowledge (a no-op without a store).
+    pub async fn flush(&self) -> Result<(), Error> {
+        let ctx = &self.inner.ctx;
+        if ctx.persistence.is_none() {
+            return Ok(());
+        }
+        let timeout = ctx.config.call_timeout;
+        let persister = self.actors().persister().await.ok_or_else(|| {
+            Error::StoreUnavailable("the Persister is not running".into())
+        })?;
+        match persister
+            .call(crate::actors::persister::PersisterMsg::FlushAll, Some(timeout))
+            .await
+        {
+            Ok(CallResult::Success(Ok(()))) => Ok(()),
+            Ok(CallResult::Success(Err(e))) => Err(Error::StoreUnavailable(e)),
+            Ok(_) => Err(Error::Timeout(timeout, "Persister")),
+            Err(e) => Err(Error::Actor(e.to_string())),
+        }
+    }
+
     /// Handles on the actor tree, for inspection and fault injection (chaos tests).
     pub fn actors(&self) -> ActorHandles<'_> {
         ActorHandles { coordinator: self }
@@ -257,6 +430,12 @@ impl Coordinator {
         let ctx = &self.inner.ctx;
         if !ctx.begin_shutdown() {
             return;
+        }
+        if ctx.persistence.is_some() {
+            match self.flush().await {
+                Ok(()) => tracing::info!("store flushed"),
+                Err(e) => tracing::error!(error = %e, "final store flush failed; unwritten changes are lost"),
+            }
         }
         let _ = self
             .inner
@@ -322,6 +501,19 @@ impl ActorHandles<'_> {
             .get(id)
             .map(|e| Arc::clone(&e.slot))?;
         slot.actor()
+    }
+
+    /// The current Persister, when there is a store (it changes when one is restarted).
+    pub async fn persister(&self) -> Option<ActorRef<crate::actors::persister::PersisterMsg>> {
+        let timeout = self.coordinator.inner.ctx.config.call_timeout;
+        match self
+            .supervisor()
+            .call(SupervisorMsg::Persister, Some(timeout))
+            .await
+        {
+            Ok(CallResult::Success(persister)) => persister,
+            _ => None,
+        }
     }
 
     /// The current LeaderActor.

@@ -92,9 +92,12 @@ impl Coordinator {
                 mode: lock.mode,
             });
         }
-        Ok(self
+        self.store_ready()?;
+        let view = self
             .ctx()
-            .with_work(|work, op| work.create(op, spec.payload, priority, max_attempts, locks)))
+            .with_work(|work, op| work.create(op, spec.payload, priority, max_attempts, locks));
+        self.written().await?;
+        Ok(view)
     }
 
     /// A task by id.
@@ -136,7 +139,8 @@ impl Coordinator {
             )
             .into());
         }
-        ctx.with_work(|work, op| {
+        self.store_ready()?;
+        let claimed = ctx.with_work(|work, op| -> Result<_, Error> {
             // Checked under the work lock: a departure takes the instance's tasks back under
             // the same lock, after marking it terminal, so no claim can slip in between.
             let epoch = ctx
@@ -146,7 +150,11 @@ impl Coordinator {
                 .map(|e| e.slot.epoch)
                 .ok_or_else(|| Error::NotAlive(id.to_string()))?;
             Ok(work.claim(op, &id, epoch, max_tasks))
-        })
+        })?;
+        if !claimed.is_empty() {
+            self.written().await?;
+        }
+        Ok(claimed)
     }
 
     /// A step heartbeat (Sortie's `heartbeat(step_id, extend_leases_sec)`): `ok` if
@@ -173,9 +181,12 @@ impl Coordinator {
         }
         let token = ClaimToken::from_presented(claim_token);
         let extend_ms = extend_leases.as_millis() as u64;
-        Ok(self
+        self.store_ready()?;
+        let beat = self
             .ctx()
-            .with_work(|work, op| work.step_heartbeat(op, id, &token, extend_ms)))
+            .with_work(|work, op| work.step_heartbeat(op, id, &token, extend_ms));
+        self.written().await?;
+        Ok(beat)
     }
 
     /// Completes a task under its claim; idempotent for the same token, `stale_claim` for any
@@ -190,9 +201,12 @@ impl Coordinator {
             self.check_payload_size("result", result)?;
         }
         let token = ClaimToken::from_presented(claim_token);
-        Ok(self
+        self.store_ready()?;
+        let done = self
             .ctx()
-            .with_work(|work, op| work.complete(op, id, &token, result)))
+            .with_work(|work, op| work.complete(op, id, &token, result));
+        self.written().await?;
+        Ok(done)
     }
 
     /// Reports a failed attempt under the claim; the task goes back to pending until it has
@@ -209,9 +223,12 @@ impl Coordinator {
             return Err(ValidationError::new("error", "at most 8192 bytes").into());
         }
         let token = ClaimToken::from_presented(claim_token);
-        Ok(self
+        self.store_ready()?;
+        let failed = self
             .ctx()
-            .with_work(|work, op| work.fail(op, id, &token, error)))
+            .with_work(|work, op| work.fail(op, id, &token, error));
+        self.written().await?;
+        Ok(failed)
     }
 
     /// Acquires a lease on `key` for `owner` (default TTL: the config's `lease_ttl`).
@@ -225,14 +242,18 @@ impl Coordinator {
         self.ensure_running()?;
         let key = LeaseKey::parse(key)?;
         let ttl_ms = self.lease_ttl_ms(ttl)?;
-        let ctx = self.ctx();
-        ctx.with_work(|work, op| {
+        self.store_ready()?;
+        let outcome = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let holder = self.resolve_owner(work, &owner)?;
             Ok(match work.acquire_lease(op, key, mode, holder, ttl_ms) {
                 Ok(grant) => LeaseOutcome::Granted(grant),
                 Err(conflicts) => LeaseOutcome::Conflict(conflicts),
             })
-        })
+        })?;
+        if matches!(outcome, LeaseOutcome::Granted(_)) {
+            self.written().await?;
+        }
+        Ok(outcome)
     }
 
     /// Renews `owner`'s live lease on `key`; `None` if it holds none (or it lapsed).
@@ -244,19 +265,29 @@ impl Coordinator {
     ) -> Result<Option<LeaseGrant>, Error> {
         let key = LeaseKey::parse(key)?;
         let ttl_ms = self.lease_ttl_ms(ttl)?;
-        self.ctx().with_work(|work, op| {
+        self.store_ready()?;
+        let grant = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let holder = self.resolve_owner(work, &owner)?;
             Ok(work.renew_lease(op, &key, &holder, ttl_ms))
-        })
+        })?;
+        if grant.is_some() {
+            self.written().await?;
+        }
+        Ok(grant)
     }
 
     /// Releases `owner`'s lease on `key`; answers whether there was one.
     pub async fn release_lease(&self, key: &str, owner: LeaseOwner) -> Result<bool, Error> {
         let key = LeaseKey::parse(key)?;
-        self.ctx().with_work(|work, op| {
+        self.store_ready()?;
+        let released = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let holder = self.resolve_owner(work, &owner)?;
             Ok(work.release_lease(op, &key, &holder).is_some())
-        })
+        })?;
+        if released {
+            self.written().await?;
+        }
+        Ok(released)
     }
 
     /// Leases on `prefix` and below, or all.

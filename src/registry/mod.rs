@@ -53,6 +53,8 @@ pub struct InstanceSlot {
     finalized: AtomicBool,
     info: RwLock<InstanceInfo>,
     actor: Mutex<Option<ActorRef<InstanceMsg>>>,
+    /// The last-seen time last written to the store (write-behind bookkeeping).
+    pub persisted_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Deref for InstanceSlot {
@@ -96,7 +98,13 @@ impl InstanceSlot {
                 registered_at: now,
             }),
             actor: Mutex::new(None),
+            persisted_seen: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Sets when the instance first registered (a slot recovered from the store).
+    pub fn set_registered_at(&self, at: MonoMs) {
+        self.info.write().registered_at = at;
     }
 
     /// The registry entry for this slot.

@@ -127,7 +127,7 @@ impl AnswerFrame {
 
 impl Dispatcher {
     /// Answers one binary heartbeat frame (see the [module docs](self)).
-    pub fn handle_binary(&self, bytes: &[u8]) -> AnswerFrame {
+    pub async fn handle_binary(&self, bytes: &[u8]) -> AnswerFrame {
         let frame = match HeartbeatFrame::decode(bytes) {
             Ok(frame) => frame,
             Err(e) => {
@@ -159,6 +159,7 @@ impl Dispatcher {
                 ),
             );
         }
+        let write_through = self.coordinator.heartbeats_write_through();
         let mut results = Vec::with_capacity(n);
         for id in &frame.instance_ids {
             let started = Instant::now();
@@ -179,7 +180,11 @@ impl Dispatcher {
                 results.push(BeatResult::RateLimited { retry_after_ms });
                 continue;
             }
-            let beat = self.coordinator.heartbeat_now(id);
+            let beat = if write_through {
+                self.coordinator.heartbeat(id).await
+            } else {
+                self.coordinator.heartbeat_now(id)
+            };
             self.heartbeat_metrics.ok.increment(1);
             self.heartbeat_metrics
                 .duration

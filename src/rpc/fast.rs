@@ -56,6 +56,9 @@ pub(super) enum Fast {
 impl Dispatcher {
     /// Handles `raw` if it is a plain `system.heartbeat`; `None` sends it down the general path.
     pub(super) fn fast_heartbeat(&self, raw: &[u8]) -> Option<Fast> {
+        if self.coordinator.heartbeats_write_through() {
+            return None; // each heartbeat awaits its store write: the general path
+        }
         let envelope: Envelope<'_> = serde_json::from_slice(raw).ok()?;
         if envelope.jsonrpc.as_deref() != Some("2.0")
             || envelope.method.as_deref() != Some("system.heartbeat")

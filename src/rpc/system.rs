@@ -33,7 +33,7 @@ pub async fn register(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 /// instance.
 pub async fn heartbeat(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let id = p.str(INSTANCE_ID)?;
-    to_json(&c.heartbeat_now(id))
+    to_json(&c.heartbeat(id).await)
 }
 
 /// `system.unregister {instanceId}` → `{unregistered, tasksReassigned}`.
@@ -74,12 +74,22 @@ pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     }))
 }
 
-/// `system.health` → `{status, services}`.
+/// `system.health` → `{status, services}`: `degraded` while the store is failing or its
+/// circuit is open (heartbeats are still answered from memory; writes fail with −32001).
 pub async fn health(c: &Coordinator, _p: Params) -> Result<Value, RpcError> {
+    let store = c.store_status();
+    let status = if store.state == "ok" {
+        "healthy"
+    } else {
+        "degraded"
+    };
     Ok(json!({
-        "status": "healthy",
+        "status": status,
         "services": {
-            "store": "memory",
+            "store": store.kind,
+            "storeState": store.state,
+            "pendingWrites": store.pending_entities,
+            "pendingEvents": store.pending_events,
             "coordinator": "up",
             "instances": c.instance_count(),
         }

@@ -59,7 +59,7 @@ async fn connection(state: AppState, mut socket: WebSocket) {
                         Reply::Nothing => None,
                     },
                     Message::Binary(bytes) => {
-                        let answer = state.dispatcher.handle_binary(&bytes);
+                        let answer = state.dispatcher.handle_binary(&bytes).await;
                         Some(Message::Binary(answer.encode().into()))
                     }
                     Message::Close(_) => return,

@@ -287,13 +287,18 @@ pub struct Persistence {
     /// The store.
     pub store: Arc<dyn Store>,
     /// Changes not yet written.
-    pub journal: Journal,
+    pub journal: Arc<Journal>,
     /// The circuit breaker around the store.
     pub breaker: Breaker,
     /// How heartbeats are written.
     pub mode: PersistMode,
     /// How often heartbeats are flushed.
     pub flush_interval: Duration,
+    /// Marks taken by a flush that has not finished; put back if its Persister dies mid-way.
+    pub in_flight: parking_lot::Mutex<Option<Dirty>>,
+    /// Set after a failure: the next successful flush rewrites everything, in case the store
+    /// lost data meanwhile (a Redis restarted without persistence).
+    pub resync: std::sync::atomic::AtomicBool,
     durable: watch::Sender<u64>,
 }
 
@@ -302,10 +307,12 @@ impl Persistence {
     pub fn new(store: Arc<dyn Store>, mode: PersistMode, flush_interval: Duration) -> Self {
         Self {
             store,
-            journal: Journal::default(),
+            journal: Arc::default(),
             breaker: Breaker::default(),
             mode,
             flush_interval,
+            in_flight: parking_lot::Mutex::new(None),
+            resync: std::sync::atomic::AtomicBool::new(false),
             durable: watch::Sender::new(0),
         }
     }

@@ -40,6 +40,10 @@ pub struct Op {
     pub term: Term,
     /// Events produced.
     pub events: Vec<Event>,
+    /// Tasks changed without an event (step heartbeats), for the store.
+    pub touched_tasks: Vec<TaskId>,
+    /// Leases changed without an event (renewals), for the store.
+    pub touched_leases: Vec<LeaseKey>,
 }
 
 impl Op {
@@ -50,6 +54,8 @@ impl Op {
             clock: Arc::clone(clock),
             term,
             events: Vec::new(),
+            touched_tasks: Vec::new(),
+            touched_leases: Vec::new(),
         }
     }
 
@@ -369,10 +375,12 @@ impl WorkBook {
                 self.leases
                     .renew(&grant.key, &holder, op.now, until, |ms| clock.wall_ms(ms));
                 expire_at = Some(op.wall(until));
+                op.touched_leases.push(grant.key.clone());
             }
         }
         if let Some(task) = self.tasks.get_mut(&id) {
             task.heartbeat_at = Some(op.now);
+            op.touched_tasks.push(id);
         }
         StepHeartbeat {
             status: StepStatus::Ok,
@@ -640,8 +648,11 @@ impl WorkBook {
         ttl_ms: u64,
     ) -> Option<LeaseGrant> {
         let clock = Arc::clone(&op.clock);
-        self.leases
-            .renew(key, holder, op.now, op.now + ttl_ms, |ms| clock.wall_ms(ms))
+        let grant = self
+            .leases
+            .renew(key, holder, op.now, op.now + ttl_ms, |ms| clock.wall_ms(ms))?;
+        op.touched_leases.push(key.clone());
+        Some(grant)
     }
 
     /// Releases `holder`'s lease on `key`.
