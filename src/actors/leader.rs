@@ -45,8 +45,8 @@ pub enum LeaderMsg {
     Joined(Arc<InstanceSlot>, RpcReplyPort<LeaderView>),
     /// An instance left (expired or unregistered).
     Left(Arc<InstanceSlot>),
-    /// An instance recovered from the store joined (no answer needed).
-    Restored(Arc<InstanceSlot>),
+    /// Instances recovered from the store joined; answer once they are taken into account.
+    Restored(Vec<Arc<InstanceSlot>>, RpcReplyPort<LeaderView>),
     /// "What do you hold?"
     Inspect(RpcReplyPort<LeaderActorView>),
     /// Time for the periodic sweep (stale steps, lapsed leases, orphaned claims).
@@ -237,11 +237,14 @@ impl Actor for LeaderActor {
                 state.ensure_leader();
                 let _ = reply.send(state.view());
             }
-            LeaderMsg::Restored(slot) => {
-                if slot.status().is_alive() {
-                    state.candidates.insert(slot.epoch, slot);
+            LeaderMsg::Restored(slots, reply) => {
+                for slot in slots {
+                    if slot.status().is_alive() {
+                        state.candidates.insert(slot.epoch, slot);
+                    }
                 }
                 state.ensure_leader();
+                let _ = reply.send(state.view());
             }
             LeaderMsg::Left(slot) => {
                 if state

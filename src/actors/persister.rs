@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::Instrument;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::ClusterContext;
 use crate::store::{
-    Counters, Dirty, HeartbeatWrite, InstanceRecord, Persistence, PersistMode, TermRecord,
+    Counters, Dirty, HeartbeatWrite, InstanceRecord, PersistMode, Persistence, TermRecord,
     WriteBatch,
 };
 

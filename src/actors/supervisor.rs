@@ -145,7 +145,7 @@ impl SupervisorState {
     }
 
     async fn restore(&mut self, myself: &ActorCell, instances: Vec<RestoredInstance>) -> usize {
-        let mut restored = 0;
+        let mut restored = Vec::with_capacity(instances.len());
         for r in instances {
             let slot = Arc::new(InstanceSlot::new(
                 &self.ctx.arena,
@@ -167,12 +167,17 @@ impl SupervisorState {
                     .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
                 continue;
             }
-            if let Some(leader) = &self.leader {
-                let _ = leader.cast(LeaderMsg::Restored(Arc::clone(&slot)));
-            }
-            restored += 1;
+            restored.push(slot);
         }
-        restored
+        let n = restored.len();
+        if let Some(leader) = &self.leader {
+            let timeout = self.ctx.config.call_timeout;
+            // On failure the LeaderActor is being restarted and rebuilds from the registry.
+            let _ = leader
+                .call(|reply| LeaderMsg::Restored(restored, reply), Some(timeout))
+                .await;
+        }
+        n
     }
 
     /// Takes a terminal slot out of the registry, publishes the event, takes back the tasks and

@@ -91,7 +91,10 @@ impl Coordinator {
         tracing::info!(
             ttl_ms = ctx.config.ttl.as_millis() as u64,
             grace_ms = ctx.grace_ms(),
-            store = ctx.persistence.as_ref().map_or("memory", |p| p.store.kind()),
+            store = ctx
+                .persistence
+                .as_ref()
+                .map_or("memory", |p| p.store.kind()),
             "coordinator started"
         );
         let coordinator = Self {
@@ -290,7 +293,8 @@ impl Coordinator {
                 Some(ctx.config.call_timeout),
             )
             .await;
-        let unregistration = Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")?;
+        let unregistration =
+            Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")?;
         if unregistration.unregistered {
             self.written().await?;
         }
@@ -405,11 +409,16 @@ impl Coordinator {
             return Ok(());
         }
         let timeout = ctx.config.call_timeout;
-        let persister = self.actors().persister().await.ok_or_else(|| {
-            Error::StoreUnavailable("the Persister is not running".into())
-        })?;
+        let persister = self
+            .actors()
+            .persister()
+            .await
+            .ok_or_else(|| Error::StoreUnavailable("the Persister is not running".into()))?;
         match persister
-            .call(crate::actors::persister::PersisterMsg::FlushAll, Some(timeout))
+            .call(
+                crate::actors::persister::PersisterMsg::FlushAll,
+                Some(timeout),
+            )
             .await
         {
             Ok(CallResult::Success(Ok(()))) => Ok(()),
@@ -424,6 +433,21 @@ impl Coordinator {
         ActorHandles { coordinator: self }
     }
 
+    /// Stops at once without the final flush: the Persister is killed first, so the store keeps
+    /// exactly what was written up to this moment — what a `SIGKILL` leaves behind. For tests
+    /// of recovery; use [`shutdown`](Self::shutdown) otherwise.
+    pub async fn crash(&self) {
+        let ctx = &self.inner.ctx;
+        if !ctx.begin_shutdown() {
+            return;
+        }
+        if let Some(persister) = self.actors().persister().await {
+            persister.kill();
+            let _ = persister.wait(Some(ctx.config.call_timeout)).await;
+        }
+        self.stop_actors().await;
+    }
+
     /// Stops the actor tree and the clock. Idempotent. Afterwards every heartbeat answers
     /// `alive: false` and control calls fail with [`Error::ShutDown`].
     pub async fn shutdown(&self) {
@@ -434,9 +458,16 @@ impl Coordinator {
         if ctx.persistence.is_some() {
             match self.flush().await {
                 Ok(()) => tracing::info!("store flushed"),
-                Err(e) => tracing::error!(error = %e, "final store flush failed; unwritten changes are lost"),
+                Err(e) => {
+                    tracing::error!(error = %e, "final store flush failed; unwritten changes are lost")
+                }
             }
         }
+        self.stop_actors().await;
+    }
+
+    async fn stop_actors(&self) {
+        let ctx = &self.inner.ctx;
         let _ = self
             .inner
             .supervisor

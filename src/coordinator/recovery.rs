@@ -47,6 +47,7 @@ pub(super) async fn connect(config: &Config) -> Result<Option<Arc<Persistence>>,
                 Arc::new(store),
                 rc.persist,
                 rc.flush_interval,
+                crate::store::Breaker::new(rc.breaker_failures, rc.breaker_open_for),
             ))))
         }
     }
@@ -139,7 +140,12 @@ pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport
         ctx.events.publish(event);
         if let Some(epoch) = epoch {
             report.tasks_reassigned += ctx.with_work(|work, op| {
-                work.release_instance(op, &id, epoch, "instance expired while the coordinator was down")
+                work.release_instance(
+                    op,
+                    &id,
+                    epoch,
+                    "instance expired while the coordinator was down",
+                )
             });
         }
     }

@@ -116,10 +116,9 @@ impl From<Error> for RpcError {
                     after.as_millis()
                 ),
             ),
-            Error::StoreUnavailable(why) => RpcError::new(
-                code::STORE_UNAVAILABLE,
-                format!("store unavailable: {why}"),
-            ),
+            Error::StoreUnavailable(why) => {
+                RpcError::new(code::STORE_UNAVAILABLE, format!("store unavailable: {why}"))
+            }
             other => RpcError::new(code::INTERNAL, other.to_string()),
         }
     }

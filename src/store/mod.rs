@@ -95,6 +95,10 @@ pub struct RedisConfig {
     pub stream_max_len: usize,
     /// Time allowed for one Redis round trip before it counts as a failure (default 1 s).
     pub response_timeout: Duration,
+    /// Consecutive failures that open the circuit breaker (default 20).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe (default 10 s).
+    pub breaker_open_for: Duration,
 }
 
 impl RedisConfig {
@@ -107,6 +111,8 @@ impl RedisConfig {
             persist: PersistMode::WriteBehind,
             stream_max_len: 10_000,
             response_timeout: Duration::from_secs(1),
+            breaker_failures: breaker::FAILURE_THRESHOLD,
+            breaker_open_for: breaker::OPEN_FOR,
         }
     }
 }
@@ -304,11 +310,16 @@ pub struct Persistence {
 
 impl Persistence {
     /// Persistence through `store`.
-    pub fn new(store: Arc<dyn Store>, mode: PersistMode, flush_interval: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        mode: PersistMode,
+        flush_interval: Duration,
+        breaker: Breaker,
+    ) -> Self {
         Self {
             store,
             journal: Arc::default(),
-            breaker: Breaker::default(),
+            breaker,
             mode,
             flush_interval,
             in_flight: parking_lot::Mutex::new(None),

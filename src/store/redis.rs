@@ -280,7 +280,10 @@ impl RedisStore {
     }
 
     fn heartbeat_cmd(&self, beats: &[HeartbeatWrite]) -> Cmd {
-        let keys: Vec<String> = beats.iter().map(|b| self.keys.instance(b.id.as_str())).collect();
+        let keys: Vec<String> = beats
+            .iter()
+            .map(|b| self.keys.instance(b.id.as_str()))
+            .collect();
         let args = beats.iter().flat_map(|b| {
             [
                 b.last_seen_ms.to_string(),
@@ -365,14 +368,19 @@ impl RedisStore {
             );
         }
         if let Some(term) = &batch.term {
-            cmds.push(self.scripts.term.call(
-                &self.keys.leader(),
-                [
-                    term.term.0.to_string(),
-                    term.leader.as_ref().map(|l| l.to_string()).unwrap_or_default(),
-                    term.epoch.map(|e| e.0.to_string()).unwrap_or_default(),
-                ],
-            ));
+            cmds.push(
+                self.scripts.term.call(
+                    &self.keys.leader(),
+                    [
+                        term.term.0.to_string(),
+                        term.leader
+                            .as_ref()
+                            .map(|l| l.to_string())
+                            .unwrap_or_default(),
+                        term.epoch.map(|e| e.0.to_string()).unwrap_or_default(),
+                    ],
+                ),
+            );
         }
         if let Some(c) = &batch.counters {
             cmds.push(self.scripts.counters.call(
@@ -508,7 +516,9 @@ impl RedisStore {
             }
             match InstanceId::parse(&id, &limits) {
                 Ok(id) => lapsed.push(id),
-                Err(e) => snap.skipped.push((self.keys.active(), format!("{id:?}: {e}"))),
+                Err(e) => snap
+                    .skipped
+                    .push((self.keys.active(), format!("{id:?}: {e}"))),
             }
         }
         snap.lapsed = lapsed;

@@ -224,7 +224,10 @@ impl LeaseTable {
 
     /// The grants on `key`, if any.
     pub fn grants(&self, key: &LeaseKey) -> Option<&[LeaseGrant]> {
-        self.by_key.get(key).map(Vec::as_slice).filter(|g| !g.is_empty())
+        self.by_key
+            .get(key)
+            .map(Vec::as_slice)
+            .filter(|g| !g.is_empty())
     }
 
     /// Every key held.
@@ -245,7 +248,10 @@ impl LeaseTable {
     /// Puts back a grant recovered from the store, as it was.
     pub fn restore(&mut self, grant: LeaseGrant) {
         self.next_fencing_token = self.next_fencing_token.max(grant.fencing_token);
-        self.by_key.entry(grant.key.clone()).or_default().push(grant);
+        self.by_key
+            .entry(grant.key.clone())
+            .or_default()
+            .push(grant);
     }
 
     /// Grants `holder` a lease, or reports what conflicts. A holder acquiring a key it already

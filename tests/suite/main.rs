@@ -8,6 +8,8 @@ mod events;
 mod leader;
 mod leases;
 mod liveness;
+mod persistence;
+mod redis_server;
 mod server;
 mod supervision;
 mod tasks;

@@ -1,0 +1,489 @@
+//! The Redis store, against a real `redis-server` each test starts for itself.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::redis_server::RedisServer;
+use vigil::store::{PersistMode, RedisConfig, RedisStore, Store, StoreConfig};
+use vigil::work::task::{TaskQuery, TaskSpec, TaskStatus};
+use vigil::{Config, Coordinator, Error, LeaseOwner, RegisterRequest};
+
+fn config(redis: &RedisServer, tweak: impl FnOnce(&mut RedisConfig)) -> Config {
+    let mut rc = RedisConfig::new(redis.url());
+    rc.flush_interval = Duration::from_millis(100);
+    tweak(&mut rc);
+    Config {
+        store: StoreConfig::Redis(rc),
+        ..Config::default()
+    }
+}
+
+async fn start(redis: &RedisServer) -> Coordinator {
+    Coordinator::start(config(redis, |_| {})).await.unwrap()
+}
+
+/// Instances (id → epoch), tasks (id → status, assignee) and leases (key → fencing tokens).
+type View = (
+    BTreeMap<String, u64>,
+    BTreeMap<String, (TaskStatus, Option<(String, u64)>)>,
+    BTreeMap<String, Vec<u64>>,
+);
+
+async fn redis_view(redis: &RedisServer) -> View {
+    let store = RedisStore::connect(&RedisConfig::new(redis.url()))
+        .await
+        .unwrap();
+    let snap = store.load(0).await.unwrap();
+    assert!(snap.skipped.is_empty(), "{:?}", snap.skipped);
+    (
+        snap.instances
+            .iter()
+            .map(|r| (r.id.to_string(), r.epoch.0))
+            .collect(),
+        snap.tasks
+            .iter()
+            .map(|t| {
+                let holder = t.assignee.as_ref().map(|(id, e)| (id.to_string(), e.0));
+                (t.id.to_string(), (t.status, holder))
+            })
+            .collect(),
+        snap.leases
+            .iter()
+            .map(|l| {
+                let tokens = l.grants.iter().map(|g| g.fencing_token).collect();
+                (l.key.to_string(), tokens)
+            })
+            .collect(),
+    )
+}
+
+async fn memory_view(c: &Coordinator) -> View {
+    let state = c.state().await;
+    let tasks = c
+        .list_tasks(&TaskQuery {
+            limit: Some(10_000),
+            ..TaskQuery::default()
+        })
+        .await;
+    let mut leases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for g in c.list_leases(None).await.unwrap() {
+        leases
+            .entry(g.key.to_string())
+            .or_default()
+            .push(g.fencing_token);
+    }
+    (
+        state
+            .instances
+            .iter()
+            .map(|i| (i.id.to_string(), i.epoch.0))
+            .collect(),
+        tasks
+            .iter()
+            .map(|t| {
+                let holder = t
+                    .assignee
+                    .as_ref()
+                    .zip(t.assignee_epoch)
+                    .map(|(id, e)| (id.to_string(), e.0));
+                (t.id.to_string(), (t.status, holder))
+            })
+            .collect(),
+        leases,
+    )
+}
+
+async fn assert_redis_equals_memory(c: &Coordinator, redis: &RedisServer) {
+    c.flush().await.expect("flush");
+    let (memory, stored) = (memory_view(c).await, redis_view(redis).await);
+    assert_eq!(stored, memory, "Redis differs from memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_layout_is_readable_by_claudebench_tooling() {
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    c.register(RegisterRequest::new("w1").roles(["worker"]))
+        .await
+        .unwrap();
+    let task = c
+        .create_task(TaskSpec::new(serde_json::json!("build")))
+        .await
+        .unwrap();
+    let mut con = redis.connection().await;
+    // Acknowledged means written: no wait needed.
+    let hash: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg("cb:instance:w1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(hash["status"], "active");
+    assert_eq!(hash["id"], "w1");
+    assert_eq!(hash["roles"], r#"["worker"]"#);
+    let last_seen: u64 = hash["lastSeen"].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now.abs_diff(last_seen) < 5_000, "{last_seen} vs {now}");
+    assert!(hash["lastHeartbeat"].ends_with('Z'));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("cb:instance:w1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(ttl > 20_000 && ttl <= 30_000, "{ttl}");
+    let active: bool = redis::cmd("SISMEMBER")
+        .arg("cb:instances:active")
+        .arg("w1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(active);
+    let status: String = redis::cmd("HGET")
+        .arg(format!("cb:task:{}", task.id))
+        .arg("status")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
+    let queued: Vec<String> = redis::cmd("ZRANGE")
+        .arg("cb:queue:tasks:pending")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(queued, vec![task.id.to_string()]);
+    let term: u64 = redis::cmd("GET")
+        .arg("cb:leader:term")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(term, c.leader_view().term.0);
+    let leader: String = redis::cmd("GET")
+        .arg("cb:leader:current")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(leader, "w1");
+    // Unregistering removes the record and the set member in the same script.
+    c.unregister("w1").await.unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("cb:instance:w1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(!exists);
+    assert_redis_equals_memory(&c, &redis).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_heartbeats_within_a_flush_interval_are_one_write() {
+    let redis = RedisServer::start();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.flush_interval = Duration::from_millis(400)
+    }))
+    .await
+    .unwrap();
+    c.register(RegisterRequest::new("busy")).await.unwrap();
+    // Let any flush of the registration settle, then count script calls.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let before = redis.calls("evalsha").await;
+    let started = Instant::now();
+    for _ in 0..10_000 {
+        assert!(c.heartbeat_now("busy").alive);
+        // Spread over a few milliseconds so last-seen really moves.
+        if started.elapsed() < Duration::from_millis(5) {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the heartbeats must fit in one flush interval"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let after = redis.calls("evalsha").await;
+    assert_eq!(after - before, 1, "one heartbeat-flush script call");
+    // And it carried the latest timestamp.
+    let stored: u64 = redis::cmd("HGET")
+        .arg("cb:instance:busy")
+        .arg("lastSeen")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    let memory = c.state().await.instances[0].last_seen_ms;
+    assert_eq!(stored, memory);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_load_loses_nothing_acknowledged() {
+    let mut redis = RedisServer::start();
+    let c = Coordinator::start(Config {
+        call_timeout: Duration::from_millis(500),
+        ..config(&redis, |rc| {
+            rc.flush_interval = Duration::from_millis(50);
+            rc.breaker_open_for = Duration::from_millis(500);
+            rc.response_timeout = Duration::from_millis(300);
+        })
+    })
+    .await
+    .unwrap();
+    let load = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut acked_instances = Vec::new();
+            let mut acked_tasks = Vec::new();
+            let (mut refused, mut heartbeats_answered) = (0, 0);
+            let deadline = Instant::now() + Duration::from_secs(4);
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let id = format!("w{i}");
+                match c.register(RegisterRequest::new(id.as_str())).await {
+                    Ok(_) => acked_instances.push(id),
+                    Err(Error::StoreUnavailable(_)) => refused += 1,
+                    Err(e) => panic!("unexpected {e}"),
+                }
+                match c
+                    .create_task(TaskSpec::new(serde_json::json!(format!("job {i}"))))
+                    .await
+                {
+                    Ok(t) => acked_tasks.push(t.id),
+                    Err(Error::StoreUnavailable(_)) => refused += 1,
+                    Err(e) => panic!("unexpected {e}"),
+                }
+                // Heartbeats are answered from memory whatever the store does.
+                for id in acked_instances.iter().rev().take(5) {
+                    assert!(c.heartbeat_now(id).alive);
+                    heartbeats_answered += 1;
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (acked_instances, acked_tasks, refused, heartbeats_answered)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_ne!(c.store_status().state, "ok", "the outage is noticed");
+    redis.restart(); // empty: it kept nothing
+    let (instances, tasks, refused, answered) = load.await.unwrap();
+    assert!(refused > 0, "calls during the outage were refused");
+    assert!(answered > 100);
+    // Wait for the breaker's probe and the full rewrite.
+    let started = Instant::now();
+    while c.flush().await.is_err() || c.store_status().state != "ok" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "store did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (stored_instances, stored_tasks, _) = redis_view(&redis).await;
+    for id in &instances {
+        assert!(
+            stored_instances.contains_key(id),
+            "acknowledged {id} missing"
+        );
+    }
+    for id in &tasks {
+        assert!(
+            stored_tasks.contains_key(&id.to_string()),
+            "acknowledged {id} missing"
+        );
+    }
+    assert_redis_equals_memory(&c, &redis).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_refuses_writes_fast_and_keeps_heartbeats() {
+    let mut redis = RedisServer::start();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.flush_interval = Duration::from_millis(20);
+        rc.breaker_failures = 3;
+        rc.breaker_open_for = Duration::from_secs(1);
+        rc.response_timeout = Duration::from_millis(200);
+    }))
+    .await
+    .unwrap();
+    c.register(RegisterRequest::new("w1")).await.unwrap();
+    redis.stop();
+    // Failures pile up at the flush interval until the circuit opens.
+    let started = Instant::now();
+    while c.store_status().state != "open" {
+        let _ = c.create_task(TaskSpec::new(serde_json::json!("x"))).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "circuit never opened"
+        );
+    }
+    let t = Instant::now();
+    let refused = c
+        .create_task(TaskSpec::new(serde_json::json!("refused")))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::StoreUnavailable(_))),
+        "{refused:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "fails fast: {:?}",
+        t.elapsed()
+    );
+    assert!(c.heartbeat_now("w1").alive);
+    redis.restart();
+    let started = Instant::now();
+    while c.store_status().state != "ok" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "circuit never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.create_task(TaskSpec::new(serde_json::json!("after")))
+        .await
+        .unwrap();
+    assert_redis_equals_memory(&c, &redis).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_after_noscript_inside_pipelines() {
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    c.register(RegisterRequest::new("w1")).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    let task = c
+        .create_task(TaskSpec::new(serde_json::json!("after flush")))
+        .await
+        .unwrap();
+    c.register(RegisterRequest::new("w2")).await.unwrap();
+    let (instances, tasks, _) = redis_view(&redis).await;
+    assert!(instances.contains_key("w2"));
+    assert!(tasks.contains_key(&task.id.to_string()));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_recovers_and_garbage_is_reported_not_fatal() {
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    c.register(RegisterRequest::new("keeper").ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    c.register(RegisterRequest::new("goner").ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        c.create_task(TaskSpec::new(serde_json::json!(format!("t{i}"))))
+            .await
+            .unwrap();
+    }
+    let kept = c.claim("keeper", 1).await.unwrap().remove(0);
+    let lost = c.claim("goner", 1).await.unwrap().remove(0);
+    let lease = match c
+        .acquire_lease(
+            "res/db",
+            LeaseOwner::Instance("keeper".into()),
+            Default::default(),
+            None,
+        )
+        .await
+        .unwrap()
+    {
+        vigil::LeaseOutcome::Granted(g) => g,
+        other => panic!("{other:?}"),
+    };
+    let term_before = c.leader_view().term.0;
+    // Garbage beside the good records.
+    let mut con = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg("cb:instance:junk")
+        .arg("not a hash")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("cb:task:t-77")
+        .arg("id")
+        .arg("t-77")
+        .arg("status")
+        .arg("exploded")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // A crash: nothing written after this moment, no final flush.
+    c.crash().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await; // "goner" lapses meanwhile
+    let c = start(&redis).await;
+    let report = c.recovery_report().unwrap();
+    let skipped: Vec<&str> = report.skipped.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(skipped.contains(&"cb:instance:junk"), "{skipped:?}");
+    assert!(skipped.contains(&"cb:task:t-77"), "{skipped:?}");
+    assert_eq!(report.instances_restored, 1);
+    assert_eq!(report.instances_expired, 1);
+    assert_eq!(report.tasks_reassigned, 1);
+    assert!(c.heartbeat_now("keeper").alive);
+    assert!(!c.heartbeat_now("goner").alive);
+    assert!(c.leader_view().term.0 > term_before, "the term goes on");
+    let lost_now = c.get_task(lost.task.id).await.unwrap();
+    assert_eq!(lost_now.status, TaskStatus::Pending);
+    assert_eq!(lost_now.attempts, 1);
+    // The surviving claim still holds, with its token; the lease kept its fencing token.
+    let done = c
+        .complete_task(kept.task.id, kept.claim_token.as_str(), None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, vigil::work::task::CompleteStatus::Completed);
+    let leases = c.list_leases(Some("res")).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].fencing_token, lease.fencing_token);
+    // The next fencing token is past every recovered one.
+    let next = c
+        .acquire_lease(
+            "res/other",
+            LeaseOwner::Instance("keeper".into()),
+            Default::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    match next {
+        vigil::LeaseOutcome::Granted(g) => assert!(g.fencing_token > lease.fencing_token),
+        other => panic!("{other:?}"),
+    }
+    let _: () = redis::cmd("DEL")
+        .arg("cb:instance:junk")
+        .arg("cb:task:t-77")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_redis_equals_memory(&c, &redis).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_heartbeats_are_one_script_call_each() {
+    let redis = RedisServer::start();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.persist = PersistMode::WriteThrough;
+        rc.flush_interval = Duration::from_secs(5);
+    }))
+    .await
+    .unwrap();
+    c.register(RegisterRequest::new("w1")).await.unwrap();
+    let before = redis.calls("evalsha").await;
+    for _ in 0..50 {
+        assert!(c.heartbeat("w1").await.alive);
+    }
+    assert_eq!(redis.calls("evalsha").await - before, 50);
+    c.shutdown().await;
+}
