@@ -95,7 +95,10 @@ impl PersisterState {
         let clock = &ctx.clock;
         let now = clock.precise_ms();
         let now_wall = clock.wall_ms(now);
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch {
+            flush_mark: heartbeats.then_some(now_wall),
+            ..WriteBatch::default()
+        };
         if dirty.everything {
             for entry in ctx.registry.iter() {
                 dirty.instances.insert(entry.key().clone());
@@ -155,6 +158,7 @@ impl PersisterState {
                 batch.counters = Some(Counters {
                     work: work.counters(),
                     last_epoch: ctx.last_epoch(),
+                    last_flush_ms: 0,
                 });
             }
         }

@@ -74,12 +74,24 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
     for (key, why) in &report.skipped {
         tracing::warn!(key = %key, reason = %why, "unreadable key skipped during recovery");
     }
+    // Heartbeats are written behind: a heartbeat after the last flush may be missing. Assume
+    // every instance still alive at that flush heartbeated up to one flush interval after it
+    // (never later than now), so a crash can make an instance live a little longer, never
+    // expire before its TTL.
+    let interval = ctx
+        .persistence
+        .as_ref()
+        .map_or(0, |p| p.flush_interval.as_millis() as u64);
+    let heard_until = (snap.counters.last_flush_ms + interval).min(now_wall);
     let mut last_epoch = snap.counters.last_epoch;
     let mut alive = Vec::new();
     let mut expired: Vec<(InstanceId, Option<Epoch>)> =
         snap.lapsed.into_iter().map(|id| (id, None)).collect();
-    for r in snap.instances {
+    for mut r in snap.instances {
         last_epoch = last_epoch.max(r.epoch.0);
+        if snap.counters.last_flush_ms > 0 {
+            r.last_seen_ms = r.last_seen_ms.max(heard_until);
+        }
         if r.status.is_alive() && r.last_seen_ms + r.ttl_ms > now_wall {
             alive.push(RestoredInstance {
                 id: r.id,

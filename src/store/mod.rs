@@ -194,6 +194,8 @@ pub struct WriteBatch {
     pub counters: Option<Counters>,
     /// Events to append to the stream.
     pub events: Vec<Event>,
+    /// On a flush-interval tick: when it ran (wall ms), written as `lastFlush`.
+    pub flush_mark: Option<u64>,
 }
 
 impl WriteBatch {
@@ -209,6 +211,7 @@ impl WriteBatch {
             && self.term.is_none()
             && self.counters.is_none()
             && self.events.is_empty()
+            && self.flush_mark.is_none()
     }
 }
 
@@ -221,6 +224,9 @@ pub struct Counters {
     pub work: WorkCounters,
     /// The last epoch handed out.
     pub last_epoch: u64,
+    /// When heartbeat timestamps were last flushed (wall ms; read back on recovery only).
+    #[serde(default)]
+    pub last_flush_ms: u64,
 }
 
 /// What a heartbeat flush found: instances whose key was gone (expired in the store while

@@ -395,6 +395,12 @@ impl RedisStore {
                 ],
             ));
         }
+        if let Some(at) = batch.flush_mark {
+            // One key: a plain command. Recovery reads it to bound lost heartbeats.
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(self.keys.counters()).arg("lastFlush").arg(at);
+            cmds.push(cmd);
+        }
         for chunk in batch.events.chunks(500) {
             let args = std::iter::once(self.stream_max_len.to_string()).chain(
                 chunk.iter().flat_map(|e| {
@@ -569,6 +575,7 @@ impl RedisStore {
                 last_fencing_token: get("lastFencingToken"),
             },
             last_epoch: get("lastEpoch"),
+            last_flush_ms: get("lastFlush"),
         };
         if recent_events > 0 {
             let raw: Value = redis::cmd("XREVRANGE")

@@ -487,3 +487,156 @@ async fn write_through_heartbeats_are_one_script_call_each() {
     assert_eq!(redis.calls("evalsha").await - before, 50);
     c.shutdown().await;
 }
+
+/// The real thing: `vigil serve --redis` killed with SIGKILL and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_with_sigkill_recovers_everything_acknowledged() {
+    use serde_json::{Value, json};
+    use std::process::{Command, Stdio};
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--redis",
+                &redis.url(),
+                "--flush-interval",
+                "100ms",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigil starts")
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/rpc");
+    let call = |method: &'static str, params: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+            let answer: Value = client
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(answer.get("error").is_none(), "{method}: {answer}");
+            answer["result"].clone()
+        }
+    };
+    let wait_up = || async {
+        let started = Instant::now();
+        while client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut server = spawn();
+    wait_up().await;
+    call("system.register", json!({"id": "stays", "ttlMs": 60_000})).await;
+    call("system.register", json!({"id": "dies", "ttlMs": 1_000})).await;
+    let mut task_ids = Vec::new();
+    for i in 0..4 {
+        let t = call("task.create", json!({"text": format!("job {i}")})).await;
+        task_ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    let kept = call("task.claim", json!({"workerId": "stays"})).await;
+    let lost = call("task.claim", json!({"workerId": "dies"})).await;
+    let lease = call(
+        "lease.acquire",
+        json!({"key": "db/main", "holder": "stays", "ttlSec": 600}),
+    )
+    .await;
+    let term_before = call("system.get_state", json!({})).await["term"]
+        .as_u64()
+        .unwrap();
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await; // "dies" lapses while down
+    let mut server = spawn();
+    wait_up().await;
+    let state = call("system.get_state", json!({})).await;
+    let ids: Vec<&str> = state["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["stays"]);
+    assert!(state["term"].as_u64().unwrap() > term_before);
+    // Every acknowledged task is there; the dead worker's went back to pending.
+    for id in &task_ids {
+        let t = call("task.get", json!({"taskId": id})).await;
+        assert_eq!(t["id"], *id);
+    }
+    let lost_task = call("task.get", json!({"taskId": lost["taskId"]})).await;
+    assert_eq!(lost_task["status"], "pending");
+    // The surviving claim holds, fenced by its token; a stale token is refused.
+    let stale = call(
+        "task.complete",
+        json!({"taskId": lost["taskId"], "claimToken": lost["claimToken"]}),
+    )
+    .await;
+    assert_eq!(stale["status"], "stale_claim");
+    let done = call(
+        "task.complete",
+        json!({"taskId": kept["taskId"], "claimToken": kept["claimToken"]}),
+    )
+    .await;
+    assert_eq!(done["status"], "completed");
+    // The lease survived with its fencing token.
+    let renewed = call(
+        "lease.renew",
+        json!({"key": "db/main", "holder": "stays", "ttlSec": 600}),
+    )
+    .await;
+    assert_eq!(renewed["fencingToken"], lease["fencingToken"], "{renewed}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// A heartbeat not yet flushed when the coordinator dies must not make the instance expire
+/// early after recovery: recovery assumes heartbeats up to one flush interval after the last
+/// flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_never_expires_an_instance_early() {
+    let redis = RedisServer::start();
+    let cfg = || config(&redis, |rc| rc.flush_interval = Duration::from_millis(300));
+    let c = Coordinator::start(cfg()).await.unwrap();
+    let t0 = Instant::now();
+    c.register(RegisterRequest::new("w").ttl(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(c.heartbeat_now("w").alive); // the real last heartbeat: t0 + 1 s
+    c.crash().await;
+    let c = Coordinator::start(cfg()).await.unwrap();
+    // Past the stored deadline (t0 + 1.5 s), before the real one (t0 + 2.5 s).
+    tokio::time::sleep(
+        (t0 + Duration::from_millis(1900)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let state = c.state().await;
+    assert_eq!(state.instances.len(), 1, "w expired early after the crash");
+    assert!(state.instances[0].status.is_alive());
+    c.shutdown().await;
+}
