@@ -145,29 +145,51 @@ impl SupervisorState {
     }
 
     async fn restore(&mut self, myself: &ActorCell, instances: Vec<RestoredInstance>) -> usize {
+        // Spawned concurrently, a chunk at a time: one by one, 100k actors take seconds.
         let mut restored = Vec::with_capacity(instances.len());
-        for r in instances {
-            let slot = Arc::new(InstanceSlot::new(
-                &self.ctx.arena,
-                r.id.clone(),
-                r.epoch,
-                r.ttl_ms,
-                r.last_seen,
-                r.roles,
-                r.metadata,
-            ));
-            slot.set_registered_at(r.registered_at);
-            slot.persisted_seen
-                .store(r.last_seen, std::sync::atomic::Ordering::Relaxed);
-            self.ctx.registry.insert(r.id.clone(), slot.entry());
-            if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
-                tracing::error!(instance = %r.id, error = %e, "could not restore an instance");
-                self.ctx
-                    .registry
-                    .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
-                continue;
+        let mut instances = instances.into_iter().peekable();
+        while instances.peek().is_some() {
+            let mut spawning = tokio::task::JoinSet::new();
+            for r in instances.by_ref().take(1024) {
+                let slot = Arc::new(InstanceSlot::new(
+                    &self.ctx.arena,
+                    r.id.clone(),
+                    r.epoch,
+                    r.ttl_ms,
+                    r.last_seen,
+                    r.roles,
+                    r.metadata,
+                ));
+                slot.set_registered_at(r.registered_at);
+                slot.persisted_seen
+                    .store(r.last_seen, std::sync::atomic::Ordering::Relaxed);
+                self.ctx.registry.insert(r.id.clone(), slot.entry());
+                let args = InstanceArgs {
+                    ctx: Arc::clone(&self.ctx),
+                    slot: Arc::clone(&slot),
+                };
+                let supervisor = myself.clone();
+                spawning.spawn(async move {
+                    let spawned = Actor::spawn_linked(None, InstanceActor, args, supervisor).await;
+                    (slot, spawned)
+                });
             }
-            restored.push(slot);
+            while let Some(done) = spawning.join_next().await {
+                let Ok((slot, spawned)) = done else { continue };
+                match spawned {
+                    Ok((actor, _)) => {
+                        self.children.insert(actor.get_id(), Arc::clone(&slot));
+                        slot.set_actor(Some(actor));
+                        restored.push(slot);
+                    }
+                    Err(e) => {
+                        tracing::error!(instance = %slot.id, error = %e, "could not restore an instance");
+                        self.ctx
+                            .registry
+                            .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
+                    }
+                }
+            }
         }
         let n = restored.len();
         if let Some(leader) = &self.leader {

@@ -31,6 +31,8 @@ pub struct RecoveryReport {
     pub term: u64,
     /// Keys holding something unreadable, with the reason; skipped.
     pub skipped: Vec<(String, String)>,
+    /// Time spent reading the store.
+    pub loaded_in: Duration,
     /// Time from connecting to serving.
     pub took: Duration,
 }
@@ -69,6 +71,7 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
         tasks: snap.tasks.len(),
         leases: snap.leases.len(),
         skipped: snap.skipped,
+        loaded_in: started.elapsed(),
         ..RecoveryReport::default()
     };
     for (key, why) in &report.skipped {
@@ -173,6 +176,7 @@ pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport
         reassigned = report.tasks_reassigned,
         term = report.term,
         skipped = report.skipped.len(),
+        loaded_ms = report.loaded_in.as_millis() as u64,
         took_ms = report.took.as_millis() as u64,
         "recovered from the store"
     );

@@ -60,6 +60,7 @@ struct Scripts {
     term: Script,
     counters: Script,
     events: Script,
+    dump: Script,
 }
 
 impl Scripts {
@@ -80,10 +81,11 @@ impl Scripts {
             term: script!("term"),
             counters: script!("counters"),
             events: script!("events"),
+            dump: script!("dump"),
         }
     }
 
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.instance_put,
             &self.instance_gone,
@@ -95,6 +97,7 @@ impl Scripts {
             &self.term,
             &self.counters,
             &self.events,
+            &self.dump,
         ]
     }
 }
@@ -462,31 +465,44 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// HGETALL of every key, pipelined; a key that is not a hash is reported, not fatal.
+    /// Every key's hash, read with the `dump` script [`BATCH`] keys per call, several calls
+    /// per pipeline; a key that is not a hash is reported, not fatal.
     async fn hashes(
         &self,
         keys: &[String],
         skipped: &mut Vec<(String, String)>,
     ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Entry {
+            Fields(Vec<String>),
+            Empty(#[allow(dead_code)] serde_json::Map<String, serde_json::Value>),
+            Error(String),
+        }
+        let chunks: Vec<&[String]> = keys.chunks(BATCH).collect();
+        let cmds = chunks
+            .iter()
+            .map(|chunk| self.scripts.dump.call(chunk, []))
+            .collect();
+        let replies = self.run(cmds).await?;
         let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for k in chunk {
-                pipe.cmd("HGETALL").arg(k);
-            }
-            let values: Vec<Value> = pipe
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(|e| fail("HGETALL", e))?;
-            for (k, v) in chunk.iter().zip(values) {
-                match v {
-                    Value::ServerError(e) => skipped.push((k.clone(), e.to_string())),
-                    other => match redis::from_redis_value::<HashMap<String, String>>(other) {
-                        Ok(map) if map.is_empty() => {} // expired between SCAN and read
-                        Ok(map) => out.push((k.clone(), map)),
-                        Err(e) => skipped.push((k.clone(), e.to_string())),
-                    },
+        for (chunk, reply) in chunks.into_iter().zip(replies) {
+            let text: String = redis::from_redis_value(reply).map_err(|e| fail("dump", e))?;
+            let entries: Vec<Entry> =
+                serde_json::from_str(&text).map_err(|e| fail("dump reply", e))?;
+            for (key, entry) in chunk.iter().zip(entries) {
+                match entry {
+                    Entry::Fields(flat) if flat.is_empty() => {} // expired since SCAN
+                    Entry::Fields(flat) => {
+                        let mut map = HashMap::with_capacity(flat.len() / 2);
+                        let mut it = flat.into_iter();
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            map.insert(k, v);
+                        }
+                        out.push((key.clone(), map));
+                    }
+                    Entry::Empty(_) => {}
+                    Entry::Error(e) => skipped.push((key.clone(), e)),
                 }
             }
         }
