@@ -206,7 +206,7 @@ fn main() {
             "== heartbeats/s, {INSTANCES} instances, {CALLERS} callers, Coordinator::heartbeat"
         );
         let mut results = Vec::new();
-        for mode in [PersistMode::WriteBehind; 0] {
+        for mode in [PersistMode::WriteBehind, PersistMode::WriteThrough] {
             let (c, ids) = with_instances(&redis, mode, INSTANCES).await;
             let before = redis.commands_processed().await;
             let rate = saturate(&c, &ids, 3).await;
@@ -221,7 +221,7 @@ fn main() {
         );
 
         println!("\n== Redis commands/s as the heartbeat rate grows (write-behind)");
-        for n in [0usize; 0] {
+        for n in [1_000, 10_000] {
             let (c, ids) = with_instances(&redis, PersistMode::WriteBehind, n).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             for rate in [10_000, 100_000] {

@@ -640,3 +640,77 @@ async fn a_crash_never_expires_an_instance_early() {
     assert!(state.instances[0].status.is_alive());
     c.shutdown().await;
 }
+
+/// Over HTTP: with Redis gone and the circuit open, writes answer −32001, heartbeats still
+/// answer from memory, and `system.health` says degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_an_open_circuit_is_minus_32001_and_degraded_health() {
+    use serde_json::{Value, json};
+    use vigil::server::{Server, ServerConfig};
+    let mut redis = RedisServer::start();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.flush_interval = Duration::from_millis(20);
+        rc.breaker_failures = 3;
+        rc.breaker_open_for = Duration::from_secs(30);
+        rc.response_timeout = Duration::from_millis(200);
+    }))
+    .await
+    .unwrap();
+    let server = Server::bind(
+        c.clone(),
+        &ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/rpc", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let rpc = |method: &'static str, params: Value| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 7});
+            client
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        rpc("system.register", json!({"id": "w1"})).await["result"]["registered"],
+        true
+    );
+    assert_eq!(
+        rpc("system.health", json!({})).await["result"]["status"],
+        "healthy"
+    );
+    redis.stop();
+    let started = Instant::now();
+    while c.store_status().state != "open" {
+        let _ = rpc("task.create", json!({"text": "x"})).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "circuit never opened"
+        );
+    }
+    let refused = rpc("task.create", json!({"text": "refused"})).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+    assert_eq!(refused["id"], 7);
+    let beat = rpc("system.heartbeat", json!({"instanceId": "w1"})).await;
+    assert_eq!(beat["result"]["alive"], true);
+    let health = rpc("system.health", json!({})).await;
+    assert_eq!(health["result"]["status"], "degraded", "{health}");
+    assert_eq!(health["result"]["services"]["storeState"], "open");
+    let _ = stop.send(());
+    c.shutdown().await;
+}
