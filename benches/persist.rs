@@ -217,7 +217,7 @@ fn main() {
         }
         println!(
             "write-behind / write-through: {:.1}x",
-            results[0] / results[1]
+            results.first().unwrap_or(&0.0) / results.last().unwrap_or(&1.0)
         );
 
         println!("\n== Redis commands/s as the heartbeat rate grows (write-behind)");
@@ -236,6 +236,7 @@ fn main() {
 
         println!("\n== recovery of 100k instances");
         let _: () = redis.cmd(&["FLUSHALL"]).await;
+        let _: () = redis.cmd(&["CONFIG", "RESETSTAT"]).await;
         let store = RedisStore::connect(&RedisConfig::new(redis.url()))
             .await
             .unwrap();
@@ -271,6 +272,13 @@ fn main() {
             .unwrap();
         let took = started.elapsed();
         let report = c.recovery_report().unwrap();
+        let stats: String = redis.cmd(&["INFO", "commandstats"]).await;
+        for line in stats
+            .lines()
+            .filter(|l| l.contains("scan") || l.contains("smembers"))
+        {
+            println!("  redis {line}");
+        }
         println!(
             "recovered {} instances and {} tasks in {:.2} s (reading Redis: {:.2} s; term {})",
             report.instances_restored,

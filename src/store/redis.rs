@@ -147,8 +147,8 @@ impl Keys {
     pub fn stream(&self) -> String {
         format!("{}stream:events", self.prefix)
     }
-    /// A SCAN pattern for `{p}{kind}:*`, the prefix's glob characters escaped.
-    fn pattern(&self, kind: &str) -> String {
+    /// A SCAN pattern for every key under the prefix, its glob characters escaped.
+    fn pattern_all(&self) -> String {
         let mut out = String::new();
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -156,7 +156,7 @@ impl Keys {
             }
             out.push(c);
         }
-        format!("{out}{kind}:*")
+        format!("{out}*")
     }
     fn strip<'a>(&self, key: &'a str, kind: &str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
@@ -440,28 +440,39 @@ impl RedisStore {
         Ok(applied)
     }
 
-    async fn scan(&self, kind: &str) -> Result<Vec<String>, StoreError> {
-        let pattern = self.keys.pattern(kind);
+    /// Every key under the prefix, by kind (`instance`, `task`, `lease`), in one SCAN walk
+    /// of the keyspace (a walk per kind would visit every key three times).
+    async fn scan(&self) -> Result<HashMap<&'static str, Vec<String>>, StoreError> {
+        let pattern = self.keys.pattern_all();
         let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
+        let mut keys: HashMap<&'static str, Vec<String>> = HashMap::new();
         loop {
             let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(BATCH)
+                .arg(10 * BATCH)
                 .query_async(&mut self.connection.clone())
                 .await
                 .map_err(|e| fail("SCAN", e))?;
-            keys.extend(page);
+            for key in page {
+                for kind in ["instance", "task", "lease"] {
+                    if self.keys.strip(&key, kind).is_some() {
+                        keys.entry(kind).or_default().push(key);
+                        break;
+                    }
+                }
+            }
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        keys.sort();
-        keys.dedup(); // SCAN may return a key twice
+        for list in keys.values_mut() {
+            list.sort();
+            list.dedup(); // SCAN may return a key twice
+        }
         Ok(keys)
     }
 
@@ -480,11 +491,16 @@ impl RedisStore {
             Error(String),
         }
         let chunks: Vec<&[String]> = keys.chunks(BATCH).collect();
-        let cmds = chunks
-            .iter()
-            .map(|chunk| self.scripts.dump.call(chunk, []))
-            .collect();
-        let replies = self.run(cmds).await?;
+        // A few calls per round trip: each runs ~10 ms in Redis, and a round trip must stay
+        // well inside the response timeout.
+        let mut replies = Vec::with_capacity(chunks.len());
+        for group in chunks.chunks(8) {
+            let cmds = group
+                .iter()
+                .map(|chunk| self.scripts.dump.call(chunk, []))
+                .collect();
+            replies.extend(self.run(cmds).await?);
+        }
         let mut out = Vec::with_capacity(keys.len());
         for (chunk, reply) in chunks.into_iter().zip(replies) {
             let text: String = redis::from_redis_value(reply).map_err(|e| fail("dump", e))?;
@@ -511,7 +527,8 @@ impl RedisStore {
 
     async fn load_all(&self, recent_events: usize) -> Result<Snapshot, StoreError> {
         let mut snap = Snapshot::default();
-        let keys = self.scan("instance").await?;
+        let mut scanned = self.scan().await?;
+        let keys = scanned.remove("instance").unwrap_or_default();
         for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
             match fields::from_fields::<InstanceRecord>(map, INSTANCE_TEXT) {
                 Ok(r) if self.keys.strip(&key, "instance") == Some(r.id.as_str()) => {
@@ -544,14 +561,14 @@ impl RedisStore {
             }
         }
         snap.lapsed = lapsed;
-        let keys = self.scan("task").await?;
+        let keys = scanned.remove("task").unwrap_or_default();
         for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
             match fields::from_fields::<TaskRecord>(map, TASK_TEXT) {
                 Ok(r) => snap.tasks.push(r),
                 Err(e) => snap.skipped.push((key, e)),
             }
         }
-        let keys = self.scan("lease").await?;
+        let keys = scanned.remove("lease").unwrap_or_default();
         for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
             match fields::from_fields::<LeaseRecord>(map, LEASE_TEXT) {
                 Ok(r) => snap.leases.push(r),
