@@ -74,6 +74,10 @@ struct ServeArgs {
     /// How long before its deadline an instance is suspect [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_GRACE")]
     grace: Option<Duration>,
+    /// Runtime worker threads; 1 runs everything on one thread, which serves small requests
+    /// best when a load generator shares the machine [default: one per core].
+    #[arg(long, env = "VIGIL_THREADS")]
+    threads: Option<usize>,
     /// Keep state in Redis at this URL, e.g. redis://127.0.0.1:6379 [default: in memory].
     #[arg(long, env = "VIGIL_REDIS")]
     redis: Option<String>,
@@ -105,6 +109,7 @@ impl ServeArgs {
             ttl: self.ttl,
             grace: self.grace,
             log_format: log_format.map(LogFormat::into),
+            threads: self.threads,
             redis: self.redis.clone(),
             prefix: self.prefix.clone(),
             flush_interval: self.flush_interval,
@@ -155,9 +160,31 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The runtime's size is a setting of `serve`; errors in the settings are reported by
+    // `run`, on the smallest runtime.
+    let threads = match &cli.command {
+        Command::Serve(args) => args.settings(cli.log_format).map_or(1, |s| s.threads),
+        Command::Status { .. } => 1,
+    };
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("vigil: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     match cli.command {
         Command::Status {
             target,

@@ -12,6 +12,7 @@
 //! max-body = 1048576
 //! max-batch = 1000
 //! log-format = "json"    # or "human"
+//! threads = 2            # runtime worker threads; 1 = single-threaded
 //! redis = "redis://127.0.0.1:6379"   # absent: in-memory store
 //! prefix = "cb:"
 //! flush-interval = "250ms"
@@ -61,6 +62,8 @@ pub struct ServeLayer {
     pub grace: Option<Duration>,
     /// Log format.
     pub log_format: Option<LogFormat>,
+    /// Runtime worker threads (1: a single-threaded runtime).
+    pub threads: Option<usize>,
     /// Redis URL (absent: in-memory store).
     pub redis: Option<String>,
     /// Redis key prefix.
@@ -103,6 +106,7 @@ impl ServeLayer {
             ttl: self.ttl.or(lower.ttl),
             grace: self.grace.or(lower.grace),
             log_format: self.log_format.or(lower.log_format),
+            threads: self.threads.or(lower.threads),
             redis: self.redis.or(lower.redis),
             prefix: self.prefix.or(lower.prefix),
             flush_interval: self.flush_interval.or(lower.flush_interval),
@@ -122,6 +126,7 @@ impl ServeLayer {
             ttl: self.ttl.unwrap_or(d.ttl),
             grace: self.grace.unwrap_or(d.grace),
             log_format: self.log_format.unwrap_or(d.log_format),
+            threads: self.threads.filter(|&t| t > 0).unwrap_or(d.threads),
             redis: self.redis.or(d.redis),
             prefix: self.prefix.unwrap_or(d.prefix),
             flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
@@ -149,6 +154,8 @@ pub struct ServeSettings {
     pub grace: Duration,
     /// Log format (human).
     pub log_format: LogFormat,
+    /// Runtime worker threads (one per core; 1 = single-threaded runtime).
+    pub threads: usize,
     /// Redis URL (none: in-memory store).
     pub redis: Option<String>,
     /// Redis key prefix (`cb:`).
@@ -173,6 +180,7 @@ impl Default for ServeSettings {
             ttl: core.ttl,
             grace: core.grace,
             log_format: LogFormat::Human,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             redis: None,
             prefix: redis.prefix,
             flush_interval: redis.flush_interval,

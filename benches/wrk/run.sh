@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Heartbeat throughput over HTTP, measured with wrk against `vigil serve` on loopback.
 #   bash benches/wrk/run.sh            # needs wrk (apt-get install wrk)
-# Env: WORKERS (1000), DURATION (10s), CONNECTIONS (64), THREADS (1), BATCH (100), PORT (7431)
+# Env: WORKERS (1000), DURATION (10s), CONNECTIONS (64), THREADS (1, wrk's), BATCH (100), PORT (7431),
+# SERVER_THREADS (0: vigil's default of one per core; 1: single-threaded runtime)
 # The server runs with --heartbeat-rate 0: the per-instance limit would otherwise cap each
 # worker at 1000/min, which is the point of the limit, not of this measurement.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORKERS=${WORKERS:-1000} DURATION=${DURATION:-10s} CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-1} BATCH=${BATCH:-100} PORT=${PORT:-7431}
+THREADS=${THREADS:-1} BATCH=${BATCH:-100} PORT=${PORT:-7431} SERVER_THREADS=${SERVER_THREADS:-0}
 export WORKERS BATCH
 cargo build --release --quiet
-./target/release/vigil serve --listen 127.0.0.1:$PORT --heartbeat-rate 0 --ttl 1h >/dev/null 2>&1 &
+./target/release/vigil serve --listen 127.0.0.1:$PORT --heartbeat-rate 0 --ttl 1h --threads "$SERVER_THREADS" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
