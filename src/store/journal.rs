@@ -154,11 +154,6 @@ impl Journal {
         });
     }
 
-    /// Asks for everything to be written.
-    pub fn touch_everything(&self) {
-        self.mark(|d| d.everything = true);
-    }
-
     /// Takes every mark, and the sequence they cover.
     pub fn take(&self) -> (Dirty, u64) {
         let mut dirty = self.dirty.lock();
