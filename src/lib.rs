@@ -36,6 +36,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod events;
+pub mod load;
 pub mod model;
 pub mod registry;
 pub mod rpc;

@@ -42,10 +42,124 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Load harness: register workers, send heartbeats open loop at --rate, report latency
+    /// percentiles (from each call's intended send time), errors and the achieved rate.
+    Load(LoadArgs),
     /// Run the coordinator (embedded in-memory store) and its JSON-RPC server until
     /// interrupted. Each setting comes from its flag, else its VIGIL_* variable, else the
     /// --config file, else the default shown.
     Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// The server's base URL (http transport).
+    #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
+    target: String,
+    /// Bearer token, if the server requires one.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// http (JSON-RPC over HTTP) or inproc (an embedded coordinator, no network).
+    #[arg(long, default_value = "http")]
+    transport: String,
+    /// Heartbeats per HTTP request (1: one per request).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Instances to register and heartbeat for.
+    #[arg(long, default_value_t = 100)]
+    workers: usize,
+    /// Instance id prefix (ids are PREFIX-0 … PREFIX-N−1).
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    /// Heartbeat rate: 1000/min, 50k/s, or max (closed loop).
+    #[arg(long, default_value = "1000/min")]
+    rate: vigil::load::Rate,
+    /// How long to send, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Calls in flight at most (and callers with --rate max).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Exit non-zero when errors / sent exceeds this.
+    #[arg(long, default_value_t = 0.0)]
+    max_error_rate: f64,
+    /// Latency objective, e.g. p99=5ms; repeatable. Exit non-zero when missed.
+    #[arg(long)]
+    slo: Vec<vigil::load::Slo>,
+}
+
+impl LoadArgs {
+    async fn run(self) -> std::process::ExitCode {
+        use vigil::load::{LoadConfig, Transport};
+        let coordinator;
+        let transport = match self.transport.as_str() {
+            "http" => Transport::Http {
+                target: self.target.clone(),
+                token: self.token.clone(),
+                batch: self.batch.max(1),
+            },
+            "inproc" => {
+                coordinator = match Coordinator::start(vigil::Config::default()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("vigil load: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
+                Transport::Inproc(coordinator.clone())
+            }
+            other => {
+                eprintln!("vigil load: unknown transport {other:?} (http or inproc)");
+                return std::process::ExitCode::from(2);
+            }
+        };
+        let config = LoadConfig {
+            transport,
+            workers: self.workers,
+            prefix: self.prefix.clone(),
+            rate: self.rate,
+            duration: self.duration,
+            concurrency: self.concurrency,
+        };
+        let report = match vigil::load::run(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("vigil load: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        } else {
+            print!("{}", report.table());
+        }
+        let mut failed = false;
+        if report.error_rate() > self.max_error_rate {
+            eprintln!(
+                "vigil load: error rate {:.4} exceeds --max-error-rate {}",
+                report.error_rate(),
+                self.max_error_rate
+            );
+            failed = true;
+        }
+        for slo in &self.slo {
+            if !slo.met_by(&report) {
+                eprintln!("vigil load: SLO missed: {slo:?}");
+                failed = true;
+            }
+        }
+        if failed {
+            std::process::ExitCode::FAILURE
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,8 +242,9 @@ impl From<LogFormat> for settings::LogFormat {
     }
 }
 
-fn init_logging(format: settings::LogFormat) {
-    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: settings::LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         settings::LogFormat::Human => builder.init(),
@@ -167,6 +282,7 @@ fn main() -> std::process::ExitCode {
     let threads = match &cli.command {
         Command::Serve(args) => args.settings(cli.log_format).map_or(1, |s| s.threads),
         Command::Status { .. } => 1,
+        Command::Load(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -186,12 +302,17 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> std::process::ExitCode {
     match cli.command {
+        Command::Load(args) => {
+            // Only warnings by default: an embedded coordinator would log every registration.
+            init_logging(cli.log_format.map(Into::into).unwrap_or_default(), "warn");
+            args.run().await
+        }
         Command::Status {
             target,
             token,
             limit,
         } => {
-            init_logging(cli.log_format.map(Into::into).unwrap_or_default());
+            init_logging(cli.log_format.map(Into::into).unwrap_or_default(), "info");
             match status::run(&target, token.as_deref(), limit).await {
                 Ok(table) => {
                     print!("{table}");
@@ -211,7 +332,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-            init_logging(settings.log_format);
+            init_logging(settings.log_format, "info");
             let config = settings.coordinator_config();
             let coordinator = match Coordinator::start(config).await {
                 Ok(c) => c,

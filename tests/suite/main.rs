@@ -8,6 +8,7 @@ mod events;
 mod leader;
 mod leases;
 mod liveness;
+mod load;
 mod persistence;
 mod redis_server;
 mod server;
