@@ -209,11 +209,6 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// The key names.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for s in self.scripts.all() {

@@ -714,3 +714,30 @@ async fn over_http_an_open_circuit_is_minus_32001_and_degraded_health() {
     let _ = stop.send(());
     c.shutdown().await;
 }
+
+/// A graceful stop writes what was still waiting: the last heartbeat timestamps reach Redis
+/// even when the flush interval has not come round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_pending_heartbeats() {
+    let redis = RedisServer::start();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.flush_interval = Duration::from_secs(60)
+    }))
+    .await
+    .unwrap();
+    c.register(RegisterRequest::new("w1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(c.heartbeat_now("w1").alive);
+    let memory = c.state().await.instances[0].last_seen_ms;
+    let stored = || async {
+        redis::cmd("HGET")
+            .arg("cb:instance:w1")
+            .arg("lastSeen")
+            .query_async::<u64>(&mut redis.connection().await)
+            .await
+            .unwrap()
+    };
+    assert!(stored().await < memory, "not written before the stop");
+    c.shutdown().await;
+    assert_eq!(stored().await, memory);
+}
