@@ -53,16 +53,17 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct LoadArgs {
-    /// The server's base URL (http transport).
+    /// The server's base URL (http, ws and ws-binary transports).
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one.
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// http (JSON-RPC over HTTP) or inproc (an embedded coordinator, no network).
+    /// http (JSON-RPC over HTTP), ws (JSON-RPC text frames), ws-binary (bincode heartbeat
+    /// frames) or inproc (an embedded coordinator, no network).
     #[arg(long, default_value = "http")]
     transport: String,
-    /// Heartbeats per HTTP request (1: one per request).
+    /// Heartbeats per request or frame (1: one per request).
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Instances to register and heartbeat for.
@@ -74,15 +75,46 @@ struct LoadArgs {
     /// Heartbeat rate: 1000/min, 50k/s, or max (closed loop).
     #[arg(long, default_value = "1000/min")]
     rate: vigil::load::Rate,
-    /// How long to send, e.g. 10s, 1m.
+    /// How long to send, e.g. 10s, 1m (with --compare: for each side).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Calls in flight at most (and callers with --rate max).
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// WebSocket connections (ws, ws-binary).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Add a task mix: flows that create, claim, step-heartbeat and complete a task, started
+    /// at RATE (e.g. 50/s) [default without a value: a tenth of the heartbeat rate, 100/s
+    /// with --rate max].
+    #[arg(long, value_name = "RATE", num_args = 0..=1, default_missing_value = "auto")]
+    tasks: Option<String>,
+    /// Run the same scenario against a second side in alternation and print ratios: another
+    /// target URL, or with --transport inproc a persist mode (write-behind, write-through).
+    #[arg(long, value_name = "OTHER")]
+    compare: Option<String>,
+    /// Alternations with --compare (each side sends DURATION / ROUNDS at a time).
+    #[arg(long, default_value_t = 4)]
+    rounds: u32,
+    /// Redis for an embedded coordinator (inproc); absent: in-memory store.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Persist mode of the embedded coordinator (inproc with --redis).
+    #[arg(long, default_value = "write-behind")]
+    persist: vigil::store::PersistMode,
+    /// Key prefix in --redis for the embedded coordinator (with --compare, A and B get
+    /// PREFIXa: and PREFIXb:).
+    #[arg(long, default_value = "vigil-load:")]
+    store_prefix: String,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Draw latency over time and the latency histogram into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+    /// No progress bar (it is only drawn when stderr is a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
     /// Exit non-zero when errors / sent exceeds this.
     #[arg(long, default_value_t = 0.0)]
     max_error_rate: f64,
@@ -91,74 +123,209 @@ struct LoadArgs {
     slo: Vec<vigil::load::Slo>,
 }
 
+/// Exit status for a usage error.
+const USAGE: u8 = 2;
+
 impl LoadArgs {
-    async fn run(self) -> std::process::ExitCode {
-        use vigil::load::{LoadConfig, Transport};
-        let coordinator;
-        let transport = match self.transport.as_str() {
-            "http" => Transport::Http {
-                target: self.target.clone(),
-                token: self.token.clone(),
-                batch: self.batch.max(1),
+    fn task_rate(&self) -> Result<Option<f64>, String> {
+        use vigil::load::Rate;
+        match self.tasks.as_deref() {
+            None => Ok(None),
+            Some("auto") => Ok(Some(match self.rate {
+                Rate::PerSecond(r) => (r / 10.0).max(1.0),
+                Rate::Max => 100.0,
+            })),
+            Some(text) => match text.parse::<Rate>()? {
+                Rate::PerSecond(r) => Ok(Some(r)),
+                Rate::Max => Err("--tasks takes a rate such as 50/s, not max".into()),
             },
-            "inproc" => {
-                coordinator = match Coordinator::start(vigil::Config::default()).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("vigil load: {e}");
-                        return std::process::ExitCode::FAILURE;
-                    }
-                };
-                Transport::Inproc(coordinator.clone())
-            }
-            other => {
-                eprintln!("vigil load: unknown transport {other:?} (http or inproc)");
-                return std::process::ExitCode::from(2);
+        }
+    }
+
+    async fn embedded(
+        &self,
+        persist: vigil::store::PersistMode,
+        side: &str,
+    ) -> Result<Coordinator, String> {
+        let store = match &self.redis {
+            None => vigil::store::StoreConfig::Memory,
+            Some(url) => vigil::store::StoreConfig::Redis(vigil::store::RedisConfig {
+                prefix: format!("{}{side}", self.store_prefix),
+                persist,
+                ..vigil::store::RedisConfig::new(url.clone())
+            }),
+        };
+        Coordinator::start(vigil::Config {
+            store,
+            ..vigil::Config::default()
+        })
+        .await
+        .map_err(|e| format!("starting the embedded coordinator: {e}"))
+    }
+
+    fn transport(&self, target: &str, inproc: Option<&Coordinator>) -> vigil::load::Transport {
+        use vigil::load::Transport;
+        let (target, token, batch) = (target.to_string(), self.token.clone(), self.batch.max(1));
+        match (self.transport.as_str(), inproc) {
+            ("ws", _) => Transport::Ws {
+                target,
+                token,
+                batch,
+            },
+            ("ws-binary", _) => Transport::WsBinary {
+                target,
+                token,
+                batch,
+            },
+            (_, Some(c)) => Transport::Inproc(c.clone()),
+            _ => Transport::Http {
+                target,
+                token,
+                batch,
+            },
+        }
+    }
+
+    async fn run(self) -> std::process::ExitCode {
+        use std::process::ExitCode;
+        if !["http", "ws", "ws-binary", "inproc"].contains(&self.transport.as_str()) {
+            eprintln!(
+                "vigil load: unknown transport {:?} (http, ws, ws-binary or inproc)",
+                self.transport
+            );
+            return ExitCode::from(USAGE);
+        }
+        let tasks = match self.task_rate() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("vigil load: {e}");
+                return ExitCode::from(USAGE);
             }
         };
-        let config = LoadConfig {
+        let inproc = self.transport == "inproc";
+        let compare_mode = match (&self.compare, inproc) {
+            (Some(other), true) => match other.parse::<vigil::store::PersistMode>() {
+                Ok(_) if self.redis.is_none() => {
+                    eprintln!("vigil load: comparing persist modes needs --redis");
+                    return ExitCode::from(USAGE);
+                }
+                Ok(mode) => Some(mode),
+                Err(e) => {
+                    eprintln!(
+                        "vigil load: with --transport inproc, --compare takes a persist mode: {e}"
+                    );
+                    return ExitCode::from(USAGE);
+                }
+            },
+            _ => None,
+        };
+        let mut embedded = Vec::new();
+        if inproc {
+            let sides: Vec<(vigil::store::PersistMode, &str)> = match compare_mode {
+                Some(b) => vec![(self.persist, "a:"), (b, "b:")],
+                None => vec![(self.persist, "")],
+            };
+            for (mode, side) in sides {
+                match self.embedded(mode, side).await {
+                    Ok(c) => embedded.push(c),
+                    Err(e) => {
+                        eprintln!("vigil load: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+        let config = |transport| vigil::load::LoadConfig {
             transport,
             workers: self.workers,
             prefix: self.prefix.clone(),
             rate: self.rate,
             duration: self.duration,
             concurrency: self.concurrency,
+            connections: self.connections,
+            tasks,
+            progress: !self.no_progress,
         };
-        let report = match vigil::load::run(config).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("vigil load: {e}");
-                return std::process::ExitCode::FAILURE;
+        let a = config(self.transport(&self.target, embedded.first()));
+        let outcome = match &self.compare {
+            None => vigil::load::run(a).await.map(|r| (vec![r], None)),
+            Some(other) => {
+                let (a_label, b_label) = match compare_mode {
+                    Some(b) => (persist_name(self.persist), persist_name(b)),
+                    None => (self.target.clone(), other.clone()),
+                };
+                let b = config(self.transport(other, embedded.get(1)));
+                vigil::load::compare(a, a_label, b, b_label, self.rounds)
+                    .await
+                    .map(|c| (vec![c.a.clone(), c.b.clone()], Some(c)))
             }
         };
-        if self.json {
-            println!(
+        for c in embedded {
+            c.shutdown().await;
+        }
+        let (reports, comparison) = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("vigil load: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match (&comparison, self.json) {
+            (Some(c), true) => println!("{}", serde_json::to_string_pretty(c).unwrap_or_default()),
+            (Some(c), false) => {
+                for (label, r) in [(&c.a_label, &c.a), (&c.b_label, &c.b)] {
+                    println!("== {label}");
+                    print!("{}", r.table());
+                }
+                println!("== comparison");
+                print!("{}", c.table());
+            }
+            (None, true) => println!(
                 "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-        } else {
-            print!("{}", report.table());
+                serde_json::to_string_pretty(&reports[0]).unwrap_or_default()
+            ),
+            (None, false) => print!("{}", reports[0].table()),
+        }
+        if let Some(path) = &self.plot {
+            let runs: Vec<(&str, &vigil::load::LoadReport)> = match &comparison {
+                Some(c) => vec![(c.a_label.as_str(), &c.a), (c.b_label.as_str(), &c.b)],
+                None => vec![(reports[0].transport.as_str(), &reports[0])],
+            };
+            if let Err(e) = vigil::load::write_svg(path, &runs) {
+                eprintln!("vigil load: {e}");
+                return ExitCode::FAILURE;
+            }
         }
         let mut failed = false;
-        if report.error_rate() > self.max_error_rate {
-            eprintln!(
-                "vigil load: error rate {:.4} exceeds --max-error-rate {}",
-                report.error_rate(),
-                self.max_error_rate
-            );
-            failed = true;
-        }
-        for slo in &self.slo {
-            if !slo.met_by(&report) {
-                eprintln!("vigil load: SLO missed: {slo:?}");
+        for report in &reports {
+            if report.error_rate() > self.max_error_rate {
+                eprintln!(
+                    "vigil load: error rate {:.4} exceeds --max-error-rate {} ({})",
+                    report.error_rate(),
+                    self.max_error_rate,
+                    report.transport
+                );
                 failed = true;
+            }
+            for slo in &self.slo {
+                if !slo.met_by(report) {
+                    eprintln!("vigil load: SLO missed: {slo} ({})", report.transport);
+                    failed = true;
+                }
             }
         }
         if failed {
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         } else {
-            std::process::ExitCode::SUCCESS
+            ExitCode::SUCCESS
         }
+    }
+}
+
+fn persist_name(mode: vigil::store::PersistMode) -> String {
+    match mode {
+        vigil::store::PersistMode::WriteBehind => "write-behind".into(),
+        vigil::store::PersistMode::WriteThrough => "write-through".into(),
     }
 }
 

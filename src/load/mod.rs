@@ -1,37 +1,459 @@
-//! `vigil load`: the load harness (first part: HTTP and in-process transports).
+//! `vigil load`: the load harness.
 //!
 //! It registers `workers` instances (`{prefix}-0 … {prefix}-{N−1}`) and sends heartbeats
-//! **open loop**: the i-th call is due at `start + i / rate`, whether or not earlier calls have
-//! been answered, and its latency is measured from that *intended* time — so a stall shows up
-//! as the latency of every call it delayed (no coordinated omission). `rate = max` is closed
-//! loop instead: a fixed number of callers send as fast as answers come back.
+//! **open loop**: the i-th request is due at `start + i × batch / rate`, whether or not earlier
+//! ones have been answered, and its latency is measured from that *intended* time — so a stall
+//! shows up as the latency of every call it delayed (no coordinated omission). `rate = max` is
+//! closed loop instead: `concurrency` callers send as fast as answers come back.
+//!
+//! With a task mix ([`LoadConfig::tasks`]) flows start open loop at their own rate beside the
+//! heartbeats; each flow creates a task, claims one as a worker, sends two step heartbeats with
+//! the claim token and completes it. A flow's first call is measured from its intended start,
+//! each later call from the answer to the one before it.
+//!
+//! [`compare`] runs one scenario against two targets in alternation (A, B, A, B, …) and
+//! reports the ratio of every figure, so that both sides share the machine's conditions.
 
-use std::collections::BTreeMap;
+mod client;
+mod plot;
+mod report;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::{Coordinator, RegisterRequest};
+pub use client::{TRANSPORT_FAILURE, Transport};
+pub use plot::write_svg;
+pub use report::{Bucket, Comparison, LoadReport, Percentiles, Slice, TaskTally};
 
-/// How calls reach the coordinator.
+use client::{Client, Outcome};
+use report::Recorder;
+
+/// The heartbeat method's name in reports.
+pub const HEARTBEAT: &str = "system.heartbeat";
+
+/// One load run.
 #[derive(Debug, Clone)]
-pub enum Transport {
-    /// JSON-RPC over HTTP to `target` (`batch` heartbeats per request; 1 = one per request).
-    Http {
-        /// Base URL, e.g. `http://127.0.0.1:7420`.
-        target: String,
-        /// Bearer token.
-        token: Option<String>,
-        /// Heartbeats per request.
-        batch: usize,
-    },
-    /// An embedded coordinator, no network.
-    Inproc(Coordinator),
+pub struct LoadConfig {
+    /// Where calls go.
+    pub transport: Transport,
+    /// Instances to register and heartbeat for.
+    pub workers: usize,
+    /// Id prefix.
+    pub prefix: String,
+    /// Heartbeat rate.
+    pub rate: Rate,
+    /// How long to send.
+    pub duration: Duration,
+    /// Calls (requests, frames, task flows) in flight at most; callers for `max`.
+    pub concurrency: usize,
+    /// WebSocket connections for the ws transports (HTTP connections are made as needed, up
+    /// to `concurrency`).
+    pub connections: usize,
+    /// Task flows started per second, if any.
+    pub tasks: Option<f64>,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// A configuration with the CLI's defaults: 100 workers, 1000/min for 10 s over `transport`.
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            workers: 100,
+            prefix: "load".into(),
+            rate: Rate::PerSecond(1000.0 / 60.0),
+            duration: Duration::from_secs(10),
+            concurrency: 256,
+            connections: 4,
+            tasks: None,
+            progress: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("--workers must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be positive".into());
+        }
+        if let Some(t) = self.tasks
+            && !(t > 0.0 && t.is_finite())
+        {
+            return Err(format!("a task rate must be positive, got {t}"));
+        }
+        Ok(())
+    }
+}
+
+/// Locks the recorder for one update.
+type Shared = Arc<Mutex<Recorder>>;
+
+/// One side of a run: a connected, registered client and what it has measured so far.
+struct Harness {
+    config: LoadConfig,
+    client: Arc<Client>,
+    recorder: Shared,
+    permits: Arc<Semaphore>,
+}
+
+impl Harness {
+    async fn new(config: LoadConfig, total: Duration) -> Result<Self, String> {
+        config.validate()?;
+        let ids = (0..config.workers)
+            .map(|i| format!("{}-{i}", config.prefix))
+            .collect();
+        let client = Client::connect(&config.transport, ids, config.connections).await?;
+        client.register_all().await?;
+        // About 150 points on the timeline, none shorter than 10 ms.
+        let slice = (total / 150).max(Duration::from_millis(10));
+        Ok(Self {
+            recorder: Arc::new(Mutex::new(Recorder::new(slice, config.tasks.is_some()))),
+            permits: Arc::new(Semaphore::new(config.concurrency)),
+            client: Arc::new(client),
+            config,
+        })
+    }
+
+    /// Sends for `duration`, then waits for every answer.
+    async fn run_slice(&self, duration: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let deadline = start + duration;
+        let (paced, ()) = tokio::join!(
+            self.heartbeat_loop(start, deadline),
+            self.task_loop(start, deadline),
+        );
+        let (heartbeats, span) = paced?;
+        let spent = start.elapsed().max(duration);
+        let mut r = self.recorder.lock();
+        r.paced_heartbeats += heartbeats;
+        r.paced_span += span;
+        r.elapsed += spent;
+        r.active_before += spent;
+        Ok(())
+    }
+
+    /// Heartbeats from `start` to `deadline`; returns (requests × batch paced, span) for an
+    /// open loop.
+    async fn heartbeat_loop(
+        &self,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<(f64, f64), String> {
+        let batch = self.config.transport.batch();
+        let mut calls = JoinSet::new();
+        let record = {
+            let recorder = Arc::clone(&self.recorder);
+            move |intended: Instant, outcomes: Vec<Outcome>| {
+                let latency = intended.elapsed();
+                let mut r = recorder.lock();
+                r.latency(HEARTBEAT, intended - start, latency, outcomes.len() as u64);
+                for o in outcomes {
+                    match o {
+                        Outcome::Alive(alive) => {
+                            r.alive_false += u64::from(!alive);
+                            r.outcome(Ok(()));
+                        }
+                        Outcome::Error(code) => r.outcome(Err(code)),
+                    }
+                }
+            }
+        };
+        let count_sent = |n: usize| {
+            let mut r = self.recorder.lock();
+            r.sent += n as u64;
+            r.heartbeats += n as u64;
+        };
+        let mut paced = (0.0, 0.0);
+        match self.config.rate {
+            Rate::PerSecond(rate) => {
+                let per_request = batch as f64 / rate;
+                let mut i: u64 = 0;
+                let mut first_send: Option<Instant> = None;
+                let mut last_send = start;
+                loop {
+                    let intended = start + Duration::from_secs_f64(i as f64 * per_request);
+                    if intended >= deadline {
+                        break;
+                    }
+                    wait_until(intended).await;
+                    let now = Instant::now();
+                    first_send.get_or_insert(now);
+                    last_send = now;
+                    let permit = Arc::clone(&self.permits)
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (client, record) = (Arc::clone(&self.client), record.clone());
+                    let first = (i as usize * batch) % client.ids.len();
+                    count_sent(batch);
+                    calls.spawn(async move {
+                        let outcomes = client.heartbeats(first, batch).await;
+                        record(intended, outcomes);
+                        drop(permit);
+                    });
+                    i += 1;
+                    while calls.try_join_next().is_some() {}
+                }
+                // The pace actually kept: requests over the span between the first and the
+                // last send, one interval per gap.
+                if let Some(first) = first_send
+                    && i > 1
+                {
+                    paced = (
+                        (i - 1) as f64 * batch as f64,
+                        (last_send - first).as_secs_f64(),
+                    );
+                }
+            }
+            Rate::Max => {
+                let callers = self.config.concurrency;
+                let sent = Arc::new(AtomicU64::new(0));
+                for k in 0..callers {
+                    let (client, record, sent) =
+                        (Arc::clone(&self.client), record.clone(), Arc::clone(&sent));
+                    calls.spawn(async move {
+                        let mut next = k * batch;
+                        while Instant::now() < deadline {
+                            let intended = Instant::now();
+                            sent.fetch_add(batch as u64, Ordering::Relaxed);
+                            let outcomes = client.heartbeats(next, batch).await;
+                            record(intended, outcomes);
+                            next += batch * callers;
+                        }
+                    });
+                }
+                while calls.join_next().await.is_some() {}
+                count_sent(sent.load(Ordering::Relaxed) as usize);
+            }
+        }
+        while calls.join_next().await.is_some() {}
+        Ok(paced)
+    }
+
+    /// Task flows at `tasks` per second from `start` to `deadline`.
+    async fn task_loop(&self, start: Instant, deadline: Instant) {
+        let Some(rate) = self.config.tasks else {
+            return;
+        };
+        let mut flows = JoinSet::new();
+        let mut i: u64 = 0;
+        loop {
+            let intended = start + Duration::from_secs_f64(i as f64 / rate);
+            if intended >= deadline {
+                break;
+            }
+            wait_until(intended).await;
+            let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+                break;
+            };
+            let (client, recorder) = (Arc::clone(&self.client), Arc::clone(&self.recorder));
+            let worker = client.ids[i as usize % client.ids.len()].clone();
+            flows.spawn(async move {
+                task_flow(&client, &recorder, &worker, i, start, intended).await;
+                drop(permit);
+            });
+            i += 1;
+            while flows.try_join_next().is_some() {}
+        }
+        while flows.join_next().await.is_some() {}
+    }
+
+    fn report(&self) -> LoadReport {
+        let r = self.recorder.lock();
+        let achieved = match self.config.rate {
+            Rate::PerSecond(_) if r.paced_span > 0.0 => r.paced_heartbeats / r.paced_span,
+            _ => r.heartbeats as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        };
+        r.report(
+            self.config.transport.name(),
+            match self.config.rate {
+                Rate::PerSecond(r) => Some(r),
+                Rate::Max => None,
+            },
+            achieved,
+            r.elapsed,
+        )
+    }
+
+    fn progress_message(&self) -> String {
+        let r = self.recorder.lock();
+        format!("{} sent, {} errors", r.sent, r.error_count())
+    }
+}
+
+/// Sleeps to within a millisecond of `at` (tokio's timer resolution), then yields until it,
+/// so the harness's own lateness does not show up as the server's latency. Behind schedule,
+/// returns at once.
+async fn wait_until(at: Instant) {
+    if let Some(early) = at.checked_sub(Duration::from_millis(1))
+        && early > Instant::now()
+    {
+        tokio::time::sleep_until(early).await;
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// One task's life: create, claim (as `worker`), two step heartbeats, complete.
+async fn task_flow(
+    client: &Client,
+    recorder: &Mutex<Recorder>,
+    worker: &str,
+    n: u64,
+    start: Instant,
+    intended: Instant,
+) {
+    let mut at = intended;
+    let mut call = async |method: &'static str, params: Value| {
+        recorder.lock().sent += 1;
+        let result = client.call(method, params).await;
+        let now = Instant::now();
+        let mut r = recorder.lock();
+        r.latency(method, at - start, now - at, 1);
+        r.outcome(result.as_ref().map(|_| ()).map_err(|c| *c));
+        at = now;
+        result.ok()
+    };
+    recorder.lock().tasks.get_or_insert_default().flows += 1;
+    let tally = |f: &dyn Fn(&mut TaskTally)| f(recorder.lock().tasks.get_or_insert_default());
+    if call(
+        "task.create",
+        json!({"text": format!("load task {n}"), "priority": 50}),
+    )
+    .await
+    .is_none()
+    {
+        return;
+    }
+    tally(&|t| t.created += 1);
+    let Some(claim) = call("task.claim", json!({"workerId": worker})).await else {
+        return;
+    };
+    let (Some(task), Some(token)) = (
+        claim.get("taskId").cloned(),
+        claim.get("claimToken").cloned(),
+    ) else {
+        tally(&|t| t.claims_empty += 1);
+        return;
+    };
+    tally(&|t| t.claimed += 1);
+    for _ in 0..2 {
+        let params = json!({"taskId": task, "claimToken": token, "extendLeasesSec": 0});
+        match call("task.heartbeat", params).await {
+            Some(answer) if answer["status"] == "ok" => tally(&|t| t.step_heartbeats += 1),
+            Some(_) => {
+                tally(&|t| t.stale_claims += 1);
+                return;
+            }
+            None => return,
+        }
+    }
+    let params = json!({"taskId": task, "claimToken": token, "result": {"ok": true}});
+    match call("task.complete", params).await {
+        Some(answer) if answer["status"] == "completed" => tally(&|t| t.completed += 1),
+        Some(_) => tally(&|t| t.stale_claims += 1),
+        None => {}
+    }
+}
+
+fn progress_bar(show: bool, total: Duration) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    // Hidden by indicatif itself when stderr is not a terminal.
+    let bar = ProgressBar::new(total.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// Runs one slice of `side` while keeping `bar` current (`base`: the bar's position when the
+/// slice starts; `sides`: whose counts to show).
+async fn slice_with_progress(
+    side: &Harness,
+    duration: Duration,
+    bar: &ProgressBar,
+    base: u64,
+    sides: &[&Harness],
+) -> Result<(), String> {
+    let done = tokio::sync::Notify::new();
+    let sending = async {
+        let result = side.run_slice(duration).await;
+        done.notify_one();
+        result
+    };
+    let ticking = async {
+        if bar.is_hidden() {
+            return;
+        }
+        let started = Instant::now();
+        loop {
+            bar.set_position(base + started.elapsed().as_millis() as u64);
+            let counts: Vec<String> = sides.iter().map(|h| h.progress_message()).collect();
+            bar.set_message(counts.join(" | "));
+            tokio::select! {
+                _ = done.notified() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(sending, ticking);
+    bar.set_position(base + duration.as_millis() as u64);
+    result
+}
+
+/// Registers the workers, runs the load, and reports.
+pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
+    let duration = config.duration;
+    let bar = progress_bar(config.progress, duration);
+    let harness = Harness::new(config, duration).await?;
+    slice_with_progress(&harness, duration, &bar, 0, &[&harness]).await?;
+    bar.finish_and_clear();
+    Ok(harness.report())
+}
+
+/// Runs the scenario of `a` and `b` (the same but for the transport) in alternation, `rounds`
+/// slices each of `duration / rounds`, and pairs the reports. Both sides register their
+/// workers before either sends.
+pub async fn compare(
+    a: LoadConfig,
+    a_label: String,
+    b: LoadConfig,
+    b_label: String,
+    rounds: u32,
+) -> Result<Comparison, String> {
+    let rounds = rounds.max(1);
+    let duration = a.duration;
+    let slice = duration / rounds;
+    if slice.is_zero() {
+        return Err("--duration is too short for the number of rounds".into());
+    }
+    let bar = progress_bar(a.progress, duration * 2);
+    let a = Harness::new(a, duration).await?;
+    let b = Harness::new(b, duration).await?;
+    let step = slice.as_millis() as u64;
+    for round in 0..u64::from(rounds) {
+        slice_with_progress(&a, slice, &bar, 2 * round * step, &[&a, &b]).await?;
+        slice_with_progress(&b, slice, &bar, (2 * round + 1) * step, &[&a, &b]).await?;
+    }
+    bar.finish_and_clear();
+    Ok(Comparison::new(a_label, a.report(), b_label, b.report()))
 }
 
 /// Heartbeats per second, or as fast as possible.
@@ -73,401 +495,6 @@ impl std::str::FromStr for Rate {
     }
 }
 
-/// One load run.
-#[derive(Debug, Clone)]
-pub struct LoadConfig {
-    /// Where calls go.
-    pub transport: Transport,
-    /// Instances to register and heartbeat for.
-    pub workers: usize,
-    /// Id prefix.
-    pub prefix: String,
-    /// Heartbeat rate.
-    pub rate: Rate,
-    /// How long to send.
-    pub duration: Duration,
-    /// Calls in flight at most (and callers for `max`).
-    pub concurrency: usize,
-}
-
-/// Latency percentiles of one method, in microseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Percentiles {
-    /// Calls measured.
-    pub count: u64,
-    /// Median.
-    pub p50_us: u64,
-    /// 90th.
-    pub p90_us: u64,
-    /// 99th.
-    pub p99_us: u64,
-    /// 99.9th.
-    pub p999_us: u64,
-    /// Largest.
-    pub max_us: u64,
-}
-
-/// What a run measured.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadReport {
-    /// Transport name.
-    pub transport: String,
-    /// Heartbeats sent.
-    pub sent: u64,
-    /// Heartbeats answered without error.
-    pub answered: u64,
-    /// Heartbeats that failed, by JSON-RPC code (or -1 for a transport failure).
-    pub errors: BTreeMap<i64, u64>,
-    /// Answers `alive: false`.
-    pub alive_false: u64,
-    /// The rate asked for (heartbeats/s; `null` for max).
-    pub target_rate: Option<f64>,
-    /// The rate achieved: for an open loop, the pace actually kept between the first and the
-    /// last send; for `max`, sent / elapsed.
-    pub achieved_rate: f64,
-    /// Seconds spent sending.
-    pub elapsed_s: f64,
-    /// Latency from intended send time to answer, by method.
-    pub latency: BTreeMap<String, Percentiles>,
-}
-
-impl LoadReport {
-    /// Errors over sent.
-    pub fn error_rate(&self) -> f64 {
-        let errors: u64 = self.errors.values().sum();
-        if self.sent == 0 {
-            0.0
-        } else {
-            errors as f64 / self.sent as f64
-        }
-    }
-
-    /// The summary table.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let target = self
-            .target_rate
-            .map_or("max".to_string(), |r| format!("{r:.1}/s"));
-        out.push_str(&format!(
-            "transport {}  sent {}  answered {}  errors {}  alive:false {}\n",
-            self.transport,
-            self.sent,
-            self.answered,
-            self.errors.values().sum::<u64>(),
-            self.alive_false
-        ));
-        out.push_str(&format!(
-            "rate: target {target}, achieved {:.1}/s over {:.2} s\n",
-            self.achieved_rate, self.elapsed_s
-        ));
-        out.push_str(&format!(
-            "{:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            "method", "count", "p50", "p90", "p99", "p99.9", "max"
-        ));
-        for (method, p) in &self.latency {
-            let f = |us: u64| {
-                if us >= 10_000 {
-                    format!("{:.1}ms", us as f64 / 1000.0)
-                } else {
-                    format!("{us}µs")
-                }
-            };
-            out.push_str(&format!(
-                "{:<18} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-                method,
-                p.count,
-                f(p.p50_us),
-                f(p.p90_us),
-                f(p.p99_us),
-                f(p.p999_us),
-                f(p.max_us)
-            ));
-        }
-        for (code, n) in &self.errors {
-            out.push_str(&format!("errors {code}: {n}\n"));
-        }
-        out
-    }
-}
-
-#[derive(Default)]
-struct Tally {
-    answered: u64,
-    alive_false: u64,
-    errors: BTreeMap<i64, u64>,
-}
-
-enum Outcome {
-    Alive(bool),
-    Error(i64),
-}
-
-struct Caller {
-    transport: Transport,
-    http: reqwest::Client,
-    ids: Arc<Vec<String>>,
-}
-
-impl Caller {
-    fn url(target: &str) -> String {
-        format!("{}/rpc", target.trim_end_matches('/'))
-    }
-
-    async fn post(&self, target: &str, token: &Option<String>, body: Value) -> Result<Value, i64> {
-        let mut request = self.http.post(Self::url(target)).json(&body);
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
-        let response = request.send().await.map_err(|_| -1)?;
-        if !response.status().is_success() {
-            return Err(-i64::from(response.status().as_u16()));
-        }
-        response.json().await.map_err(|_| -1)
-    }
-
-    /// Heartbeats for workers `first .. first + n` (wrapping); one outcome each.
-    async fn heartbeats(&self, first: usize, n: usize) -> Vec<Outcome> {
-        let id = |k: usize| self.ids[(first + k) % self.ids.len()].as_str();
-        match &self.transport {
-            Transport::Inproc(c) => {
-                let mut out = Vec::with_capacity(n);
-                for k in 0..n {
-                    out.push(Outcome::Alive(c.heartbeat(id(k)).await.alive));
-                }
-                out
-            }
-            Transport::Http { target, token, .. } => {
-                let call = |k: usize| {
-                    json!({"jsonrpc": "2.0", "method": "system.heartbeat",
-                           "params": {"instanceId": id(k)}, "id": k})
-                };
-                let body = if n == 1 {
-                    call(0)
-                } else {
-                    Value::Array((0..n).map(call).collect())
-                };
-                let answers = match self.post(target, token, body).await {
-                    Ok(Value::Array(a)) => a,
-                    Ok(one) => vec![one],
-                    Err(code) => return (0..n).map(|_| Outcome::Error(code)).collect(),
-                };
-                let mut out: Vec<Outcome> = answers
-                    .iter()
-                    .map(
-                        |a| match a.pointer("/result/alive").and_then(Value::as_bool) {
-                            Some(alive) => Outcome::Alive(alive),
-                            None => Outcome::Error(
-                                a.pointer("/error/code")
-                                    .and_then(Value::as_i64)
-                                    .unwrap_or(-1),
-                            ),
-                        },
-                    )
-                    .collect();
-                // A missing answer is an error too, so sent = answered + errors always holds.
-                while out.len() < n {
-                    out.push(Outcome::Error(-1));
-                }
-                out.truncate(n);
-                out
-            }
-        }
-    }
-
-    async fn register_all(&self) -> Result<(), String> {
-        match &self.transport {
-            Transport::Inproc(c) => {
-                for id in self.ids.iter() {
-                    c.register(RegisterRequest::new(id.as_str()))
-                        .await
-                        .map_err(|e| format!("registering {id}: {e}"))?;
-                }
-                Ok(())
-            }
-            Transport::Http { target, token, .. } => {
-                for chunk in self.ids.chunks(500) {
-                    let body = Value::Array(
-                        chunk
-                            .iter()
-                            .enumerate()
-                            .map(|(k, id)| {
-                                json!({"jsonrpc": "2.0", "method": "system.register",
-                                       "params": {"id": id, "roles": ["worker"]}, "id": k})
-                            })
-                            .collect(),
-                    );
-                    let answer = self
-                        .post(target, token, body)
-                        .await
-                        .map_err(|code| format!("registering workers at {target}: error {code}"))?;
-                    if let Some(e) = answer
-                        .as_array()
-                        .and_then(|a| a.iter().find(|x| x.get("error").is_some()))
-                    {
-                        return Err(format!("registering workers: {}", e["error"]));
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    Percentiles {
-        count: h.len(),
-        p50_us: h.value_at_quantile(0.5),
-        p90_us: h.value_at_quantile(0.9),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-    }
-}
-
-/// Registers the workers, runs the load, and reports.
-pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
-    if config.workers == 0 {
-        return Err("--workers must be at least 1".into());
-    }
-    let batch = match &config.transport {
-        Transport::Http { batch, .. } => (*batch).max(1),
-        Transport::Inproc(_) => 1,
-    };
-    let ids: Vec<String> = (0..config.workers)
-        .map(|i| format!("{}-{i}", config.prefix))
-        .collect();
-    let caller = Arc::new(Caller {
-        transport: config.transport.clone(),
-        http: reqwest::Client::new(),
-        ids: Arc::new(ids),
-    });
-    caller.register_all().await?;
-    let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
-    ));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
-    let start = Instant::now();
-    let deadline = start + config.duration;
-    let mut sent: u64 = 0;
-    let mut achieved: Option<f64> = None;
-    let mut tasks = tokio::task::JoinSet::new();
-    let record = {
-        let (histogram, tally) = (Arc::clone(&histogram), Arc::clone(&tally));
-        move |intended: Instant, outcomes: Vec<Outcome>| {
-            let us = intended.elapsed().as_micros().max(1) as u64;
-            let mut h = histogram.lock();
-            let mut t = tally.lock();
-            for o in outcomes {
-                let _ = h.record(us.min(60_000_000));
-                match o {
-                    Outcome::Alive(alive) => {
-                        t.answered += 1;
-                        t.alive_false += u64::from(!alive);
-                    }
-                    Outcome::Error(code) => *t.errors.entry(code).or_default() += 1,
-                }
-            }
-        }
-    };
-    match config.rate {
-        Rate::PerSecond(rate) => {
-            let per_request = batch as f64 / rate;
-            let mut i: u64 = 0;
-            let mut first_send: Option<Instant> = None;
-            let mut last_send = start;
-            loop {
-                let intended = start + Duration::from_secs_f64(i as f64 * per_request);
-                if intended >= deadline {
-                    break;
-                }
-                // tokio's timer has millisecond resolution: sleep to within a millisecond of
-                // the intended time, then yield until it, so the harness's own lateness does
-                // not show up as the server's latency. Behind schedule, send at once.
-                if let Some(early) = intended.checked_sub(Duration::from_millis(1))
-                    && early > Instant::now()
-                {
-                    tokio::time::sleep_until(early).await;
-                }
-                while Instant::now() < intended {
-                    tokio::task::yield_now().await;
-                }
-                let now = Instant::now();
-                first_send.get_or_insert(now);
-                last_send = now;
-                let permit = Arc::clone(&permits)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (caller, record) = (Arc::clone(&caller), record.clone());
-                let first = (i as usize * batch) % caller.ids.len();
-                tasks.spawn(async move {
-                    let outcomes = caller.heartbeats(first, batch).await;
-                    record(intended, outcomes);
-                    drop(permit);
-                });
-                sent += batch as u64;
-                i += 1;
-                while tasks.try_join_next().is_some() {}
-            }
-            // The pace actually kept: requests sent over the span between the first and the
-            // last send, one interval per gap.
-            if let Some(first) = first_send
-                && i > 1
-            {
-                let span = (last_send - first).as_secs_f64();
-                achieved = Some((i - 1) as f64 * batch as f64 / span.max(1e-9));
-            }
-        }
-        Rate::Max => {
-            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            for k in 0..config.concurrency.max(1) {
-                let (caller, record, counter) =
-                    (Arc::clone(&caller), record.clone(), Arc::clone(&counter));
-                tasks.spawn(async move {
-                    let mut next = k * batch;
-                    while Instant::now() < deadline {
-                        let intended = Instant::now();
-                        let outcomes = caller.heartbeats(next, batch).await;
-                        counter.fetch_add(batch as u64, std::sync::atomic::Ordering::Relaxed);
-                        record(intended, outcomes);
-                        next += batch * 64;
-                    }
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-            sent = counter.load(std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    let elapsed = start.elapsed().max(config.duration).as_secs_f64();
-    while tasks.join_next().await.is_some() {}
-    let t = std::mem::take(&mut *tally.lock());
-    let mut latency = BTreeMap::new();
-    latency.insert(
-        "system.heartbeat".to_string(),
-        percentiles(&histogram.lock()),
-    );
-    Ok(LoadReport {
-        transport: match &config.transport {
-            Transport::Http { batch: 1, .. } => "http".into(),
-            Transport::Http { batch, .. } => format!("http (batch {batch})"),
-            Transport::Inproc(_) => "inproc".into(),
-        },
-        sent,
-        answered: t.answered,
-        errors: t.errors,
-        alive_false: t.alive_false,
-        target_rate: match config.rate {
-            Rate::PerSecond(r) => Some(r),
-            Rate::Max => None,
-        },
-        achieved_rate: achieved.unwrap_or(sent as f64 / elapsed.max(1e-9)),
-        elapsed_s: elapsed,
-        latency,
-    })
-}
-
 /// A latency objective: `p99=5ms`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slo {
@@ -501,19 +528,26 @@ impl std::str::FromStr for Slo {
     }
 }
 
+impl std::fmt::Display for Slo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = match self.quantile {
+            q if q >= 1.0 => "max",
+            q if q >= 0.999 => "p99.9",
+            q if q >= 0.99 => "p99",
+            q if q >= 0.9 => "p90",
+            _ => "p50",
+        };
+        write!(f, "{p}={}", humantime::format_duration(self.bound))
+    }
+}
+
 impl Slo {
     /// Whether `report` meets it (every method).
     pub fn met_by(&self, report: &LoadReport) -> bool {
-        report.latency.values().all(|p| {
-            let us = match self.quantile {
-                q if q >= 1.0 => p.max_us,
-                q if q >= 0.999 => p.p999_us,
-                q if q >= 0.99 => p.p99_us,
-                q if q >= 0.9 => p.p90_us,
-                _ => p.p50_us,
-            };
-            us as u128 <= self.bound.as_micros()
-        })
+        report
+            .latency
+            .values()
+            .all(|p| u128::from(p.at(self.quantile)) <= self.bound.as_micros())
     }
 }
 

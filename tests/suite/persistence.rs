@@ -741,3 +741,38 @@ async fn shutdown_flushes_pending_heartbeats() {
     c.shutdown().await;
     assert_eq!(stored().await, memory);
 }
+
+/// `vigil load --compare` of the two persist modes, each an embedded coordinator on the same
+/// Redis under its own prefix: write-through must cost one script per heartbeat, so it is
+/// the slower side at saturation, and each side's keys land under its own prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_compares_write_behind_with_write_through() {
+    let redis = RedisServer::start();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["load", "--transport", "inproc", "--redis", &redis.url()])
+        .args(["--compare", "write-through", "--rate", "max", "--concurrency", "8"])
+        .args(["--workers", "20", "--duration", "1s", "--rounds", "2", "--json"])
+        .args(["--store-prefix", "cmp:"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["a_label"], "write-behind");
+    assert_eq!(c["b_label"], "write-through");
+    for side in ["a", "b"] {
+        assert!(c[side]["heartbeats"].as_u64().unwrap() > 0, "{c}");
+        assert_eq!(c[side]["errors"], serde_json::json!({}), "{side}: {c}");
+    }
+    let ratio = c["ratios"]["achieved rate /s"].as_f64().unwrap();
+    assert!(ratio < 1.0, "write-through is not faster than write-behind: {ratio}");
+    let mut conn = redis.connection().await;
+    for prefix in ["cmp:a:", "cmp:b:"] {
+        let live: u64 = redis::cmd("SCARD")
+            .arg(format!("{prefix}instances:active"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(live, 20, "{prefix}");
+    }
+}
