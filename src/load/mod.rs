@@ -136,6 +136,8 @@ impl Harness {
             self.task_loop(start, deadline),
         );
         let (heartbeats, span) = paced?;
+        // The last due time falls short of the deadline; the slice still lasts its duration.
+        tokio::time::sleep_until(deadline).await;
         let spent = start.elapsed().max(duration);
         let mut r = self.recorder.lock();
         r.paced_heartbeats += heartbeats;
@@ -179,23 +181,18 @@ impl Harness {
         let mut paced = (0.0, 0.0);
         match self.config.rate {
             Rate::PerSecond(rate) => {
-                let per_request = batch as f64 / rate;
-                let mut i: u64 = 0;
+                let mut due = pacer(start, batch as f64 / rate, deadline);
+                let mut count: u64 = 0;
                 let mut first_send: Option<Instant> = None;
                 let mut last_send = start;
-                loop {
-                    let intended = start + Duration::from_secs_f64(i as f64 * per_request);
-                    if intended >= deadline {
-                        break;
-                    }
-                    wait_until(intended).await;
-                    let now = Instant::now();
-                    first_send.get_or_insert(now);
-                    last_send = now;
+                while let Some((i, intended)) = due.recv().await {
                     let permit = Arc::clone(&self.permits)
                         .acquire_owned()
                         .await
                         .map_err(|e| e.to_string())?;
+                    let now = Instant::now();
+                    first_send.get_or_insert(now);
+                    last_send = now;
                     let (client, record) = (Arc::clone(&self.client), record.clone());
                     let first = (i as usize * batch) % client.ids.len();
                     count_sent(batch);
@@ -204,16 +201,16 @@ impl Harness {
                         record(intended, outcomes);
                         drop(permit);
                     });
-                    i += 1;
+                    count += 1;
                     while calls.try_join_next().is_some() {}
                 }
                 // The pace actually kept: requests over the span between the first and the
                 // last send, one interval per gap.
                 if let Some(first) = first_send
-                    && i > 1
+                    && count > 1
                 {
                     paced = (
-                        (i - 1) as f64 * batch as f64,
+                        (count - 1) as f64 * batch as f64,
                         (last_send - first).as_secs_f64(),
                     );
                 }
@@ -249,13 +246,8 @@ impl Harness {
             return;
         };
         let mut flows = JoinSet::new();
-        let mut i: u64 = 0;
-        loop {
-            let intended = start + Duration::from_secs_f64(i as f64 / rate);
-            if intended >= deadline {
-                break;
-            }
-            wait_until(intended).await;
+        let mut due = pacer(start, 1.0 / rate, deadline);
+        while let Some((i, intended)) = due.recv().await {
             let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
                 break;
             };
@@ -265,7 +257,6 @@ impl Harness {
                 task_flow(&client, &recorder, &worker, i, start, intended).await;
                 drop(permit);
             });
-            i += 1;
             while flows.try_join_next().is_some() {}
         }
         while flows.join_next().await.is_some() {}
@@ -294,18 +285,44 @@ impl Harness {
     }
 }
 
-/// Sleeps to within a millisecond of `at` (tokio's timer resolution), then yields until it,
-/// so the harness's own lateness does not show up as the server's latency. Behind schedule,
-/// returns at once.
-async fn wait_until(at: Instant) {
-    if let Some(early) = at.checked_sub(Duration::from_millis(1))
-        && early > Instant::now()
-    {
-        tokio::time::sleep_until(early).await;
-    }
-    while Instant::now() < at {
-        tokio::task::yield_now().await;
-    }
+/// The open loop's clock: `(i, start + i × interval)` for each due time before `deadline`,
+/// delivered when it comes. An OS thread keeps it, sleeping until each time (tokio's timer has
+/// millisecond resolution, and spinning on the runtime would take a core from the server on a
+/// shared machine). When the sender falls behind, due times queue (up to 64k) and are sent
+/// late — measured from their intended time all the same.
+fn pacer(
+    start: Instant,
+    interval_s: f64,
+    deadline: Instant,
+) -> tokio::sync::mpsc::Receiver<(u64, Instant)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+    let (start, deadline) = (start.into_std(), deadline.into_std());
+    std::thread::Builder::new()
+        .name("vigil-load-pacer".into())
+        .spawn(move || {
+            for i in 0u64.. {
+                let intended = start + Duration::from_secs_f64(i as f64 * interval_s);
+                if intended >= deadline {
+                    break;
+                }
+                // Sleep to just short of the time (the OS oversleeps by tens of µs), then spin
+                // the rest.
+                let now = std::time::Instant::now();
+                if let Some(wait) = intended.checked_duration_since(now)
+                    && wait > Duration::from_micros(30)
+                {
+                    std::thread::sleep(wait - Duration::from_micros(30));
+                }
+                while std::time::Instant::now() < intended {
+                    std::hint::spin_loop();
+                }
+                if tx.blocking_send((i, Instant::from_std(intended))).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawning the pacer thread");
+    rx
 }
 
 /// One task's life: create, claim (as `worker`), two step heartbeats, complete.

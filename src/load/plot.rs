@@ -45,6 +45,17 @@ fn draw(
         .fold(0.0_f64, f64::max)
         .max(0.01)
         * 1.1;
+    let y_min = runs
+        .iter()
+        .flat_map(|(_, r)| {
+            r.timeline
+                .iter()
+                .filter(|s| s.count > 0)
+                .map(|s| ms(s.p50_us))
+        })
+        .fold(f64::INFINITY, f64::min)
+        .clamp(0.001, y_max / 10.0)
+        / 2.0;
     let mut chart = ChartBuilder::on(&top)
         .caption(
             "latency by intended send time (all calls)",
@@ -53,7 +64,7 @@ fn draw(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..t_max, (0.001..y_max).log_scale())?;
+        .build_cartesian_2d(0.0..t_max, (y_min..y_max).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("seconds")

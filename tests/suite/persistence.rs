@@ -750,13 +750,32 @@ async fn load_compares_write_behind_with_write_through() {
     let redis = RedisServer::start();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["load", "--transport", "inproc", "--redis", &redis.url()])
-        .args(["--compare", "write-through", "--rate", "max", "--concurrency", "8"])
-        .args(["--workers", "20", "--duration", "1s", "--rounds", "2", "--json"])
+        .args([
+            "--compare",
+            "write-through",
+            "--rate",
+            "max",
+            "--concurrency",
+            "8",
+        ])
+        .args([
+            "--workers",
+            "20",
+            "--duration",
+            "1s",
+            "--rounds",
+            "2",
+            "--json",
+        ])
         .args(["--store-prefix", "cmp:"])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(c["a_label"], "write-behind");
     assert_eq!(c["b_label"], "write-through");
@@ -765,7 +784,10 @@ async fn load_compares_write_behind_with_write_through() {
         assert_eq!(c[side]["errors"], serde_json::json!({}), "{side}: {c}");
     }
     let ratio = c["ratios"]["achieved rate /s"].as_f64().unwrap();
-    assert!(ratio < 1.0, "write-through is not faster than write-behind: {ratio}");
+    assert!(
+        ratio < 1.0,
+        "write-through is not faster than write-behind: {ratio}"
+    );
     let mut conn = redis.connection().await;
     for prefix in ["cmp:a:", "cmp:b:"] {
         let live: u64 = redis::cmd("SCARD")
