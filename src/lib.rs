@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod chaos;
 pub mod clock;
 pub mod config;
 pub mod coordinator;

@@ -372,6 +372,10 @@ struct ServeArgs {
     /// [default: write-behind].
     #[arg(long, env = "VIGIL_PERSIST")]
     persist: Option<vigil::store::PersistMode>,
+    /// Serve the chaos.* fault-injection methods (kill actors, compare the store with
+    /// memory), for chaos tests; never on a production server.
+    #[arg(long, env = "VIGIL_CHAOS")]
+    chaos: bool,
 }
 
 impl ServeArgs {
@@ -395,6 +399,7 @@ impl ServeArgs {
             prefix: self.prefix.clone(),
             flush_interval: self.flush_interval,
             persist: self.persist,
+            chaos: self.chaos.then_some(true),
         };
         Ok(flags.over(file).resolve())
     }

@@ -17,6 +17,7 @@
 //! prefix = "cb:"
 //! flush-interval = "250ms"
 //! persist = "write-behind"           # or "write-through"
+//! chaos = false                       # serve chaos.* fault injection (tests only)
 //! ```
 //!
 //! An unknown key or a value of the wrong type is an error naming the key, never ignored.
@@ -73,6 +74,8 @@ pub struct ServeLayer {
     pub flush_interval: Option<Duration>,
     /// How heartbeats are written.
     pub persist: Option<PersistMode>,
+    /// Serve the chaos.* fault-injection methods.
+    pub chaos: Option<bool>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -111,6 +114,7 @@ impl ServeLayer {
             prefix: self.prefix.or(lower.prefix),
             flush_interval: self.flush_interval.or(lower.flush_interval),
             persist: self.persist.or(lower.persist),
+            chaos: self.chaos.or(lower.chaos),
         }
     }
 
@@ -131,6 +135,7 @@ impl ServeLayer {
             prefix: self.prefix.unwrap_or(d.prefix),
             flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
             persist: self.persist.unwrap_or(d.persist),
+            chaos: self.chaos.unwrap_or(d.chaos),
         }
     }
 }
@@ -164,6 +169,8 @@ pub struct ServeSettings {
     pub flush_interval: Duration,
     /// How heartbeats are written (write-behind).
     pub persist: PersistMode,
+    /// Serve chaos.* (off).
+    pub chaos: bool,
 }
 
 impl Default for ServeSettings {
@@ -185,6 +192,7 @@ impl Default for ServeSettings {
             prefix: redis.prefix,
             flush_interval: redis.flush_interval,
             persist: redis.persist,
+            chaos: server.chaos,
         }
     }
 }
@@ -217,6 +225,7 @@ impl ServeSettings {
             max_body_bytes: self.max_body,
             max_batch: self.max_batch,
             heartbeats_per_minute: self.heartbeat_rate,
+            chaos: self.chaos,
             ..crate::server::ServerConfig::default()
         }
     }

@@ -32,9 +32,11 @@ use crate::model::{
 use crate::registry::Leadership;
 
 mod recovery;
+mod verify;
 mod work;
 
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryReport, TERM_GAP_AFTER_RECOVERY};
+pub use verify::StoreCheck;
 pub use work::{LeaseOutcome, LeaseOwner};
 
 /// A running coordinator. Cheap to clone; every clone drives the same cluster.

@@ -115,7 +115,13 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
         .restore(snap.tasks, snap.leases, snap.counters.work, clock);
     if let Some(term) = snap.term {
         report.term = term.term.0;
-        ctx.leadership.install(term.term, None, clock.precise_ms());
+        // Elections are not write-through: a term handed out in a heartbeat answer after the
+        // last flush is not in the store. Continuing from the stored term could hand the same
+        // term to a second leader; continuing far above it cannot, unless more than
+        // TERM_GAP_AFTER_RECOVERY elections happened between the last successful flush and the
+        // crash.
+        let resumed = crate::model::Term(term.term.0 + TERM_GAP_AFTER_RECOVERY);
+        ctx.leadership.install(resumed, None, clock.precise_ms());
     }
     ctx.events.restore(snap.events);
     Plan {
@@ -125,6 +131,9 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
         started,
     }
 }
+
+/// How far above the stored term a recovered coordinator resumes (see `prepare`).
+pub const TERM_GAP_AFTER_RECOVERY: u64 = 1000;
 
 /// Respawns the live instances and expires the lapsed ones.
 pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport, Error> {

@@ -366,6 +366,25 @@ impl Client {
         ids: Vec<String>,
         connections: usize,
     ) -> Result<Self, String> {
+        Self::open(transport, ids, connections, false).await
+    }
+
+    /// As [`connect`](Self::connect), with `chaos.*` served by an embedded coordinator (a
+    /// server must be started with `--chaos` for them).
+    pub async fn connect_with_chaos(
+        transport: &Transport,
+        ids: Vec<String>,
+        connections: usize,
+    ) -> Result<Self, String> {
+        Self::open(transport, ids, connections, true).await
+    }
+
+    async fn open(
+        transport: &Transport,
+        ids: Vec<String>,
+        connections: usize,
+        chaos: bool,
+    ) -> Result<Self, String> {
         let auth = |token: &Option<String>| token.as_ref().map(|t| format!("Bearer {t}"));
         let link = match transport {
             Transport::Http { target, token, .. } => {
@@ -393,7 +412,7 @@ impl Client {
             }
             Transport::Inproc(c) => Link::Inproc {
                 coordinator: c.clone(),
-                dispatcher: Dispatcher::new(c.clone(), RpcLimits::default()),
+                dispatcher: Dispatcher::new(c.clone(), RpcLimits::default()).with_chaos(chaos),
             },
         };
         let quoted = ids

@@ -14,7 +14,7 @@
 //! [`compare`] runs one scenario against two targets in alternation (A, B, A, B, …) and
 //! reports the ratio of every figure, so that both sides share the machine's conditions.
 
-mod client;
+pub(crate) mod client;
 mod plot;
 mod report;
 

@@ -6,6 +6,7 @@
 //! transport hands it a body and gets back the body to send (or nothing, for notifications).
 
 pub mod binary;
+pub mod chaos;
 mod fast;
 pub mod lease;
 pub mod metrics;
@@ -156,6 +157,7 @@ pub struct Dispatcher {
     limits: RpcLimits,
     guard: Option<std::sync::Arc<dyn Guard>>,
     heartbeat_metrics: metrics::HeartbeatMetrics,
+    chaos: bool,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -185,6 +187,9 @@ pub const METHODS: &[&str] = &[
     "lease.renew",
     "lease.release",
     "lease.list",
+    "chaos.kill",
+    "chaos.status",
+    "chaos.verify_store",
 ];
 
 impl Dispatcher {
@@ -195,7 +200,14 @@ impl Dispatcher {
             limits,
             guard: None,
             heartbeat_metrics: metrics::HeartbeatMetrics::resolve(),
+            chaos: false,
         }
+    }
+
+    /// Serves the `chaos.*` fault-injection methods (off unless asked for).
+    pub fn with_chaos(mut self, enabled: bool) -> Self {
+        self.chaos = enabled;
+        self
     }
 
     /// Installs a guard (rate limiting).
@@ -379,6 +391,12 @@ impl Dispatcher {
             "lease.renew" => lease::renew(c, params).await,
             "lease.release" => lease::release(c, params).await,
             "lease.list" => lease::list(c, params).await,
+            "chaos.kill" | "chaos.status" | "chaos.verify_store" if !self.chaos => {
+                Err(chaos::disabled(method))
+            }
+            "chaos.kill" => chaos::kill(c, params).await,
+            "chaos.status" => chaos::status(c, params).await,
+            "chaos.verify_store" => chaos::verify_store(c, params).await,
             other => Err(RpcError {
                 code: code::METHOD_NOT_FOUND,
                 message: format!("method not found: {other}"),

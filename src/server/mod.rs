@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub call_timeout: Duration,
     /// Heartbeats allowed per instance per minute (default 1000; 0 disables the limit).
     pub heartbeats_per_minute: u32,
+    /// Serve the `chaos.*` fault-injection methods (default off).
+    pub chaos: bool,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             max_batch: 1000,
             call_timeout: Duration::from_secs(2),
             heartbeats_per_minute: 1000,
+            chaos: false,
         }
     }
 }
@@ -74,6 +77,10 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
             call_timeout: config.call_timeout,
         },
     );
+    dispatcher = dispatcher.with_chaos(config.chaos);
+    if config.chaos {
+        tracing::warn!("chaos.* fault injection is enabled: any caller can kill actors");
+    }
     if let Some(limiter) = rate::HeartbeatLimiter::per_minute(config.heartbeats_per_minute) {
         dispatcher = dispatcher.with_guard(Arc::new(limiter));
     }

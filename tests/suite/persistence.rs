@@ -798,3 +798,48 @@ async fn load_compares_write_behind_with_write_through() {
         assert_eq!(live, 20, "{prefix}");
     }
 }
+
+/// An election is written behind, so a crash right after one can lose its term. Recovery must
+/// still never hand that term out again (found by the chaos suite's invariant "one leader per
+/// term": a term announced in heartbeat answers, lost, and reissued to another leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_lost_in_a_crash_is_never_reissued() {
+    let redis = RedisServer::start();
+    let slow = || {
+        config(&redis, |rc| rc.flush_interval = Duration::from_secs(30)) // no flush by itself
+    };
+    let c = Coordinator::start(slow()).await.unwrap();
+    c.register(RegisterRequest::new("first").ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    c.register(RegisterRequest::new("second").ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let stored_term = c.leader_view().term.0;
+    // "first" leads and expires; "second" is elected in a new term, announced at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let announced = loop {
+        let beat = c.heartbeat("second").await;
+        if beat.is_leader {
+            break beat.term.0;
+        }
+        assert!(Instant::now() < deadline, "no election");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(announced > stored_term);
+    c.crash().await; // the Persister dies first: the new term never reaches Redis
+    let c = Coordinator::start(slow()).await.unwrap();
+    assert_eq!(
+        c.recovery_report().unwrap().term,
+        stored_term,
+        "the election was lost"
+    );
+    let beat = c.heartbeat("second").await;
+    assert!(beat.is_leader);
+    assert!(
+        beat.term.0 > announced,
+        "term {} after recovery, {announced} was announced before the crash",
+        beat.term.0
+    );
+    c.shutdown().await;
+}

@@ -1,0 +1,567 @@
+//! The chaos driver: a workload with faults injected while it runs, and the invariants checked
+//! during and after it.
+//!
+//! The workload (over any [`Transport`]: JSON-RPC over HTTP or WebSocket to a server started
+//! with `--chaos`, or an embedded coordinator): `workers` instances heartbeat open loop at
+//! `heartbeat_rate`; task flows create tasks, claim them, step-heartbeat and complete them;
+//! workers acquire, and sometimes release, exclusive leases. `doomed` workers really die
+//! part-way through: they claim tasks and take leases, then stop heartbeating, so their work
+//! must be taken back. Meanwhile `chaos.kill` kills InstanceActors, the LeaderActor and the
+//! Persister at the configured rates, and a [`Disruptor`] may restart Redis or the whole
+//! process (SIGKILL) every `disrupt_every`.
+//!
+//! Every random choice (victims, doomed workers, when they die, who claims) comes from `seed`,
+//! so a run's faults are reproducible from the seed it prints; their exact timing is not.
+//!
+//! The invariants ([`Invariant`]), each counted as checked and violated:
+//! * a live instance (one that kept heartbeating within its TTL) is never declared expired;
+//! * every acknowledged registration, task and lease is present at the end;
+//! * terms never go back for any observer, and each term has at most one leader;
+//! * every task of a really dead worker is taken back exactly once, and completed at most once;
+//! * no write with a stale claim token is applied (the dead workers' tokens are tried);
+//! * fencing tokens of a key only grow;
+//! * the store equals memory after the run (`chaos.verify_store`; with Redis only).
+
+mod ledger;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::load::Transport;
+use crate::load::client::Client;
+pub use ledger::Invariant;
+use ledger::Ledger;
+
+/// A fault the driver cannot inject by JSON-RPC: restarting Redis, or killing the coordinator
+/// process and starting it again. `disrupt` returns once the system is back.
+pub trait Disruptor: Send + Sync {
+    /// What it does, for the report (e.g. `redis restart`).
+    fn name(&self) -> String;
+    /// Injects the fault and brings the system back.
+    fn disrupt(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
+}
+
+/// One chaos run.
+#[derive(Clone)]
+pub struct ChaosConfig {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// How long the workload runs (the final checks come after).
+    pub duration: Duration,
+    /// Instances.
+    pub workers: usize,
+    /// Of those, how many really die part-way (between 20 % and 50 % of the run).
+    pub doomed: usize,
+    /// Their TTL (short, so the dead expire within the run).
+    pub ttl: Duration,
+    /// Heartbeats per second, over all live workers.
+    pub heartbeat_rate: f64,
+    /// Task flows started per second.
+    pub task_rate: f64,
+    /// Lease acquisitions per second.
+    pub lease_rate: f64,
+    /// InstanceActor kills per second.
+    pub instance_kills: f64,
+    /// LeaderActor kills per second.
+    pub leader_kills: f64,
+    /// Persister kills per second (only meaningful with a store).
+    pub persister_kills: f64,
+    /// Run the disruptor this often.
+    pub disrupt_every: Option<Duration>,
+    /// Id prefix.
+    pub prefix: String,
+}
+
+impl Default for ChaosConfig {
+    /// 200 workers (10 doomed, TTL 3 s) at 1000 heartbeats/s, 20 task flows/s, 5 lease
+    /// acquisitions/s, 100 InstanceActor kills/s, one LeaderActor kill/s, for 15 s.
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            duration: Duration::from_secs(15),
+            workers: 200,
+            doomed: 10,
+            ttl: Duration::from_secs(3),
+            heartbeat_rate: 1000.0,
+            task_rate: 20.0,
+            lease_rate: 5.0,
+            instance_kills: 100.0,
+            leader_kills: 1.0,
+            persister_kills: 0.0,
+            disrupt_every: None,
+            prefix: "chaos".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChaosConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChaosConfig")
+            .field("seed", &self.seed)
+            .field("duration", &self.duration)
+            .field("workers", &self.workers)
+            .field("doomed", &self.doomed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One invariant's line in the report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InvariantResult {
+    /// Which.
+    pub invariant: Invariant,
+    /// What it means.
+    pub statement: &'static str,
+    /// Observations checked against it.
+    pub checked: u64,
+    /// Violations found.
+    pub violations: u64,
+    /// The first few violations, described.
+    pub examples: Vec<String>,
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosReport {
+    /// The seed (rerun with it to get the same faults).
+    pub seed: u64,
+    /// Seconds of workload.
+    pub duration_s: f64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// Operations acknowledged, by method.
+    pub operations: BTreeMap<String, u64>,
+    /// Calls that got no answer (server down) or an error, by method and code.
+    pub unacknowledged: BTreeMap<String, u64>,
+    /// The invariants.
+    pub invariants: Vec<InvariantResult>,
+}
+
+impl ChaosReport {
+    /// Violations over all invariants.
+    pub fn violations(&self) -> u64 {
+        self.invariants.iter().map(|i| i.violations).sum()
+    }
+
+    /// The report as a table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "seed {}  workload {:.1} s  faults {}  operations {}  violations {}\n",
+            self.seed,
+            self.duration_s,
+            self.faults.values().sum::<u64>(),
+            self.operations.values().sum::<u64>(),
+            self.violations()
+        );
+        out.push_str("faults:");
+        for (k, n) in &self.faults {
+            out.push_str(&format!("  {k} {n}"));
+        }
+        out.push_str("\noperations:");
+        for (k, n) in &self.operations {
+            out.push_str(&format!("  {k} {n}"));
+        }
+        if !self.unacknowledged.is_empty() {
+            out.push_str("\nunacknowledged:");
+            for (k, n) in &self.unacknowledged {
+                out.push_str(&format!("  {k} {n}"));
+            }
+        }
+        out.push_str(&format!(
+            "\n{:<22} {:>9} {:>10}  statement\n",
+            "invariant", "checked", "violations"
+        ));
+        for i in &self.invariants {
+            out.push_str(&format!(
+                "{:<22} {:>9} {:>10}  {}\n",
+                format!("{:?}", i.invariant),
+                i.checked,
+                i.violations,
+                i.statement
+            ));
+            for e in &i.examples {
+                out.push_str(&format!("    {e}\n"));
+            }
+        }
+        out
+    }
+}
+
+struct Driver {
+    config: ChaosConfig,
+    client: Client,
+    ledger: Mutex<Ledger>,
+    start: Instant,
+}
+
+impl Driver {
+    async fn call(&self, method: &'static str, params: Value) -> Result<Value, i64> {
+        let result = self.client.call(method, params).await;
+        let mut l = self.ledger.lock();
+        match &result {
+            Ok(_) => *l.operations.entry(method.to_string()).or_default() += 1,
+            Err(code) => {
+                *l.unacknowledged
+                    .entry(format!("{method} {code}"))
+                    .or_default() += 1
+            }
+        }
+        result
+    }
+
+    fn rng(&self, stream: u64) -> StdRng {
+        StdRng::seed_from_u64(self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream)
+    }
+
+    async fn register(&self, w: usize) -> bool {
+        let id = self.ledger.lock().workers[w].id.clone();
+        let ttl_ms = self.config.ttl.as_millis() as u64;
+        let sent = Instant::now();
+        match self
+            .call(
+                "system.register",
+                json!({"id": id, "roles": ["worker"], "ttlMs": ttl_ms}),
+            )
+            .await
+        {
+            Ok(answer) => {
+                self.ledger.lock().registered(w, sent, &answer);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Heartbeats, round robin over the live workers, open loop.
+    async fn heartbeats(self: &Arc<Self>, until: Instant) {
+        let interval = Duration::from_secs_f64(1.0 / self.config.heartbeat_rate);
+        let mut tick = tokio::time::interval(interval.max(Duration::from_micros(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let per_tick = if interval < Duration::from_micros(100) {
+            (Duration::from_micros(100).as_secs_f64() / interval.as_secs_f64()).round() as usize
+        } else {
+            1
+        };
+        let mut next = 0usize;
+        let mut calls = tokio::task::JoinSet::new();
+        while Instant::now() < until {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                let n = self.config.workers;
+                let Some(w) = (0..n)
+                    .map(|k| (next + k) % n)
+                    .find(|&w| self.ledger.lock().may_heartbeat(w))
+                else {
+                    break;
+                };
+                next = w + 1;
+                self.ledger.lock().workers[w].in_flight = true;
+                let driver = Arc::clone(self);
+                calls.spawn(async move { driver.heartbeat(w).await });
+            }
+            while calls.try_join_next().is_some() {}
+        }
+        while calls.join_next().await.is_some() {}
+    }
+
+    async fn heartbeat(&self, w: usize) {
+        let id = self.ledger.lock().workers[w].id.clone();
+        let sent = Instant::now();
+        let result = self
+            .call("system.heartbeat", json!({"instanceId": id}))
+            .await;
+        let again = {
+            let mut l = self.ledger.lock();
+            l.workers[w].in_flight = false;
+            match result {
+                Ok(answer) => l.heartbeat_answered(w, sent, &answer, self.config.ttl),
+                Err(_) => false,
+            }
+        };
+        if again {
+            self.register(w).await;
+        }
+    }
+
+    /// Task flows.
+    async fn tasks(self: &Arc<Self>, until: Instant) {
+        if self.config.task_rate <= 0.0 {
+            return;
+        }
+        let mut rng = self.rng(1);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.config.task_rate));
+        let mut flows = tokio::task::JoinSet::new();
+        let mut n = 0u64;
+        while Instant::now() < until {
+            tick.tick().await;
+            // A third of the claims go to doomed workers still alive, so that dead workers
+            // hold work to be taken back.
+            let pick_doomed = rng.random_bool(1.0 / 3.0);
+            let choice = rng.random::<u64>();
+            let driver = Arc::clone(self);
+            n += 1;
+            flows.spawn(async move { driver.task_flow(n, pick_doomed, choice).await });
+            while flows.try_join_next().is_some() {}
+        }
+        while flows.join_next().await.is_some() {}
+    }
+
+    async fn task_flow(&self, n: u64, pick_doomed: bool, choice: u64) {
+        let Ok(task) = self
+            .call("task.create", json!({"text": format!("chaos task {n}")}))
+            .await
+        else {
+            return;
+        };
+        let Some(task_id) = task.get("id").and_then(Value::as_str).map(str::to_string) else {
+            return;
+        };
+        self.ledger.lock().task_created(&task_id);
+        let Some(w) = self.ledger.lock().pick_claimer(pick_doomed, choice) else {
+            return;
+        };
+        let worker = self.ledger.lock().workers[w].id.clone();
+        let Ok(claim) = self.call("task.claim", json!({"workerId": worker})).await else {
+            return;
+        };
+        let (Some(id), Some(token)) = (
+            claim.get("taskId").and_then(Value::as_str),
+            claim.get("claimToken").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let (id, token) = (id.to_string(), token.to_string());
+        self.ledger.lock().task_claimed(&id, w, &token);
+        if self.ledger.lock().workers[w].doomed {
+            return; // held until its worker dies
+        }
+        let step = json!({"taskId": id, "claimToken": token, "extendLeasesSec": 0});
+        if self.call("task.heartbeat", step).await.is_err() {
+            return;
+        }
+        let done = json!({"taskId": id, "claimToken": token, "result": {"n": n}});
+        if let Ok(answer) = self.call("task.complete", done).await {
+            self.ledger.lock().task_completion(&id, &token, &answer);
+        }
+    }
+
+    /// Lease acquisitions (and releases of about half).
+    async fn leases(self: &Arc<Self>, until: Instant) {
+        if self.config.lease_rate <= 0.0 {
+            return;
+        }
+        let mut rng = self.rng(2);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / self.config.lease_rate));
+        while Instant::now() < until {
+            tick.tick().await;
+            let key = format!("chaos/{}", rng.random_range(0..20));
+            let choice = rng.random::<u64>();
+            let release = rng.random_bool(0.5);
+            let Some(w) = self
+                .ledger
+                .lock()
+                .pick_claimer(rng.random_bool(0.25), choice)
+            else {
+                continue;
+            };
+            let holder = self.ledger.lock().workers[w].id.clone();
+            let acquire = json!({"key": key, "holder": holder, "ttlSec": 60});
+            let Ok(answer) = self.call("lease.acquire", acquire).await else {
+                continue;
+            };
+            if answer["acquired"] != true {
+                continue;
+            }
+            let token = answer["fencingToken"].as_u64().unwrap_or(0);
+            self.ledger.lock().lease_acquired(&key, w, token);
+            if release && !self.ledger.lock().workers[w].doomed {
+                let params = json!({"key": key, "holder": holder});
+                if let Ok(answer) = self.call("lease.release", params).await
+                    && answer["released"] == true
+                {
+                    self.ledger.lock().lease_released(&key, token);
+                }
+            }
+        }
+    }
+
+    /// The doomed workers stop heartbeating, each at a seeded moment between 20 % and 50 %
+    /// of the run.
+    async fn dooms(&self) {
+        let mut rng = self.rng(3);
+        let d = self.config.duration.as_secs_f64();
+        let mut deaths: Vec<(f64, usize)> = self
+            .ledger
+            .lock()
+            .doomed()
+            .into_iter()
+            .map(|w| (rng.random_range(0.2 * d..0.5 * d), w))
+            .collect();
+        deaths.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (at, w) in deaths {
+            tokio::time::sleep_until(self.start + Duration::from_secs_f64(at)).await;
+            self.ledger.lock().die(w);
+        }
+    }
+
+    /// `chaos.kill` of `actor` at `rate` per second.
+    async fn kills(&self, actor: &'static str, rate: f64, stream: u64, until: Instant) {
+        if rate <= 0.0 {
+            return;
+        }
+        let mut rng = self.rng(stream);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        tick.tick().await; // not at once
+        while Instant::now() < until {
+            tick.tick().await;
+            let params = if actor == "instance" {
+                let w = rng.random_range(0..self.config.workers);
+                let id = self.ledger.lock().workers[w].id.clone();
+                json!({"actor": "instance", "ids": [id]})
+            } else {
+                json!({"actor": actor})
+            };
+            if let Ok(answer) = self.client.call("chaos.kill", params).await
+                && answer["killed"].as_u64().unwrap_or(0) > 0
+            {
+                *self
+                    .ledger
+                    .lock()
+                    .faults
+                    .entry(format!("kill {actor}"))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    async fn disruptions(&self, disruptor: Option<&dyn Disruptor>, until: Instant) {
+        let (Some(d), Some(every)) = (disruptor, self.config.disrupt_every) else {
+            return;
+        };
+        let mut at = self.start + every;
+        while at < until {
+            tokio::time::sleep_until(at).await;
+            match d.disrupt().await {
+                Ok(()) => *self.ledger.lock().faults.entry(d.name()).or_default() += 1,
+                Err(e) => self.ledger.lock().disruption_failed(&d.name(), &e),
+            }
+            at += every;
+        }
+    }
+
+    /// The final checks, once the workload has stopped.
+    async fn verify(&self) {
+        // Let the dead expire and their work be taken back: TTL plus a margin for the sweep.
+        let last_death = self.ledger.lock().last_death();
+        if let Some(dead_at) = last_death {
+            let settle = dead_at + self.config.ttl + Duration::from_secs(2);
+            tokio::time::sleep_until(settle).await;
+        }
+        // Zombies: each dead worker's claim tokens must be refused.
+        let zombies = self.ledger.lock().zombie_claims();
+        for (task, token) in zombies {
+            let params = json!({"taskId": task, "claimToken": token, "result": {"zombie": true}});
+            if let Ok(answer) = self.client.call("task.complete", params).await {
+                self.ledger.lock().zombie_answer(&task, &answer);
+            }
+        }
+        let state = self
+            .client
+            .call("system.get_state", json!({"limit": 100_000}))
+            .await;
+        let tasks = self
+            .client
+            .call("task.list", json!({"limit": 10_000}))
+            .await;
+        let leases = self.client.call("lease.list", json!({})).await;
+        let store = self.client.call("chaos.verify_store", json!({})).await;
+        let mut l = self.ledger.lock();
+        l.final_state(state, tasks, leases, store);
+    }
+}
+
+/// Runs the workload with its faults for `config.duration`, then checks every invariant.
+pub async fn run(
+    transport: Transport,
+    config: ChaosConfig,
+    disruptor: Option<&dyn Disruptor>,
+) -> Result<ChaosReport, String> {
+    if config.workers == 0 || config.doomed >= config.workers {
+        return Err("--workers must exceed --doomed".into());
+    }
+    if config.heartbeat_rate.is_nan() || config.heartbeat_rate <= 0.0 {
+        return Err("--heartbeat-rate must be positive".into());
+    }
+    let per_worker = config.heartbeat_rate / (config.workers - config.doomed) as f64;
+    if per_worker * config.ttl.as_secs_f64() < 3.0 {
+        return Err(format!(
+            "{:.2} heartbeats per worker per TTL: raise the rate or the TTL so each worker \
+             beats at least three times per TTL",
+            per_worker * config.ttl.as_secs_f64()
+        ));
+    }
+    let ids: Vec<String> = (0..config.workers)
+        .map(|i| format!("{}-{i}", config.prefix))
+        .collect();
+    let client = Client::connect_with_chaos(&transport, ids.clone(), 4).await?;
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut doomed: Vec<usize> = (0..config.workers).collect();
+    for i in 0..config.doomed {
+        let j = rng.random_range(i..config.workers);
+        doomed.swap(i, j);
+    }
+    doomed.truncate(config.doomed);
+    let driver = Arc::new(Driver {
+        ledger: Mutex::new(Ledger::new(ids, &doomed)),
+        client,
+        start: Instant::now(),
+        config: config.clone(),
+    });
+    for w in 0..config.workers {
+        if !driver.register(w).await {
+            return Err(format!(
+                "registering {}-{w} failed: is the server up (and started with --chaos)?",
+                config.prefix
+            ));
+        }
+    }
+    if let Err(code) = driver.client.call("chaos.status", json!({})).await {
+        return Err(format!(
+            "chaos.status answered {code}: start the server with --chaos"
+        ));
+    }
+    let driver_ref = &driver;
+    let started = driver.start;
+    let until = started + config.duration;
+    tokio::join!(
+        driver_ref.heartbeats(until),
+        driver_ref.tasks(until),
+        driver_ref.leases(until),
+        driver_ref.dooms(),
+        driver_ref.kills("instance", config.instance_kills, 10, until),
+        driver_ref.kills("leader", config.leader_kills, 11, until),
+        driver_ref.kills("persister", config.persister_kills, 12, until),
+        driver_ref.disruptions(disruptor, until),
+    );
+    let workload = started.elapsed();
+    // Live workers keep heartbeating while the dead settle and the checks run.
+    let keep_alive = async {
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            _ = driver_ref.heartbeats(far) => {}
+            _ = driver_ref.verify() => {}
+        }
+    };
+    keep_alive.await;
+    let l = driver.ledger.lock();
+    Ok(l.report(config.seed, workload))
+}

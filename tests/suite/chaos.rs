@@ -1,0 +1,272 @@
+//! Chaos runs: faults injected under load, every invariant checked. Each run is seeded and
+//! prints its seed; `VIGIL_CHAOS_SEED` reruns one, `VIGIL_CHAOS_DURATION` (e.g. `5m`) makes
+//! them soaks.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use vigil::chaos::{ChaosConfig, ChaosReport, Disruptor};
+use vigil::load::Transport;
+use vigil::server::{Server, ServerConfig};
+use vigil::store::{RedisConfig, StoreConfig};
+use vigil::{Config, Coordinator};
+
+use crate::redis_server::RedisServer;
+
+fn seeded(default_seed: u64, duration: Duration) -> ChaosConfig {
+    let seed = std::env::var("VIGIL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_seed);
+    let duration = std::env::var("VIGIL_CHAOS_DURATION")
+        .ok()
+        .and_then(|d| humantime::parse_duration(&d).ok())
+        .unwrap_or(duration);
+    eprintln!("chaos seed {seed} (rerun with VIGIL_CHAOS_SEED={seed}), duration {duration:?}");
+    ChaosConfig {
+        seed,
+        duration,
+        ..ChaosConfig::default()
+    }
+}
+
+fn assert_clean(report: &ChaosReport) {
+    eprintln!("{}", report.table());
+    assert_eq!(report.violations(), 0, "{}", report.table());
+}
+
+async fn chaos_server(config: Config) -> (String, Coordinator, tokio::sync::oneshot::Sender<()>) {
+    let coordinator = Coordinator::start(config).await.unwrap();
+    let server = Server::bind(
+        coordinator.clone(),
+        &ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            chaos: true,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (url, coordinator, stop)
+}
+
+fn http(url: &str) -> Transport {
+    Transport::Http {
+        target: url.to_string(),
+        token: None,
+        batch: 1,
+    }
+}
+
+/// InstanceActors killed at 100/s under 1000 heartbeats/s, over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_actor_kills_under_load_break_no_promise() {
+    let (url, coordinator, stop) = chaos_server(Config::default()).await;
+    let config = ChaosConfig {
+        instance_kills: 100.0,
+        leader_kills: 0.0,
+        ..seeded(7, Duration::from_secs(12))
+    };
+    let report = vigil::chaos::run(http(&url), config, None).await.unwrap();
+    assert_clean(&report);
+    assert!(report.faults["kill instance"] >= 500, "{:?}", report.faults);
+    assert!(report.operations["system.heartbeat"] >= 8_000);
+    assert!(report.operations.get("task.complete").copied().unwrap_or(0) > 50);
+    let sup = coordinator.actors().inspect_supervisor().await.unwrap();
+    assert_eq!(
+        sup.instance_actors, sup.instances,
+        "every instance has its actor"
+    );
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// The LeaderActor killed every second, with the Persister killed every two, on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_and_persister_kills_keep_terms_and_the_store_straight() {
+    let redis = RedisServer::start();
+    let mut rc = RedisConfig::new(redis.url());
+    rc.flush_interval = Duration::from_millis(100);
+    let (url, coordinator, stop) = chaos_server(Config {
+        store: StoreConfig::Redis(rc),
+        ..Config::default()
+    })
+    .await;
+    let config = ChaosConfig {
+        instance_kills: 20.0,
+        leader_kills: 1.0,
+        persister_kills: 0.5,
+        ..seeded(11, Duration::from_secs(12))
+    };
+    let report = vigil::chaos::run(http(&url), config, None).await.unwrap();
+    assert_clean(&report);
+    assert!(report.faults["kill leader"] >= 10, "{:?}", report.faults);
+    assert!(report.faults["kill persister"] >= 5, "{:?}", report.faults);
+    let store = report
+        .invariants
+        .iter()
+        .find(|i| i.invariant == vigil::chaos::Invariant::StoreEqualsMemory)
+        .unwrap();
+    assert!(store.checked > 0, "the store was compared");
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// Restarts its redis-server (empty), holding it down for a second each time.
+struct RedisRestarter(Arc<Mutex<RedisServer>>);
+
+impl Disruptor for RedisRestarter {
+    fn name(&self) -> String {
+        "redis restart".into()
+    }
+    fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let redis = Arc::clone(&self.0);
+            tokio::task::spawn_blocking(move || redis.lock().stop())
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let redis = Arc::clone(&self.0);
+            tokio::task::spawn_blocking(move || redis.lock().restart())
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Redis stopped (for a second) and restarted empty, twice, mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
+    let redis = Arc::new(Mutex::new(RedisServer::start()));
+    let mut rc = RedisConfig::new(redis.lock().url());
+    rc.flush_interval = Duration::from_millis(100);
+    rc.breaker_open_for = Duration::from_millis(500);
+    let coordinator = Coordinator::start(Config {
+        store: StoreConfig::Redis(rc),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let config = ChaosConfig {
+        instance_kills: 50.0,
+        leader_kills: 0.5,
+        disrupt_every: Some(Duration::from_secs(4)),
+        ..seeded(13, Duration::from_secs(12))
+    };
+    let restarter = RedisRestarter(Arc::clone(&redis));
+    let report = vigil::chaos::run(
+        Transport::Inproc(coordinator.clone()),
+        config,
+        Some(&restarter),
+    )
+    .await
+    .unwrap();
+    assert_clean(&report);
+    assert_eq!(report.faults["redis restart"], 2, "{:?}", report.faults);
+    coordinator.shutdown().await;
+}
+
+/// `vigil serve --chaos --redis` killed with SIGKILL and started again, from the outside.
+struct ProcessRestarter {
+    child: Mutex<Option<Child>>,
+    port: u16,
+    redis: String,
+}
+
+impl ProcessRestarter {
+    fn spawn(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "serve",
+                "--chaos",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+            ])
+            .args(["--redis", &self.redis, "--flush-interval", "100ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigil starts")
+    }
+
+    async fn wait_ready(&self) -> Result<(), String> {
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        for _ in 0..100 {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("vigil serve did not come back within 5 s".into())
+    }
+}
+
+impl Drop for ProcessRestarter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Disruptor for ProcessRestarter {
+    fn name(&self) -> String {
+        "process SIGKILL + restart".into()
+    }
+    fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if let Some(mut child) = self.child.lock().take() {
+                child.kill().map_err(|e| e.to_string())?; // SIGKILL
+                let _ = child.wait();
+            }
+            *self.child.lock() = Some(self.spawn());
+            self.wait_ready().await
+        })
+    }
+}
+
+/// The coordinator process killed with SIGKILL and restarted on Redis, twice, mid-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_process_restarts_with_every_promise_kept() {
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let restarter = ProcessRestarter {
+        child: Mutex::new(None),
+        port,
+        redis: redis.url(),
+    };
+    *restarter.child.lock() = Some(restarter.spawn());
+    restarter.wait_ready().await.unwrap();
+    let config = ChaosConfig {
+        instance_kills: 20.0,
+        leader_kills: 0.5,
+        disrupt_every: Some(Duration::from_secs(5)),
+        ..seeded(17, Duration::from_secs(14))
+    };
+    let report = vigil::chaos::run(
+        http(&format!("http://127.0.0.1:{port}")),
+        config,
+        Some(&restarter),
+    )
+    .await
+    .unwrap();
+    assert_clean(&report);
+    assert_eq!(report.faults["process SIGKILL + restart"], 2);
+}
