@@ -7,8 +7,8 @@
 //! workers acquire, and sometimes release, exclusive leases. `doomed` workers really die
 //! part-way through: they claim tasks and take leases, then stop heartbeating, so their work
 //! must be taken back. Meanwhile `chaos.kill` kills InstanceActors, the LeaderActor and the
-//! Persister at the configured rates, and a [`Disruptor`] may restart Redis or the whole
-//! process (SIGKILL) every `disrupt_every`.
+//! Persister at the configured rates, and [`Disruptor`]s may restart Redis or the whole
+//! process (SIGKILL) at their own intervals ([`disrupt`] has both).
 //!
 //! Every random choice (victims, doomed workers, when they die, who claims) comes from `seed`,
 //! so a run's faults are reproducible from the seed it prints; their exact timing is not.
@@ -22,6 +22,7 @@
 //! * fencing tokens of a key only grow;
 //! * the store equals memory after the run (`chaos.verify_store`; with Redis only).
 
+pub mod disrupt;
 mod ledger;
 
 use std::collections::BTreeMap;
@@ -74,8 +75,6 @@ pub struct ChaosConfig {
     pub leader_kills: f64,
     /// Persister kills per second (only meaningful with a store).
     pub persister_kills: f64,
-    /// Run the disruptor this often.
-    pub disrupt_every: Option<Duration>,
     /// Id prefix.
     pub prefix: String,
 }
@@ -96,7 +95,6 @@ impl Default for ChaosConfig {
             instance_kills: 100.0,
             leader_kills: 1.0,
             persister_kills: 0.0,
-            disrupt_every: None,
             prefix: "chaos".into(),
         }
     }
@@ -443,10 +441,7 @@ impl Driver {
         }
     }
 
-    async fn disruptions(&self, disruptor: Option<&dyn Disruptor>, until: Instant) {
-        let (Some(d), Some(every)) = (disruptor, self.config.disrupt_every) else {
-            return;
-        };
+    async fn disruptions(&self, d: &dyn Disruptor, every: Duration, until: Instant) {
         let mut at = self.start + every;
         while at < until {
             tokio::time::sleep_until(at).await;
@@ -490,10 +485,11 @@ impl Driver {
 }
 
 /// Runs the workload with its faults for `config.duration`, then checks every invariant.
+/// Each disruptor runs every its interval (first after one interval).
 pub async fn run(
     transport: Transport,
     config: ChaosConfig,
-    disruptor: Option<&dyn Disruptor>,
+    disruptors: &[(&dyn Disruptor, Duration)],
 ) -> Result<ChaosReport, String> {
     if config.workers == 0 || config.doomed >= config.workers {
         return Err("--workers must exceed --doomed".into());
@@ -526,6 +522,11 @@ pub async fn run(
         start: Instant::now(),
         config: config.clone(),
     });
+    if let Err(code) = driver.client.call("chaos.status", json!({})).await {
+        return Err(format!(
+            "chaos.status answered {code}: start the server with --chaos"
+        ));
+    }
     for w in 0..config.workers {
         if !driver.register(w).await {
             return Err(format!(
@@ -533,11 +534,6 @@ pub async fn run(
                 config.prefix
             ));
         }
-    }
-    if let Err(code) = driver.client.call("chaos.status", json!({})).await {
-        return Err(format!(
-            "chaos.status answered {code}: start the server with --chaos"
-        ));
     }
     let driver_ref = &driver;
     let started = driver.start;
@@ -550,7 +546,11 @@ pub async fn run(
         driver_ref.kills("instance", config.instance_kills, 10, until),
         driver_ref.kills("leader", config.leader_kills, 11, until),
         driver_ref.kills("persister", config.persister_kills, 12, until),
-        driver_ref.disruptions(disruptor, until),
+        futures_util::future::join_all(
+            disruptors
+                .iter()
+                .map(|(d, every)| driver_ref.disruptions(*d, *every, until))
+        ),
     );
     let workload = started.elapsed();
     // Live workers keep heartbeating while the dead settle and the checks run.

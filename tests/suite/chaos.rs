@@ -3,12 +3,13 @@
 //! them soaks.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
+use vigil::chaos::disrupt::ServeProcess;
 use vigil::chaos::{ChaosConfig, ChaosReport, Disruptor};
 use vigil::load::Transport;
 use vigil::server::{Server, ServerConfig};
@@ -76,7 +77,7 @@ async fn instance_actor_kills_under_load_break_no_promise() {
         leader_kills: 0.0,
         ..seeded(7, Duration::from_secs(12))
     };
-    let report = vigil::chaos::run(http(&url), config, None).await.unwrap();
+    let report = vigil::chaos::run(http(&url), config, &[]).await.unwrap();
     assert_clean(&report);
     assert!(report.faults["kill instance"] >= 500, "{:?}", report.faults);
     assert!(report.operations["system.heartbeat"] >= 8_000);
@@ -107,7 +108,7 @@ async fn leader_and_persister_kills_keep_terms_and_the_store_straight() {
         persister_kills: 0.5,
         ..seeded(11, Duration::from_secs(12))
     };
-    let report = vigil::chaos::run(http(&url), config, None).await.unwrap();
+    let report = vigil::chaos::run(http(&url), config, &[]).await.unwrap();
     assert_clean(&report);
     assert!(report.faults["kill leader"] >= 10, "{:?}", report.faults);
     assert!(report.faults["kill persister"] >= 5, "{:?}", report.faults);
@@ -159,14 +160,13 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
     let config = ChaosConfig {
         instance_kills: 50.0,
         leader_kills: 0.5,
-        disrupt_every: Some(Duration::from_secs(4)),
         ..seeded(13, Duration::from_secs(12))
     };
     let restarter = RedisRestarter(Arc::clone(&redis));
     let report = vigil::chaos::run(
         Transport::Inproc(coordinator.clone()),
         config,
-        Some(&restarter),
+        &[(&restarter, Duration::from_secs(4))],
     )
     .await
     .unwrap();
@@ -175,98 +175,105 @@ async fn redis_restarted_mid_run_loses_nothing_acknowledged() {
     coordinator.shutdown().await;
 }
 
-/// `vigil serve --chaos --redis` killed with SIGKILL and started again, from the outside.
-struct ProcessRestarter {
-    child: Mutex<Option<Child>>,
-    port: u16,
-    redis: String,
-}
-
-impl ProcessRestarter {
-    fn spawn(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args([
-                "serve",
-                "--chaos",
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-            ])
-            .args(["--redis", &self.redis, "--flush-interval", "100ms"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("vigil starts")
-    }
-
-    async fn wait_ready(&self) -> Result<(), String> {
-        let url = format!("http://127.0.0.1:{}/healthz", self.port);
-        for _ in 0..100 {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err("vigil serve did not come back within 5 s".into())
-    }
-}
-
-impl Drop for ProcessRestarter {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.lock().take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Disruptor for ProcessRestarter {
-    fn name(&self) -> String {
-        "process SIGKILL + restart".into()
-    }
-    fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            if let Some(mut child) = self.child.lock().take() {
-                child.kill().map_err(|e| e.to_string())?; // SIGKILL
-                let _ = child.wait();
-            }
-            *self.child.lock() = Some(self.spawn());
-            self.wait_ready().await
-        })
-    }
-}
-
-/// The coordinator process killed with SIGKILL and restarted on Redis, twice, mid-run.
+/// The coordinator process (`vigil serve --chaos --redis`) killed with SIGKILL and restarted
+/// on Redis, twice, mid-run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_process_restarts_with_every_promise_kept() {
     let redis = RedisServer::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let restarter = ProcessRestarter {
-        child: Mutex::new(None),
-        port,
-        redis: redis.url(),
-    };
-    *restarter.child.lock() = Some(restarter.spawn());
-    restarter.wait_ready().await.unwrap();
+    let server = ServeProcess::start(
+        env!("CARGO_BIN_EXE_vigil").into(),
+        vec![
+            "--redis".into(),
+            redis.url(),
+            "--flush-interval".into(),
+            "100ms".into(),
+        ],
+    )
+    .await
+    .unwrap();
     let config = ChaosConfig {
         instance_kills: 20.0,
         leader_kills: 0.5,
-        disrupt_every: Some(Duration::from_secs(5)),
         ..seeded(17, Duration::from_secs(14))
     };
     let report = vigil::chaos::run(
-        http(&format!("http://127.0.0.1:{port}")),
+        http(&server.url()),
         config,
-        Some(&restarter),
+        &[(&server, Duration::from_secs(5))],
     )
     .await
     .unwrap();
     assert_clean(&report);
     assert_eq!(report.faults["process SIGKILL + restart"], 2);
+}
+
+/// `vigil chaos --spawn`: the command starts its own `vigil serve --chaos`, runs, prints the
+/// invariants table and exits 0; against a server without --chaos it says so and exits 1;
+/// contradictory flags are usage errors.
+#[test]
+fn the_chaos_command_runs_and_refuses_what_it_cannot_do() {
+    let vigil = || Command::new(env!("CARGO_BIN_EXE_vigil"));
+    let out = vigil()
+        .args(["chaos", "--spawn", "--seed", "5", "--duration", "4s"])
+        .args([
+            "--workers",
+            "50",
+            "--doomed",
+            "3",
+            "--ttl",
+            "2s",
+            "--heartbeat-rate",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("violations 0"), "{table}");
+    for invariant in ["NoFalseExpiry", "OneLeaderPerTerm", "StaleClaimRefused"] {
+        assert!(table.contains(invariant), "{table}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seed 5"));
+
+    // A server without --chaos.
+    let port = vigil::chaos::disrupt::free_port().unwrap();
+    let mut plain = vigil()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up);
+    let refused = vigil()
+        .args([
+            "chaos",
+            "--target",
+            &format!("http://127.0.0.1:{port}"),
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let _ = plain.kill();
+    let _ = plain.wait();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--chaos"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let usage = vigil()
+        .args(["chaos", "--sigkill-every", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
 }
