@@ -2,14 +2,13 @@
 //! JSON-RPC 2.0, each class of bad input gets its own error code, and a flood of bad or
 //! excessive requests neither grows memory without bound nor starves well-behaved callers.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use vigil::rpc::{Dispatcher, RpcLimits, code};
-use vigil::server::{Server, ServerConfig};
+use vigil::server::ServerConfig;
 use vigil::{Config, Coordinator};
 
 /// One runtime and one coordinator for every generated case.
@@ -223,22 +222,8 @@ proptest! {
 async fn flood_server(
     config: ServerConfig,
 ) -> (String, Coordinator, tokio::sync::oneshot::Sender<()>) {
-    let coordinator = Coordinator::start(Config::default()).await.unwrap();
-    let server = Server::bind(
-        coordinator.clone(),
-        &ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..config
-        },
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}/rpc", server.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    (url, coordinator, stop)
+    let (url, coordinator, stop) = crate::common::serve(Config::default(), config).await;
+    (format!("{url}/rpc"), coordinator, stop)
 }
 
 fn rss_bytes() -> u64 {

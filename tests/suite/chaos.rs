@@ -2,7 +2,6 @@
 //! prints its seed; `VIGIL_CHAOS_SEED` reruns one, `VIGIL_CHAOS_DURATION` (e.g. `5m`) makes
 //! them soaks.
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use parking_lot::Mutex;
 use vigil::chaos::disrupt::ServeProcess;
 use vigil::chaos::{ChaosConfig, ChaosReport, Disruptor};
 use vigil::load::Transport;
-use vigil::server::{Server, ServerConfig};
+use vigil::server::ServerConfig;
 use vigil::store::{RedisConfig, StoreConfig};
 use vigil::{Config, Coordinator};
 
@@ -41,23 +40,11 @@ fn assert_clean(report: &ChaosReport) {
 }
 
 async fn chaos_server(config: Config) -> (String, Coordinator, tokio::sync::oneshot::Sender<()>) {
-    let coordinator = Coordinator::start(config).await.unwrap();
-    let server = Server::bind(
-        coordinator.clone(),
-        &ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            chaos: true,
-            ..ServerConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    (url, coordinator, stop)
+    let server = ServerConfig {
+        chaos: true,
+        ..ServerConfig::default()
+    };
+    crate::common::serve(config, server).await
 }
 
 fn http(url: &str) -> Transport {

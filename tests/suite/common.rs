@@ -94,3 +94,27 @@ pub async fn settle() {
 pub fn of_kind(events: &[Event], kind: EventKind) -> Vec<&Event> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
+
+/// A JSON-RPC server over `coordinator config` on a free loopback port, run until the sender
+/// is used or dropped: (base URL, coordinator, stop).
+pub async fn serve(
+    config: Config,
+    server: vigil::server::ServerConfig,
+) -> (String, Coordinator, tokio::sync::oneshot::Sender<()>) {
+    let coordinator = Coordinator::start(config).await.unwrap();
+    let server = vigil::server::Server::bind(
+        coordinator.clone(),
+        &vigil::server::ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..server
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (url, coordinator, stop)
+}

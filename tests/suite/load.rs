@@ -1,36 +1,14 @@
 //! `vigil load` checks its own bookkeeping against a real in-process server.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use vigil::load::{LoadConfig, LoadReport, Rate, Transport};
-use vigil::server::{Server, ServerConfig};
+use vigil::server::ServerConfig;
 use vigil::{Config, Coordinator};
 
 async fn server() -> (String, Coordinator, tokio::sync::oneshot::Sender<()>) {
-    server_with(ServerConfig::default()).await
-}
-
-async fn server_with(
-    config: ServerConfig,
-) -> (String, Coordinator, tokio::sync::oneshot::Sender<()>) {
-    let coordinator = Coordinator::start(Config::default()).await.unwrap();
-    let server = Server::bind(
-        coordinator.clone(),
-        &ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..config
-        },
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    (url, coordinator, stop)
+    crate::common::serve(Config::default(), ServerConfig::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
