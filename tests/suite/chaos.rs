@@ -48,11 +48,7 @@ async fn chaos_server(config: Config) -> (String, Coordinator, tokio::sync::ones
 }
 
 fn http(url: &str) -> Transport {
-    Transport::Http {
-        target: url.to_string(),
-        token: None,
-        batch: 1,
-    }
+    crate::common::http(url, 1)
 }
 
 /// InstanceActors killed at 100/s under 1000 heartbeats/s, over HTTP.

@@ -118,3 +118,12 @@ pub async fn serve(
     }));
     (url, coordinator, stop)
 }
+
+/// JSON-RPC over HTTP to `target`, `batch` heartbeats per request, no token.
+pub fn http(target: impl Into<String>, batch: usize) -> vigil::load::Transport {
+    vigil::load::Transport::Http {
+        target: target.into(),
+        token: None,
+        batch,
+    }
+}

@@ -20,11 +20,7 @@ async fn a_thousand_a_minute_is_kept_and_accounted_for() {
         rate: "1000/min".parse().unwrap(),
         duration: Duration::from_secs(4),
         concurrency: 16,
-        ..LoadConfig::new(Transport::Http {
-            target: url,
-            token: None,
-            batch: 1,
-        })
+        ..LoadConfig::new(crate::common::http(url, 1))
     })
     .await
     .unwrap();
@@ -78,11 +74,7 @@ async fn errors_are_counted_by_code() {
         rate: Rate::PerSecond(2000.0),
         duration: Duration::from_secs(1),
         concurrency: 8,
-        ..LoadConfig::new(Transport::Http {
-            target: url,
-            token: None,
-            batch: 5,
-        })
+        ..LoadConfig::new(crate::common::http(url, 5))
     })
     .await
     .unwrap();
@@ -219,11 +211,7 @@ async fn the_task_mix_runs_whole_flows_and_measures_each_method() {
         rate: Rate::PerSecond(200.0),
         duration: Duration::from_secs(2),
         tasks: Some(25.0),
-        ..LoadConfig::new(Transport::Http {
-            target: url,
-            token: None,
-            batch: 1,
-        })
+        ..LoadConfig::new(crate::common::http(url, 1))
     })
     .await
     .unwrap();
@@ -274,11 +262,7 @@ async fn compare_alternates_between_two_servers_and_gives_ratios() {
         prefix: "cmp".into(),
         rate: Rate::PerSecond(300.0),
         duration: Duration::from_secs(2),
-        ..LoadConfig::new(Transport::Http {
-            target: target.to_string(),
-            token: None,
-            batch: 1,
-        })
+        ..LoadConfig::new(crate::common::http(target, 1))
     };
     let started = std::time::Instant::now();
     let c = vigil::load::compare(config(&a_url), "a".into(), config(&b_url), "b".into(), 4)
