@@ -80,9 +80,16 @@ struct ChaosArgs {
     /// Kill the child with SIGKILL and start it again this often (needs --spawn and a Redis).
     #[arg(long, value_parser = humantime::parse_duration)]
     sigkill_every: Option<Duration>,
-    /// Stop the private redis-server for a second and start it again (empty) this often.
+    /// Kill the private redis-server, keep it down for a second and start it again this often.
+    /// It keeps its data (an append-only file fsynced on every write) unless
+    /// --redis-empty-restarts.
     #[arg(long, value_parser = humantime::parse_duration)]
     redis_restart_every: Option<Duration>,
+    /// Run the private redis-server without persistence, so each restart empties it (Vigil
+    /// then rewrites everything from memory). Not with --sigkill-every: losing Redis's data and
+    /// the coordinator's memory together is a double fault nothing can recover from.
+    #[arg(long)]
+    redis_empty_restarts: bool,
     /// Seed of every random choice [default: from the clock, printed].
     #[arg(long)]
     seed: Option<u64>,
@@ -137,8 +144,14 @@ impl ChaosArgs {
         {
             return usage("--spawn-redis, --redis and --sigkill-every need --spawn");
         }
-        if self.redis_restart_every.is_some() && !self.spawn_redis {
-            return usage("--redis-restart-every needs --spawn-redis");
+        if (self.redis_restart_every.is_some() || self.redis_empty_restarts) && !self.spawn_redis {
+            return usage("--redis-restart-every and --redis-empty-restarts need --spawn-redis");
+        }
+        if self.redis_empty_restarts && self.sigkill_every.is_some() {
+            return usage(
+                "--redis-empty-restarts with --sigkill-every would lose Redis's copy and memory \
+                 together, which no store can recover from; drop one of them",
+            );
         }
         if self.sigkill_every.is_some() && !self.spawn_redis && self.redis.is_none() {
             return usage(
@@ -152,7 +165,7 @@ impl ChaosArgs {
         });
         eprintln!("vigil chaos: seed {seed} (rerun with --seed {seed})");
         let redis = if self.spawn_redis {
-            match RedisProcess::start().await {
+            match RedisProcess::start(!self.redis_empty_restarts).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     eprintln!("vigil chaos: {e}");

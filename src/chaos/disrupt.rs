@@ -68,15 +68,44 @@ impl ServeProcess {
         Ok(p)
     }
 
+    /// Starts the child and waits until it listens. Like a process supervisor, starts it again
+    /// when it exits first (`vigil serve` refuses to start while its Redis is unreachable, as
+    /// recovery must read the store), for up to 30 s.
     async fn spawn(&self) -> Result<(), String> {
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
-        *self.child.lock() = Some(child);
-        wait_for_port(self.port, "vigil serve").await
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let child = Command::new(&self.program)
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
+            *self.child.lock() = Some(child);
+            loop {
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return Ok(());
+                }
+                let exited = self
+                    .child
+                    .lock()
+                    .as_mut()
+                    .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+                if exited {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "vigil serve did not listen on 127.0.0.1:{} within 30 s",
+                        self.port
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err("vigil serve kept exiting for 30 s (is its Redis up?)".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Its base URL.
@@ -103,11 +132,14 @@ impl Disruptor for ServeProcess {
     }
 }
 
-/// A private `redis-server` (no persistence) in a temp dir on loopback.
+/// A private `redis-server` in a temp dir on loopback: with an append-only file fsynced on
+/// every write (`durable`), so a restart keeps every acknowledged write, or without any
+/// persistence, so it comes back empty.
 pub struct RedisProcess {
     /// Its port.
     pub port: u16,
     dir: PathBuf,
+    durable: bool,
     child: Mutex<Option<Child>>,
     /// How long it stays down when disrupted.
     pub down_for: Duration,
@@ -115,7 +147,7 @@ pub struct RedisProcess {
 
 impl RedisProcess {
     /// Starts one.
-    pub async fn start() -> Result<Self, String> {
+    pub async fn start(durable: bool) -> Result<Self, String> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("vigil-chaos-redis-{}-{port}", std::process::id()));
@@ -123,6 +155,7 @@ impl RedisProcess {
         let r = Self {
             port,
             dir,
+            durable,
             child: Mutex::new(None),
             down_for: Duration::from_secs(1),
         };
@@ -131,9 +164,21 @@ impl RedisProcess {
     }
 
     async fn spawn(&self) -> Result<(), String> {
+        let persistence: &[&str] = if self.durable {
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]
+        } else {
+            &["--save", "", "--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(persistence)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -159,7 +204,11 @@ impl Drop for RedisProcess {
 
 impl Disruptor for RedisProcess {
     fn name(&self) -> String {
-        "redis restart".into()
+        if self.durable {
+            "redis restart".into()
+        } else {
+            "redis restart (empty)".into()
+        }
     }
     fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {

@@ -445,12 +445,15 @@ impl Ledger {
                 continue;
             }
             let attempts = task.get("attempts").and_then(Value::as_u64).unwrap_or(0);
+            // A task whose attempts ran out ends `failed` and keeps its last assignee.
+            let claimed = task.get("status").and_then(Value::as_str) == Some("claimed");
             let assignee = task.get("assignee").and_then(Value::as_str);
-            let held_by_dead = assignee.is_some_and(|a| {
-                self.workers
-                    .iter()
-                    .any(|s| s.dead_at.is_some() && s.id == a)
-            });
+            let held_by_dead = claimed
+                && assignee.is_some_and(|a| {
+                    self.workers
+                        .iter()
+                        .any(|s| s.dead_at.is_some() && s.id == a)
+                });
             self.check(
                 Invariant::DeadWorkTakenBack,
                 attempts == dead_claims && !held_by_dead,

@@ -478,7 +478,14 @@ impl Driver {
             .call("task.list", json!({"limit": 10_000}))
             .await;
         let leases = self.client.call("lease.list", json!({})).await;
-        let store = self.client.call("chaos.verify_store", json!({})).await;
+        // After a Redis outage the breaker keeps writes off for its open period (10 s by
+        // default): wait for it rather than report the store as different.
+        let mut store = self.client.call("chaos.verify_store", json!({})).await;
+        let patience = Instant::now() + Duration::from_secs(20);
+        while store == Err(crate::rpc::code::STORE_UNAVAILABLE) && Instant::now() < patience {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            store = self.client.call("chaos.verify_store", json!({})).await;
+        }
         let mut l = self.ledger.lock();
         l.final_state(state, tasks, leases, store);
     }
