@@ -590,6 +590,17 @@ struct ServeArgs {
     /// [default: write-behind].
     #[arg(long, env = "VIGIL_PERSIST")]
     persist: Option<vigil::store::PersistMode>,
+    /// How long an instance's record outlives its TTL in Redis, so that a coordinator
+    /// restarted within it (after a crash or a Redis outage) still knows the instance
+    /// [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_RECORD_RETENTION")]
+    record_retention: Option<Duration>,
+    /// After a restart from Redis: `ttl` gives every instance still listed a full TTL (no live
+    /// worker is expired early; the dead are expired one TTL later), `last-flush` expires at
+    /// once those whose TTL ran out since the last flush (sooner takeover, but a crash during a
+    /// Redis outage expires live workers) [default: ttl].
+    #[arg(long, env = "VIGIL_RESTART_GRACE")]
+    restart_grace: Option<vigil::store::RestartGrace>,
     /// Serve the chaos.* fault-injection methods (kill actors, compare the store with
     /// memory), for chaos tests; never on a production server.
     #[arg(long, env = "VIGIL_CHAOS")]
@@ -617,6 +628,8 @@ impl ServeArgs {
             prefix: self.prefix.clone(),
             flush_interval: self.flush_interval,
             persist: self.persist,
+            record_retention: self.record_retention,
+            restart_grace: self.restart_grace,
             chaos: self.chaos.then_some(true),
         };
         Ok(flags.over(file).resolve())

@@ -17,6 +17,8 @@
 //! prefix = "cb:"
 //! flush-interval = "250ms"
 //! persist = "write-behind"           # or "write-through"
+//! record-retention = "10m"            # how long a record outlives its TTL in Redis
+//! restart-grace = "ttl"               # or "last-flush"
 //! chaos = false                       # serve chaos.* fault injection (tests only)
 //! ```
 //!
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::store::{PersistMode, RedisConfig, StoreConfig};
+use crate::store::{PersistMode, RedisConfig, RestartGrace, StoreConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -74,6 +76,11 @@ pub struct ServeLayer {
     pub flush_interval: Option<Duration>,
     /// How heartbeats are written.
     pub persist: Option<PersistMode>,
+    /// How long an instance's record outlives its TTL in Redis.
+    #[serde(default, deserialize_with = "duration")]
+    pub record_retention: Option<Duration>,
+    /// What a restart assumes about instances whose stored TTL ran out.
+    pub restart_grace: Option<RestartGrace>,
     /// Serve the chaos.* fault-injection methods.
     pub chaos: Option<bool>,
 }
@@ -114,6 +121,8 @@ impl ServeLayer {
             prefix: self.prefix.or(lower.prefix),
             flush_interval: self.flush_interval.or(lower.flush_interval),
             persist: self.persist.or(lower.persist),
+            record_retention: self.record_retention.or(lower.record_retention),
+            restart_grace: self.restart_grace.or(lower.restart_grace),
             chaos: self.chaos.or(lower.chaos),
         }
     }
@@ -135,6 +144,8 @@ impl ServeLayer {
             prefix: self.prefix.unwrap_or(d.prefix),
             flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
             persist: self.persist.unwrap_or(d.persist),
+            record_retention: self.record_retention.unwrap_or(d.record_retention),
+            restart_grace: self.restart_grace.unwrap_or(d.restart_grace),
             chaos: self.chaos.unwrap_or(d.chaos),
         }
     }
@@ -169,6 +180,10 @@ pub struct ServeSettings {
     pub flush_interval: Duration,
     /// How heartbeats are written (write-behind).
     pub persist: PersistMode,
+    /// How long an instance's record outlives its TTL in Redis (10 min).
+    pub record_retention: Duration,
+    /// What a restart assumes about instances whose stored TTL ran out (a full TTL).
+    pub restart_grace: RestartGrace,
     /// Serve chaos.* (off).
     pub chaos: bool,
 }
@@ -192,6 +207,8 @@ impl Default for ServeSettings {
             prefix: redis.prefix,
             flush_interval: redis.flush_interval,
             persist: redis.persist,
+            record_retention: redis.record_retention,
+            restart_grace: redis.restart_grace,
             chaos: server.chaos,
         }
     }
@@ -206,6 +223,8 @@ impl ServeSettings {
                 prefix: self.prefix.clone(),
                 flush_interval: self.flush_interval,
                 persist: self.persist,
+                record_retention: self.record_retention,
+                restart_grace: self.restart_grace,
                 ..RedisConfig::new(url.clone())
             }),
         };
@@ -239,7 +258,8 @@ mod tests {
     fn file_values_fill_what_flags_leave_unset() {
         let file = ServeLayer::from_toml(
             "listen = \"127.0.0.1:9000\"\nttl = \"1m\"\nheartbeat-rate = 50\nlog-format = \"json\"\n\
-             redis = \"redis://127.0.0.1:1\"\npersist = \"write-through\"\nflush-interval = \"1s\"\n",
+             redis = \"redis://127.0.0.1:1\"\npersist = \"write-through\"\nflush-interval = \"1s\"\n\
+             record-retention = \"2m\"\nrestart-grace = \"last-flush\"\n",
         )
         .unwrap();
         let flags = ServeLayer {
@@ -262,6 +282,8 @@ mod tests {
                 assert_eq!(r.persist, PersistMode::WriteThrough);
                 assert_eq!(r.flush_interval, Duration::from_secs(1));
                 assert_eq!(r.prefix, "cb:");
+                assert_eq!(r.record_retention, Duration::from_secs(120));
+                assert_eq!(r.restart_grace, RestartGrace::SinceLastFlush);
             }
             other => panic!("{other:?}"),
         }
@@ -279,6 +301,11 @@ mod tests {
         );
         let kind = ServeLayer::from_toml("max-batch = \"many\"").unwrap_err();
         assert!(kind.contains("max-batch"), "{kind}");
+        let grace = ServeLayer::from_toml("restart-grace = \"never\"").unwrap_err();
+        assert!(
+            grace.contains("restart-grace") && grace.contains("never"),
+            "{grace}"
+        );
         let missing = ServeLayer::from_file(Path::new("/nonexistent/vigil.toml")).unwrap_err();
         assert!(missing.contains("/nonexistent/vigil.toml"), "{missing}");
     }

@@ -95,14 +95,25 @@ struct TaskLedger {
     completions: BTreeSet<String>,
 }
 
+/// One acknowledged lease grant.
+struct Grant {
+    holder: usize,
+    token: u64,
+    released: bool,
+    /// Before this the grant cannot have lapsed: its TTL counted from before it was sent.
+    held_until: Instant,
+}
+
 pub(crate) struct Ledger {
     pub workers: Vec<WorkerState>,
     pub operations: BTreeMap<String, u64>,
     pub unacknowledged: BTreeMap<String, u64>,
     pub faults: BTreeMap<String, u64>,
+    /// When the last process-level disruption (a restart) finished.
+    pub last_disruption: Option<Instant>,
     tasks: BTreeMap<String, TaskLedger>,
-    /// key → (holder, fencing token, released)
-    leases: BTreeMap<String, Vec<(usize, u64, bool)>>,
+    /// key → its grants, oldest first.
+    leases: BTreeMap<String, Vec<Grant>>,
     leaders: BTreeMap<u64, BTreeSet<String>>,
     results: BTreeMap<Invariant, (u64, u64, Vec<String>)>,
 }
@@ -130,6 +141,7 @@ impl Ledger {
             operations: BTreeMap::new(),
             unacknowledged: BTreeMap::new(),
             faults: BTreeMap::new(),
+            last_disruption: None,
             tasks: BTreeMap::new(),
             leases: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -305,18 +317,32 @@ impl Ledger {
         );
     }
 
-    pub fn lease_acquired(&mut self, key: &str, w: usize, token: u64) {
+    /// `token` granted to `w` on `key`, by a call sent at `sent` for `ttl`.
+    pub fn lease_acquired(
+        &mut self,
+        key: &str,
+        w: usize,
+        token: u64,
+        sent: Instant,
+        ttl: Duration,
+    ) {
         let grants = self.leases.entry(key.to_string()).or_default();
-        // A holder acquiring what it still holds gets its grant back, same token.
-        if grants
-            .last()
-            .is_some_and(|&(holder, t, released)| holder == w && t == token && !released)
+        // A holder acquiring what it still holds gets its grant back, same token, new TTL.
+        if let Some(last) = grants
+            .last_mut()
+            .filter(|g| g.holder == w && g.token == token && !g.released)
         {
+            last.held_until = sent + ttl;
             self.check(Invariant::FencingGrows, true, String::new);
             return;
         }
-        let previous = grants.iter().map(|g| g.1).max().unwrap_or(0);
-        grants.push((w, token, false));
+        let previous = grants.iter().map(|g| g.token).max().unwrap_or(0);
+        grants.push(Grant {
+            holder: w,
+            token,
+            released: false,
+            held_until: sent + ttl,
+        });
         self.check(Invariant::FencingGrows, token > previous, || {
             format!("{key} granted with fencing token {token} after {previous}")
         });
@@ -326,9 +352,9 @@ impl Ledger {
         if let Some(g) = self
             .leases
             .get_mut(key)
-            .and_then(|g| g.iter_mut().find(|g| g.1 == token))
+            .and_then(|g| g.iter_mut().find(|g| g.token == token))
         {
-            g.2 = true;
+            g.released = true;
         }
     }
 
@@ -345,6 +371,7 @@ impl Ledger {
         state: Result<Value, i64>,
         tasks: Result<Value, i64>,
         leases: Result<Value, i64>,
+        leases_read_by: Instant,
         store: Result<Value, i64>,
     ) {
         let read = |what: &str, r: &Result<Value, i64>| -> Option<String> {
@@ -400,7 +427,7 @@ impl Ledger {
             self.check_tasks(tasks);
         }
         if let Ok(leases) = &leases {
-            self.check_leases(leases);
+            self.check_leases(leases, leases_read_by);
         }
         match store {
             Ok(check) if check["store"] == "memory" => {}
@@ -472,7 +499,9 @@ impl Ledger {
         self.tasks = ledger;
     }
 
-    fn check_leases(&mut self, leases: &Value) {
+    /// `leases` was answered by `read_by`: grants whose TTL may have run out by then are not
+    /// expected (the driver never renews).
+    fn check_leases(&mut self, leases: &Value, read_by: Instant) {
         let listed: BTreeSet<(String, u64)> = leases["leases"]
             .as_array()
             .map(|a| {
@@ -489,15 +518,16 @@ impl Ledger {
         let ledger = std::mem::take(&mut self.leases);
         for (key, grants) in &ledger {
             // Only the last grant of a key can still hold it; earlier ones were released.
-            let Some(&(w, token, released)) = grants.last() else {
+            let Some(last) = grants.last() else {
                 continue;
             };
+            let token = last.token;
             let there = listed.contains(&(key.clone(), token));
-            if !self.alive(w) {
+            if !self.alive(last.holder) {
                 self.check(Invariant::DeadWorkTakenBack, !there, || {
                     format!("lease {key} ({token}) of a dead worker is still held")
                 });
-            } else if !released {
+            } else if !last.released && last.held_until > read_by {
                 self.check(Invariant::AcknowledgedPresent, there, || {
                     format!("acknowledged lease {key} ({token}) is missing")
                 });

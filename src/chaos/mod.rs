@@ -37,6 +37,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::load::Transport;
+
+/// TTL of the driver's leases (never renewed).
+const LEASE_TTL: Duration = Duration::from_secs(60);
 use crate::load::client::Client;
 pub use ledger::Invariant;
 use ledger::Ledger;
@@ -352,7 +355,8 @@ impl Driver {
         }
     }
 
-    /// Lease acquisitions (and releases of about half).
+    /// Lease acquisitions (and releases of about half); never renewed, so a grant that is not
+    /// released lapses after [`LEASE_TTL`].
     async fn leases(self: &Arc<Self>, until: Instant) {
         if self.config.lease_rate <= 0.0 {
             return;
@@ -372,7 +376,8 @@ impl Driver {
                 continue;
             };
             let holder = self.ledger.lock().workers[w].id.clone();
-            let acquire = json!({"key": key, "holder": holder, "ttlSec": 60});
+            let acquire = json!({"key": key, "holder": holder, "ttlSec": LEASE_TTL.as_secs()});
+            let sent = Instant::now();
             let Ok(answer) = self.call("lease.acquire", acquire).await else {
                 continue;
             };
@@ -380,7 +385,9 @@ impl Driver {
                 continue;
             }
             let token = answer["fencingToken"].as_u64().unwrap_or(0);
-            self.ledger.lock().lease_acquired(&key, w, token);
+            self.ledger
+                .lock()
+                .lease_acquired(&key, w, token, sent, LEASE_TTL);
             if release && !self.ledger.lock().workers[w].doomed {
                 let params = json!({"key": key, "holder": holder});
                 if let Ok(answer) = self.call("lease.release", params).await
@@ -446,7 +453,11 @@ impl Driver {
         while at < until {
             tokio::time::sleep_until(at).await;
             match d.disrupt().await {
-                Ok(()) => *self.ledger.lock().faults.entry(d.name()).or_default() += 1,
+                Ok(()) => {
+                    let mut l = self.ledger.lock();
+                    *l.faults.entry(d.name()).or_default() += 1;
+                    l.last_disruption = Some(Instant::now());
+                }
                 Err(e) => self.ledger.lock().disruption_failed(&d.name(), &e),
             }
             at += every;
@@ -455,10 +466,16 @@ impl Driver {
 
     /// The final checks, once the workload has stopped.
     async fn verify(&self) {
-        // Let the dead expire and their work be taken back: TTL plus a margin for the sweep.
-        let last_death = self.ledger.lock().last_death();
+        // Let the dead expire and their work be taken back: TTL plus a margin for the sweep. A
+        // coordinator restarted after a death gives every instance it recovers a full TTL from
+        // the restart (the default restart grace), so count from the later of the two.
+        let (last_death, last_restart) = {
+            let l = self.ledger.lock();
+            (l.last_death(), l.last_disruption)
+        };
         if let Some(dead_at) = last_death {
-            let settle = dead_at + self.config.ttl + Duration::from_secs(2);
+            let from = last_restart.map_or(dead_at, |r| r.max(dead_at));
+            let settle = from + self.config.ttl + Duration::from_secs(2);
             tokio::time::sleep_until(settle).await;
         }
         // Zombies: each dead worker's claim tokens must be refused.
@@ -478,6 +495,7 @@ impl Driver {
             .call("task.list", json!({"limit": 10_000}))
             .await;
         let leases = self.client.call("lease.list", json!({})).await;
+        let leases_read_by = Instant::now();
         // After a Redis outage the breaker keeps writes off for its open period (10 s by
         // default): wait for it rather than report the store as different.
         let mut store = self.client.call("chaos.verify_store", json!({})).await;
@@ -487,7 +505,7 @@ impl Driver {
             store = self.client.call("chaos.verify_store", json!({})).await;
         }
         let mut l = self.ledger.lock();
-        l.final_state(state, tasks, leases, store);
+        l.final_state(state, tasks, leases, leases_read_by, store);
     }
 }
 

@@ -1,6 +1,12 @@
 //! Start-up with a durable store: connect, read everything back, rebuild memory, respawn the
-//! actors of live instances with their remaining TTL, and expire at once the instances whose
-//! TTL lapsed while the coordinator was down (their tasks go back to pending).
+//! actors of the instances the store lists as alive, and expire at once the ones it lists as
+//! gone (their tasks go back to pending).
+//!
+//! What happened between the last successful flush and the crash is unknown: heartbeats are
+//! written behind, and not at all while the store is unreachable. By default
+//! ([`RestartGrace::FullTtl`]) every listed instance gets a full TTL from the restart, so no
+//! instance that kept heartbeating is ever expired early; [`RestartGrace::SinceLastFlush`]
+//! trusts the last flush instead and expires at once those whose TTL ran out since.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,14 +18,19 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::model::{Epoch, InstanceId};
-use crate::store::{Persistence, RedisStore, Snapshot, StoreConfig};
+use crate::store::{Persistence, RedisStore, RestartGrace, Snapshot, StoreConfig};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Instances respawned with their remaining TTL.
+    /// Instances respawned: with their remaining TTL, or a fresh one (see `instances_renewed`).
     pub instances_restored: usize,
-    /// Instances whose TTL lapsed while the coordinator was down, expired at once.
+    /// Of the restored, those whose stored TTL had run out and that were given a full TTL from
+    /// the restart ([`RestartGrace::FullTtl`]): alive ones keep their place by heartbeating,
+    /// dead ones expire one TTL after the restart.
+    pub instances_renewed: usize,
+    /// Instances expired at once: stored as expired, past their record's retention, or (with
+    /// [`RestartGrace::SinceLastFlush`]) whose TTL ran out since the last flush.
     pub instances_expired: usize,
     /// Tasks loaded.
     pub tasks: usize,
@@ -77,25 +88,47 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
     for (key, why) in &report.skipped {
         tracing::warn!(key = %key, reason = %why, "unreadable key skipped during recovery");
     }
-    // Heartbeats are written behind: a heartbeat after the last flush may be missing. Assume
-    // every instance still alive at that flush heartbeated up to one flush interval after it
-    // (never later than now), so a crash can make an instance live a little longer, never
-    // expire before its TTL.
-    let interval = ctx
-        .persistence
-        .as_ref()
-        .map_or(0, |p| p.flush_interval.as_millis() as u64);
-    let heard_until = (snap.counters.last_flush_ms + interval).min(now_wall);
+    let (grace, retention_ms) = match &ctx.config.store {
+        crate::store::StoreConfig::Redis(rc) => {
+            (rc.restart_grace, rc.record_retention.as_millis() as u64)
+        }
+        crate::store::StoreConfig::Memory => (RestartGrace::default(), u64::MAX),
+    };
+    // Heartbeats are written behind, and not at all while the store is unreachable: a
+    // heartbeat after the last successful flush may be missing, and when that flush was is
+    // known but not when the crash came.
+    let heard_until = match grace {
+        // Every listed instance may have heartbeated until now: a full TTL from the restart.
+        RestartGrace::FullTtl => now_wall,
+        // Every instance still alive at the last flush heartbeated up to one flush interval
+        // after it (never later than now): a crash in a healthy store makes an instance live a
+        // little longer, never expire before its TTL; a crash during an outage may.
+        RestartGrace::SinceLastFlush => {
+            let interval = ctx
+                .persistence
+                .as_ref()
+                .map_or(0, |p| p.flush_interval.as_millis() as u64);
+            if snap.counters.last_flush_ms > 0 {
+                (snap.counters.last_flush_ms + interval).min(now_wall)
+            } else {
+                0
+            }
+        }
+    };
     let mut last_epoch = snap.counters.last_epoch;
     let mut alive = Vec::new();
     let mut expired: Vec<(InstanceId, Option<Epoch>)> =
         snap.lapsed.into_iter().map(|id| (id, None)).collect();
     for mut r in snap.instances {
         last_epoch = last_epoch.max(r.epoch.0);
-        if snap.counters.last_flush_ms > 0 {
-            r.last_seen_ms = r.last_seen_ms.max(heard_until);
-        }
-        if r.status.is_alive() && r.last_seen_ms + r.ttl_ms > now_wall {
+        let stored_deadline = r.last_seen_ms.saturating_add(r.ttl_ms);
+        // Past the record's retention the key would be gone from Redis: the same verdict.
+        let retained = stored_deadline.saturating_add(retention_ms) > now_wall;
+        r.last_seen_ms = r.last_seen_ms.max(heard_until);
+        if r.status.is_alive() && retained && r.last_seen_ms + r.ttl_ms > now_wall {
+            if stored_deadline <= now_wall {
+                report.instances_renewed += 1;
+            }
             alive.push(RestoredInstance {
                 id: r.id,
                 epoch: r.epoch,
@@ -160,7 +193,7 @@ pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport
         );
         event.instance_id = Some(id.clone());
         event.epoch = epoch;
-        event.reason = Some("TTL lapsed while the coordinator was down".into());
+        event.reason = Some("TTL ran out before the restart".into());
         ctx.events.publish(event);
         if let Some(epoch) = epoch {
             report.tasks_reassigned += ctx.with_work(|work, op| {
@@ -179,6 +212,7 @@ pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport
     report.took = started.elapsed();
     tracing::info!(
         restored = report.instances_restored,
+        renewed = report.instances_renewed,
         expired = report.instances_expired,
         tasks = report.tasks,
         leases = report.leases,

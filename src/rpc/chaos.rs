@@ -27,6 +27,19 @@ pub fn disabled(method: &str) -> RpcError {
     }
 }
 
+/// Kills `actor`, or makes it panic with `crash`; whether there was one.
+fn strike<M: ractor::Message>(actor: Option<ractor::ActorRef<M>>, panic: bool, crash: M) -> bool {
+    let Some(a) = actor else {
+        return false;
+    };
+    if panic {
+        let _ = a.cast(crash);
+    } else {
+        a.kill();
+    }
+    true
+}
+
 /// `chaos.kill`.
 pub async fn kill(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let actor = p.str(&["actor"])?;
@@ -40,50 +53,24 @@ pub async fn kill(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
             ));
         }
     };
-    let mut killed = 0usize;
-    match actor {
+    let killed = match actor {
         "instance" => {
             let ids = p
                 .opt_strings(&["ids"])?
                 .ok_or_else(|| RpcError::invalid_params("ids", "instance kills name their ids"))?;
-            for id in ids {
-                if let Some(a) = c.actors().instance(&id) {
-                    if panic {
-                        let _ = a.cast(InstanceMsg::Crash);
-                    } else {
-                        a.kill();
-                    }
-                    killed += 1;
-                }
-            }
+            ids.iter()
+                .filter(|id| strike(c.actors().instance(id), panic, InstanceMsg::Crash))
+                .count()
         }
-        "leader" => {
-            if let Some(a) = c.actors().leader().await {
-                if panic {
-                    let _ = a.cast(LeaderMsg::Crash);
-                } else {
-                    a.kill();
-                }
-                killed = 1;
-            }
-        }
-        "persister" => {
-            if let Some(a) = c.actors().persister().await {
-                if panic {
-                    let _ = a.cast(PersisterMsg::Crash);
-                } else {
-                    a.kill();
-                }
-                killed = 1;
-            }
-        }
+        "leader" => strike(c.actors().leader().await, panic, LeaderMsg::Crash).into(),
+        "persister" => strike(c.actors().persister().await, panic, PersisterMsg::Crash).into(),
         other => {
             return Err(RpcError::invalid_params(
                 "actor",
                 format!("{other:?} is not instance, leader or persister"),
             ));
         }
-    }
+    };
     Ok(json!({"actor": actor, "killed": killed}))
 }
 

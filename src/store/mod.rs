@@ -99,6 +99,15 @@ pub struct RedisConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before a probe (default 10 s).
     pub breaker_open_for: Duration,
+    /// How long an instance's record outlives its TTL in Redis (default 10 min). A record is
+    /// deleted as soon as the coordinator expires the instance; this margin only matters while
+    /// no coordinator writes — a crash, or a store outage — so that a coordinator restarted
+    /// within it still finds the instances to give their TTL back ([`RestartGrace::FullTtl`]).
+    /// Past it an instance listed in `{p}instances:active` without a record is expired at once.
+    pub record_retention: Duration,
+    /// What a restart assumes about instances whose stored TTL ran out (default
+    /// [`RestartGrace::FullTtl`]).
+    pub restart_grace: RestartGrace,
 }
 
 impl RedisConfig {
@@ -113,6 +122,47 @@ impl RedisConfig {
             response_timeout: Duration::from_secs(1),
             breaker_failures: breaker::FAILURE_THRESHOLD,
             breaker_open_for: breaker::OPEN_FOR,
+            record_retention: Duration::from_secs(600),
+            restart_grace: RestartGrace::FullTtl,
+        }
+    }
+}
+
+/// What a coordinator restarted from the store assumes about the instances the store still
+/// lists as alive whose TTL, by their stored last heartbeat, has run out.
+///
+/// Heartbeats are written behind, and not at all while the store is unreachable or its circuit
+/// is open; so after a crash the store cannot tell an instance that died from one that kept
+/// heartbeating into memory after the last successful flush. A restart can either give every
+/// listed instance its TTL back (late detection of the dead, never an early expiry of the
+/// living) or trust the last flush (prompt takeover, but a store outage followed by a crash
+/// expires live instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartGrace {
+    /// Every instance the store lists as alive gets a full TTL from the moment the restarted
+    /// coordinator serves (the default; Consul's session TTLs and Nomad's node heartbeat timers
+    /// are reset on a leader failover the same way). A worker that died while the coordinator was down is expired one TTL after
+    /// the restart, and its tasks go back then.
+    #[default]
+    #[serde(rename = "ttl")]
+    FullTtl,
+    /// Assume heartbeats up to one flush interval after the store's last successful flush, and
+    /// expire at once the instances whose TTL ran out since. Hands a dead worker's tasks back
+    /// sooner after a long downtime, but a crash within a store outage (or within the breaker's
+    /// open period after it) expires instances that kept heartbeating.
+    #[serde(rename = "last-flush")]
+    SinceLastFlush,
+}
+
+impl std::str::FromStr for RestartGrace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ttl" => Ok(Self::FullTtl),
+            "last-flush" => Ok(Self::SinceLastFlush),
+            other => Err(format!(
+                "unknown restart grace {other:?} (ttl or last-flush)"
+            )),
         }
     }
 }

@@ -172,6 +172,8 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     keys: Keys,
     stream_max_len: usize,
+    /// Added to an instance record's remaining TTL to give its key's lifetime.
+    retention_ms: u64,
 }
 
 fn fail(context: &str, e: impl std::fmt::Display) -> StoreError {
@@ -204,6 +206,7 @@ impl RedisStore {
             scripts: Arc::new(Scripts::new()),
             keys: Keys::new(config.prefix.clone()),
             stream_max_len: config.stream_max_len.max(1),
+            retention_ms: config.record_retention.as_millis() as u64,
         };
         store.load_scripts().await?;
         Ok(store)
@@ -271,9 +274,12 @@ impl RedisStore {
         f.push(("lastHeartbeat".into(), iso(record.last_seen_ms)));
         self.scripts.instance_put.call(
             &[self.keys.instance(id), self.keys.active()],
-            [id.to_string(), expire_in_ms.max(1).to_string()]
-                .into_iter()
-                .chain(flatten(f)),
+            [
+                id.to_string(),
+                (expire_in_ms.max(1) + self.retention_ms).to_string(),
+            ]
+            .into_iter()
+            .chain(flatten(f)),
         )
     }
 
@@ -287,7 +293,7 @@ impl RedisStore {
                 b.last_seen_ms.to_string(),
                 iso(b.last_seen_ms),
                 b.status.as_str().to_string(),
-                b.expire_in_ms.max(1).to_string(),
+                (b.expire_in_ms.max(1) + self.retention_ms).to_string(),
             ]
         });
         self.scripts.heartbeats.call(&keys, args)

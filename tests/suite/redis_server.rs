@@ -13,6 +13,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     lock: PathBuf,
+    /// Keeps its data across restarts (AOF, fsync always).
+    durable: bool,
 }
 
 /// A free loopback port, reserved for this test across processes: nextest runs tests in
@@ -40,6 +42,16 @@ fn reserve_port() -> (u16, PathBuf) {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that keeps its data across [`RedisServer::restart`] (append-only file, fsync
+    /// always), like a production Redis coming back from an outage.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let (port, lock) = reserve_port();
         let dir = std::env::temp_dir().join(format!("vigil-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -48,6 +60,7 @@ impl RedisServer {
             port,
             dir,
             lock,
+            durable,
         };
         server.spawn();
         server
@@ -65,7 +78,9 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.durable { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
                 "--protected-mode",
                 "yes",
             ])
@@ -103,7 +118,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills the server (its data is gone: no persistence).
+    /// Kills the server (its data is gone unless it is durable).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -111,7 +126,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or with its data if durable.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
