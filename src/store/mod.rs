@@ -139,10 +139,11 @@ impl RedisConfig {
 /// expires live instances).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum RestartGrace {
-    /// Every instance the store lists as alive gets a full TTL from the moment the restarted
-    /// coordinator serves (the default; Consul's session TTLs and Nomad's node heartbeat timers
-    /// are reset on a leader failover the same way). A worker that died while the coordinator was down is expired one TTL after
-    /// the restart, and its tasks go back then.
+    /// Every instance the store lists as alive gets a full TTL from the restart, counted from
+    /// the moment recovery reads the store (the default; Consul's session TTLs and Nomad's node
+    /// heartbeat timers are reset on a leader failover the same way). A worker that died while
+    /// the coordinator was down is expired one TTL after the restart, and its tasks go back
+    /// then.
     #[default]
     #[serde(rename = "ttl")]
     FullTtl,
