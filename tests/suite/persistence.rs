@@ -386,21 +386,26 @@ async fn scripts_are_reloaded_after_noscript_inside_pipelines() {
     c.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_recovers_and_garbage_is_reported_not_fatal() {
-    let redis = RedisServer::start();
-    let c = start(&redis).await;
+/// Registers "keeper" (TTL 60 s) and "goner" (TTL 1 s) and creates `tasks` pending tasks.
+async fn keeper_and_goner(c: &Coordinator, tasks: usize) {
     c.register(RegisterRequest::new("keeper").ttl(Duration::from_secs(60)))
         .await
         .unwrap();
     c.register(RegisterRequest::new("goner").ttl(Duration::from_secs(1)))
         .await
         .unwrap();
-    for i in 0..3 {
+    for i in 0..tasks {
         c.create_task(TaskSpec::new(serde_json::json!(format!("t{i}"))))
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_recovers_and_garbage_is_reported_not_fatal() {
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    keeper_and_goner(&c, 3).await;
     let kept = c.claim("keeper", 1).await.unwrap().remove(0);
     let lost = c.claim("goner", 1).await.unwrap().remove(0);
     let lease = match c
@@ -908,15 +913,7 @@ async fn a_term_lost_in_a_crash_is_never_reissued() {
 async fn a_restart_gives_every_listed_instance_a_full_ttl() {
     let redis = RedisServer::start();
     let c = start(&redis).await;
-    c.register(RegisterRequest::new("keeper").ttl(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    c.register(RegisterRequest::new("goner").ttl(Duration::from_secs(1)))
-        .await
-        .unwrap();
-    c.create_task(TaskSpec::new(serde_json::json!("job")))
-        .await
-        .unwrap();
+    keeper_and_goner(&c, 1).await;
     let lost = c.claim("goner", 1).await.unwrap().remove(0);
     c.crash().await;
     tokio::time::sleep(Duration::from_millis(1200)).await; // past goner's stored deadline
