@@ -109,7 +109,7 @@ pub(crate) struct Ledger {
     pub operations: BTreeMap<String, u64>,
     pub unacknowledged: BTreeMap<String, u64>,
     pub faults: BTreeMap<String, u64>,
-    /// When the last process-level disruption (a restart) finished.
+    /// When the last disruption (a process or Redis restart) finished.
     pub last_disruption: Option<Instant>,
     tasks: BTreeMap<String, TaskLedger>,
     /// key → its grants, oldest first.

@@ -37,12 +37,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::load::Transport;
-
-/// TTL of the driver's leases (never renewed).
-const LEASE_TTL: Duration = Duration::from_secs(60);
 use crate::load::client::Client;
 pub use ledger::Invariant;
 use ledger::Ledger;
+
+/// TTL of the driver's leases (never renewed).
+const LEASE_TTL: Duration = Duration::from_secs(60);
 
 /// A fault the driver cannot inject by JSON-RPC: restarting Redis, or killing the coordinator
 /// process and starting it again. `disrupt` returns once the system is back.
