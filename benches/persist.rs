@@ -1,7 +1,7 @@
 //! Write-behind against write-through, side by side in one run, with a private redis-server.
 //!
 //! ```text
-//! cargo bench --bench persist        # needs redis-server on PATH (apt-get install redis-server)
+//! cargo bench --bench persist --features chaos        # needs redis-server on PATH (apt-get install redis-server)
 //! ```
 //!
 //! 1. Heartbeats/s through `Coordinator::heartbeat` (the call the server makes), 10k registered
@@ -265,7 +265,7 @@ fn main() {
                 .await
                 .unwrap();
         }
-        seed.crash().await;
+        seed.faults().crash().await;
         let started = Instant::now();
         let c = Coordinator::start(config(&redis, PersistMode::WriteBehind))
             .await

@@ -42,7 +42,7 @@ fn main() {
     });
     let top_up = |extra: usize| {
         rt.block_on(async {
-            let pending = coordinator.task_counts().await["pending"];
+            let pending = coordinator.task_counts()["pending"];
             for i in pending..PENDING + extra {
                 coordinator
                     .create_task(TaskSpec::new(json!({"job": i})).priority((i % 101) as u8))

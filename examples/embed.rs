@@ -74,7 +74,7 @@ async fn main() -> Result<(), vigil::Error> {
 
     let beat = coordinator.heartbeat("worker-a").await;
     println!("worker-a heartbeat after expiry: alive {}", beat.alive);
-    let state = coordinator.state().await;
+    let state = coordinator.state();
     println!(
         "state: {} instances, leader {} in term {}",
         state.instance_count,

@@ -73,16 +73,6 @@ impl LivenessClock {
         self.coarse_ms() + self.tick_ms
     }
 
-    /// The resolution of the coarse clock, in ms.
-    pub fn tick_ms(&self) -> u64 {
-        self.tick_ms
-    }
-
-    /// The [`Instant`] of a monotonic reading, for arming timers.
-    pub fn instant_at(&self, ms: MonoMs) -> Instant {
-        self.origin + Duration::from_millis(ms.saturating_sub(ORIGIN_MS))
-    }
-
     /// Wall-clock milliseconds (Unix epoch) of a monotonic reading.
     pub fn wall_ms(&self, ms: MonoMs) -> u64 {
         (self.origin_wall_ms + ms).saturating_sub(ORIGIN_MS)

@@ -2,6 +2,29 @@
 
 use std::borrow::Cow;
 
+/// Standard and Vigil-specific JSON-RPC error codes: what the server answers and the client
+/// reads (also as `vigil::rpc::code` with the `server` feature).
+pub mod code {
+    /// Invalid JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// Not a valid request object (or an empty or oversized batch).
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Bad parameters; `data` names the field and the rule.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal error.
+    pub const INTERNAL: i64 = -32603;
+    /// Rate limited; `data.retryAfterMs`.
+    pub const RATE_LIMITED: i64 = -32000;
+    /// The store is unavailable.
+    pub const STORE_UNAVAILABLE: i64 = -32001;
+    /// The call timed out.
+    pub const TIMEOUT: i64 = -32002;
+    /// Not authorized.
+    pub const UNAUTHORIZED: i64 = -32004;
+}
+
 /// A piece of input that broke a rule. `field` is the name the caller used (`id`, `roles[3]`,
 /// `metadata`, `ttl`), `rule` says what was expected, in words a client can show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::model::{Epoch, InstanceId, Term};
-use crate::work::lease::LeaseKey;
-use crate::work::task::TaskId;
+use crate::model::{LeaseKey, TaskId};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -141,13 +140,20 @@ impl Event {
     }
 }
 
+/// Where the bus also hands every event it publishes, in order, under the bus's lock (the
+/// store's journal implements it). Must not block.
+pub(crate) trait EventSink: Send + Sync + std::fmt::Debug {
+    /// Takes note of `event`.
+    fn record(&self, event: &Event);
+}
+
 /// Publishes events and keeps the most recent ones.
 #[derive(Debug)]
-pub struct EventBus {
+pub(crate) struct EventBus {
     sender: broadcast::Sender<Event>,
     recent: Mutex<Recent>,
     capacity: usize,
-    journal: Option<std::sync::Arc<crate::store::Journal>>,
+    sink: Option<std::sync::Arc<dyn EventSink>>,
 }
 
 #[derive(Debug, Default)]
@@ -158,11 +164,11 @@ struct Recent {
 
 impl EventBus {
     /// A bus with a broadcast of `channel_capacity` and a history of `recent` events; every
-    /// event is also recorded in `journal`, if given, for the store.
+    /// event is also handed to `sink`, if given (the store's journal).
     pub fn new(
         channel_capacity: usize,
         recent: usize,
-        journal: Option<std::sync::Arc<crate::store::Journal>>,
+        sink: Option<std::sync::Arc<dyn EventSink>>,
     ) -> Self {
         let (sender, _) = broadcast::channel(channel_capacity.max(1));
         Self {
@@ -172,7 +178,7 @@ impl EventBus {
                 events: VecDeque::with_capacity(recent),
             }),
             capacity: recent,
-            journal,
+            sink,
         }
     }
 
@@ -209,8 +215,8 @@ impl EventBus {
             }
             recent.events.push_back(event.clone());
         }
-        if let Some(journal) = &self.journal {
-            journal.record(&event);
+        if let Some(sink) = &self.sink {
+            sink.record(&event);
         }
         // No subscriber is not an error.
         let _ = self.sender.send(event);

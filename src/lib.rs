@@ -1,11 +1,12 @@
-//! # Vigil — an actor-based, in-process cluster coordinator
+//! # Vigil — an actor-based cluster coordinator
 //!
-//! Vigil keeps track of which workers ("instances") are alive through heartbeats, elects one
-//! leader among them and tells every heartbeat whether it leads. Services embed it as a
-//! library (this crate) or, later, run it as a JSON-RPC server.
+//! Vigil keeps track of which workers ("instances") are alive through heartbeats answered from
+//! memory in well under a microsecond, elects one leader among them, hands out tasks with
+//! fencing claim tokens and resource leases, and takes work back from workers that die.
+//! Services embed it as a library (this crate) or run `vigil serve`, whose workers call it over
+//! JSON-RPC 2.0 (HTTP or WebSocket).
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use vigil::{Config, Coordinator, RegisterRequest};
 //!
 //! # async fn demo() -> Result<(), vigil::Error> {
@@ -20,37 +21,77 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The layout follows the architecture of `docs/architecture.md`:
+//! ## What is public
 //!
-//! * [`coordinator`] — the cheap, cloneable handle and its hot path;
-//! * [`actors`] — the `ClusterSupervisor`, one `InstanceActor` per instance, the `LeaderActor`;
-//! * [`registry`] — the shared instance slots the hot path touches and the actors own;
-//! * [`clock`] — the coarse liveness clock that keeps the hot path off the system clock;
-//! * [`events`] — the event bus (broadcast + bounded history);
-//! * [`model`] — ids, requests, answers and validation.
+//! * [`Coordinator`] — the cheap, cloneable handle: the heartbeat hot path, registration, state,
+//!   events, and work distribution ([`work`]: tasks, claims, leases);
+//! * [`Config`] and its parts ([`config`]), the request and answer types ([`model`]),
+//!   [`Event`], [`Error`];
+//! * [`store`] — the [`Store`](store::Store) trait, [`MemoryStore`](store::MemoryStore) and,
+//!   with the `redis` feature, [`RedisStore`](store::RedisStore);
+//! * with `server`: [`server`] — the JSON-RPC server, and [`server::router`] to mount its routes
+//!   into an application's own axum router; [`rpc`] — the dispatcher and error codes;
+//! * with `client`: [`client`] — the worker client (sessions, elections, claims, leases);
+//! * with `chaos`: [`faults`] — kill and inspect actors, for chaos tests.
+//!
+//! ## Features
+//!
+//! | feature | adds | default |
+//! |---|---|---|
+//! | (none) | the core: coordinator, actors, registry, work, events, in-memory store | — |
+//! | `redis` | the Redis store and recovery from it | yes |
+//! | `metrics` | counters through the `metrics` facade | via `server` |
+//! | `server` | JSON-RPC over HTTP and WebSocket, `GET /metrics` | yes |
+//! | `client` | the worker client | yes |
+//! | `chaos` | fault injection in the API ([`faults`]), for chaos tests | no |
+//! | `cli` | the `vigil` binary: `serve`, `load`, `chaos`, `status` | yes |
+//!
+//! An embedder that wants only the core writes
+//! `vigil = { version = "0.1", default-features = false }`. The architecture — which module
+//! owns what, and the one-way arrows between them — is in `docs/architecture.md`.
 #![warn(missing_docs)]
 
-pub mod actors;
-pub mod chaos;
-pub mod clock;
+// The core. rustfmt keeps these in alphabetical order; the layers — which module may use which —
+// are listed in docs/architecture.md and checked by tests/architecture.rs.
+mod actors;
+mod clock;
 pub mod config;
-pub mod coordinator;
+mod coordinator;
 pub mod error;
-pub mod events;
-pub mod load;
+mod events;
 pub mod model;
-pub mod registry;
-pub mod rpc;
-pub mod server;
-pub mod settings;
+mod registry;
 pub mod store;
+pub mod telemetry;
 pub mod work;
 
+#[cfg(feature = "server")]
+pub mod rpc;
+#[cfg(feature = "server")]
+pub mod server;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+// The `vigil` binary's tools: public so that tests and scripts can drive them.
+#[cfg(feature = "cli")]
+pub mod chaos;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
+#[cfg(feature = "cli")]
+pub mod load;
+
 pub use config::{Config, Limits};
-pub use coordinator::{Coordinator, LeaseOutcome, LeaseOwner};
+#[cfg(feature = "chaos")]
+pub use coordinator::faults;
+pub use coordinator::{
+    ClusterState, Coordinator, LeaseOutcome, LeaseOwner, RecoveryReport, StoreCheck, StoreStatus,
+    TERM_GAP_AFTER_RECOVERY,
+};
 pub use error::{Error, ValidationError};
 pub use events::{Event, EventKind};
 pub use model::{
-    ClusterState, Epoch, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView,
-    LeaderView, RegisterRequest, Registration, StateQuery, Term, Unregistration,
+    Epoch, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView,
+    RegisterRequest, Registration, StateQuery, Term, Unregistration,
 };

@@ -14,13 +14,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "chaos")]
+use ractor::RpcReplyPort;
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 
 use super::ClusterContext;
 use crate::clock::MonoMs;
 use crate::events::EventKind;
-use crate::model::{Epoch, InstanceId, InstanceStatus};
+use crate::model::InstanceStatus;
+#[cfg(feature = "chaos")]
+use crate::model::{Epoch, InstanceId};
 use crate::registry::{InstanceSlot, Transition};
 
 /// The InstanceActor behaviour.
@@ -35,13 +39,16 @@ pub enum InstanceMsg {
     /// The slot's TTL or last-seen time changed outside a heartbeat (re-registration): re-arm.
     Reschedule,
     /// "What do you hold?"
+    #[cfg(feature = "chaos")]
     Inspect(RpcReplyPort<InstanceActorView>),
     /// Fault injection for chaos tests: the handler panics.
+    #[cfg(feature = "fault-injection")]
     Crash,
 }
 
 /// What an InstanceActor holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "chaos")]
 pub struct InstanceActorView {
     /// The instance.
     pub id: InstanceId,
@@ -180,6 +187,7 @@ impl Actor for InstanceActor {
                 state.armed_for = None;
                 state.evaluate(&myself);
             }
+            #[cfg(feature = "chaos")]
             InstanceMsg::Inspect(reply) => {
                 let _ = reply.send(InstanceActorView {
                     id: state.slot.id.clone(),
@@ -189,8 +197,16 @@ impl Actor for InstanceActor {
                     wakeups: state.wakeups,
                 });
             }
+            #[cfg(feature = "fault-injection")]
             InstanceMsg::Crash => panic!("injected crash of InstanceActor {}", state.slot.id),
         }
         Ok(())
     }
+}
+
+/// The InstanceActor running `slot`, as its typed reference.
+pub(crate) fn actor_of(
+    slot: &crate::registry::InstanceSlot,
+) -> Option<ractor::ActorRef<InstanceMsg>> {
+    slot.actor().map(ractor::ActorRef::from)
 }

@@ -48,15 +48,18 @@ pub enum LeaderMsg {
     /// Instances recovered from the store joined; answer once they are taken into account.
     Restored(Vec<Arc<InstanceSlot>>, RpcReplyPort<LeaderView>),
     /// "What do you hold?"
+    #[cfg(feature = "chaos")]
     Inspect(RpcReplyPort<LeaderActorView>),
     /// Time for the periodic sweep (stale steps, lapsed leases, orphaned claims).
     Sweep,
     /// Fault injection for chaos tests: the handler panics.
+    #[cfg(feature = "fault-injection")]
     Crash,
 }
 
 /// What the LeaderActor holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "chaos")]
 pub struct LeaderActorView {
     /// The leadership.
     pub leader: LeaderView,
@@ -256,6 +259,7 @@ impl Actor for LeaderActor {
                 }
                 state.ensure_leader();
             }
+            #[cfg(feature = "chaos")]
             LeaderMsg::Inspect(reply) => {
                 let _ = reply.send(LeaderActorView {
                     leader: state.view(),
@@ -265,6 +269,7 @@ impl Actor for LeaderActor {
                 });
             }
             LeaderMsg::Sweep => state.sweep(&myself),
+            #[cfg(feature = "fault-injection")]
             LeaderMsg::Crash => panic!("injected crash of LeaderActor"),
         }
         Ok(())

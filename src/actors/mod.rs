@@ -56,7 +56,9 @@ impl ClusterContext {
         let events = EventBus::new(
             config.event_capacity,
             config.recent_events,
-            persistence.as_ref().map(|p| Arc::clone(&p.journal)),
+            persistence
+                .as_ref()
+                .map(|p| Arc::clone(&p.journal) as Arc<dyn crate::events::EventSink>),
         );
         let work = WorkBook::new(WorkSettings {
             step_timeout_ms: config.step_timeout.as_millis() as u64,

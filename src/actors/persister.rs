@@ -38,13 +38,16 @@ pub enum PersisterMsg {
     /// Write everything now, heartbeats included, and answer whether it worked (shutdown).
     FlushAll(RpcReplyPort<Result<(), String>>),
     /// "What do you hold?"
+    #[cfg(feature = "chaos")]
     Inspect(RpcReplyPort<PersisterView>),
     /// Fault injection for chaos tests: the handler panics.
+    #[cfg(feature = "fault-injection")]
     Crash,
 }
 
 /// What the Persister holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "chaos")]
 pub struct PersisterView {
     /// Flushes written by this incarnation.
     pub flushes: u64,
@@ -220,7 +223,7 @@ impl PersisterState {
             Ok(applied) => {
                 p.breaker.success();
                 self.flushes += 1;
-                metrics::counter!(crate::server::metrics::STORE_FLUSHES).increment(1);
+                crate::telemetry::store_flushed();
                 // Remember what was written, so unchanged heartbeats are not written again.
                 let seen_of = |id: &crate::model::InstanceId, wall: u64| {
                     if let Some(e) = self.ctx.registry.get(id.as_str()) {
@@ -244,7 +247,7 @@ impl PersisterState {
             }
             Err(e) => {
                 self.failures += 1;
-                metrics::counter!(crate::server::metrics::STORE_FAILURES).increment(1);
+                crate::telemetry::store_failed();
                 if p.breaker.failure() {
                     tracing::error!(error = %e, "store failing; circuit open");
                 } else {
@@ -310,6 +313,7 @@ impl Actor for Persister {
                 let result = state.flush(true).await;
                 let _ = reply.send(result);
             }
+            #[cfg(feature = "chaos")]
             PersisterMsg::Inspect(reply) => {
                 let _ = reply.send(PersisterView {
                     flushes: state.flushes,
@@ -318,6 +322,7 @@ impl Actor for Persister {
                     durable_seq: state.persistence.durable_seq(),
                 });
             }
+            #[cfg(feature = "fault-injection")]
             PersisterMsg::Crash => panic!("Persister crash requested (fault injection)"),
         }
         Ok(())

@@ -47,12 +47,14 @@ pub enum SupervisorMsg {
     /// Unregister an instance.
     Unregister(InstanceId, RpcReplyPort<Unregistration>),
     /// The current LeaderActor, for inspection and fault injection.
+    #[cfg(feature = "fault-injection")]
     LeaderActor(RpcReplyPort<Option<ActorRef<LeaderMsg>>>),
     /// Put back instances recovered from the store (their actors arm their remaining TTL).
     Restore(Vec<RestoredInstance>, RpcReplyPort<usize>),
     /// The current Persister, if there is a store.
     Persister(RpcReplyPort<Option<ActorRef<PersisterMsg>>>),
     /// "What do you hold?"
+    #[cfg(feature = "fault-injection")]
     Inspect(RpcReplyPort<SupervisorView>),
 }
 
@@ -77,6 +79,7 @@ pub struct RestoredInstance {
 
 /// What the supervisor holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "fault-injection")]
 pub struct SupervisorView {
     /// Instances in the registry.
     pub instances: usize,
@@ -116,7 +119,7 @@ impl SupervisorState {
             .await
             .map_err(|e| Error::Actor(format!("spawning InstanceActor for {}: {e}", slot.id)))?;
         self.children.insert(actor.get_id(), Arc::clone(&slot));
-        slot.set_actor(Some(actor));
+        slot.set_actor(Some(actor.get_cell()));
         Ok(())
     }
 
@@ -179,7 +182,7 @@ impl SupervisorState {
                 match spawned {
                     Ok((actor, _)) => {
                         self.children.insert(actor.get_id(), Arc::clone(&slot));
-                        slot.set_actor(Some(actor));
+                        slot.set_actor(Some(actor.get_cell()));
                         restored.push(slot);
                     }
                     Err(e) => {
@@ -257,7 +260,7 @@ impl SupervisorState {
             .map(|e| Arc::clone(&e.slot));
         if let Some(slot) = existing {
             if slot.refresh(now, request.roles.clone(), request.metadata.clone(), ttl_ms) {
-                if let Some(actor) = slot.actor() {
+                if let Some(actor) = super::instance::actor_of(&slot) {
                     let _ = actor.cast(InstanceMsg::Reschedule);
                 }
                 self.ctx
@@ -448,6 +451,7 @@ impl Actor for ClusterSupervisor {
             SupervisorMsg::Unregister(id, reply) => {
                 let _ = reply.send(state.unregister(&id));
             }
+            #[cfg(feature = "fault-injection")]
             SupervisorMsg::LeaderActor(reply) => {
                 let _ = reply.send(state.leader.clone());
             }
@@ -458,6 +462,7 @@ impl Actor for ClusterSupervisor {
                 let n = state.restore(&myself.get_cell(), instances).await;
                 let _ = reply.send(n);
             }
+            #[cfg(feature = "fault-injection")]
             SupervisorMsg::Inspect(reply) => {
                 let _ = reply.send(SupervisorView {
                     instances: state.ctx.registry.len(),

@@ -19,18 +19,18 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::actors::ClusterContext;
-use crate::actors::instance::InstanceMsg;
-use crate::actors::leader::{LeaderActorView, LeaderMsg};
-use crate::actors::supervisor::{ClusterSupervisor, SupervisorMsg, SupervisorView};
+use crate::actors::supervisor::{ClusterSupervisor, SupervisorMsg};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::Event;
 use crate::model::{
-    ClusterState, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView,
-    RegisterRequest, Registration, StateQuery, Unregistration,
+    HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView, RegisterRequest,
+    Registration, StateQuery, Unregistration,
 };
 use crate::registry::Leadership;
 
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 mod recovery;
 mod verify;
 mod work;
@@ -38,6 +38,20 @@ mod work;
 pub use recovery::{RecoveryReport, TERM_GAP_AFTER_RECOVERY};
 pub use verify::StoreCheck;
 pub use work::{LeaseOutcome, LeaseOwner};
+
+/// A snapshot of the cluster.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// Registered instances, ordered by id.
+    pub instances: Vec<InstanceView>,
+    /// How many instances are registered in all (`instances` may be limited).
+    pub instance_count: usize,
+    /// The leader.
+    pub leader: LeaderView,
+    /// The most recent events, oldest first.
+    pub recent_events: Vec<Event>,
+}
 
 /// A running coordinator. Cheap to clone; every clone drives the same cluster.
 #[derive(Clone, Debug)]
@@ -304,7 +318,7 @@ impl Coordinator {
     }
 
     /// A snapshot of every instance, the leader and the recent events.
-    pub async fn state(&self) -> ClusterState {
+    pub fn state(&self) -> ClusterState {
         self.state_with(&StateQuery::default())
     }
 
@@ -336,6 +350,9 @@ impl Coordinator {
                 .map(|entry| view(&entry.slot))
                 .into_iter()
                 .collect(),
+            // `limit: 0` asks for the leader and the count only (the worker client's election
+            // does, at every change of term): no walk over the registry.
+            None if query.limit == Some(0) => Vec::new(),
             None => ctx.registry.iter().map(|entry| view(&entry.slot)).collect(),
         };
         instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -352,7 +369,7 @@ impl Coordinator {
     /// Sorts registered instances into those heard from within `timeout` (default: the
     /// coordinator's TTL) and those silent for longer. Reports only: an instance expires on its
     /// own TTL, not on a caller's impatience.
-    pub async fn check_health(&self, timeout: Option<Duration>) -> HealthReport {
+    pub fn check_health(&self, timeout: Option<Duration>) -> HealthReport {
         let ctx = &self.inner.ctx;
         let timeout_ms = timeout.unwrap_or(ctx.config.ttl).as_millis() as u64;
         let now = ctx.clock.precise_ms();
@@ -412,7 +429,6 @@ impl Coordinator {
         }
         let timeout = ctx.config.call_timeout;
         let persister = self
-            .actors()
             .persister()
             .await
             .ok_or_else(|| Error::StoreUnavailable("the Persister is not running".into()))?;
@@ -430,20 +446,14 @@ impl Coordinator {
         }
     }
 
-    /// Handles on the actor tree, for inspection and fault injection (chaos tests).
-    pub fn actors(&self) -> ActorHandles<'_> {
-        ActorHandles { coordinator: self }
-    }
-
-    /// Stops at once without the final flush: the Persister is killed first, so the store keeps
-    /// exactly what was written up to this moment — what a `SIGKILL` leaves behind. For tests
-    /// of recovery; use [`shutdown`](Self::shutdown) otherwise.
-    pub async fn crash(&self) {
+    /// Stops at once without the final flush (see `Faults::crash`).
+    #[cfg(feature = "chaos")]
+    pub(crate) async fn crash(&self) {
         let ctx = &self.inner.ctx;
         if !ctx.begin_shutdown() {
             return;
         }
-        if let Some(persister) = self.actors().persister().await {
+        if let Some(persister) = self.persister().await {
             persister.kill();
             let _ = persister.wait(Some(ctx.config.call_timeout)).await;
         }
@@ -486,6 +496,20 @@ impl Coordinator {
         tracing::info!("coordinator shut down");
     }
 
+    /// The current Persister, when there is a store (it changes when one is restarted).
+    async fn persister(&self) -> Option<ActorRef<crate::actors::persister::PersisterMsg>> {
+        let timeout = self.inner.ctx.config.call_timeout;
+        match self
+            .inner
+            .supervisor
+            .call(SupervisorMsg::Persister, Some(timeout))
+            .await
+        {
+            Ok(CallResult::Success(persister)) => persister,
+            _ => None,
+        }
+    }
+
     fn ctx(&self) -> &ClusterContext {
         &self.inner.ctx
     }
@@ -508,81 +532,6 @@ impl Coordinator {
             Ok(CallResult::Timeout) => Err(Error::Timeout(timeout, who)),
             Ok(CallResult::SenderError) => Err(Error::Actor(format!("{who} dropped the call"))),
             Err(_) => Err(Error::ShutDown),
-        }
-    }
-}
-
-/// Handles on the actor tree of a [`Coordinator`], for tests, chaos drivers and diagnostics.
-#[derive(Debug)]
-pub struct ActorHandles<'a> {
-    coordinator: &'a Coordinator,
-}
-
-impl ActorHandles<'_> {
-    /// The ClusterSupervisor.
-    pub fn supervisor(&self) -> ActorRef<SupervisorMsg> {
-        self.coordinator.inner.supervisor.clone()
-    }
-
-    /// The InstanceActor currently running `id`, if it is registered and its actor is up.
-    pub fn instance(&self, id: &str) -> Option<ActorRef<InstanceMsg>> {
-        let slot = self
-            .coordinator
-            .inner
-            .ctx
-            .registry
-            .get(id)
-            .map(|e| Arc::clone(&e.slot))?;
-        slot.actor()
-    }
-
-    /// The current Persister, when there is a store (it changes when one is restarted).
-    pub async fn persister(&self) -> Option<ActorRef<crate::actors::persister::PersisterMsg>> {
-        let timeout = self.coordinator.inner.ctx.config.call_timeout;
-        match self
-            .supervisor()
-            .call(SupervisorMsg::Persister, Some(timeout))
-            .await
-        {
-            Ok(CallResult::Success(persister)) => persister,
-            _ => None,
-        }
-    }
-
-    /// The current LeaderActor.
-    pub async fn leader(&self) -> Option<ActorRef<LeaderMsg>> {
-        let timeout = self.coordinator.inner.ctx.config.call_timeout;
-        match self
-            .supervisor()
-            .call(SupervisorMsg::LeaderActor, Some(timeout))
-            .await
-        {
-            Ok(CallResult::Success(leader)) => leader,
-            _ => None,
-        }
-    }
-
-    /// What the supervisor holds.
-    pub async fn inspect_supervisor(&self) -> Result<SupervisorView, Error> {
-        let timeout = self.coordinator.inner.ctx.config.call_timeout;
-        let reply = self
-            .supervisor()
-            .call(SupervisorMsg::Inspect, Some(timeout))
-            .await;
-        Coordinator::unwrap_call(reply, timeout, "ClusterSupervisor")
-    }
-
-    /// What the LeaderActor holds.
-    pub async fn inspect_leader(&self) -> Result<LeaderActorView, Error> {
-        let timeout = self.coordinator.inner.ctx.config.call_timeout;
-        let leader = self
-            .leader()
-            .await
-            .ok_or_else(|| Error::Actor("no LeaderActor is running".into()))?;
-        match leader.call(LeaderMsg::Inspect, Some(timeout)).await {
-            Ok(CallResult::Success(view)) => Ok(view),
-            Ok(CallResult::Timeout) => Err(Error::Timeout(timeout, "LeaderActor")),
-            _ => Err(Error::Actor("the LeaderActor did not answer".into())),
         }
     }
 }

@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
 use crate::model::{Epoch, InstanceId};
-use crate::store::{Persistence, RedisStore, RestartGrace, Snapshot, StoreConfig};
+#[cfg(feature = "redis")]
+use crate::store::RedisStore;
+use crate::store::{Persistence, RestartGrace, Snapshot, StoreConfig};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub struct RecoveryReport {
 pub(super) async fn connect(config: &Config) -> Result<Option<Arc<Persistence>>, Error> {
     match &config.store {
         StoreConfig::Memory => Ok(None),
+        #[cfg(feature = "redis")]
         StoreConfig::Redis(rc) => {
             let store = RedisStore::connect(rc)
                 .await
@@ -89,6 +92,7 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
         tracing::warn!(key = %key, reason = %why, "unreadable key skipped during recovery");
     }
     let (grace, retention_ms) = match &ctx.config.store {
+        #[cfg(feature = "redis")]
         crate::store::StoreConfig::Redis(rc) => {
             (rc.restart_grace, rc.record_retention.as_millis() as u64)
         }
@@ -207,7 +211,7 @@ pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport
         }
     }
     // Claims and leases of holders that are neither live nor known (lapsed without a record).
-    let sweep = c.sweep_now().await;
+    let sweep = c.sweep_now();
     report.tasks_reassigned += sweep.orphans_reassigned;
     report.took = started.elapsed();
     tracing::info!(

@@ -101,21 +101,21 @@ impl Coordinator {
     }
 
     /// A task by id.
-    pub async fn get_task(&self, id: TaskId) -> Option<TaskView> {
+    pub fn get_task(&self, id: TaskId) -> Option<TaskView> {
         let ctx = self.ctx();
         let op = crate::work::Op::new(&ctx.clock, ctx.leadership.term());
         ctx.work.lock().get(id, &op)
     }
 
     /// Tasks by status and assignee, in id order, at most `limit` (default 100, cap 10 000).
-    pub async fn list_tasks(&self, query: &TaskQuery) -> Vec<TaskView> {
+    pub fn list_tasks(&self, query: &TaskQuery) -> Vec<TaskView> {
         let ctx = self.ctx();
         let op = crate::work::Op::new(&ctx.clock, ctx.leadership.term());
         ctx.work.lock().list(query, &op)
     }
 
     /// Counts of tasks by status (`pending`, `claimed`, `completed`, `failed`).
-    pub async fn task_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
+    pub fn task_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
         self.ctx().work.lock().counts()
     }
 
@@ -291,13 +291,13 @@ impl Coordinator {
     }
 
     /// Leases on `prefix` and below, or all.
-    pub async fn list_leases(&self, prefix: Option<&str>) -> Result<Vec<LeaseGrant>, Error> {
+    pub fn list_leases(&self, prefix: Option<&str>) -> Result<Vec<LeaseGrant>, Error> {
         let prefix = prefix.map(LeaseKey::parse).transpose()?;
         Ok(self.ctx().work.lock().list_leases(prefix.as_ref()))
     }
 
     /// Runs one sweep now (the LeaderActor runs one every `sweep_interval`).
-    pub async fn sweep_now(&self) -> crate::work::Sweep {
+    pub(crate) fn sweep_now(&self) -> crate::work::Sweep {
         let ctx = self.ctx();
         ctx.with_work(|work, op| work.sweep(op, |id, epoch| ctx.is_live(id, epoch)))
     }

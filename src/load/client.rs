@@ -4,29 +4,18 @@
 //! a connection's frames in order), and an embedded coordinator.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Coordinator;
+use crate::client::transport::{self, HttpPool, TransportError, WsConn};
 use crate::rpc::binary::{AnswerFrame, BeatResult, HeartbeatFrame};
 use crate::rpc::{Dispatcher, Params, RpcLimits};
 
-/// Error code recorded for a call that got no JSON-RPC answer (connection refused or lost,
-/// an unreadable answer, an answer missing from a batch).
-pub const TRANSPORT_FAILURE: i64 = -1;
+pub use crate::client::transport::TRANSPORT_FAILURE;
 
 /// What one heartbeat got.
 #[derive(Debug, Clone, Copy)]
@@ -175,164 +164,12 @@ fn heartbeat_body(quoted: &[String], first: usize, n: usize) -> Vec<u8> {
 }
 
 fn call_body(method: &str, params: &Value) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "jsonrpc": "2.0", "method": method, "params": params, "id": 1
-    }))
-    .expect("a JSON value always serializes")
+    transport::request_body(method, params, 1)
 }
 
 /// The answer of one JSON-RPC call: its `result`, or the error code.
 fn call_result(body: &[u8]) -> Result<Value, i64> {
-    let mut answer: Value = serde_json::from_slice(body).map_err(|_| TRANSPORT_FAILURE)?;
-    if let Some(code) = answer.pointer("/error/code") {
-        return Err(code.as_i64().unwrap_or(TRANSPORT_FAILURE));
-    }
-    answer
-        .get_mut("result")
-        .map(Value::take)
-        .ok_or(TRANSPORT_FAILURE)
-}
-
-/// `host:port` and the path prefix of an `http://` target.
-fn parse_target(target: &str) -> Result<(String, String), String> {
-    let rest = target.strip_prefix("http://").ok_or_else(|| {
-        format!("the target must be an http:// URL (TLS is not supported), got {target:?}")
-    })?;
-    let (authority, path) = match rest.split_once('/') {
-        Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
-        None => (rest, String::new()),
-    };
-    if authority.is_empty() {
-        return Err(format!("no host in target {target:?}"));
-    }
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let path = if path == "/" { String::new() } else { path };
-    Ok((authority, path))
-}
-
-/// HTTP/1.1 connections, each carrying one request at a time; made when needed and kept.
-struct HttpPool {
-    authority: String,
-    rpc_path: String,
-    auth: Option<String>,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
-}
-
-impl HttpPool {
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, i64> {
-        let stream = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|_| TRANSPORT_FAILURE)?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|_| TRANSPORT_FAILURE)?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
-    }
-
-    async fn post(&self, body: Vec<u8>) -> Result<Bytes, i64> {
-        let pooled = self.idle.lock().pop();
-        let mut sender = match pooled {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
-        };
-        if sender.ready().await.is_err() {
-            sender = self.connect().await?;
-        }
-        let mut request = hyper::Request::post(&self.rpc_path)
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(auth) = &self.auth {
-            request = request.header(hyper::header::AUTHORIZATION, auth);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|_| TRANSPORT_FAILURE)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|_| TRANSPORT_FAILURE)?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| TRANSPORT_FAILURE)?
-            .to_bytes();
-        self.idle.lock().push(sender);
-        if !status.is_success() {
-            return Err(-i64::from(status.as_u16()));
-        }
-        Ok(bytes)
-    }
-}
-
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
-    Message,
->;
-
-/// One WebSocket; answers come back in the order frames were sent, so each waiter is queued
-/// under the same lock that sends its frame.
-struct WsConn {
-    sink: tokio::sync::Mutex<Sink>,
-    waiting: Arc<Mutex<VecDeque<oneshot::Sender<Message>>>>,
-}
-
-impl WsConn {
-    async fn open(url: &str, auth: Option<&str>) -> Result<Self, String> {
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| format!("{url}: {e}"))?;
-        if let Some(auth) = auth {
-            request.headers_mut().insert(
-                hyper::header::AUTHORIZATION,
-                auth.parse()
-                    .map_err(|_| "the token is not a valid header")?,
-            );
-        }
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| format!("connecting to {url}: {e}"))?;
-        let (sink, mut stream) = socket.split();
-        let waiting: Arc<Mutex<VecDeque<oneshot::Sender<Message>>>> = Arc::default();
-        let queue = Arc::clone(&waiting);
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, Message::Text(_) | Message::Binary(_))
-                    && let Some(waiter) = queue.lock().pop_front()
-                {
-                    let _ = waiter.send(message);
-                }
-            }
-            // Closed: every waiter's sender is dropped, so each gets a transport failure.
-            queue.lock().clear();
-        });
-        Ok(Self {
-            sink: tokio::sync::Mutex::new(sink),
-            waiting,
-        })
-    }
-
-    async fn exchange(&self, message: Message) -> Result<Message, i64> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut sink = self.sink.lock().await;
-            self.waiting.lock().push_back(tx);
-            if sink.send(message).await.is_err() {
-                return Err(TRANSPORT_FAILURE);
-            }
-        }
-        rx.await.map_err(|_| TRANSPORT_FAILURE)
-    }
+    transport::decode_answer(body).map_err(|e| e.code())
 }
 
 enum Link {
@@ -385,24 +222,20 @@ impl Client {
         connections: usize,
         chaos: bool,
     ) -> Result<Self, String> {
-        let auth = |token: &Option<String>| token.as_ref().map(|t| format!("Bearer {t}"));
         let link = match transport {
             Transport::Http { target, token, .. } => {
-                let (authority, path) = parse_target(target)?;
-                Link::Http(HttpPool {
-                    authority,
-                    rpc_path: format!("{path}/rpc"),
-                    auth: auth(token),
-                    idle: Mutex::new(Vec::new()),
-                })
+                Link::Http(HttpPool::new(target, transport::bearer(token.as_deref()))?)
             }
             Transport::Ws { target, token, .. } | Transport::WsBinary { target, token, .. } => {
-                let (authority, path) = parse_target(target)?;
-                let url = format!("ws://{authority}{path}/ws");
-                let auth = auth(token);
+                let url = transport::ws_url(target)?;
+                let auth = transport::bearer(token.as_deref());
                 let mut conns = Vec::new();
                 for _ in 0..connections.max(1) {
-                    conns.push(WsConn::open(&url, auth.as_deref()).await?);
+                    conns.push(
+                        WsConn::open(&url, auth.as_deref())
+                            .await
+                            .map_err(|e| crate::client::ClientError::from(e).to_string())?,
+                    );
                 }
                 Link::Ws {
                     conns,
@@ -444,7 +277,7 @@ impl Client {
             }
             Link::Http(pool) => match pool.post(heartbeat_body(&self.quoted, first, n)).await {
                 Ok(body) => beat_outcomes(&body, n),
-                Err(code) => vec![Outcome::Error(code); n],
+                Err(e) => vec![Outcome::Error(e.code()); n],
             },
             Link::Ws {
                 conns,
@@ -459,7 +292,7 @@ impl Client {
                 {
                     Ok(Message::Text(answer)) => beat_outcomes(answer.as_bytes(), n),
                     Ok(_) => vec![Outcome::Error(TRANSPORT_FAILURE); n],
-                    Err(code) => vec![Outcome::Error(code); n],
+                    Err(e) => vec![Outcome::Error(e.code()); n],
                 }
             }
             Link::Ws {
@@ -478,7 +311,7 @@ impl Client {
                 {
                     Ok(Message::Binary(bytes)) => AnswerFrame::decode(&bytes).ok(),
                     Ok(_) => None,
-                    Err(code) => return vec![Outcome::Error(code); n],
+                    Err(e) => return vec![Outcome::Error(e.code()); n],
                 };
                 let mut out: Vec<Outcome> = match answer {
                     Some(AnswerFrame::Results { results, .. }) => results
@@ -513,17 +346,20 @@ impl Client {
                     .await
                     .map_err(|e| e.code)
             }
-            Link::Http(pool) => call_result(&pool.post(call_body(method, &params)).await?),
+            Link::Http(pool) => call_result(
+                &pool
+                    .post(call_body(method, &params))
+                    .await
+                    .map_err(|e| e.code())?,
+            ),
             Link::Ws { conns, next, .. } => {
                 let text =
                     String::from_utf8(call_body(method, &params)).expect("serde_json writes UTF-8");
-                match Self::ws_conn(conns, next)
-                    .exchange(Message::Text(text.into()))
-                    .await?
-                {
-                    Message::Text(answer) => call_result(answer.as_bytes()),
-                    _ => Err(TRANSPORT_FAILURE),
-                }
+                let answer = Self::ws_conn(conns, next)
+                    .exchange_text(text)
+                    .await
+                    .map_err(|e| e.code())?;
+                call_result(answer.as_bytes())
             }
         }
     }
@@ -553,18 +389,19 @@ impl Client {
                 Link::Http(pool) => pool.post(body).await.map(|b| b.to_vec()),
                 Link::Ws { conns, next, .. } => {
                     let text = String::from_utf8(body).expect("serde_json writes UTF-8");
-                    match Self::ws_conn(conns, next)
-                        .exchange(Message::Text(text.into()))
+                    Self::ws_conn(conns, next)
+                        .exchange_text(text)
                         .await
-                    {
-                        Ok(Message::Text(t)) => Ok(t.as_bytes().to_vec()),
-                        Ok(_) => Err(TRANSPORT_FAILURE),
-                        Err(code) => Err(code),
-                    }
+                        .map(String::into_bytes)
                 }
                 Link::Inproc { .. } => unreachable!("handled above"),
             }
-            .map_err(|code| format!("registering workers: error {code} (is the server up?)"))?;
+            .map_err(|e: TransportError| {
+                format!(
+                    "registering workers: {} (is the server up?)",
+                    crate::client::ClientError::from(e)
+                )
+            })?;
             let answers: Vec<Value> = serde_json::from_slice(&answer)
                 .map_err(|e| format!("registering workers: unreadable answer: {e}"))?;
             if let Some(e) = answers.iter().find_map(|a| a.get("error")) {
@@ -609,19 +446,5 @@ mod tests {
             beat_outcomes(b"garbage", 1)[0],
             Outcome::Error(-1)
         ));
-    }
-
-    #[test]
-    fn targets_are_parsed() {
-        assert_eq!(
-            parse_target("http://127.0.0.1:7420").unwrap(),
-            ("127.0.0.1:7420".to_string(), String::new())
-        );
-        assert_eq!(
-            parse_target("http://h/vigil/").unwrap(),
-            ("h:80".to_string(), "/vigil".to_string())
-        );
-        assert!(parse_target("https://h").is_err());
-        assert!(parse_target("http:///x").is_err());
     }
 }

@@ -21,11 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use ractor::ActorRef;
+use ractor::ActorCell;
 
 pub use cell::{CellRef, HotArena, HotCell, Transition};
 
-use crate::actors::instance::InstanceMsg;
 use crate::clock::MonoMs;
 use crate::model::{Epoch, InstanceId, LeaderView, Term};
 
@@ -52,7 +51,7 @@ pub struct InstanceSlot {
     arena: Arc<HotArena>,
     finalized: AtomicBool,
     info: RwLock<InstanceInfo>,
-    actor: Mutex<Option<ActorRef<InstanceMsg>>>,
+    actor: Mutex<Option<ActorCell>>,
     /// The last-seen time last written to the store (write-behind bookkeeping).
     pub persisted_seen: std::sync::atomic::AtomicU64,
 }
@@ -147,13 +146,14 @@ impl InstanceSlot {
         self.info.read().clone()
     }
 
-    /// The actor currently running this slot.
-    pub fn actor(&self) -> Option<ActorRef<InstanceMsg>> {
+    /// The actor currently running this slot (untyped: the registry does not know the actor's
+    /// messages; the actors module turns it back into its typed reference).
+    pub fn actor(&self) -> Option<ActorCell> {
         self.actor.lock().clone()
     }
 
     /// Records the actor running this slot.
-    pub fn set_actor(&self, actor: Option<ActorRef<InstanceMsg>>) {
+    pub fn set_actor(&self, actor: Option<ActorCell>) {
         *self.actor.lock() = actor;
     }
 }

@@ -11,41 +11,15 @@
 use serde_json::{Value, json};
 
 use super::{Params, RpcError, code, to_json};
-use crate::actors::instance::InstanceMsg;
-use crate::actors::leader::LeaderMsg;
-use crate::actors::persister::PersisterMsg;
 use crate::coordinator::Coordinator;
-
-/// The error for a chaos method on a server without `--chaos`.
-pub fn disabled(method: &str) -> RpcError {
-    RpcError {
-        code: code::METHOD_NOT_FOUND,
-        message: format!(
-            "{method} is disabled: fault injection needs a server started with --chaos"
-        ),
-        data: Some(json!({"method": method})),
-    }
-}
-
-/// Kills `actor`, or makes it panic with `crash`; whether there was one.
-fn strike<M: ractor::Message>(actor: Option<ractor::ActorRef<M>>, panic: bool, crash: M) -> bool {
-    let Some(a) = actor else {
-        return false;
-    };
-    if panic {
-        let _ = a.cast(crash);
-    } else {
-        a.kill();
-    }
-    true
-}
+use crate::coordinator::faults::Strike;
 
 /// `chaos.kill`.
 pub async fn kill(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let actor = p.str(&["actor"])?;
-    let panic = match p.opt_str(&["how"])? {
-        None | Some("kill") => false,
-        Some("panic") => true,
+    let how = match p.opt_str(&["how"])? {
+        None | Some("kill") => Strike::Kill,
+        Some("panic") => Strike::Panic,
         Some(other) => {
             return Err(RpcError::invalid_params(
                 "how",
@@ -59,11 +33,11 @@ pub async fn kill(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
                 .opt_strings(&["ids"])?
                 .ok_or_else(|| RpcError::invalid_params("ids", "instance kills name their ids"))?;
             ids.iter()
-                .filter(|id| strike(c.actors().instance(id), panic, InstanceMsg::Crash))
+                .filter(|id| c.faults().strike_instance(id, how))
                 .count()
         }
-        "leader" => strike(c.actors().leader().await, panic, LeaderMsg::Crash).into(),
-        "persister" => strike(c.actors().persister().await, panic, PersisterMsg::Crash).into(),
+        "leader" => c.faults().strike_leader(how).await.into(),
+        "persister" => c.faults().strike_persister(how).await.into(),
         other => {
             return Err(RpcError::invalid_params(
                 "actor",
@@ -77,7 +51,7 @@ pub async fn kill(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 /// `chaos.status`.
 pub async fn status(c: &Coordinator, _p: Params) -> Result<Value, RpcError> {
     let view = c
-        .actors()
+        .faults()
         .inspect_supervisor()
         .await
         .map_err(|e| RpcError::new(code::INTERNAL, e.to_string()))?;

@@ -81,5 +81,5 @@ pub async fn release(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 /// `lease.list {prefix?}` → `{leases}`.
 pub async fn list(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let prefix = p.opt_str(&["prefix"])?;
-    Ok(json!({"leases": to_json(&c.list_leases(prefix).await?)?}))
+    Ok(json!({"leases": to_json(&c.list_leases(prefix)?)?}))
 }

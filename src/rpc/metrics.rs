@@ -11,16 +11,7 @@ use metrics::{Counter, Histogram};
 
 use super::{METHODS, RpcError, code};
 
-/// Counter: calls by `method` and `outcome`.
-pub const CALLS: &str = "vigil_rpc_calls_total";
-/// Histogram: seconds a call spent in the dispatcher, by `method`.
-pub const DURATION: &str = "vigil_rpc_call_duration_seconds";
-
-/// The bucket bounds (seconds) of [`DURATION`]: 1 µs to 2.5 s.
-pub const DURATION_BUCKETS: &[f64] = &[
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+pub use crate::telemetry::{CALLS, DURATION};
 
 /// Registers the descriptions (HELP lines) with the installed recorder.
 pub fn describe() {

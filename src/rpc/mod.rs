@@ -6,13 +6,14 @@
 //! transport hands it a body and gets back the body to send (or nothing, for notifications).
 
 pub mod binary;
-pub mod chaos;
+#[cfg(feature = "fault-injection")]
+mod chaos;
 mod fast;
-pub mod lease;
-pub mod metrics;
-pub mod params;
-pub mod system;
-pub mod task;
+mod lease;
+pub(crate) mod metrics;
+mod params;
+mod system;
+mod task;
 
 use std::time::{Duration, Instant};
 
@@ -22,27 +23,7 @@ use crate::coordinator::Coordinator;
 use crate::error::Error;
 pub use params::Params;
 
-/// Standard and Vigil-specific JSON-RPC error codes.
-pub mod code {
-    /// Invalid JSON.
-    pub const PARSE_ERROR: i64 = -32700;
-    /// Not a valid request object (or an empty or oversized batch).
-    pub const INVALID_REQUEST: i64 = -32600;
-    /// No such method.
-    pub const METHOD_NOT_FOUND: i64 = -32601;
-    /// Bad parameters; `data` names the field and the rule.
-    pub const INVALID_PARAMS: i64 = -32602;
-    /// Internal error.
-    pub const INTERNAL: i64 = -32603;
-    /// Rate limited; `data.retryAfterMs`.
-    pub const RATE_LIMITED: i64 = -32000;
-    /// The store is unavailable.
-    pub const STORE_UNAVAILABLE: i64 = -32001;
-    /// The call timed out.
-    pub const TIMEOUT: i64 = -32002;
-    /// Not authorized.
-    pub const UNAUTHORIZED: i64 = -32004;
-}
+pub use crate::error::code;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]
@@ -391,11 +372,16 @@ impl Dispatcher {
             "lease.renew" => lease::renew(c, params).await,
             "lease.release" => lease::release(c, params).await,
             "lease.list" => lease::list(c, params).await,
-            "chaos.kill" | "chaos.status" | "chaos.verify_store" if !self.chaos => {
-                Err(chaos::disabled(method))
+            "chaos.kill" | "chaos.status" | "chaos.verify_store"
+                if !self.chaos || cfg!(not(feature = "fault-injection")) =>
+            {
+                Err(chaos_disabled(method))
             }
+            #[cfg(feature = "fault-injection")]
             "chaos.kill" => chaos::kill(c, params).await,
+            #[cfg(feature = "fault-injection")]
             "chaos.status" => chaos::status(c, params).await,
+            #[cfg(feature = "fault-injection")]
             "chaos.verify_store" => chaos::verify_store(c, params).await,
             other => Err(RpcError {
                 code: code::METHOD_NOT_FOUND,
@@ -419,6 +405,17 @@ fn rejected(id: Value, error: RpcError) -> Value {
 
 fn error_response(id: Value, error: RpcError) -> Value {
     json!({"jsonrpc": "2.0", "error": error.to_value(), "id": id})
+}
+
+/// The error for a chaos method on a server without `--chaos`.
+fn chaos_disabled(method: &str) -> RpcError {
+    RpcError {
+        code: code::METHOD_NOT_FOUND,
+        message: format!(
+            "{method} is disabled: fault injection needs a server built with the `chaos` feature and started with --chaos"
+        ),
+        data: Some(json!({"method": method})),
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub async fn check_health(c: &Coordinator, p: Params) -> Result<Value, RpcError>
     let timeout = p
         .opt_u64(&["timeout"], 24 * 3600 * 1000)?
         .map(Duration::from_millis);
-    let report = c.check_health(timeout).await;
+    let report = c.check_health(timeout);
     let mut value = to_json(&report)?;
     // Vigil takes tasks back when an instance expires, not when a health check is run; the
     // field is kept for ClaudeBench clients and is always empty.
@@ -62,7 +62,7 @@ pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         limit: p.opt_u64(&["limit"], 1_000_000)?.map(|n| n as usize),
     };
     let state = c.state_with(&query);
-    let tasks = c.task_counts().await;
+    let tasks = c.task_counts();
     Ok(json!({
         "instances": to_json(&state.instances)?,
         "instanceCount": state.instance_count,

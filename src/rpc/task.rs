@@ -121,7 +121,7 @@ pub async fn fail(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 /// `task.get {taskId|id}` → the task.
 pub async fn get(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let id = p.task_id(TASK_ID)?;
-    match c.get_task(id).await {
+    match c.get_task(id) {
         Some(view) => to_json(&view),
         None => Err(RpcError::invalid_params("taskId", format!("no task {id}"))),
     }
@@ -147,5 +147,5 @@ pub async fn list(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         assignee: p.opt_str(&["assignee", "workerId"])?.map(str::to_string),
         limit: p.opt_u64(&["limit"], 10_000)?.map(|n| n as usize),
     };
-    Ok(json!({"tasks": to_json(&c.list_tasks(&query).await)?}))
+    Ok(json!({"tasks": to_json(&c.list_tasks(&query))?}))
 }

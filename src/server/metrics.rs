@@ -18,11 +18,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::coordinator::Coordinator;
 use crate::rpc::metrics as rpc_metrics;
 
-/// Counter: flushes of pending writes to the store.
-pub const STORE_FLUSHES: &str = "vigil_store_flushes_total";
-/// Counter: store operations that failed.
-pub const STORE_FAILURES: &str = "vigil_store_failures_total";
-
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder as the process's global `metrics` recorder, once. `None`
@@ -33,8 +28,8 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full(rpc_metrics::DURATION.to_string()),
-                    rpc_metrics::DURATION_BUCKETS,
+                    Matcher::Full(crate::telemetry::DURATION.to_string()),
+                    crate::telemetry::DURATION_BUCKETS,
                 )
                 .expect("non-empty bucket list")
                 .build_recorder();
@@ -46,10 +41,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 return None;
             }
             rpc_metrics::describe();
-            metrics::describe_counter!(STORE_FLUSHES, "Flushes of pending writes to the store");
-            metrics::describe_counter!(STORE_FAILURES, "Store operations that failed");
-            metrics::counter!(STORE_FLUSHES).increment(0);
-            metrics::counter!(STORE_FAILURES).increment(0);
+            crate::telemetry::describe_store();
             // Histogram samples wait in a buffer until upkeep folds them into buckets; fold
             // every second so the buffer stays small at millions of calls per second.
             let upkeep = handle.clone();
@@ -70,7 +62,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 }
 
 /// The page: scrape-time gauges of `coordinator`, then the recorder's metrics.
-pub async fn render(coordinator: &Coordinator, handle: Option<&PrometheusHandle>) -> String {
+pub fn render(coordinator: &Coordinator, handle: Option<&PrometheusHandle>) -> String {
     let mut out = String::with_capacity(4096);
     gauge_header(&mut out, "vigil_instances", "Registered instances by state");
     for (status, n) in coordinator.instance_counts() {
@@ -90,7 +82,7 @@ pub async fn render(coordinator: &Coordinator, handle: Option<&PrometheusHandle>
         u8::from(leader.leader.is_some())
     );
     gauge_header(&mut out, "vigil_tasks", "Tasks by state");
-    for (state, n) in coordinator.task_counts().await {
+    for (state, n) in coordinator.task_counts() {
         let _ = writeln!(out, "vigil_tasks{{state=\"{state}\"}} {n}");
     }
     if let Some(handle) = handle {

@@ -4,8 +4,8 @@
 //! token (HTTP 401), a per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a
 //! per-call timeout (−32002).
 
-pub mod metrics;
-pub mod rate;
+mod metrics;
+mod rate;
 mod ws;
 
 use std::net::SocketAddr;
@@ -78,8 +78,10 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
         },
     );
     dispatcher = dispatcher.with_chaos(config.chaos);
-    if config.chaos {
+    if config.chaos && cfg!(feature = "fault-injection") {
         tracing::warn!("chaos.* fault injection is enabled: any caller can kill actors");
+    } else if config.chaos {
+        tracing::warn!("chaos.* was asked for, but this build has no fault injection: refused");
     }
     if let Some(limiter) = rate::HeartbeatLimiter::per_minute(config.heartbeats_per_minute) {
         dispatcher = dispatcher.with_guard(Arc::new(limiter));
@@ -197,7 +199,7 @@ async fn rpc_batch(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn metrics_page(State(state): State<AppState>) -> Response {
-    let page = metrics::render(state.dispatcher.coordinator(), state.metrics).await;
+    let page = metrics::render(state.dispatcher.coordinator(), state.metrics);
     (
         [(
             header::CONTENT_TYPE,

@@ -6,11 +6,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// Failures in a row that open the breaker.
-pub const FAILURE_THRESHOLD: u32 = 20;
-/// How long it stays open.
-pub const OPEN_FOR: Duration = Duration::from_secs(10);
-
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -44,7 +39,10 @@ pub struct Breaker {
 
 impl Default for Breaker {
     fn default() -> Self {
-        Self::new(FAILURE_THRESHOLD, OPEN_FOR)
+        Self::new(
+            crate::config::store::BREAKER_FAILURES,
+            crate::config::store::BREAKER_OPEN_FOR,
+        )
     }
 }
 

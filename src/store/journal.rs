@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, EventSink};
 use crate::model::InstanceId;
-use crate::work::lease::LeaseKey;
-use crate::work::task::TaskId;
+use crate::model::{LeaseKey, TaskId};
 
 /// Events waiting for the stream beyond this are dropped oldest first (the stream is history,
 /// capped anyway; the state it describes is written in full).
@@ -39,17 +38,6 @@ pub struct Dirty {
 }
 
 impl Dirty {
-    /// Whether nothing is marked.
-    pub fn is_empty(&self) -> bool {
-        self.instances.is_empty()
-            && self.tasks.is_empty()
-            && self.leases.is_empty()
-            && !self.term
-            && !self.counters
-            && !self.everything
-            && self.events.is_empty()
-    }
-
     fn merge_older(&mut self, older: Dirty) {
         self.instances.extend(older.instances);
         self.tasks.extend(older.tasks);
@@ -101,7 +89,7 @@ impl Journal {
     }
 
     /// Records a published event: marks what it is about and queues it for the stream.
-    pub fn record(&self, event: &Event) {
+    pub fn record_event(&self, event: &Event) {
         self.mark(|d| {
             use EventKind::*;
             match event.kind {
@@ -173,5 +161,11 @@ impl Journal {
             d.instances.len() + d.tasks.len() + d.leases.len() + usize::from(d.term),
             d.events.len(),
         )
+    }
+}
+
+impl EventSink for Journal {
+    fn record(&self, event: &Event) {
+        self.record_event(event);
     }
 }

@@ -1,17 +1,17 @@
 //! The durable copy of the coordinator's state.
 //!
 //! Memory decides; the store mirrors. Every change is made in memory first (under the same
-//! locks as without a store) and recorded in the [`Journal`] as "this instance / task / lease
-//! / the term changed". The `Persister` actor (see [`crate::actors::persister`]) turns those
-//! marks into writes of the entity's *current* state, so writes are idempotent, coalesce
-//! naturally (ten changes of one task between two flushes are one write) and can be retried
-//! after a failure without any ordering concerns. The set of pending marks is bounded by the
+//! locks as without a store) and recorded in the journal as "this instance / task / lease
+//! / the term changed". The `Persister` actor turns those marks into writes of the entity's
+//! *current* state, so writes are idempotent, coalesce naturally (ten changes of one task
+//! between two flushes are one write) and can be retried after a failure without any ordering
+//! concerns. The set of pending marks is bounded by the
 //! number of entities.
 //!
 //! * Control-plane calls (register, unregister, task and lease calls) are **written through**:
-//!   the call returns once the persister has flushed everything up to and including its change
-//!   ([`Persistence::wait_durable`]). While the store's circuit breaker is open they fail fast
-//!   with [`Error::StoreUnavailable`] before changing anything.
+//!   the call returns once the persister has flushed everything up to and including its change.
+//!   While the store's circuit breaker is open they fail fast with [`Error::StoreUnavailable`]
+//!   before changing anything.
 //! * Heartbeat timestamps are **written behind**: the persister scans for instances whose
 //!   last-seen time moved and writes them in pipelined batches every flush interval — or, with
 //!   [`PersistMode::WriteThrough`], each heartbeat is one synchronous script call, the way
@@ -21,9 +21,11 @@
 //! keeps the key layout of docs/persistence.md.
 
 mod breaker;
+#[cfg(feature = "redis")]
 mod fields;
 mod journal;
-pub mod redis;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -32,8 +34,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use breaker::{Breaker, BreakerState};
-pub use journal::{Dirty, Journal};
+#[cfg(feature = "redis")]
+pub use crate::config::RedisConfig;
+pub use crate::config::{PersistMode, RestartGrace, StoreConfig};
+pub(crate) use breaker::{Breaker, BreakerState};
+pub(crate) use journal::{Dirty, Journal};
+#[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
 use crate::error::Error;
@@ -45,128 +51,6 @@ use crate::work::task::TaskId;
 
 /// A boxed future, so [`Store`] can be used as a trait object.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-/// How heartbeats reach the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PersistMode {
-    /// Coalesced per instance and flushed every flush interval (the default).
-    #[default]
-    WriteBehind,
-    /// One synchronous script call per heartbeat.
-    WriteThrough,
-}
-
-impl std::str::FromStr for PersistMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "write-behind" => Ok(Self::WriteBehind),
-            "write-through" => Ok(Self::WriteThrough),
-            other => Err(format!(
-                "unknown persist mode {other:?} (write-behind or write-through)"
-            )),
-        }
-    }
-}
-
-/// Where state is kept.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum StoreConfig {
-    /// In memory only (nothing survives a restart).
-    #[default]
-    Memory,
-    /// In Redis.
-    Redis(RedisConfig),
-}
-
-/// Settings of the Redis store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`.
-    pub url: String,
-    /// Key prefix (default `cb:`, ClaudeBench's).
-    pub prefix: String,
-    /// How often heartbeat timestamps are flushed (default 250 ms).
-    pub flush_interval: Duration,
-    /// Write-behind (default) or write-through heartbeats.
-    pub persist: PersistMode,
-    /// Most events kept in the capped stream (default 10 000).
-    pub stream_max_len: usize,
-    /// Time allowed for one Redis round trip before it counts as a failure (default 1 s).
-    pub response_timeout: Duration,
-    /// Consecutive failures that open the circuit breaker (default 20).
-    pub breaker_failures: u32,
-    /// How long the breaker stays open before a probe (default 10 s).
-    pub breaker_open_for: Duration,
-    /// How long an instance's record outlives its TTL in Redis (default 10 min). A record is
-    /// deleted as soon as the coordinator expires the instance; this margin only matters while
-    /// no coordinator writes — a crash, or a store outage — so that a coordinator restarted
-    /// within it still finds the instances to give their TTL back ([`RestartGrace::FullTtl`]).
-    /// Past it an instance listed in `{p}instances:active` without a record is expired at once.
-    pub record_retention: Duration,
-    /// What a restart assumes about instances whose stored TTL ran out (default
-    /// [`RestartGrace::FullTtl`]).
-    pub restart_grace: RestartGrace,
-}
-
-impl RedisConfig {
-    /// Defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            prefix: "cb:".into(),
-            flush_interval: Duration::from_millis(250),
-            persist: PersistMode::WriteBehind,
-            stream_max_len: 10_000,
-            response_timeout: Duration::from_secs(1),
-            breaker_failures: breaker::FAILURE_THRESHOLD,
-            breaker_open_for: breaker::OPEN_FOR,
-            record_retention: Duration::from_secs(600),
-            restart_grace: RestartGrace::FullTtl,
-        }
-    }
-}
-
-/// What a coordinator restarted from the store assumes about the instances the store still
-/// lists as alive whose TTL, by their stored last heartbeat, has run out.
-///
-/// Heartbeats are written behind, and not at all while the store is unreachable or its circuit
-/// is open; so after a crash the store cannot tell an instance that died from one that kept
-/// heartbeating into memory after the last successful flush. A restart can either give every
-/// listed instance its TTL back (late detection of the dead, never an early expiry of the
-/// living) or trust the last flush (prompt takeover, but a store outage followed by a crash
-/// expires live instances).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum RestartGrace {
-    /// Every instance the store lists as alive gets a full TTL from the restart, counted from
-    /// the moment recovery reads the store (the default; Consul's session TTLs and Nomad's node
-    /// heartbeat timers are reset on a leader failover the same way). A worker that died while
-    /// the coordinator was down is expired one TTL after the restart, and its tasks go back
-    /// then.
-    #[default]
-    #[serde(rename = "ttl")]
-    FullTtl,
-    /// Assume heartbeats up to one flush interval after the store's last successful flush, and
-    /// expire at once the instances whose TTL ran out since. Hands a dead worker's tasks back
-    /// sooner after a long downtime, but a crash within a store outage (or within the breaker's
-    /// open period after it) expires instances that kept heartbeating.
-    #[serde(rename = "last-flush")]
-    SinceLastFlush,
-}
-
-impl std::str::FromStr for RestartGrace {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ttl" => Ok(Self::FullTtl),
-            "last-flush" => Ok(Self::SinceLastFlush),
-            other => Err(format!(
-                "unknown restart grace {other:?} (ttl or last-flush)"
-            )),
-        }
-    }
-}
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -346,7 +230,7 @@ impl Store for MemoryStore {
 /// A durable store in use: the store, the journal of changes not yet written, the breaker, and
 /// how far writes have been acknowledged.
 #[derive(Debug)]
-pub struct Persistence {
+pub(crate) struct Persistence {
     /// The store.
     pub store: Arc<dyn Store>,
     /// Changes not yet written.
@@ -365,6 +249,8 @@ pub struct Persistence {
     durable: watch::Sender<u64>,
 }
 
+// Without the `redis` feature no store backend exists to build one.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl Persistence {
     /// Persistence through `store`.
     pub fn new(
@@ -425,6 +311,7 @@ impl Persistence {
     }
 
     /// How far writes are acknowledged.
+    #[cfg(feature = "chaos")]
     pub fn durable_seq(&self) -> u64 {
         *self.durable.borrow()
     }

@@ -16,89 +16,14 @@
 //! reaps it and publishes `lease.expired`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::MonoMs;
-use crate::error::ValidationError;
+use crate::model::work::{ClaimToken, TaskId};
 use crate::model::{Epoch, InstanceId};
-use crate::work::task::{ClaimToken, TaskId};
 
-/// Separates the levels of a lease key.
-pub const SEPARATOR: char = '/';
-
-/// Longest lease key, in characters.
-pub const MAX_KEY_CHARS: usize = 512;
-
-/// A validated, hierarchical resource key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LeaseKey(String);
-
-impl LeaseKey {
-    /// Validates `key`: 1–512 characters, no control characters, no empty level (`a//b`, a
-    /// leading or trailing separator).
-    pub fn parse(key: &str) -> Result<Self, ValidationError> {
-        Self::parse_field(key, "key")
-    }
-
-    pub(crate) fn parse_field(key: &str, field: &str) -> Result<Self, ValidationError> {
-        let chars = key.chars().count();
-        if chars == 0 || chars > MAX_KEY_CHARS {
-            return Err(ValidationError::new(
-                field.to_string(),
-                format!("a lease key must have 1 to {MAX_KEY_CHARS} characters, got {chars}"),
-            ));
-        }
-        if key.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                field.to_string(),
-                "a lease key must not contain control characters",
-            ));
-        }
-        if key.split(SEPARATOR).any(str::is_empty) {
-            return Err(ValidationError::new(
-                field.to_string(),
-                format!("a lease key's levels, split by '{SEPARATOR}', must not be empty"),
-            ));
-        }
-        Ok(Self(key.to_string()))
-    }
-
-    /// A key taken as given, for builders; validation happens where it is used.
-    pub(crate) fn unchecked(key: &str) -> Self {
-        Self(key.to_string())
-    }
-
-    /// The key as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Proper ancestors, nearest last (`a`, `a/b` for `a/b/c`).
-    fn ancestors(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .match_indices(SEPARATOR)
-            .map(move |(i, _)| &self.0[..i])
-    }
-
-    /// The range of keys that are descendants: everything starting with `key/`. Since
-    /// `SEPARATOR` + 1 is the next character, `[key/, key0)` holds exactly those.
-    fn descendant_range(&self) -> (String, String) {
-        let next = char::from_u32(SEPARATOR as u32 + 1).unwrap_or(SEPARATOR);
-        (
-            format!("{}{SEPARATOR}", self.0),
-            format!("{}{next}", self.0),
-        )
-    }
-}
-
-impl fmt::Display for LeaseKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::model::work::{LeaseKey, MAX_KEY_CHARS, SEPARATOR};
 
 /// Exclusive or shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -175,7 +100,7 @@ pub struct LeaseConflict {
 
 /// Every lease, by key.
 #[derive(Debug, Default)]
-pub struct LeaseTable {
+pub(crate) struct LeaseTable {
     by_key: BTreeMap<LeaseKey, Vec<LeaseGrant>>,
     next_fencing_token: u64,
 }
@@ -382,19 +307,9 @@ impl LeaseTable {
     }
 
     /// How many leases are held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_key.values().map(Vec::len).sum()
-    }
-
-    /// Whether no lease is held.
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-}
-
-impl std::borrow::Borrow<str> for LeaseKey {
-    fn borrow(&self) -> &str {
-        &self.0
     }
 }
 

@@ -1,7 +1,7 @@
 //! Work distribution: tasks with fencing claim tokens, step heartbeats, resource leases, and
 //! the sweep that takes work back from workers that died.
 //!
-//! All of it lives in one [`WorkBook`] behind one mutex in the cluster context. One lock makes
+//! All of it lives in one `WorkBook` behind one mutex in the cluster context. One lock makes
 //! the properties that matter easy to see: racing claimers are serialized (one winner per
 //! task), a claim's locks are acquired all or nothing, and "take back the tasks of a departed
 //! instance" cannot interleave with a claim by that instance. Every operation is a short,
@@ -31,7 +31,7 @@ use task::{
 /// The context of one operation on the work book: the time it happens at, the term, and the
 /// events it produces (published by the caller once the lock is released).
 #[derive(Debug)]
-pub struct Op {
+pub(crate) struct Op {
     /// Monotonic ms of the operation.
     pub now: MonoMs,
     /// The clock, to turn monotonic times into wall times.
@@ -91,7 +91,7 @@ impl Op {
 
 /// Settings the work book needs.
 #[derive(Debug, Clone)]
-pub struct WorkSettings {
+pub(crate) struct WorkSettings {
     /// A claimed task whose last step heartbeat is older than this is taken back.
     pub step_timeout_ms: u64,
     /// TTL of leases acquired for a task's required locks.
@@ -133,7 +133,7 @@ fn pending_key(task: &Task) -> PendingKey {
 
 /// Tasks, the pending queue and the leases.
 #[derive(Debug)]
-pub struct WorkBook {
+pub(crate) struct WorkBook {
     settings: WorkSettings,
     tasks: HashMap<TaskId, Task>,
     pending: BTreeSet<PendingKey>,
@@ -695,7 +695,7 @@ impl WorkBook {
 
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sweep {
+pub(crate) struct Sweep {
     /// Claims of departed instances taken back by the safety net.
     pub orphans_reassigned: usize,
     /// Claims reset for a stale step heartbeat.

@@ -112,7 +112,7 @@ pub struct WorkCounters {
 
 impl WorkBook {
     /// The record of task `id`, `None` if the book no longer has it.
-    pub fn task_record(&self, id: TaskId, clock: &LivenessClock) -> Option<TaskRecord> {
+    pub(crate) fn task_record(&self, id: TaskId, clock: &LivenessClock) -> Option<TaskRecord> {
         let t = self.tasks.get(&id)?;
         let wall = |ms| clock.wall_ms(ms);
         Some(TaskRecord {
@@ -136,7 +136,11 @@ impl WorkBook {
     }
 
     /// The record of the leases on `key`, `None` if nobody holds it.
-    pub fn lease_record(&self, key: &LeaseKey, clock: &LivenessClock) -> Option<LeaseRecord> {
+    pub(crate) fn lease_record(
+        &self,
+        key: &LeaseKey,
+        clock: &LivenessClock,
+    ) -> Option<LeaseRecord> {
         let grants = self.leases.grants(key)?;
         Some(LeaseRecord {
             key: key.clone(),
@@ -154,7 +158,7 @@ impl WorkBook {
     }
 
     /// The counters.
-    pub fn counters(&self) -> WorkCounters {
+    pub(crate) fn counters(&self) -> WorkCounters {
         WorkCounters {
             last_task: self.next_task,
             last_fencing_token: self.leases.last_fencing_token(),
@@ -162,7 +166,7 @@ impl WorkBook {
     }
 
     /// Every task id and lease key the book holds (for a full resynchronization).
-    pub fn all_keys(&self) -> (Vec<TaskId>, Vec<LeaseKey>) {
+    pub(crate) fn all_keys(&self) -> (Vec<TaskId>, Vec<LeaseKey>) {
         (
             self.tasks.keys().copied().collect(),
             self.leases.keys().cloned().collect(),
@@ -171,7 +175,7 @@ impl WorkBook {
 
     /// Loads recovered records into an empty book. Counters only move forward: the next task
     /// id and fencing token are past every recovered one.
-    pub fn restore(
+    pub(crate) fn restore(
         &mut self,
         tasks: Vec<TaskRecord>,
         leases: Vec<LeaseRecord>,

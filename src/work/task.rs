@@ -1,78 +1,11 @@
 //! Tasks: the units of work Vigil hands out, and the answers of the calls made on them.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Epoch, InstanceId};
 use crate::work::lease::{LeaseGrant, LeaseKey, LeaseMode};
 
-/// A task's id: `t-17` on the wire; `17` is accepted too (Sortie's integer step ids).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(pub u64);
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "t-{}", self.0)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.strip_prefix("t-")
-            .unwrap_or(s)
-            .parse()
-            .map(TaskId)
-            .map_err(|_| format!("a task id is `t-<number>` or a number, got {s:?}"))
-    }
-}
-
-impl Serialize for TaskId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(TaskId(n)),
-            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// The fencing token of one claim: 128 random bits in hex. Every call on a claimed task must
-/// present it; a wrong or old one is answered `stale_claim` and changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ClaimToken(String);
-
-impl ClaimToken {
-    /// A fresh random token.
-    pub fn mint() -> Self {
-        Self(format!("{:032x}", rand::random::<u128>()))
-    }
-
-    /// A token as a caller presents it.
-    pub fn from_presented(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The token as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::model::work::{ClaimToken, TaskId};
 
 /// Where a task stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

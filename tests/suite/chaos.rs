@@ -65,7 +65,7 @@ async fn instance_actor_kills_under_load_break_no_promise() {
     assert!(report.faults["kill instance"] >= 500, "{:?}", report.faults);
     assert!(report.operations["system.heartbeat"] >= 8_000);
     assert!(report.operations.get("task.complete").copied().unwrap_or(0) > 50);
-    let sup = coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(
         sup.instance_actors, sup.instances,
         "every instance has its actor"

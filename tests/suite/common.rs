@@ -95,6 +95,7 @@ pub fn of_kind(events: &[Event], kind: EventKind) -> Vec<&Event> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
 
+#[cfg(feature = "server")]
 /// A JSON-RPC server over `coordinator config` on a free loopback port, run until the sender
 /// is used or dropped: (base URL, coordinator, stop).
 pub async fn serve(
@@ -119,6 +120,7 @@ pub async fn serve(
     (url, coordinator, stop)
 }
 
+#[cfg(feature = "cli")]
 /// JSON-RPC over HTTP to `target`, `batch` heartbeats per request, no token.
 pub fn http(target: impl Into<String>, batch: usize) -> vigil::load::Transport {
     vigil::load::Transport::Http {

@@ -53,7 +53,7 @@ async fn state_keeps_a_bounded_history_of_recent_events() {
     for i in 0..10 {
         h.register(&format!("w{i}")).await;
     }
-    let state = h.coordinator.state().await;
+    let state = h.coordinator.state();
     assert_eq!(state.recent_events.len(), 4);
     let ids: Vec<&str> = state
         .recent_events
@@ -77,7 +77,7 @@ async fn state_shows_each_instance_with_its_leadership() {
     h.register("a").await;
     h.at(2_000).await;
     h.register("b").await;
-    let state = h.coordinator.state().await;
+    let state = h.coordinator.state();
     let a = &state.instances[0];
     assert!(a.is_leader);
     assert_eq!(a.roles, ["worker"]);

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::common::{Harness, of_kind, settle};
+#[cfg(feature = "chaos")]
+use vigil::faults::Strike;
 use vigil::{Event, EventKind, Term};
 
 /// Asserts the leader events form a valid history: terms strictly increase and each term has
@@ -87,7 +89,7 @@ async fn unregistering_the_leader_hands_over_and_the_last_one_leaves_a_vacancy()
     assert!(h.coordinator.unregister("b").await.unwrap().unregistered);
     settle().await;
     assert_eq!(h.leader(), None);
-    let state = h.coordinator.state().await;
+    let state = h.coordinator.state();
     assert_eq!(state.leader.term, Term(3));
     // The next registration leads in a fresh term.
     let c = h.register("c").await;
@@ -114,41 +116,42 @@ async fn a_suspect_instance_is_passed_over_when_an_active_one_exists() {
     assert_eq!(h.leader().as_deref(), Some("young"));
 }
 
+#[cfg(feature = "chaos")]
 #[tokio::test(start_paused = true)]
 async fn killing_the_leader_actor_keeps_the_term_and_the_leader() {
     let mut h = Harness::default().await;
     h.register("a").await;
     h.register("b").await;
-    let before = h.coordinator.actors().leader().await.unwrap();
-    before.kill();
+    let faults = h.coordinator.faults();
+    let before = faults.leader_actor().await.unwrap();
+    assert!(faults.strike_leader(Strike::Kill).await);
     settle().await;
-    let after = h.coordinator.actors().leader().await.unwrap();
-    assert_ne!(before.get_id(), after.get_id(), "restarted");
-    let view = h.coordinator.actors().inspect_leader().await.unwrap();
+    let after = faults.leader_actor().await.unwrap();
+    assert_ne!(before, after, "restarted");
+    let view = h.coordinator.faults().inspect_leader().await.unwrap();
     assert_eq!(view.leader.term, Term(1));
     assert_eq!(view.leader.leader.unwrap().as_str(), "a");
     assert_eq!(view.candidates, 2);
     assert_eq!(view.elections, 0, "the restarted actor did not re-elect");
-    let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(sup.leader_restarts, 1);
     assert!(h.coordinator.heartbeat("a").await.is_leader);
     assert_one_leader_per_term(&h.drain_events());
 }
 
+#[cfg(feature = "chaos")]
 #[tokio::test(start_paused = true)]
 async fn a_panicking_leader_actor_is_restarted_too() {
     let h = Harness::default().await;
     h.register("a").await;
-    let leader = h.coordinator.actors().leader().await.unwrap();
-    leader
-        .cast(vigil::actors::leader::LeaderMsg::Crash)
-        .unwrap();
+    assert!(h.coordinator.faults().strike_leader(Strike::Panic).await);
     settle().await;
-    let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(sup.leader_restarts, 1);
     assert!(h.coordinator.heartbeat("a").await.is_leader);
 }
 
+#[cfg(feature = "chaos")]
 #[tokio::test(start_paused = true)]
 async fn repeated_leader_actor_kills_never_give_two_leaders_in_one_term() {
     let mut h = Harness::default().await;
@@ -166,9 +169,7 @@ async fn repeated_leader_actor_kills_never_give_two_leaders_in_one_term() {
     for round in 0..60u64 {
         // Kill the LeaderActor, sometimes right before the leader leaves, so the departure
         // lands while the actor is down or restarting.
-        if let Some(actor) = h.coordinator.actors().leader().await {
-            actor.kill();
-        }
+        h.coordinator.faults().strike_leader(Strike::Kill).await;
         match next() % 3 {
             0 => {
                 if let Some(leader) = h.leader() {
@@ -201,6 +202,6 @@ async fn repeated_leader_actor_kills_never_give_two_leaders_in_one_term() {
     let events = h.drain_events();
     assert!(of_kind(&events, EventKind::LeaderElected).len() > 5);
     assert_one_leader_per_term(&events);
-    let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(sup.leader_restarts, 60);
 }

@@ -27,7 +27,6 @@ async fn lease_keys(h: &Harness) -> Vec<String> {
     let mut keys: Vec<String> = h
         .coordinator
         .list_leases(None)
-        .await
         .unwrap()
         .into_iter()
         .map(|g| g.key.to_string())
@@ -224,7 +223,7 @@ async fn step_heartbeats_extend_leases_and_report_lost_ones() {
         .unwrap();
     assert_eq!(beat.status, StepStatus::Ok);
     assert!(beat.lost_leases.is_empty());
-    let leases = h.coordinator.list_leases(None).await.unwrap();
+    let leases = h.coordinator.list_leases(None).unwrap();
     assert!(
         leases
             .iter()
@@ -254,7 +253,7 @@ async fn step_heartbeats_extend_leases_and_report_lost_ones() {
     let events = h.drain_events();
     let expired = of_kind(&events, EventKind::LeaseExpired).len();
     assert_eq!(beat.lost_leases.len() + expired, 2);
-    assert!(h.coordinator.list_leases(None).await.unwrap().is_empty());
+    assert!(h.coordinator.list_leases(None).unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

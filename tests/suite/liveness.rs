@@ -106,7 +106,7 @@ async fn re_registering_a_live_instance_keeps_its_epoch_and_updates_it() {
         .unwrap();
     assert_eq!(again.epoch, first.epoch);
     assert!(again.refreshed);
-    let state = h.coordinator.state().await;
+    let state = h.coordinator.state();
     assert_eq!(state.instances.len(), 1);
     assert_eq!(state.instances[0].roles, ["relay", "worker"]);
     assert_eq!(
@@ -185,10 +185,7 @@ async fn check_health_sorts_instances_by_silence() {
     h.at(10_000).await;
     h.coordinator.heartbeat("chatty").await;
     h.at(15_000).await;
-    let report = h
-        .coordinator
-        .check_health(Some(Duration::from_secs(8)))
-        .await;
+    let report = h.coordinator.check_health(Some(Duration::from_secs(8)));
     assert_eq!(
         report
             .healthy
@@ -203,7 +200,7 @@ async fn check_health_sorts_instances_by_silence() {
     );
     // Reporting does not expire anything.
     assert_eq!(h.coordinator.instance_count(), 2);
-    let all = h.coordinator.check_health(None).await;
+    let all = h.coordinator.check_health(None);
     assert_eq!(all.healthy.len(), 2);
 }
 

@@ -243,7 +243,7 @@ async fn the_task_mix_runs_whole_flows_and_measures_each_method() {
         400 + 50 + 50 + 2 * tasks.claimed + tasks.claimed
     );
     // The server agrees.
-    let counts = coordinator.task_counts().await;
+    let counts = coordinator.task_counts();
     assert_eq!(
         counts.get("completed").copied().unwrap_or(0) as u64,
         tasks.completed,

@@ -1,19 +1,33 @@
 //! The integration suite, linked as one test binary (one link instead of one per file keeps
 //! CI fast). `tests/hot_path.rs` stays separate: it installs its own global allocator.
+//!
+//! Each file runs with the features it needs: `cargo nextest run --all-features` runs them all
+//! (README's test command), `cargo nextest run --no-default-features` the core's own (events,
+//! leases, liveness, tasks, validation, most of leader).
 
 mod common;
 
+#[cfg(feature = "server")]
 mod bad_input;
+#[cfg(all(feature = "cli", feature = "chaos"))]
 mod chaos;
+#[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "client")]
+mod client;
 mod events;
 mod leader;
 mod leases;
 mod liveness;
+#[cfg(feature = "cli")]
 mod load;
+#[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
 mod persistence;
+#[cfg(all(feature = "redis", feature = "chaos"))]
 mod redis_server;
+#[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "chaos")]
 mod supervision;
 mod tasks;
 mod validation;

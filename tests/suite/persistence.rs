@@ -67,15 +67,13 @@ async fn redis_view(redis: &RedisServer) -> View {
 }
 
 async fn memory_view(c: &Coordinator) -> View {
-    let state = c.state().await;
-    let tasks = c
-        .list_tasks(&TaskQuery {
-            limit: Some(10_000),
-            ..TaskQuery::default()
-        })
-        .await;
+    let state = c.state();
+    let tasks = c.list_tasks(&TaskQuery {
+        limit: Some(10_000),
+        ..TaskQuery::default()
+    });
     let mut leases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for g in c.list_leases(None).await.unwrap() {
+    for g in c.list_leases(None).unwrap() {
         leases
             .entry(g.key.to_string())
             .or_default()
@@ -227,7 +225,7 @@ async fn ten_thousand_heartbeats_within_a_flush_interval_are_one_write() {
         .query_async(&mut redis.connection().await)
         .await
         .unwrap();
-    let memory = c.state().await.instances[0].last_seen_ms;
+    let memory = c.state().instances[0].last_seen_ms;
     assert_eq!(stored, memory);
     c.shutdown().await;
 }
@@ -440,7 +438,7 @@ async fn restart_recovers_and_garbage_is_reported_not_fatal() {
         .await
         .unwrap();
     // A crash: nothing written after this moment, no final flush.
-    c.crash().await;
+    c.faults().crash().await;
     tokio::time::sleep(Duration::from_millis(1200)).await; // "goner" lapses meanwhile
     // Trusting the last flush, the lapsed instance is expired at once (the default gives it a
     // TTL from the restart: `a_restart_gives_every_listed_instance_a_full_ttl`).
@@ -459,7 +457,7 @@ async fn restart_recovers_and_garbage_is_reported_not_fatal() {
     assert!(c.heartbeat_now("keeper").alive);
     assert!(!c.heartbeat_now("goner").alive);
     assert!(c.leader_view().term.0 > term_before, "the term goes on");
-    let lost_now = c.get_task(lost.task.id).await.unwrap();
+    let lost_now = c.get_task(lost.task.id).unwrap();
     assert_eq!(lost_now.status, TaskStatus::Pending);
     assert_eq!(lost_now.attempts, 1);
     // The surviving claim still holds, with its token; the lease kept its fencing token.
@@ -468,7 +466,7 @@ async fn restart_recovers_and_garbage_is_reported_not_fatal() {
         .await
         .unwrap();
     assert_eq!(done.status, vigil::work::task::CompleteStatus::Completed);
-    let leases = c.list_leases(Some("res")).await.unwrap();
+    let leases = c.list_leases(Some("res")).unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].fencing_token, lease.fencing_token);
     // The next fencing token is past every recovered one.
@@ -681,14 +679,14 @@ async fn a_crash_never_expires_an_instance_early() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(c.heartbeat_now("w").alive); // the real last heartbeat: t0 + 1 s
-    c.crash().await;
+    c.faults().crash().await;
     let c = Coordinator::start(cfg()).await.unwrap();
     // Past the stored deadline (t0 + 1.5 s), before the real one (t0 + 2.5 s).
     tokio::time::sleep(
         (t0 + Duration::from_millis(1900)).saturating_duration_since(Instant::now()),
     )
     .await;
-    let state = c.state().await;
+    let state = c.state();
     assert_eq!(state.instances.len(), 1, "w expired early after the crash");
     assert!(state.instances[0].status.is_alive());
     c.shutdown().await;
@@ -781,7 +779,7 @@ async fn shutdown_flushes_pending_heartbeats() {
     c.register(RegisterRequest::new("w1")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(c.heartbeat_now("w1").alive);
-    let memory = c.state().await.instances[0].last_seen_ms;
+    let memory = c.state().instances[0].last_seen_ms;
     let stored = || async {
         redis::cmd("HGET")
             .arg("cb:instance:w1")
@@ -880,7 +878,7 @@ async fn a_term_lost_in_a_crash_is_never_reissued() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(announced > stored_term);
-    c.crash().await; // the Persister dies first: the new term never reaches Redis
+    c.faults().crash().await; // the Persister dies first: the new term never reaches Redis
     let c = Coordinator::start(slow()).await.unwrap();
     assert_eq!(
         c.recovery_report().unwrap().term,
@@ -915,7 +913,7 @@ async fn a_restart_gives_every_listed_instance_a_full_ttl() {
     let c = start(&redis).await;
     keeper_and_goner(&c, 1).await;
     let lost = c.claim("goner", 1).await.unwrap().remove(0);
-    c.crash().await;
+    c.faults().crash().await;
     tokio::time::sleep(Duration::from_millis(1200)).await; // past goner's stored deadline
     let restarting = Instant::now();
     let c = start(&redis).await;
@@ -924,11 +922,11 @@ async fn a_restart_gives_every_listed_instance_a_full_ttl() {
     assert_eq!(report.instances_renewed, 1, "{report:?}");
     assert_eq!(report.instances_expired, 0, "{report:?}");
     assert_eq!(report.tasks_reassigned, 0, "{report:?}");
-    let held = c.get_task(lost.task.id).await.unwrap();
+    let held = c.get_task(lost.task.id).unwrap();
     assert_eq!(held.status, TaskStatus::Claimed, "held until goner expires");
     // goner stays silent: it expires one TTL after the restart, not before.
     loop {
-        let state = c.state().await;
+        let state = c.state();
         if !state.instances.iter().any(|i| i.id.as_str() == "goner") {
             break;
         }
@@ -945,7 +943,7 @@ async fn a_restart_gives_every_listed_instance_a_full_ttl() {
     );
     assert!(c.heartbeat_now("keeper").alive);
     assert!(!c.heartbeat_now("goner").alive);
-    let back = c.get_task(lost.task.id).await.unwrap();
+    let back = c.get_task(lost.task.id).unwrap();
     assert_eq!(back.status, TaskStatus::Pending);
     assert_eq!(back.attempts, 1);
     assert_redis_equals_memory(&c, &redis).await;
@@ -1004,7 +1002,7 @@ async fn outage_then_crash(grace: RestartGrace) -> (usize, bool) {
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     beating.await.unwrap();
-    c.crash().await; // within 100 ms of every worker's last heartbeat
+    c.faults().crash().await; // within 100 ms of every worker's last heartbeat
     let c = Coordinator::start(cfg()).await.unwrap();
     let alive = ids.iter().filter(|id| c.heartbeat_now(id).alive).count();
     let holds = c

@@ -699,3 +699,73 @@ mod websocket {
         s.stop().await;
     }
 }
+
+/// `server::router` nested into an application's own axum router (what
+/// `examples/embed_server.rs` does): the application's routes and Vigil's answer side by side,
+/// with Vigil's token guarding only Vigil's routes.
+#[tokio::test]
+async fn the_router_mounts_into_an_application_beside_its_own_routes() {
+    let coordinator = Coordinator::start(Config::default()).await.unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/hello",
+            axum::routing::get(|| async { "hello from the application" }),
+        )
+        .nest(
+            "/vigil",
+            vigil::server::router(
+                coordinator.clone(),
+                &ServerConfig {
+                    token: Some("t0k".into()),
+                    ..ServerConfig::default()
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let client = reqwest::Client::new();
+    let hello = client
+        .get(format!("http://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hello.status(), 200);
+    assert_eq!(hello.text().await.unwrap(), "hello from the application");
+    let register = json!({"jsonrpc": "2.0", "method": "system.register",
+                          "params": {"id": "w1", "roles": ["worker"]}, "id": 1});
+    let refused = client
+        .post(format!("http://{addr}/vigil/rpc"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "Vigil's routes keep their token");
+    let answer: Value = client
+        .post(format!("http://{addr}/vigil/rpc"))
+        .bearer_auth("t0k")
+        .json(&register)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["registered"], true, "{answer}");
+    assert!(coordinator.heartbeat_now("w1").alive);
+    let health = client
+        .get(format!("http://{addr}/vigil/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}

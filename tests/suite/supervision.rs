@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::{Harness, of_kind, settle};
-use vigil::actors::instance::InstanceMsg;
+use vigil::faults::Strike;
 use vigil::{Config, EventKind, InstanceStatus, RegisterRequest};
 
 #[tokio::test(start_paused = true)]
@@ -12,21 +12,25 @@ async fn a_killed_instance_actor_is_restarted_and_keeps_its_deadline() {
     let mut h = Harness::default().await;
     h.register("w1").await;
     h.at(10_000).await;
-    let before = h.coordinator.actors().instance("w1").unwrap();
-    before.kill();
+    let faults = h.coordinator.faults();
+    let before = faults.instance_actor("w1").unwrap();
+    assert!(faults.kill_instance("w1"));
     settle().await;
-    let after = h.coordinator.actors().instance("w1").unwrap();
-    assert_ne!(before.get_id(), after.get_id());
-    let view = ractor::call!(after, InstanceMsg::Inspect).unwrap();
+    let after = faults.instance_actor("w1").unwrap();
+    assert_ne!(before, after);
+    let view = faults.inspect_instance("w1").await.unwrap();
     assert_eq!(view.status, InstanceStatus::Active);
     // The restarted actor armed the suspect point of the original registration.
-    assert_eq!(view.armed_for, Some(vigil::clock::ORIGIN_MS + 25_000));
+    assert_eq!(
+        view.armed_for,
+        Some(vigil::faults::CLOCK_ORIGIN_MS + 25_000)
+    );
     // And the instance still expires on time — the restart did not extend it.
     h.at(30_000).await;
     assert_eq!(h.status_of("w1"), None);
     let events = h.drain_events();
     assert_eq!(of_kind(&events, EventKind::InstanceExpired).len(), 1);
-    let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(sup.instance_restarts, 1);
     assert_eq!(sup.instance_actors, 0);
 }
@@ -35,10 +39,9 @@ async fn a_killed_instance_actor_is_restarted_and_keeps_its_deadline() {
 async fn a_panicking_instance_actor_is_restarted() {
     let h = Harness::default().await;
     h.register("w1").await;
-    let actor = h.coordinator.actors().instance("w1").unwrap();
-    actor.cast(InstanceMsg::Crash).unwrap();
+    assert!(h.coordinator.faults().strike_instance("w1", Strike::Panic));
     settle().await;
-    let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(sup.instance_restarts, 1);
     assert_eq!(sup.instance_actors, 1);
     assert!(h.coordinator.heartbeat("w1").await.alive);
@@ -50,7 +53,7 @@ async fn heartbeats_land_while_the_actor_is_down() {
     h.register("w1").await;
     h.at(29_000).await;
     // Kill the actor and heartbeat before the supervisor has had a chance to restart it.
-    h.coordinator.actors().instance("w1").unwrap().kill();
+    assert!(h.coordinator.faults().kill_instance("w1"));
     assert!(h.coordinator.heartbeat_now("w1").alive);
     h.at(31_000).await;
     assert_eq!(h.status_of("w1"), Some(InstanceStatus::Active));
@@ -85,8 +88,7 @@ async fn killing_1000_instance_actors_gives_zero_false_expiries() {
     for tick in 1..=1000u64 {
         // Every 10 ms: one kill.
         let victim = &ids[random(ids.len())];
-        if let Some(actor) = h.coordinator.actors().instance(victim) {
-            actor.kill();
+        if h.coordinator.faults().kill_instance(victim) {
             kills += 1;
         }
         // Every second: everyone heartbeats (spread over the second in 10 slices).
@@ -101,7 +103,7 @@ async fn killing_1000_instance_actors_gives_zero_false_expiries() {
     let events = h.drain_events();
     assert!(of_kind(&events, EventKind::InstanceExpired).is_empty());
     assert_eq!(h.coordinator.instance_count(), 1000);
-    let sup = h.coordinator.actors().inspect_supervisor().await.unwrap();
+    let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert!(kills >= 990, "kills {kills}");
     assert_eq!(sup.instance_restarts, kills);
     assert_eq!(

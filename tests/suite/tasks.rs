@@ -177,7 +177,7 @@ async fn only_a_live_registered_instance_may_claim() {
         h.coordinator.claim("w", 1).await,
         Err(Error::NotAlive(_))
     ));
-    assert_eq!(h.coordinator.task_counts().await["pending"], 1);
+    assert_eq!(h.coordinator.task_counts()["pending"], 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -197,7 +197,7 @@ async fn completion_is_fenced_by_the_claim_token_and_idempotent() {
         .unwrap();
     assert_eq!(wrong.status, CompleteStatus::StaleClaim);
     assert_eq!(
-        h.coordinator.get_task(task.id).await.unwrap().status,
+        h.coordinator.get_task(task.id).unwrap().status,
         TaskStatus::Claimed
     );
     let token = claim.claim_token.as_str();
@@ -213,7 +213,7 @@ async fn completion_is_fenced_by_the_claim_token_and_idempotent() {
         .await
         .unwrap();
     assert_eq!(again.status, CompleteStatus::Completed);
-    let view = h.coordinator.get_task(task.id).await.unwrap();
+    let view = h.coordinator.get_task(task.id).unwrap();
     assert_eq!(
         view.result,
         Some(json!("ok")),
@@ -260,7 +260,7 @@ async fn a_poison_task_fails_for_good_after_max_attempts() {
         ]
     );
     assert!(h.coordinator.claim("w", 1).await.unwrap().is_empty());
-    let view = h.coordinator.get_task(task.id).await.unwrap();
+    let view = h.coordinator.get_task(task.id).unwrap();
     assert_eq!(view.status, TaskStatus::Failed);
     assert_eq!(view.error.as_deref(), Some("crash"));
 }
@@ -279,7 +279,7 @@ async fn a_task_whose_workers_keep_dying_ends_failed_instead_of_looping() {
         h.at((round + 1) * 40_000).await; // the worker dies with the task
         assert_eq!(h.status_of("w"), None);
     }
-    let view = h.coordinator.get_task(task.id).await.unwrap();
+    let view = h.coordinator.get_task(task.id).unwrap();
     assert_eq!(view.status, TaskStatus::Failed);
     assert_eq!(view.attempts, 2);
     assert!(
@@ -306,7 +306,7 @@ async fn a_dead_workers_tasks_are_reassigned_once_and_the_old_holder_is_fenced_o
     // "doomed" stops heartbeating and expires at 30 s; "survivor" keeps going.
     keep_alive(&h, &["survivor"], 0, 30_000).await;
     settle().await;
-    assert_eq!(h.coordinator.task_counts().await["pending"], 3);
+    assert_eq!(h.coordinator.task_counts()["pending"], 3);
     let new = h.coordinator.claim("survivor", 3).await.unwrap();
     assert_eq!(new.len(), 3);
     for (o, n) in old.iter().zip(&new) {
@@ -324,7 +324,7 @@ async fn a_dead_workers_tasks_are_reassigned_once_and_the_old_holder_is_fenced_o
         assert_eq!(done.status, CompleteStatus::Completed);
     }
     for o in &old {
-        let view = h.coordinator.get_task(o.task.id).await.unwrap();
+        let view = h.coordinator.get_task(o.task.id).unwrap();
         assert_eq!(view.result, Some(json!("fresh")));
         assert_eq!(view.attempts, 1, "the lost attempt counts");
     }
@@ -348,7 +348,7 @@ async fn unregistering_reports_how_many_tasks_went_back() {
     let out = h.coordinator.unregister("w").await.unwrap();
     assert!(out.unregistered);
     assert_eq!(out.tasks_reassigned, 2);
-    assert_eq!(h.coordinator.task_counts().await["pending"], 2);
+    assert_eq!(h.coordinator.task_counts()["pending"], 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -365,7 +365,7 @@ async fn a_resurrected_zombie_cannot_overwrite_the_rerun() {
     // "slow" stays registered (heartbeats) but its step hangs: no step heartbeat for 60 s.
     keep_alive(&h, &["slow", "fast"], 0, 61_000).await;
     settle().await;
-    let view = h.coordinator.get_task(task.id).await.unwrap();
+    let view = h.coordinator.get_task(task.id).unwrap();
     assert_eq!(view.status, TaskStatus::Pending, "reset by the sweep");
     let rerun = h.coordinator.claim("fast", 1).await.unwrap().remove(0);
     let done = h
@@ -394,7 +394,7 @@ async fn a_resurrected_zombie_cannot_overwrite_the_rerun() {
         .await
         .unwrap();
     assert_eq!(f.status, FailStatus::StaleClaim);
-    let view = h.coordinator.get_task(task.id).await.unwrap();
+    let view = h.coordinator.get_task(task.id).unwrap();
     assert_eq!(view.result, Some(json!("rerun")));
     assert_eq!(view.status, TaskStatus::Completed);
     let events = h.drain_events();
@@ -430,7 +430,7 @@ async fn step_heartbeats_keep_a_long_step_alive() {
         assert_eq!(beat.status, StepStatus::Ok, "at {t} ms");
     }
     assert_eq!(
-        h.coordinator.get_task(task.id).await.unwrap().status,
+        h.coordinator.get_task(task.id).unwrap().status,
         TaskStatus::Claimed
     );
 }
@@ -448,24 +448,18 @@ async fn list_filters_by_status_and_assignee() {
     }
     h.coordinator.claim("a", 2).await.unwrap();
     h.coordinator.claim("b", 1).await.unwrap();
-    let by_a = h
-        .coordinator
-        .list_tasks(&TaskQuery {
-            assignee: Some("a".into()),
-            ..TaskQuery::default()
-        })
-        .await;
+    let by_a = h.coordinator.list_tasks(&TaskQuery {
+        assignee: Some("a".into()),
+        ..TaskQuery::default()
+    });
     assert_eq!(by_a.len(), 2);
-    let pending = h
-        .coordinator
-        .list_tasks(&TaskQuery {
-            status: Some(TaskStatus::Pending),
-            limit: Some(1),
-            ..TaskQuery::default()
-        })
-        .await;
+    let pending = h.coordinator.list_tasks(&TaskQuery {
+        status: Some(TaskStatus::Pending),
+        limit: Some(1),
+        ..TaskQuery::default()
+    });
     assert_eq!(pending.len(), 1);
-    let counts = h.coordinator.task_counts().await;
+    let counts = h.coordinator.task_counts();
     assert_eq!((counts["pending"], counts["claimed"]), (2, 3));
 }
 
@@ -511,7 +505,7 @@ async fn task_input_rules_are_enforced() {
     assert!(
         matches!(h.coordinator.claim("bad id", 1).await, Err(Error::Invalid(e)) if e.field == "workerId")
     );
-    assert_eq!(h.coordinator.task_counts().await["pending"], 0);
+    assert_eq!(h.coordinator.task_counts()["pending"], 0);
     // A lease owner that is not a live instance.
     assert!(matches!(
         h.coordinator

@@ -79,7 +79,7 @@ async fn every_validation_rule_is_reported_with_its_field() {
         );
     }
     assert_eq!(h.coordinator.instance_count(), 0, "nothing was registered");
-    assert!(h.coordinator.state().await.recent_events.is_empty());
+    assert!(h.coordinator.state().recent_events.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -110,7 +110,7 @@ async fn a_refused_re_registration_leaves_the_instance_unchanged() {
         .await
         .unwrap();
     refused(&h, RegisterRequest::new("w").roles([""])).await;
-    let state = h.coordinator.state().await;
+    let state = h.coordinator.state();
     assert_eq!(state.instances[0].roles, ["worker"]);
 }
 

@@ -190,15 +190,16 @@ pub struct ServeSettings {
 
 impl Default for ServeSettings {
     fn default() -> Self {
-        let server = crate::server::ServerConfig::default();
         let core = crate::Config::default();
         let redis = RedisConfig::new("");
         Self {
-            listen: server.listen,
-            token: server.token,
-            heartbeat_rate: server.heartbeats_per_minute,
-            max_body: server.max_body_bytes,
-            max_batch: server.max_batch,
+            // The server's defaults (`server::ServerConfig::default()`; a test in `serve.rs`
+            // keeps the two in step).
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            token: None,
+            heartbeat_rate: 1000,
+            max_body: 1024 * 1024,
+            max_batch: 1000,
             ttl: core.ttl,
             grace: core.grace,
             log_format: LogFormat::Human,
@@ -209,7 +210,7 @@ impl Default for ServeSettings {
             persist: redis.persist,
             record_retention: redis.record_retention,
             restart_grace: redis.restart_grace,
-            chaos: server.chaos,
+            chaos: false,
         }
     }
 }
@@ -233,19 +234,6 @@ impl ServeSettings {
             grace: self.grace,
             store,
             ..crate::Config::default()
-        }
-    }
-
-    /// The server's configuration.
-    pub fn server_config(&self) -> crate::server::ServerConfig {
-        crate::server::ServerConfig {
-            listen: self.listen,
-            token: self.token.clone(),
-            max_body_bytes: self.max_body,
-            max_batch: self.max_batch,
-            heartbeats_per_minute: self.heartbeat_rate,
-            chaos: self.chaos,
-            ..crate::server::ServerConfig::default()
         }
     }
 }

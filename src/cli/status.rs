@@ -5,30 +5,56 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-/// Fetches the state from `target` and renders it.
-pub async fn run(target: &str, token: Option<&str>, limit: usize) -> Result<String, String> {
-    let url = format!("{}/rpc", target.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().post(&url).json(&json!({
-        "jsonrpc": "2.0", "method": "system.get_state", "params": {"limit": limit}, "id": 1
-    }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+/// `vigil status` arguments.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The coordinator's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
+    target: String,
+    /// Bearer token, if the server requires one.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Most instances to list.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+impl StatusArgs {
+    /// Prints the table, or the reason it could not be had.
+    pub async fn run(self) -> std::process::ExitCode {
+        match fetch(&self.target, self.token.as_deref(), self.limit).await {
+            Ok(table) => {
+                print!("{table}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigil status: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
     }
-    let response = request
-        .send()
+}
+
+/// Fetches the state from `target` through the worker client and renders it.
+async fn fetch(target: &str, token: Option<&str>, limit: usize) -> Result<String, String> {
+    use crate::client::{Client, ClientError};
+    let explain = |e: ClientError| match e {
+        ClientError::Transport(m) if m.starts_with("HTTP ") => format!("{target} answered {m}"),
+        ClientError::Transport(_) => format!("cannot reach {target}: {e}"),
+        ClientError::Rpc { .. } => format!("{target} answered an error: {e}"),
+        other => other.to_string(),
+    };
+    let client = Client::builder()
+        .url(target)
+        .token_opt(token.map(str::to_string))
+        .connect()
         .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url} answered HTTP {}", response.status()));
-    }
-    let body: Value = response
-        .json()
+        .map_err(explain)?;
+    let state = client
+        .call("system.get_state", json!({"limit": limit}))
         .await
-        .map_err(|e| format!("{url} sent something that is not JSON: {e}"))?;
-    if let Some(error) = body.get("error") {
-        return Err(format!("{url} answered an error: {error}"));
-    }
-    Ok(render(&body["result"]))
+        .map_err(explain)?;
+    Ok(render(&state))
 }
 
 fn ago(now_ms: u64, then_ms: u64) -> String {

@@ -6,9 +6,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+pub mod work;
+
+pub use work::{ClaimToken, LeaseKey, TaskId};
+
 use crate::config::Limits;
 use crate::error::ValidationError;
-use crate::events::Event;
 
 /// The id a worker chose for itself (`worker-claude-001`). Cheap to clone: ids of up to 23
 /// bytes are stored inline (no heap, no pointer to chase — which is what keeps the registry
@@ -360,20 +363,6 @@ pub struct StateQuery {
     pub instance_id: Option<String>,
     /// At most this many instances (ordered by id) and recent events.
     pub limit: Option<usize>,
-}
-
-/// A snapshot of the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterState {
-    /// Registered instances, ordered by id.
-    pub instances: Vec<InstanceView>,
-    /// How many instances are registered in all (`instances` may be limited).
-    pub instance_count: usize,
-    /// The leader.
-    pub leader: LeaderView,
-    /// The most recent events, oldest first.
-    pub recent_events: Vec<Event>,
 }
 
 /// The answer to [`Coordinator::check_health`](crate::Coordinator::check_health).

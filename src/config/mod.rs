@@ -1,6 +1,12 @@
-//! Coordinator configuration: timing defaults and input limits.
+//! Coordinator configuration: timing defaults, input limits and where state is kept.
+
+pub mod store;
 
 use std::time::Duration;
+
+#[cfg(feature = "redis")]
+pub use store::RedisConfig;
+pub use store::{PersistMode, RestartGrace, StoreConfig};
 
 /// Limits on what a caller may register. Every violation is reported as a
 /// [`ValidationError`](crate::ValidationError) naming the field and the rule.
@@ -89,7 +95,7 @@ pub struct Config {
     /// Input limits.
     pub limits: Limits,
     /// Where state is kept (default: in memory only).
-    pub store: crate::store::StoreConfig,
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -106,7 +112,7 @@ impl Default for Config {
             lease_ttl: Duration::from_secs(900),
             finished_task_retention: 100_000,
             limits: Limits::default(),
-            store: crate::store::StoreConfig::Memory,
+            store: StoreConfig::Memory,
         }
     }
 }

@@ -1,0 +1,220 @@
+//! `vigil chaos`: a workload against a server started with `--chaos` (or one it spawns), with
+//! actors killed, Redis and the process restarted, and every invariant checked.
+
+use std::time::Duration;
+
+use super::USAGE;
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// The server's base URL (started with --chaos); ignored with --spawn.
+    #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
+    target: String,
+    /// Bearer token, if the server requires one.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// http or ws.
+    #[arg(long, default_value = "http")]
+    transport: String,
+    /// Start the server under test as a child (`vigil serve --chaos`), so it can be killed
+    /// with SIGKILL and restarted (--sigkill-every).
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: give the child this Redis (use --spawn-redis for a private one).
+    #[arg(long)]
+    redis: Option<String>,
+    /// With --spawn: start a private redis-server for the child (restartable with
+    /// --redis-restart-every).
+    #[arg(long)]
+    spawn_redis: bool,
+    /// Kill the child with SIGKILL and start it again this often (needs --spawn and a Redis).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    sigkill_every: Option<Duration>,
+    /// Kill the private redis-server, keep it down for a second and start it again this often.
+    /// It keeps its data (an append-only file fsynced on every write) unless
+    /// --redis-empty-restarts.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    redis_restart_every: Option<Duration>,
+    /// Run the private redis-server without persistence, so each restart empties it (Vigil
+    /// then rewrites everything from memory). Not with --sigkill-every: losing Redis's data and
+    /// the coordinator's memory together is a double fault nothing can recover from.
+    #[arg(long)]
+    redis_empty_restarts: bool,
+    /// Seed of every random choice [default: from the clock, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long the workload runs.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Instances.
+    #[arg(long, default_value_t = 200)]
+    workers: usize,
+    /// Instances that really die part-way (stop heartbeating with work in hand).
+    #[arg(long, default_value_t = 10)]
+    doomed: usize,
+    /// The workers' TTL.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Heartbeats per second, all workers together.
+    #[arg(long, default_value_t = 1000.0)]
+    heartbeat_rate: f64,
+    /// Task flows (create, claim, step heartbeat, complete) per second.
+    #[arg(long, default_value_t = 20.0)]
+    task_rate: f64,
+    /// Lease acquisitions per second.
+    #[arg(long, default_value_t = 5.0)]
+    lease_rate: f64,
+    /// InstanceActor kills per second.
+    #[arg(long, default_value_t = 100.0)]
+    instance_kills: f64,
+    /// LeaderActor kills per second.
+    #[arg(long, default_value_t = 1.0)]
+    leader_kills: f64,
+    /// Persister kills per second.
+    #[arg(long, default_value_t = 0.0)]
+    persister_kills: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ChaosArgs {
+    pub async fn run(self) -> std::process::ExitCode {
+        use crate::chaos::Disruptor;
+        use crate::chaos::disrupt::{RedisProcess, ServeProcess};
+        use std::process::ExitCode;
+        let usage = |m: &str| {
+            eprintln!("vigil chaos: {m}");
+            ExitCode::from(USAGE)
+        };
+        if !["http", "ws"].contains(&self.transport.as_str()) {
+            return usage("--transport is http or ws");
+        }
+        if !self.spawn && (self.spawn_redis || self.sigkill_every.is_some() || self.redis.is_some())
+        {
+            return usage("--spawn-redis, --redis and --sigkill-every need --spawn");
+        }
+        if (self.redis_restart_every.is_some() || self.redis_empty_restarts) && !self.spawn_redis {
+            return usage("--redis-restart-every and --redis-empty-restarts need --spawn-redis");
+        }
+        if self.redis_empty_restarts && self.sigkill_every.is_some() {
+            return usage(
+                "--redis-empty-restarts with --sigkill-every would lose Redis's copy and memory \
+                 together, which no store can recover from; drop one of them",
+            );
+        }
+        if self.sigkill_every.is_some() && !self.spawn_redis && self.redis.is_none() {
+            return usage(
+                "--sigkill-every needs a Redis to recover from (--spawn-redis or --redis)",
+            );
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_007)
+        });
+        eprintln!("vigil chaos: seed {seed} (rerun with --seed {seed})");
+        let redis = if self.spawn_redis {
+            match RedisProcess::start(!self.redis_empty_restarts).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("vigil chaos: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let redis_url = redis.as_ref().map(RedisProcess::url).or(self.redis.clone());
+        let server = if self.spawn {
+            let program = match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("vigil chaos: cannot find this program: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut extra = vec!["--heartbeat-rate".to_string(), "0".into()];
+            if let Some(url) = &redis_url {
+                extra.extend([
+                    "--redis".into(),
+                    url.clone(),
+                    "--flush-interval".into(),
+                    "100ms".into(),
+                ]);
+            }
+            if let Some(token) = &self.token {
+                extra.extend(["--token".into(), token.clone()]);
+            }
+            match ServeProcess::start(program, extra).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("vigil chaos: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let target = server
+            .as_ref()
+            .map_or(self.target.clone(), ServeProcess::url);
+        let transport = match self.transport.as_str() {
+            "ws" => crate::load::Transport::Ws {
+                target,
+                token: self.token.clone(),
+                batch: 1,
+            },
+            _ => crate::load::Transport::Http {
+                target,
+                token: self.token.clone(),
+                batch: 1,
+            },
+        };
+        let mut disruptors: Vec<(&dyn Disruptor, Duration)> = Vec::new();
+        if let (Some(s), Some(every)) = (&server, self.sigkill_every) {
+            disruptors.push((s, every));
+        }
+        if let (Some(r), Some(every)) = (&redis, self.redis_restart_every) {
+            disruptors.push((r, every));
+        }
+        let config = crate::chaos::ChaosConfig {
+            seed,
+            duration: self.duration,
+            workers: self.workers,
+            doomed: self.doomed,
+            ttl: self.ttl,
+            heartbeat_rate: self.heartbeat_rate,
+            task_rate: self.task_rate,
+            lease_rate: self.lease_rate,
+            instance_kills: self.instance_kills,
+            leader_kills: self.leader_kills,
+            persister_kills: self.persister_kills,
+            prefix: "chaos".into(),
+        };
+        let report = match crate::chaos::run(transport, config, &disruptors).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("vigil chaos: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        } else {
+            print!("{}", report.table());
+        }
+        if report.violations() > 0 {
+            eprintln!(
+                "vigil chaos: {} violation(s); seed {seed}",
+                report.violations()
+            );
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The `vigil` command line: one file per subcommand, each with its clap arguments beside its
+//! code. `src/main.rs` only calls [`main`].
+
+mod chaos;
+mod load;
+mod serve;
+pub mod settings;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for a usage error.
+const USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about = "Actor-based cluster coordinator")]
+struct Cli {
+    /// Log format [default: human].
+    #[arg(long, value_enum, env = "VIGIL_LOG_FORMAT", global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+impl From<LogFormat> for settings::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Human => settings::LogFormat::Human,
+            LogFormat::Json => settings::LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Chaos run: a workload against a server started with --chaos (or one it spawns), with
+    /// actors killed, Redis and the process restarted, and every invariant checked; exit 1 on
+    /// any violation.
+    Chaos(chaos::ChaosArgs),
+    /// Show a running coordinator's instances, leader and tasks as a table.
+    Status(status::StatusArgs),
+    /// Load harness: register workers, send heartbeats open loop at --rate, report latency
+    /// percentiles (from each call's intended send time), errors and the achieved rate.
+    Load(load::LoadArgs),
+    /// Run the coordinator (embedded in-memory store) and its JSON-RPC server until
+    /// interrupted. Each setting comes from its flag, else its VIGIL_* variable, else the
+    /// --config file, else the default shown.
+    Serve(serve::ServeArgs),
+}
+
+fn init_logging(format: settings::LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        settings::LogFormat::Human => builder.init(),
+        settings::LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Parses the command line, builds the runtime the subcommand wants and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The runtime's size is a setting of `serve`; errors in the settings are reported by
+    // `run`, on the smallest runtime.
+    let threads = match &cli.command {
+        Command::Serve(args) => args.settings(cli.log_format).map_or(1, |s| s.threads),
+        Command::Status(_) => 1,
+        Command::Load(_) | Command::Chaos(_) => {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    };
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("vigil: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let log_format = cli.log_format.map(Into::into).unwrap_or_default();
+    match cli.command {
+        Command::Chaos(args) => {
+            init_logging(log_format, "warn");
+            args.run().await
+        }
+        Command::Load(args) => {
+            // Only warnings by default: an embedded coordinator would log every registration.
+            init_logging(log_format, "warn");
+            args.run().await
+        }
+        Command::Status(args) => {
+            init_logging(log_format, "info");
+            args.run().await
+        }
+        Command::Serve(args) => args.run(cli.log_format).await,
+    }
+}

@@ -1,0 +1,782 @@
+//! A worker client for a Vigil server, in the spirit of etcd's `clientv3/concurrency`.
+//!
+//! * [`Client`] — a connection to one or more `vigil serve` addresses over HTTP or WebSocket,
+//!   with an optional bearer token; typed calls for every method a worker needs, and
+//!   [`Client::call`] for the rest.
+//! * [`Session`] — a registered instance that keeps itself alive with heartbeats from a
+//!   background task, signals the moment it is lost, and registers again.
+//! * [`Election`] — who leads in which term, as seen by a session; wait until this session
+//!   leads and use the term as a fencing token.
+//! * [`Claim`] — a claimed task: step heartbeats that extend its leases in the background,
+//!   an immediate `stale` signal, completion or failure.
+//! * [`Lease`] — a resource lease held by an instance, with its fencing token.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use vigil::client::{Claim, Client, Election, Session, SessionOptions};
+//!
+//! # async fn demo() -> Result<(), vigil::client::ClientError> {
+//! let client = Client::builder()
+//!     .url("http://127.0.0.1:7420")
+//!     .token("s3cret")
+//!     .connect()
+//!     .await?;
+//! let session = Session::new(
+//!     &client,
+//!     SessionOptions::new("worker-1").roles(["worker"]).ttl(Duration::from_secs(10)),
+//! )
+//! .await?;
+//! println!("registered in epoch {}", session.epoch());
+//!
+//! // Work on tasks until the session is lost.
+//! let lost = session.lost();
+//! tokio::pin!(lost);
+//! loop {
+//!     let Some(mut claim) = Claim::next(&client, session.id()).await? else {
+//!         tokio::select! {
+//!             reason = &mut lost => { println!("lost: {reason}"); break; }
+//!             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+//!         }
+//!     };
+//!     claim.keep_alive(Duration::from_secs(5), Some(Duration::from_secs(60)));
+//!     tokio::select! {
+//!         _ = claim.stale() => println!("task {} was taken back", claim.id()),
+//!         _ = tokio::time::sleep(Duration::from_millis(100)) => {
+//!             claim.complete(Some(serde_json::json!({"ok": true}))).await?;
+//!         }
+//!     }
+//! }
+//!
+//! // Leader-only work, fenced by the term.
+//! let election = Election::new(&session);
+//! let term = election.wait_leader().await?;
+//! println!("leading in term {term}");
+//! session.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::coordinator::LeaseOutcome;
+use crate::events::Event;
+use crate::model::{
+    Heartbeat, InstanceId, InstanceView, LeaderView, Registration, Term, Unregistration,
+};
+// The JSON-RPC error codes (one line, so they can be re-pathed).
+use crate::error::code;
+use crate::work::lease::{LeaseConflict, LeaseGrant, LeaseMode};
+use crate::work::task::{
+    ClaimToken, ClaimedTask, Completion, Failure, LockSpec, StepHeartbeat, TaskId, TaskView,
+};
+
+mod claim;
+mod election;
+mod lease;
+mod session;
+pub(crate) mod transport;
+
+pub use claim::{Claim, ClaimError, ClaimState};
+pub use election::{Election, Leadership};
+pub use lease::{Acquire, Lease, LeaseError};
+pub use session::{LostReason, Session, SessionOptions, SessionState};
+
+use transport::{HttpPool, TRANSPORT_FAILURE, TransportError, WsConn};
+
+/// What went wrong with a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a JSON-RPC error object.
+    #[error("{message} (JSON-RPC error {code}{})", data.as_ref().map(|d| format!(", {d}")).unwrap_or_default())]
+    Rpc {
+        /// The error code (see `docs/api.md`, Errors).
+        code: i64,
+        /// The server's message.
+        message: String,
+        /// The error's `data` member, if any (`{field, reason}` for invalid parameters).
+        data: Option<Value>,
+    },
+    /// No answer: the server could not be reached, the connection broke, the call timed out,
+    /// or the server answered an HTTP error status other than 401.
+    #[error("{0}")]
+    Transport(String),
+    /// The server answered HTTP 401: the bearer token is missing or wrong.
+    #[error("unauthorized: the server wants a bearer token (--token / VIGIL_TOKEN)")]
+    Unauthorized,
+    /// The answer could not be read as the expected shape.
+    #[error("unreadable answer: {0}")]
+    Decode(String),
+    /// A base URL that is not `http://host:port[/prefix]`.
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// Refused by the client before anything was sent: a method the client cannot carry
+    /// (`events.subscribe` through [`Client::call`]) or options that cannot work (a heartbeat
+    /// period not shorter than the TTL).
+    #[error("{0}")]
+    Usage(String),
+    /// The session this waited on is gone for good: closed, dropped, or lost without
+    /// re-registering (`reregister(false)`, or its id was taken by another registration).
+    #[error("{0}")]
+    SessionEnded(String),
+}
+
+impl ClientError {
+    /// A code for every error: the JSON-RPC code of [`Rpc`](Self::Rpc), `-32004` for
+    /// [`Unauthorized`](Self::Unauthorized), −1 otherwise.
+    pub fn code(&self) -> i64 {
+        match self {
+            ClientError::Rpc { code, .. } => *code,
+            ClientError::Unauthorized => code::UNAUTHORIZED,
+            ClientError::Transport(_)
+            | ClientError::Decode(_)
+            | ClientError::InvalidUrl(_)
+            | ClientError::Usage(_)
+            | ClientError::SessionEnded(_) => TRANSPORT_FAILURE,
+        }
+    }
+
+    /// Whether the call may be tried again later unchanged: a transport failure, a rate
+    /// limit, an unavailable store or a server-side timeout.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Rpc { code, .. } => matches!(
+                *code,
+                code::RATE_LIMITED | code::STORE_UNAVAILABLE | code::TIMEOUT
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// How calls reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportKind {
+    /// `POST /rpc`, a pool of keep-alive HTTP/1.1 connections.
+    #[default]
+    Http,
+    /// Text frames on one `GET /ws` WebSocket per server, reopened when it breaks.
+    WebSocket,
+}
+
+/// The call timeout when none is set.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most a connection attempt (TCP connect plus handshake) may take.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The bound on one connection attempt: the call timeout shared among the URLs, at most
+/// [`MAX_CONNECT_TIMEOUT`] (and at least 10 ms).
+fn connect_timeout(timeout: Duration, urls: usize) -> Duration {
+    (timeout / u32::try_from(urls.max(1)).unwrap_or(u32::MAX))
+        .min(MAX_CONNECT_TIMEOUT)
+        .max(Duration::from_millis(10))
+}
+
+/// Builds a [`Client`]: base URLs, transport, token, call timeout.
+#[derive(Clone, Default)]
+pub struct ClientBuilder {
+    urls: Vec<String>,
+    transport: TransportKind,
+    token: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("urls", &self.urls)
+            .field("transport", &self.transport)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a base URL (`http://127.0.0.1:7420`). Several are tried in order; a call moves to
+    /// the next when a connection cannot be made.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// Adds several base URLs.
+    pub fn urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// HTTP (default) or WebSocket.
+    pub fn transport(mut self, transport: TransportKind) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The bearer token the server was started with (`--token`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sets or clears the token.
+    pub fn token_opt(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// How long a call may wait for its answer once its request is sent (default 10 s).
+    /// Each connection attempt gets its own, shorter bound: the timeout divided by the number
+    /// of URLs, at most 2 s — so a blackholed address costs at most that before the next URL
+    /// is tried.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the URLs and connects to the first server that answers (a TCP connection for
+    /// HTTP, the WebSocket upgrade for WebSocket — so a wrong token shows here with the
+    /// WebSocket transport, at the first call with HTTP). Each attempt is bounded by the
+    /// connect timeout (see [`timeout`](Self::timeout)), so this fails rather than hangs on an
+    /// address that never answers.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        if self.urls.is_empty() {
+            return Err(ClientError::InvalidUrl(
+                "no server URL given (e.g. http://127.0.0.1:7420)".into(),
+            ));
+        }
+        let auth = transport::bearer(self.token.as_deref());
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let connect_timeout = connect_timeout(timeout, self.urls.len());
+        let mut endpoints = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            let link = match self.transport {
+                TransportKind::Http => Link::Http(
+                    HttpPool::new(url, auth.clone())
+                        .map_err(ClientError::InvalidUrl)?
+                        .with_connect_timeout(connect_timeout),
+                ),
+                TransportKind::WebSocket => Link::Ws {
+                    url: transport::ws_url(url).map_err(ClientError::InvalidUrl)?,
+                    auth: auth.clone(),
+                    conn: parking_lot::Mutex::new(None),
+                    opening: tokio::sync::Mutex::new(()),
+                },
+            };
+            endpoints.push(Endpoint {
+                base: url.clone(),
+                link,
+                connect_timeout,
+            });
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                current: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+                timeout,
+            }),
+        };
+        client.warm_up().await?;
+        Ok(client)
+    }
+}
+
+enum Link {
+    Http(HttpPool),
+    Ws {
+        url: String,
+        auth: Option<String>,
+        /// The open connection, if any.
+        conn: parking_lot::Mutex<Option<Arc<WsConn>>>,
+        /// Held while a connection is being opened, so concurrent calls open one.
+        opening: tokio::sync::Mutex<()>,
+    },
+}
+
+struct Endpoint {
+    base: String,
+    link: Link,
+    /// Bounds each connection attempt (TCP connect plus handshake).
+    connect_timeout: Duration,
+}
+
+impl Endpoint {
+    async fn ws(&self) -> Result<Arc<WsConn>, TransportError> {
+        let Link::Ws {
+            url,
+            auth,
+            conn,
+            opening,
+        } = &self.link
+        else {
+            unreachable!("only for WebSocket endpoints")
+        };
+        let open = |slot: &Option<Arc<WsConn>>| slot.as_ref().filter(|c| !c.is_closed()).cloned();
+        if let Some(c) = open(&conn.lock()) {
+            return Ok(c);
+        }
+        let _opening = opening.lock().await;
+        if let Some(c) = open(&conn.lock()) {
+            return Ok(c);
+        }
+        let c = Arc::new(WsConn::open_within(url, auth.as_deref(), self.connect_timeout).await?);
+        *conn.lock() = Some(Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Forgets `ws` if it is still the endpoint's connection: the next call opens a new one.
+    fn drop_ws(&self, ws: &Arc<WsConn>) {
+        if let Link::Ws { conn, .. } = &self.link {
+            let mut slot = conn.lock();
+            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, ws)) {
+                *slot = None;
+            }
+        }
+    }
+
+    async fn warm_up(&self) -> Result<(), TransportError> {
+        match &self.link {
+            Link::Http(pool) => pool.warm_up().await,
+            Link::Ws { .. } => self.ws().await.map(|_| ()),
+        }
+    }
+
+    /// Sends `body` and waits up to `timeout` for the answer, once a connection is there
+    /// (making one is bounded by the connect timeout, and fails with
+    /// [`TransportError::Connect`] only: nothing was sent then).
+    async fn exchange(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, TransportError> {
+        let no_answer =
+            || TransportError::TimedOut(format!("no answer from {} within {timeout:?}", self.base));
+        match &self.link {
+            Link::Http(pool) => {
+                let sender = pool.checkout().await?;
+                match tokio::time::timeout(timeout, pool.post_on(sender, body)).await {
+                    Ok(answer) => answer.map(|b| b.to_vec()),
+                    Err(_) => Err(no_answer()),
+                }
+            }
+            Link::Ws { .. } => {
+                let ws = self.ws().await?;
+                let text = String::from_utf8(body).expect("serde_json writes UTF-8");
+                let answer = match tokio::time::timeout(timeout, ws.exchange_text(text)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(no_answer()),
+                };
+                if answer.is_err() {
+                    // Broken, or silent for a whole call timeout (perhaps half-open): reopen
+                    // on the next call rather than queue behind it.
+                    self.drop_ws(&ws);
+                }
+                answer.map(String::into_bytes)
+            }
+        }
+    }
+}
+
+struct Inner {
+    endpoints: Vec<Endpoint>,
+    current: AtomicUsize,
+    next_id: AtomicU64,
+    timeout: Duration,
+}
+
+/// A connection to a Vigil server (or a list of them, tried in order). Cheap to clone: clones
+/// share the connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.base.as_str())
+            .collect();
+        f.debug_struct("Client").field("urls", &urls).finish()
+    }
+}
+
+impl Client {
+    /// A builder: add URLs, choose the transport, set a token.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects over HTTP without a token to the first of `urls` that answers.
+    pub async fn connect<I, S>(urls: I) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::builder().urls(urls).connect().await
+    }
+
+    /// The base URL calls currently go to.
+    pub fn current_url(&self) -> &str {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
+        &self.inner.endpoints[i].base
+    }
+
+    async fn warm_up(&self) -> Result<(), ClientError> {
+        let n = self.inner.endpoints.len();
+        let mut failures = Vec::new();
+        for i in 0..n {
+            match self.inner.endpoints[i].warm_up().await {
+                Ok(()) => {
+                    self.inner.current.store(i, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(TransportError::Connect(why)) => failures.push(why),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ClientError::Transport(failures.join("; ")))
+    }
+
+    /// Sends `body` to the current server, moving on to the next one when no connection can
+    /// be made (nothing was sent then, so this never runs a call twice). Each attempt to
+    /// connect is bounded by the connect timeout; once sent, the answer by the call timeout.
+    async fn exchange(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let n = self.inner.endpoints.len();
+        let first = self.inner.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for k in 0..n {
+            let i = (first + k) % n;
+            let endpoint = &self.inner.endpoints[i];
+            match endpoint.exchange(body.clone(), self.inner.timeout).await {
+                Ok(answer) => {
+                    if k > 0 {
+                        self.inner.current.store(i, Ordering::Relaxed);
+                        tracing::info!(url = %endpoint.base, "vigil client: switched server");
+                    }
+                    return Ok(answer);
+                }
+                Err(TransportError::Connect(why)) => failures.push(why),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(TransportError::Connect(failures.join("; ")))
+    }
+
+    /// One JSON-RPC call with named parameters: its `result`, or the error.
+    ///
+    /// `events.subscribe` is refused ([`ClientError::Usage`]): the client has no event stream,
+    /// and the events the server would push on the connection are no answers to calls.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        if method == "events.subscribe" {
+            return Err(ClientError::Usage(
+                "events.subscribe is not supported by vigil::client (it has no event stream): \
+                 open a WebSocket to /ws for events"
+                    .into(),
+            ));
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = transport::request_body(method, &params, id);
+        let answer = self.exchange(body).await.map_err(|e| match e {
+            TransportError::TimedOut(why) => ClientError::Transport(format!("{method}: {why}")),
+            other => other.into(),
+        })?;
+        transport::decode_answer(&answer)
+    }
+
+    /// A call whose result is read as `T`.
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, ClientError> {
+        let value = self.call(method, params).await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Decode(format!("{method}: {e}")))
+    }
+
+    /// `system.register`: registers `id` (or refreshes it while it is alive, keeping its
+    /// epoch). `ttl` is the coordinator's default when `None`.
+    pub async fn register(
+        &self,
+        id: &str,
+        roles: &[&str],
+        ttl: Option<Duration>,
+        metadata: Option<Value>,
+    ) -> Result<Registration, ClientError> {
+        let mut params = json!({"id": id, "roles": roles});
+        if let Some(ttl) = ttl {
+            params["ttlMs"] = json!(ttl.as_millis() as u64);
+        }
+        if let Some(metadata) = metadata {
+            params["metadata"] = metadata;
+        }
+        self.typed("system.register", params).await
+    }
+
+    /// `system.heartbeat`: `alive: false` (not an error) for an unknown or expired id.
+    pub async fn heartbeat(&self, id: &str) -> Result<Heartbeat, ClientError> {
+        self.typed("system.heartbeat", json!({"instanceId": id}))
+            .await
+    }
+
+    /// `system.unregister`.
+    pub async fn unregister(&self, id: &str) -> Result<Unregistration, ClientError> {
+        self.typed("system.unregister", json!({"instanceId": id}))
+            .await
+    }
+
+    /// `system.get_state`: at most `limit` instances (all when `None`).
+    pub async fn state(&self, limit: Option<usize>) -> Result<ClusterView, ClientError> {
+        let mut params = json!({});
+        if let Some(limit) = limit {
+            params["limit"] = json!(limit);
+        }
+        self.typed("system.get_state", params).await
+    }
+
+    /// One instance as `system.get_state` shows it, if it is registered.
+    pub async fn instance(&self, id: &str) -> Result<Option<InstanceView>, ClientError> {
+        let view: ClusterView = self
+            .typed("system.get_state", json!({"instanceId": id, "limit": 1}))
+            .await?;
+        Ok(view.instances.into_iter().find(|i| i.id.as_str() == id))
+    }
+
+    /// The leader, its epoch and the term (`system.get_state` without instances).
+    pub async fn leader(&self) -> Result<LeaderView, ClientError> {
+        Ok(self.state(Some(0)).await?.leadership)
+    }
+
+    /// `task.create`: a pending task carrying `payload`, `priority` 0–100 (50 when `None`),
+    /// holding `locks` while it runs.
+    pub async fn create_task(
+        &self,
+        payload: Value,
+        priority: Option<u8>,
+        locks: &[LockSpec],
+    ) -> Result<TaskView, ClientError> {
+        let mut params = json!({"payload": payload});
+        if let Some(priority) = priority {
+            params["priority"] = json!(priority);
+        }
+        if !locks.is_empty() {
+            params["requiresLocks"] = serde_json::to_value(locks)
+                .map_err(|e| ClientError::Decode(format!("encoding locks: {e}")))?;
+        }
+        self.typed("task.create", params).await
+    }
+
+    /// `task.get`.
+    pub async fn task(&self, task_id: TaskId) -> Result<TaskView, ClientError> {
+        self.typed("task.get", json!({"taskId": task_id})).await
+    }
+
+    /// `task.claim`: up to `max` (1–100) tasks for the live instance `worker_id`, each as a
+    /// [`Claim`]; empty when nothing claimable is pending.
+    pub async fn claim(&self, worker_id: &str, max: usize) -> Result<Vec<Claim>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            tasks: Vec<ClaimedTask>,
+        }
+        let answer: Answer = self
+            .typed(
+                "task.claim",
+                json!({"workerId": worker_id, "maxTasks": max.max(1)}),
+            )
+            .await?;
+        Ok(answer
+            .tasks
+            .into_iter()
+            .map(|c| Claim::from_claimed(self.clone(), c))
+            .collect())
+    }
+
+    /// `task.heartbeat`: a step heartbeat, extending the claim's leases by `extend` (the
+    /// server's 900 s when `None`; zero for a heartbeat only).
+    pub async fn task_heartbeat(
+        &self,
+        task_id: TaskId,
+        claim_token: &str,
+        extend: Option<Duration>,
+    ) -> Result<StepHeartbeat, ClientError> {
+        let mut params = json!({"taskId": task_id, "claimToken": claim_token});
+        if let Some(extend) = extend {
+            params["extendLeasesSec"] = json!(ceil_secs(extend));
+        }
+        self.typed("task.heartbeat", params).await
+    }
+
+    /// `task.complete`: `status` is `stale_claim` (not an error) when the token is old.
+    pub async fn complete(
+        &self,
+        task_id: TaskId,
+        claim_token: &str,
+        result: Option<Value>,
+    ) -> Result<Completion, ClientError> {
+        let mut params = json!({"taskId": task_id, "claimToken": claim_token});
+        if let Some(result) = result {
+            params["result"] = result;
+        }
+        self.typed("task.complete", params).await
+    }
+
+    /// `task.fail`: back to pending while attempts remain, failed for good otherwise.
+    pub async fn fail(
+        &self,
+        task_id: TaskId,
+        claim_token: &str,
+        error: Option<&str>,
+    ) -> Result<Failure, ClientError> {
+        let mut params = json!({"taskId": task_id, "claimToken": claim_token});
+        if let Some(error) = error {
+            params["error"] = json!(error);
+        }
+        self.typed("task.fail", params).await
+    }
+
+    /// `lease.acquire` for the instance `holder`; `ttl` rounds up to whole seconds (900 s
+    /// when `None`).
+    pub async fn lease_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        mode: LeaseMode,
+        ttl: Option<Duration>,
+    ) -> Result<LeaseOutcome, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            acquired: bool,
+            #[serde(default)]
+            lease: Option<LeaseGrant>,
+            #[serde(default)]
+            conflicts: Vec<LeaseConflict>,
+        }
+        let mut params = json!({"key": key, "holder": holder, "mode": mode});
+        if let Some(ttl) = ttl {
+            params["ttlSec"] = json!(ceil_secs(ttl));
+        }
+        let answer: Answer = self.typed("lease.acquire", params).await?;
+        match (answer.acquired, answer.lease) {
+            (true, Some(grant)) => Ok(LeaseOutcome::Granted(grant)),
+            (true, None) => Err(ClientError::Decode(
+                "lease.acquire: acquired without a lease".into(),
+            )),
+            (false, _) => Ok(LeaseOutcome::Conflict(answer.conflicts)),
+        }
+    }
+
+    /// `lease.renew`: the new terms, or `None` when `holder` no longer holds `key`.
+    pub async fn lease_renew(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<LeaseRenewal>, ClientError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            renewed: bool,
+            fencing_token: Option<u64>,
+            expires_at: Option<u64>,
+        }
+        let mut params = json!({"key": key, "holder": holder});
+        if let Some(ttl) = ttl {
+            params["ttlSec"] = json!(ceil_secs(ttl));
+        }
+        let answer: Answer = self.typed("lease.renew", params).await?;
+        Ok(
+            match (answer.renewed, answer.fencing_token, answer.expires_at) {
+                (true, Some(fencing_token), Some(expires_at_ms)) => Some(LeaseRenewal {
+                    fencing_token,
+                    expires_at_ms,
+                }),
+                _ => None,
+            },
+        )
+    }
+
+    /// `lease.release`: whether `holder` held `key`.
+    pub async fn lease_release(&self, key: &str, holder: &str) -> Result<bool, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            released: bool,
+        }
+        let answer: Answer = self
+            .typed("lease.release", json!({"key": key, "holder": holder}))
+            .await?;
+        Ok(answer.released)
+    }
+}
+
+/// The instant on this client's monotonic clock matching the server's wall-clock
+/// `expires_at_ms` (as far as the two wall clocks agree).
+pub(crate) fn local_deadline(expires_at_ms: u64) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    tokio::time::Instant::now() + Duration::from_millis(expires_at_ms.saturating_sub(now_ms))
+}
+
+/// Whole seconds, rounded up (a lease TTL of 1.5 s is 2 s, never 1).
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A renewed lease's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRenewal {
+    /// The grant's fencing token (unchanged by a renewal).
+    pub fencing_token: u64,
+    /// Wall-clock ms when it now lapses.
+    pub expires_at_ms: u64,
+}
+
+/// The answer of `system.get_state`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// Registered instances, ordered by id (at most the limit asked for).
+    #[serde(default)]
+    pub instances: Vec<InstanceView>,
+    /// How many instances are registered in all.
+    pub instance_count: usize,
+    /// The leader's id.
+    pub leader: Option<InstanceId>,
+    /// The current term.
+    pub term: Term,
+    /// The leader, its epoch, the term and when leadership last changed.
+    pub leadership: LeaderView,
+    /// Task counts by status (`pending`, `claimed`, `completed`, `failed`).
+    #[serde(default)]
+    pub tasks: Map<String, Value>,
+    /// The most recent events, oldest first.
+    #[serde(default)]
+    pub recent_events: Vec<Event>,
+}
+
+impl ClusterView {
+    /// The count of tasks in `status` (`pending`, `claimed`, `completed`, `failed`).
+    pub fn task_count(&self, status: &str) -> u64 {
+        self.tasks.get(status).and_then(Value::as_u64).unwrap_or(0)
+    }
+}
+
+/// An [`InstanceId`] for an id the server already accepted (no validation here).
+pub(crate) fn instance_id(id: &str) -> InstanceId {
+    serde_json::from_value(Value::String(id.to_string()))
+        .expect("an instance id deserializes from any string")
+}
+
+/// Keeps a claim token out of logs: `ClaimToken`'s own `Debug` prints it.
+pub(crate) fn redact(_: &ClaimToken) -> &'static str {
+    "<redacted>"
+}

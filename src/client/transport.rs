@@ -1,0 +1,584 @@
+//! The connection layer shared by [`Client`](super::Client) and the load and chaos harnesses:
+//! an HTTP/1.1 connection pool (hyper, keep-alive, `TCP_NODELAY`, one request in flight per
+//! connection) and a WebSocket connection whose answers are matched to requests in send order
+//! (the server answers a connection's frames in order). Frames the server pushes on its own
+//! (`{"method": "event", …}` after `events.subscribe`) are not answers and are skipped.
+//!
+//! Every connection attempt (TCP connect plus the HTTP or WebSocket handshake) is bounded by a
+//! connect timeout, so a blackholed address or a server that never answers the upgrade fails
+//! instead of hanging.
+//!
+//! Errors are [`TransportError`]s, which say what went wrong in words a user can act on: a
+//! target that is not an `http://` URL, a refused connection (naming the address), an HTTP 401.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::ClientError;
+
+/// The code the load and chaos harnesses record for a call that got no JSON-RPC answer
+/// (connection refused or lost, an unreadable answer, an answer missing from a batch).
+pub const TRANSPORT_FAILURE: i64 = -1;
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TransportError {
+    /// No connection could be made; nothing was sent, so the request may go elsewhere.
+    Connect(String),
+    /// The server answered HTTP 401 (or refused the WebSocket upgrade with 401).
+    Unauthorized,
+    /// The server answered another non-success HTTP status.
+    Status(u16, String),
+    /// The request may have been sent but no answer came back (connection lost, unreadable
+    /// framing).
+    Failed(String),
+    /// The request was sent but no answer came back within the call timeout.
+    TimedOut(String),
+}
+
+impl TransportError {
+    /// The code the harnesses record: `-status` for an HTTP status (so −401, −413 as before),
+    /// [`TRANSPORT_FAILURE`] otherwise.
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn code(&self) -> i64 {
+        match self {
+            TransportError::Unauthorized => -401,
+            TransportError::Status(status, _) => -i64::from(*status),
+            TransportError::Connect(_)
+            | TransportError::Failed(_)
+            | TransportError::TimedOut(_) => TRANSPORT_FAILURE,
+        }
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Unauthorized => ClientError::Unauthorized,
+            TransportError::Status(413, _) => ClientError::Transport(
+                "HTTP 413: the request is larger than the server's --max-body".into(),
+            ),
+            TransportError::Status(status, body) => {
+                let body = body.trim();
+                if body.is_empty() {
+                    ClientError::Transport(format!("HTTP {status}"))
+                } else {
+                    ClientError::Transport(format!("HTTP {status}: {body}"))
+                }
+            }
+            TransportError::Connect(why)
+            | TransportError::Failed(why)
+            | TransportError::TimedOut(why) => ClientError::Transport(why),
+        }
+    }
+}
+
+/// `host:port` and the path prefix (no trailing `/`) of an `http://` target.
+pub(crate) fn parse_target(target: &str) -> Result<(String, String), String> {
+    let rest = target.strip_prefix("http://").ok_or_else(|| {
+        if target.starts_with("https://") || target.starts_with("wss://") {
+            format!("the target must be an http:// URL (TLS is not supported), got {target:?}")
+        } else if target.starts_with("ws://") {
+            format!(
+                "the target must be an http:// URL (choose the WebSocket transport instead of \
+                 writing ws://; /ws is appended), got {target:?}"
+            )
+        } else {
+            format!(
+                "the target must be an http:// URL such as http://127.0.0.1:7420, got {target:?}"
+            )
+        }
+    })?;
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
+        None => (rest, String::new()),
+    };
+    if authority.is_empty() {
+        return Err(format!("no host in target {target:?}"));
+    }
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let path = if path == "/" { String::new() } else { path };
+    Ok((authority, path))
+}
+
+/// `Bearer <token>` for an optional token.
+pub(crate) fn bearer(token: Option<&str>) -> Option<String> {
+    token.map(|t| format!("Bearer {t}"))
+}
+
+/// The body of one JSON-RPC request with named parameters.
+pub(crate) fn request_body(method: &str, params: &Value, id: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0", "method": method, "params": params, "id": id
+    }))
+    .expect("a JSON value always serializes")
+}
+
+/// The `result` of one JSON-RPC answer, or its error object as [`ClientError::Rpc`].
+pub(crate) fn decode_answer(body: &[u8]) -> Result<Value, ClientError> {
+    let mut answer: Value = serde_json::from_slice(body).map_err(|e| {
+        ClientError::Decode(format!(
+            "not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ))
+    })?;
+    if let Some(error) = answer.get_mut("error") {
+        let code = error.get("code").and_then(Value::as_i64);
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let data = error.get_mut("data").map(Value::take);
+        return match code {
+            Some(code) => Err(ClientError::Rpc {
+                code,
+                message,
+                data,
+            }),
+            None => Err(ClientError::Decode(format!(
+                "an error object without a code: {error}"
+            ))),
+        };
+    }
+    answer
+        .get_mut("result")
+        .map(Value::take)
+        .ok_or_else(|| ClientError::Decode("an answer with neither result nor error".into()))
+}
+
+/// How long a connection attempt (TCP connect and handshake) may take when nobody says
+/// otherwise: the load and chaos harnesses, and [`WsConn::open`].
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/1.1 connections to one server, each carrying one request at a time; made when needed
+/// and kept for the next request.
+pub(crate) struct HttpPool {
+    authority: String,
+    rpc_path: String,
+    auth: Option<String>,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl HttpPool {
+    /// A pool for `target` (`http://host:port[/prefix]`), requests going to `<prefix>/rpc`
+    /// with `auth` as the `Authorization` header. Connects lazily, each connection attempt
+    /// bounded by [`DEFAULT_CONNECT_TIMEOUT`].
+    pub(crate) fn new(target: &str, auth: Option<String>) -> Result<Self, String> {
+        let (authority, path) = parse_target(target)?;
+        Ok(Self {
+            authority,
+            rpc_path: format!("{path}/rpc"),
+            auth,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Bounds each connection attempt (TCP connect plus handshake) by `timeout`.
+    pub(crate) fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        let attempt = async {
+            let stream = TcpStream::connect(&self.authority).await.map_err(|e| {
+                TransportError::Connect(format!("cannot connect to {}: {e}", self.authority))
+            })?;
+            let _ = stream.set_nodelay(true);
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| {
+                        TransportError::Connect(format!(
+                            "HTTP handshake with {}: {e}",
+                            self.authority
+                        ))
+                    })?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(sender)
+        };
+        tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Connect(format!(
+                    "cannot connect to {}: no connection within {:?}",
+                    self.authority, self.connect_timeout
+                )))
+            })
+    }
+
+    /// Opens one connection and keeps it for the next request: checks the server is there.
+    pub(crate) async fn warm_up(&self) -> Result<(), TransportError> {
+        let sender = self.connect().await?;
+        self.idle.lock().push(sender);
+        Ok(())
+    }
+
+    /// A connection ready for a request: an idle one, or a new one. Fails only with
+    /// [`TransportError::Connect`] (nothing was sent).
+    pub(crate) async fn checkout(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+        loop {
+            let pooled = self.idle.lock().pop();
+            match pooled {
+                Some(mut sender) if !sender.is_closed() => {
+                    if sender.ready().await.is_ok() {
+                        return Ok(sender);
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let mut sender = self.connect().await?;
+        sender.ready().await.map_err(|e| {
+            TransportError::Connect(format!("connection to {} not ready: {e}", self.authority))
+        })?;
+        Ok(sender)
+    }
+
+    /// POSTs `body` to the RPC path; the answer's body on a 2xx status.
+    // Used by the load harness (feature `cli`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) async fn post(&self, body: Vec<u8>) -> Result<Bytes, TransportError> {
+        let sender = self.checkout().await?;
+        self.post_on(sender, body).await
+    }
+
+    /// POSTs `body` on `sender` (from [`checkout`](Self::checkout)), which goes back to the
+    /// pool once the answer is read.
+    pub(crate) async fn post_on(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        body: Vec<u8>,
+    ) -> Result<Bytes, TransportError> {
+        let mut request = hyper::Request::post(&self.rpc_path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(auth) = &self.auth {
+            request = request.header(hyper::header::AUTHORIZATION, auth);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| TransportError::Failed(format!("building the request: {e}")))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            TransportError::Failed(format!("request to {} failed: {e}", self.authority))
+        })?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| {
+                TransportError::Failed(format!("reading the answer of {}: {e}", self.authority))
+            })?
+            .to_bytes();
+        self.idle.lock().push(sender);
+        if status == hyper::StatusCode::UNAUTHORIZED {
+            return Err(TransportError::Unauthorized);
+        }
+        if !status.is_success() {
+            return Err(TransportError::Status(
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The `ws://…/ws` URL of an `http://` target.
+pub(crate) fn ws_url(target: &str) -> Result<String, String> {
+    let (authority, path) = parse_target(target)?;
+    Ok(format!("ws://{authority}{path}/ws"))
+}
+
+/// Whether a text frame is a message the server pushed on its own (a JSON object with a
+/// `method` member, such as an `event` notification) rather than an answer. Answers never
+/// have a top-level `method`, so only frames mentioning it are parsed.
+fn is_push(text: &str) -> bool {
+    text.contains("\"method\"")
+        && serde_json::from_str::<Value>(text)
+            .is_ok_and(|v| v.as_object().is_some_and(|o| o.contains_key("method")))
+}
+
+/// The waiters of one connection, in the order their frames were sent. Once `closed`, nothing
+/// is queued any more, so no waiter can be stranded behind a reader that has ended.
+#[derive(Default)]
+struct Waiters {
+    closed: bool,
+    queue: VecDeque<oneshot::Sender<Message>>,
+}
+
+/// Marks the connection closed and drops every waiter (each then gets a transport failure).
+fn close_waiters(waiters: &Mutex<Waiters>) {
+    let drained = {
+        let mut w = waiters.lock();
+        w.closed = true;
+        std::mem::take(&mut w.queue)
+    };
+    drop(drained);
+}
+
+/// One WebSocket. The server answers a connection's frames in order, so answers are matched
+/// to requests in send order. A writer task owns the sending half and queues each waiter just
+/// before its frame goes out; a reader task hands each answer frame to the waiter at the head
+/// of the queue. Callers only talk to the writer through a channel, so a caller that gives up
+/// (a timeout, a dropped future) cannot leave a waiter queued without its frame, or a frame
+/// sent without its waiter: the pairing never shifts. Dropping the connection ends both
+/// tasks and closes the socket.
+pub(crate) struct WsConn {
+    requests: mpsc::UnboundedSender<(Message, oneshot::Sender<Message>)>,
+    waiters: Arc<Mutex<Waiters>>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl WsConn {
+    /// Opens `url` (`ws://host:port/ws`) with `auth` as the `Authorization` header, giving
+    /// up after [`DEFAULT_CONNECT_TIMEOUT`].
+    // Used by the load harness (feature `cli`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) async fn open(url: &str, auth: Option<&str>) -> Result<Self, TransportError> {
+        Self::open_within(url, auth, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// Opens `url` with `auth`, giving up when the TCP connection and the WebSocket upgrade
+    /// together take longer than `timeout`.
+    pub(crate) async fn open_within(
+        url: &str,
+        auth: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let socket = tokio::time::timeout(timeout, Self::handshake(url, auth))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Connect(format!(
+                    "cannot connect to {url}: no WebSocket connection within {timeout:?}"
+                )))
+            })?;
+        let (mut sink, mut stream) = socket.split();
+        let waiters: Arc<Mutex<Waiters>> = Arc::default();
+        let (requests, mut incoming) =
+            mpsc::unbounded_channel::<(Message, oneshot::Sender<Message>)>();
+
+        let queue = Arc::clone(&waiters);
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                match &message {
+                    Message::Text(text) if is_push(text.as_str()) => {}
+                    Message::Text(_) | Message::Binary(_) => {
+                        let waiter = queue.lock().queue.pop_front();
+                        if let Some(waiter) = waiter {
+                            // A waiter whose caller gave up is dropped here: its answer has
+                            // been consumed, so the next answer goes to the next waiter.
+                            let _ = waiter.send(message);
+                        }
+                    }
+                    Message::Close(_) => break,
+                    _ => {} // ping/pong are answered by the library
+                }
+            }
+            close_waiters(&queue);
+        });
+
+        let queue = Arc::clone(&waiters);
+        let writer = tokio::spawn(async move {
+            'outer: while let Some(first) = incoming.recv().await {
+                // Queue and write every request waiting now, then flush once.
+                let mut next = Some(first);
+                while let Some((message, waiter)) = next.take() {
+                    {
+                        let mut w = queue.lock();
+                        if w.closed {
+                            break 'outer;
+                        }
+                        w.queue.push_back(waiter);
+                    }
+                    if sink.feed(message).await.is_err() {
+                        break 'outer;
+                    }
+                    next = incoming.try_recv().ok();
+                }
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
+            // The connection is dropped or broken: fail whoever still waits.
+            close_waiters(&queue);
+            incoming.close();
+            let _ = sink.close().await;
+        });
+
+        Ok(Self {
+            requests,
+            waiters,
+            reader,
+            writer,
+        })
+    }
+
+    async fn handshake(url: &str, auth: Option<&str>) -> Result<Socket, TransportError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| TransportError::Connect(format!("{url}: {e}")))?;
+        if let Some(auth) = auth {
+            request.headers_mut().insert(
+                hyper::header::AUTHORIZATION,
+                auth.parse().map_err(|_| {
+                    TransportError::Connect("the token is not a valid HTTP header value".into())
+                })?,
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::Error::Http(response))
+                if response.status() == hyper::StatusCode::UNAUTHORIZED =>
+            {
+                Err(TransportError::Unauthorized)
+            }
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(TransportError::Status(response.status().as_u16(), body))
+            }
+            Err(tungstenite::Error::Io(e)) => Err(TransportError::Connect(format!(
+                "cannot connect to {url}: {e}"
+            ))),
+            Err(e) => Err(TransportError::Connect(format!("connecting to {url}: {e}"))),
+        }
+    }
+
+    /// Whether the server closed the connection (or it broke).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.waiters.lock().closed || self.requests.is_closed()
+    }
+
+    /// Sends `message` and waits for the answer frame matched to it. Giving up on the answer
+    /// (dropping the future) leaves the connection usable.
+    pub(crate) async fn exchange(&self, message: Message) -> Result<Message, TransportError> {
+        let closed = || TransportError::Failed("the WebSocket connection is closed".into());
+        if self.is_closed() {
+            return Err(closed());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.requests.send((message, tx)).map_err(|_| closed())?;
+        rx.await.map_err(|_| {
+            TransportError::Failed("the WebSocket connection closed before the answer".into())
+        })
+    }
+
+    /// Sends a text frame and returns the text answer.
+    pub(crate) async fn exchange_text(&self, text: String) -> Result<String, TransportError> {
+        match self.exchange(Message::Text(text.into())).await? {
+            Message::Text(answer) => Ok(answer.as_str().to_owned()),
+            _ => Err(TransportError::Failed(
+                "a binary frame answered a text frame".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for WsConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+        close_waiters(&self.waiters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_parsed() {
+        assert_eq!(
+            parse_target("http://127.0.0.1:7420").unwrap(),
+            ("127.0.0.1:7420".to_string(), String::new())
+        );
+        assert_eq!(
+            parse_target("http://h/vigil/").unwrap(),
+            ("h:80".to_string(), "/vigil".to_string())
+        );
+        assert!(parse_target("https://h").unwrap_err().contains("TLS"));
+        assert!(
+            parse_target("127.0.0.1:7420")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(parse_target("http:///x").is_err());
+    }
+
+    #[test]
+    fn answers_are_decoded() {
+        let ok = br#"{"jsonrpc":"2.0","result":{"alive":true},"id":1}"#;
+        assert_eq!(decode_answer(ok).unwrap()["alive"], true);
+        let err = br#"{"jsonrpc":"2.0","error":{"code":-32602,"message":"bad","data":{"field":"id"}},"id":1}"#;
+        match decode_answer(err) {
+            Err(ClientError::Rpc {
+                code,
+                message,
+                data,
+            }) => {
+                assert_eq!(code, -32602);
+                assert_eq!(message, "bad");
+                assert_eq!(data.unwrap()["field"], "id");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_answer(b"garbage"),
+            Err(ClientError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn pushed_frames_are_told_from_answers() {
+        assert!(is_push(
+            r#"{"jsonrpc":"2.0","method":"event","params":{"type":"registered"}}"#
+        ));
+        assert!(!is_push(
+            r#"{"jsonrpc":"2.0","result":{"alive":true},"id":1}"#
+        ));
+        // An error naming the method in its data is still an answer.
+        assert!(!is_push(
+            r#"{"jsonrpc":"2.0","error":{"code":-32601,"message":"m","data":{"method":"x"}},"id":2}"#
+        ));
+        assert!(!is_push(r#"[{"jsonrpc":"2.0","result":1,"id":1}]"#));
+    }
+
+    #[test]
+    fn statuses_become_clear_errors() {
+        let e: ClientError = TransportError::Unauthorized.into();
+        assert!(e.to_string().contains("bearer token"));
+        assert_eq!(TransportError::Status(413, String::new()).code(), -413);
+    }
+}

@@ -1,0 +1,136 @@
+//! Where the coordinator keeps its durable copy: [`StoreConfig`] and the Redis store's settings.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Consecutive store failures that open the circuit breaker by default.
+pub const BREAKER_FAILURES: u32 = 20;
+/// How long the circuit breaker stays open by default before a probe.
+pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(10);
+
+/// How heartbeats reach the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PersistMode {
+    /// Coalesced per instance and flushed every flush interval (the default).
+    #[default]
+    WriteBehind,
+    /// One synchronous script call per heartbeat.
+    WriteThrough,
+}
+
+impl std::str::FromStr for PersistMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "write-behind" => Ok(Self::WriteBehind),
+            "write-through" => Ok(Self::WriteThrough),
+            other => Err(format!(
+                "unknown persist mode {other:?} (write-behind or write-through)"
+            )),
+        }
+    }
+}
+
+/// Where state is kept. Non-exhaustive: the `Redis` variant exists with the `redis` feature.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// In memory only (nothing survives a restart).
+    #[default]
+    Memory,
+    /// In Redis.
+    #[cfg(feature = "redis")]
+    Redis(RedisConfig),
+}
+
+/// Settings of the Redis store.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key prefix (default `cb:`, ClaudeBench's).
+    pub prefix: String,
+    /// How often heartbeat timestamps are flushed (default 250 ms).
+    pub flush_interval: Duration,
+    /// Write-behind (default) or write-through heartbeats.
+    pub persist: PersistMode,
+    /// Most events kept in the capped stream (default 10 000).
+    pub stream_max_len: usize,
+    /// Time allowed for one Redis round trip before it counts as a failure (default 1 s).
+    pub response_timeout: Duration,
+    /// Consecutive failures that open the circuit breaker (default 20).
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe (default 10 s).
+    pub breaker_open_for: Duration,
+    /// How long an instance's record outlives its TTL in Redis (default 10 min). A record is
+    /// deleted as soon as the coordinator expires the instance; this margin only matters while
+    /// no coordinator writes — a crash, or a store outage — so that a coordinator restarted
+    /// within it still finds the instances to give their TTL back ([`RestartGrace::FullTtl`]).
+    /// Past it an instance listed in `{p}instances:active` without a record is expired at once.
+    pub record_retention: Duration,
+    /// What a restart assumes about instances whose stored TTL ran out (default
+    /// [`RestartGrace::FullTtl`]).
+    pub restart_grace: RestartGrace,
+}
+
+#[cfg(feature = "redis")]
+impl RedisConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "cb:".into(),
+            flush_interval: Duration::from_millis(250),
+            persist: PersistMode::WriteBehind,
+            stream_max_len: 10_000,
+            response_timeout: Duration::from_secs(1),
+            breaker_failures: BREAKER_FAILURES,
+            breaker_open_for: BREAKER_OPEN_FOR,
+            record_retention: Duration::from_secs(600),
+            restart_grace: RestartGrace::FullTtl,
+        }
+    }
+}
+
+/// What a coordinator restarted from the store assumes about the instances the store still
+/// lists as alive whose TTL, by their stored last heartbeat, has run out.
+///
+/// Heartbeats are written behind, and not at all while the store is unreachable or its circuit
+/// is open; so after a crash the store cannot tell an instance that died from one that kept
+/// heartbeating into memory after the last successful flush. A restart can either give every
+/// listed instance its TTL back (late detection of the dead, never an early expiry of the
+/// living) or trust the last flush (prompt takeover, but a store outage followed by a crash
+/// expires live instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartGrace {
+    /// Every instance the store lists as alive gets a full TTL from the restart, counted from
+    /// the moment recovery reads the store (the default; Consul's session TTLs and Nomad's node
+    /// heartbeat timers are reset on a leader failover the same way). A worker that died while
+    /// the coordinator was down is expired one TTL after the restart, and its tasks go back
+    /// then.
+    #[default]
+    #[serde(rename = "ttl")]
+    FullTtl,
+    /// Assume heartbeats up to one flush interval after the store's last successful flush, and
+    /// expire at once the instances whose TTL ran out since. Hands a dead worker's tasks back
+    /// sooner after a long downtime, but a crash within a store outage (or within the breaker's
+    /// open period after it) expires instances that kept heartbeating.
+    #[serde(rename = "last-flush")]
+    SinceLastFlush,
+}
+
+impl std::str::FromStr for RestartGrace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ttl" => Ok(Self::FullTtl),
+            "last-flush" => Ok(Self::SinceLastFlush),
+            other => Err(format!(
+                "unknown restart grace {other:?} (ttl or last-flush)"
+            )),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The identities of work: task ids, claim tokens and lease keys. They live below the work
+//! book (in the model) because events, the store and the wire all name them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ValidationError;
+
+/// A task's id: `t-17` on the wire; `17` is accepted too (Sortie's integer step ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t-{}", self.0)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix("t-")
+            .unwrap_or(s)
+            .parse()
+            .map(TaskId)
+            .map_err(|_| format!("a task id is `t-<number>` or a number, got {s:?}"))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(TaskId(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The fencing token of one claim: 128 random bits in hex. Every call on a claimed task must
+/// present it; a wrong or old one is answered `stale_claim` and changes nothing.
+///
+/// A token is a capability: its `Debug` form is redacted, so it cannot reach a log through a
+/// `{:?}` of anything that holds it.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClaimToken(String);
+
+impl fmt::Debug for ClaimToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClaimToken(<redacted>)")
+    }
+}
+
+impl ClaimToken {
+    /// A fresh random token.
+    pub fn mint() -> Self {
+        Self(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// A token as a caller presents it.
+    pub fn from_presented(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Separates the levels of a lease key.
+pub const SEPARATOR: char = '/';
+
+/// Longest lease key, in characters.
+pub const MAX_KEY_CHARS: usize = 512;
+
+/// A validated, hierarchical resource key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseKey(String);
+
+impl LeaseKey {
+    /// Validates `key`: 1–512 characters, no control characters, no empty level (`a//b`, a
+    /// leading or trailing separator).
+    pub fn parse(key: &str) -> Result<Self, ValidationError> {
+        Self::parse_field(key, "key")
+    }
+
+    pub(crate) fn parse_field(key: &str, field: &str) -> Result<Self, ValidationError> {
+        let chars = key.chars().count();
+        if chars == 0 || chars > MAX_KEY_CHARS {
+            return Err(ValidationError::new(
+                field.to_string(),
+                format!("a lease key must have 1 to {MAX_KEY_CHARS} characters, got {chars}"),
+            ));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                field.to_string(),
+                "a lease key must not contain control characters",
+            ));
+        }
+        if key.split(SEPARATOR).any(str::is_empty) {
+            return Err(ValidationError::new(
+                field.to_string(),
+                format!("a lease key's levels, split by '{SEPARATOR}', must not be empty"),
+            ));
+        }
+        Ok(Self(key.to_string()))
+    }
+
+    /// A key taken as given, for builders; validation happens where it is used.
+    pub(crate) fn unchecked(key: &str) -> Self {
+        Self(key.to_string())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Proper ancestors, nearest last (`a`, `a/b` for `a/b/c`).
+    pub(crate) fn ancestors(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .match_indices(SEPARATOR)
+            .map(move |(i, _)| &self.0[..i])
+    }
+
+    /// The range of keys that are descendants: everything starting with `key/`. Since
+    /// `SEPARATOR` + 1 is the next character, `[key/, key0)` holds exactly those.
+    pub(crate) fn descendant_range(&self) -> (String, String) {
+        let next = char::from_u32(SEPARATOR as u32 + 1).unwrap_or(SEPARATOR);
+        (
+            format!("{}{SEPARATOR}", self.0),
+            format!("{}{next}", self.0),
+        )
+    }
+}
+
+impl fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for LeaseKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_token_never_shows_in_debug_output() {
+        let token = ClaimToken::mint();
+        let shown = format!("{token:?} {:?}", Some(vec![token.clone()]));
+        assert!(!shown.contains(token.as_str()), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+}
