@@ -12,10 +12,15 @@ here=$(pwd)
 work=$(mktemp -d)
 trap 'git -C "$here" worktree remove --force "$work/ref" 2>/dev/null || true; rm -rf "$work"' EXIT
 row() { printf '| %s | %s s | %s | %s |\n' "$1" "$2" "$3" "$4"; }
-size() { [ -e "$1" ] && numfmt --to=iec --suffix=B "$(stat -c %s "$1")" || echo "—"; }
+# Size of a binary as shipped: a stripped copy (the release profile keeps line tables).
+size() {
+    [ -e "$1" ] || { echo "—"; return; }
+    cp "$1" "$work/stripped" && strip "$work/stripped" 2>/dev/null || true
+    numfmt --to=iec --suffix=B "$(stat -c %s "$work/stripped")"
+}
 crates() { cargo tree "$@" -e normal --prefix none 2>/dev/null | sed 's/ (\*)//' | sort -u | wc -l; }
 timed() { local start=$SECONDS; "$@" >/dev/null 2>&1; echo $((SECONDS - start)); }
-echo "| build | wall time | artefact size | crates compiled (normal deps) |"
+echo "| build | wall time | stripped binaries | crates compiled (normal deps) |"
 echo "|---|---|---|---|"
 if [ $# -ge 1 ]; then
     git worktree add --detach "$work/ref" "$1" >/dev/null 2>&1
@@ -26,7 +31,7 @@ if [ $# -ge 1 ]; then
 fi
 t=$(CARGO_TARGET_DIR="$work/t-core" timed cargo build --release --locked --no-default-features --lib --example embed)
 row "core: cargo build --release --no-default-features (lib + embed example)" "$t" \
-    "libvigil.rlib $(size "$work/t-core/release/libvigil.rlib"), embed example $(size "$work/t-core/release/examples/embed")" \
+    "embed example $(size "$work/t-core/release/examples/embed")" \
     "$(crates --no-default-features)"
 t=$(CARGO_TARGET_DIR="$work/t-full" timed cargo build --release --locked --bins --examples)
 row "default: cargo build --release (vigil + examples)" "$t" \
