@@ -1,8 +1,8 @@
 //! JSON-RPC 2.0: the envelope, the error codes, parameter parsing and the method table.
 //!
 //! One module per method family, each holding its parameter parsing and its handler:
-//! [`system`] (`system.*`, ClaudeBench's names and shapes), [`task`] (`task.*`, with Sortie's
-//! aliases) and [`lease`] (`lease.*`). This module knows nothing of HTTP or WebSocket: a
+//! `system` (`system.*`, ClaudeBench's names and shapes), `task` (`task.*`, with Sortie's
+//! aliases) and `lease` (`lease.*`). This module knows nothing of HTTP or WebSocket: a
 //! transport hands it a body and gets back the body to send (or nothing, for notifications).
 
 pub mod binary;

@@ -67,7 +67,7 @@ struct AppState {
 }
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
-/// process, see [`metrics::install`]) so the dispatcher's counters reach `/metrics`.
+/// process) so the dispatcher's counters reach `/metrics`.
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
     let prometheus = metrics::install();
     let mut dispatcher = Dispatcher::new(
