@@ -124,6 +124,10 @@ impl ServeArgs {
                 return std::process::ExitCode::FAILURE;
             }
         };
+        if let Some(warning) = open_to_the_network(listen, settings.token.as_deref()) {
+            tracing::warn!("{warning}");
+            eprintln!("vigil: WARNING: {warning}");
+        }
         tracing::info!(
             listen = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             store = coordinator.store_status().kind,
@@ -172,6 +176,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The warning for a server that anyone on the network can call without credentials.
+fn open_to_the_network(listen: std::net::SocketAddr, token: Option<&str>) -> Option<String> {
+    (!listen.ip().is_loopback() && token.is_none()).then(|| {
+        format!(
+            "listening on {listen}, beyond loopback, with no token: anyone who can reach this \
+             address can register, unregister and claim as any worker; set --token \
+             (VIGIL_TOKEN) or listen on 127.0.0.1"
+        )
+    })
+}
+
 /// The server's configuration from the resolved settings.
 fn server_config(settings: &ServeSettings) -> crate::server::ServerConfig {
     crate::server::ServerConfig {
@@ -188,6 +203,16 @@ fn server_config(settings: &ServeSettings) -> crate::server::ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_without_a_token_is_warned_about() {
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert!(open_to_the_network(at("0.0.0.0:7420"), None).is_some());
+        assert!(open_to_the_network(at("[::]:7420"), None).is_some());
+        assert!(open_to_the_network(at("0.0.0.0:7420"), Some("t")).is_none());
+        assert!(open_to_the_network(at("127.0.0.1:7420"), None).is_none());
+        assert!(open_to_the_network(at("[::1]:7420"), None).is_none());
+    }
 
     #[test]
     fn settings_default_to_the_servers_defaults() {

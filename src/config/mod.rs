@@ -150,6 +150,14 @@ impl Config {
         if self.step_timeout < Duration::from_secs(1) {
             return bad("step_timeout", "must be at least 1 s".into());
         }
+        if self.finished_task_retention == 0 {
+            return bad(
+                "finished_task_retention",
+                "must be at least 1: a finished task is kept so that a repeated complete or fail \
+                 is answered as the first was"
+                    .into(),
+            );
+        }
         if self.lease_ttl < self.limits.min_lease_ttl || self.lease_ttl > self.limits.max_lease_ttl
         {
             return bad("lease_ttl", "must lie within the lease TTL limits".into());

@@ -72,6 +72,12 @@ impl ClaimToken {
         Self(format!("{:032x}", rand::random::<u128>()))
     }
 
+    /// The placeholder of a token that was not shown (a lease view read back by a client).
+    /// It matches no claim.
+    pub fn redacted() -> Self {
+        Self(String::new())
+    }
+
     /// A token as a caller presents it.
     pub fn from_presented(token: impl Into<String>) -> Self {
         Self(token.into())

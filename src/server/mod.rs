@@ -157,7 +157,7 @@ async fn require_token(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(&**token) {
+        if !presented.is_some_and(|p| token_matches(p, token)) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -167,6 +167,15 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Compares a presented bearer token with the configured one in constant time (`subtle`): how
+/// long it takes does not depend on how much of the token is right, so it cannot be guessed
+/// byte by byte. Tokens of a different length are refused at once, which reveals the length
+/// only.
+fn token_matches(presented: &str, configured: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(configured.as_bytes()).into()
 }
 
 fn json_response(answer: Option<Value>) -> Response {

@@ -37,7 +37,8 @@ pub enum LeaseMode {
 }
 
 /// Who holds a lease: a task's claim (released with the claim) or an instance (released when
-/// it expires or unregisters, like an etcd lease bound to a session).
+/// it expires or unregisters, like an etcd lease bound to a session). Serialized, a claim
+/// holder shows its task and not its token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum LeaseHolder {
@@ -46,7 +47,11 @@ pub enum LeaseHolder {
     Claim {
         /// The task.
         task_id: TaskId,
-        /// The claim token.
+        /// The claim token. Never serialized: a lease view names the claim by its task, and the
+        /// token is shown only in the answer to the claim that minted it. (The store keeps it
+        /// in [`GrantRecord::claim_token`](crate::work::records::GrantRecord::claim_token).)
+        /// Read back as redacted when absent.
+        #[serde(skip_serializing, default = "ClaimToken::redacted")]
         claim_token: ClaimToken,
     },
     /// An instance, in one epoch.

@@ -67,8 +67,12 @@ impl TaskRecord {
 pub struct GrantRecord {
     /// Mode.
     pub mode: LeaseMode,
-    /// Holder.
+    /// Holder (a claim holder's token is not in it when serialized: see `claim_token`).
     pub holder: LeaseHolder,
+    /// The token of a claim holder, kept for the store only (records written before it was
+    /// split out carry it inside `holder`, which is still read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_token: Option<ClaimToken>,
     /// Fencing token.
     pub fencing_token: u64,
     /// Granted at (wall ms).
@@ -149,6 +153,10 @@ impl WorkBook {
                 .map(|g| GrantRecord {
                     mode: g.mode,
                     holder: g.holder.clone(),
+                    claim_token: match &g.holder {
+                        LeaseHolder::Claim { claim_token, .. } => Some(claim_token.clone()),
+                        LeaseHolder::Instance { .. } => None,
+                    },
                     fencing_token: g.fencing_token,
                     acquired_at_ms: clock.wall_ms(g.acquired_at),
                     expires_at_ms: g.expires_at_ms,
@@ -225,10 +233,17 @@ impl WorkBook {
         for r in leases {
             for g in r.grants {
                 last_fence = last_fence.max(g.fencing_token);
+                let holder = match (g.holder, g.claim_token) {
+                    (LeaseHolder::Claim { task_id, .. }, Some(claim_token)) => LeaseHolder::Claim {
+                        task_id,
+                        claim_token,
+                    },
+                    (holder, _) => holder,
+                };
                 self.leases.restore(LeaseGrant {
                     key: r.key.clone(),
                     mode: g.mode,
-                    holder: g.holder,
+                    holder,
                     fencing_token: g.fencing_token,
                     acquired_at: mono(g.acquired_at_ms),
                     expires_at: mono(g.expires_at_ms),

@@ -30,4 +30,6 @@ mod server;
 #[cfg(feature = "chaos")]
 mod supervision;
 mod tasks;
+#[cfg(feature = "server")]
+mod trust;
 mod validation;

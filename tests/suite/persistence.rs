@@ -1025,3 +1025,59 @@ async fn a_redis_outage_longer_than_the_ttl_then_a_crash_expires_no_live_worker(
         (0, false)
     );
 }
+
+/// A lease held by a claim survives a restart with its claim: the store keeps the claim's token
+/// (in the grant record, never in a view), so the claimer's step heartbeats still extend it and
+/// nobody else can take the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claims_lease_survives_a_restart_with_its_token() {
+    use vigil::work::lease::LeaseMode;
+    use vigil::work::task::StepStatus;
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    c.register(RegisterRequest::new("w1").ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    c.create_task(TaskSpec::new(serde_json::json!("build")).lock("repo/src", LeaseMode::Exclusive))
+        .await
+        .unwrap();
+    let claim = c.claim("w1", 1).await.unwrap().remove(0);
+    let fence = claim.leases[0].fencing_token;
+    // What Redis holds names the claim's token outside the holder object.
+    let mut con = redis.connection().await;
+    let grants: String = redis::cmd("HGET")
+        .arg("cb:lease:repo/src")
+        .arg("grants")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(grants.contains(claim.claim_token.as_str()), "{grants}");
+    c.shutdown().await;
+    let c = start(&redis).await;
+    let beat = c
+        .task_heartbeat(
+            claim.task.id,
+            claim.claim_token.as_str(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(beat.status, StepStatus::Ok);
+    assert!(beat.lost_leases.is_empty(), "{beat:?}");
+    let leases = c.list_leases(Some("repo")).unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].fencing_token, fence);
+    c.register(RegisterRequest::new("w2")).await.unwrap();
+    assert!(matches!(
+        c.acquire_lease(
+            "repo/src",
+            LeaseOwner::Instance("w2".into()),
+            Default::default(),
+            None
+        )
+        .await
+        .unwrap(),
+        vigil::LeaseOutcome::Conflict(_)
+    ));
+    c.shutdown().await;
+}

@@ -153,4 +153,12 @@ async fn a_bad_configuration_is_refused_at_start() {
         Err(Error::Config(e)) => assert_eq!(e.field, "ttl"),
         other => panic!("{other:?}"),
     }
+    let no_retention = Config {
+        finished_task_retention: 0,
+        ..Config::default()
+    };
+    match vigil::Coordinator::start(no_retention).await {
+        Err(Error::Config(e)) => assert_eq!(e.field, "finished_task_retention"),
+        other => panic!("{other:?}"),
+    }
 }
