@@ -393,6 +393,12 @@ impl Coordinator {
         self.inner.ctx.events.subscribe()
     }
 
+    /// Whether `id` is registered (alive or between its expiry and its removal).
+    #[cfg(feature = "server")]
+    pub(crate) fn is_registered(&self, id: &str) -> bool {
+        self.inner.ctx.registry.contains_key(id)
+    }
+
     /// How many instances are registered.
     pub fn instance_count(&self) -> usize {
         self.inner.ctx.registry.len()

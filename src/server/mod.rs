@@ -70,6 +70,8 @@ struct AppState {
 /// process) so the dispatcher's counters reach `/metrics`.
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
     let prometheus = metrics::install();
+    let limiter =
+        rate::HeartbeatLimiter::per_minute(coordinator.clone(), config.heartbeats_per_minute);
     let mut dispatcher = Dispatcher::new(
         coordinator,
         RpcLimits {
@@ -83,7 +85,7 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
     } else if config.chaos {
         tracing::warn!("chaos.* was asked for, but this build has no fault injection: refused");
     }
-    if let Some(limiter) = rate::HeartbeatLimiter::per_minute(config.heartbeats_per_minute) {
+    if let Some(limiter) = limiter {
         dispatcher = dispatcher.with_guard(Arc::new(limiter));
     }
     let state = AppState {
