@@ -50,7 +50,10 @@ impl HeartbeatLimiter {
     /// Drops the entries of ids that left, once the map outgrows the registry (checked every
     /// 1024 heartbeats, so the pass is rare and the check cheap).
     fn prune(&self) {
-        if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024)
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
             && self.limiter.len() > self.coordinator.instance_count() + 1024
         {
             self.limiter.retain_recent();
