@@ -411,7 +411,7 @@ impl WorkBook {
                 task.finished_at = Some(op.now);
                 let task = self.tasks.get(&id).expect("exists");
                 op.task_event(EventKind::TaskCompleted, task, None);
-                self.retire(id);
+                self.retire(op, id);
                 CompleteStatus::Completed
             }
             _ => CompleteStatus::StaleClaim,
@@ -500,7 +500,7 @@ impl WorkBook {
         match outcome {
             FailStatus::Failed => {
                 op.task_event(EventKind::TaskFailed, &task, Some(why));
-                self.retire(id);
+                self.retire(op, id);
             }
             _ => {
                 let kind = if reassigned {
@@ -524,12 +524,14 @@ impl WorkBook {
         outcome
     }
 
-    /// Keeps at most `finished_retention` finished tasks.
-    fn retire(&mut self, id: TaskId) {
+    /// Keeps at most `finished_retention` finished tasks; the evicted ones are marked for the
+    /// store, which deletes them (it finds no record for them).
+    fn retire(&mut self, op: &mut Op, id: TaskId) {
         self.finished.push_back(id);
         while self.finished.len() > self.settings.finished_retention {
             if let Some(old) = self.finished.pop_front() {
                 self.tasks.remove(&old);
+                op.touched_tasks.push(old);
             }
         }
     }

@@ -1081,3 +1081,39 @@ async fn a_claims_lease_survives_a_restart_with_its_token() {
     ));
     c.shutdown().await;
 }
+
+/// Finished tasks evicted by the retention limit are deleted from the store too, so Redis does
+/// not grow without bound and a restart reads back what memory holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_evicted_by_retention_leave_the_store() {
+    let redis = RedisServer::start();
+    let config = Config {
+        finished_task_retention: 2,
+        ..config(&redis, |_| {})
+    };
+    let c = Coordinator::start(config.clone()).await.unwrap();
+    c.register(RegisterRequest::new("w1").ttl(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        c.create_task(TaskSpec::new(serde_json::json!(i)))
+            .await
+            .unwrap();
+        let claim = c.claim("w1", 1).await.unwrap().remove(0);
+        c.complete_task(claim.task.id, claim.claim_token.as_str(), None)
+            .await
+            .unwrap();
+    }
+    c.flush().await.unwrap();
+    let (_, tasks, _) = redis_view(&redis).await;
+    assert_eq!(
+        tasks.keys().cloned().collect::<Vec<_>>(),
+        ["t-4", "t-5"],
+        "only the retained finished tasks are stored"
+    );
+    assert!(c.verify_store().await.unwrap().differences.is_empty());
+    c.shutdown().await;
+    let c = Coordinator::start(config).await.unwrap();
+    assert_eq!(c.recovery_report().unwrap().tasks, 2);
+    c.shutdown().await;
+}
