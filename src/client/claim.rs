@@ -93,7 +93,7 @@ impl fmt::Debug for Claim {
             .collect();
         f.debug_struct("Claim")
             .field("task_id", &self.task.id)
-            .field("claim_token", &super::redact(&self.token))
+            .field("claim_token", &self.token) // ClaimToken's Debug is redacted
             .field("leases", &leases)
             .field("state", &*self.state.borrow())
             .finish()

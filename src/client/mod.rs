@@ -64,15 +64,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::coordinator::LeaseOutcome;
+use crate::error::code;
 use crate::events::Event;
 use crate::model::{
-    Heartbeat, InstanceId, InstanceView, LeaderView, Registration, Term, Unregistration,
+    Heartbeat, InstanceId, InstanceView, LeaderView, RegisterRequest, Registration, Term,
+    Unregistration,
 };
-// The JSON-RPC error codes (one line, so they can be re-pathed).
-use crate::error::code;
 use crate::work::lease::{LeaseConflict, LeaseGrant, LeaseMode};
 use crate::work::task::{
-    ClaimToken, ClaimedTask, Completion, Failure, LockSpec, StepHeartbeat, TaskId, TaskView,
+    ClaimedTask, Completion, Failure, LockSpec, StepHeartbeat, TaskId, TaskView,
 };
 
 mod claim;
@@ -502,21 +502,16 @@ impl Client {
         serde_json::from_value(value).map_err(|e| ClientError::Decode(format!("{method}: {e}")))
     }
 
-    /// `system.register`: registers `id` (or refreshes it while it is alive, keeping its
-    /// epoch). `ttl` is the coordinator's default when `None`.
-    pub async fn register(
-        &self,
-        id: &str,
-        roles: &[&str],
-        ttl: Option<Duration>,
-        metadata: Option<Value>,
-    ) -> Result<Registration, ClientError> {
-        let mut params = json!({"id": id, "roles": roles});
-        if let Some(ttl) = ttl {
+    /// `system.register`: registers `request.id` (or refreshes it while it is alive, keeping
+    /// its epoch) — the same request type an embedded `Coordinator::register` takes. Its TTL
+    /// is the coordinator's default when `None`.
+    pub async fn register(&self, request: &RegisterRequest) -> Result<Registration, ClientError> {
+        let mut params = json!({"id": request.id, "roles": request.roles});
+        if let Some(ttl) = request.ttl {
             params["ttlMs"] = json!(ttl.as_millis() as u64);
         }
-        if let Some(metadata) = metadata {
-            params["metadata"] = metadata;
+        if let Some(metadata) = &request.metadata {
+            params["metadata"] = metadata.clone();
         }
         self.typed("system.register", params).await
     }
@@ -774,9 +769,4 @@ impl ClusterView {
 pub(crate) fn instance_id(id: &str) -> InstanceId {
     serde_json::from_value(Value::String(id.to_string()))
         .expect("an instance id deserializes from any string")
-}
-
-/// Keeps a claim token out of logs: `ClaimToken`'s own `Debug` prints it.
-pub(crate) fn redact(_: &ClaimToken) -> &'static str {
-    "<redacted>"
 }

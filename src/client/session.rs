@@ -13,19 +13,16 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Client, ClientError};
-use crate::model::{Epoch, Heartbeat, InstanceId, Registration, Term, Unregistration};
+use crate::model::{
+    Epoch, Heartbeat, InstanceId, RegisterRequest, Registration, Term, Unregistration,
+};
 
 /// What a [`Session`] registers with, and how it keeps itself alive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionOptions {
-    /// The instance id (1–256 characters, no whitespace).
-    pub id: String,
-    /// Roles (`worker` …).
-    pub roles: Vec<String>,
-    /// The TTL; the server's default when `None` (the session asks the server for it).
-    pub ttl: Option<Duration>,
-    /// Metadata object.
-    pub metadata: Option<Value>,
+    /// What is registered: id, roles, metadata and TTL (the server's default when `None`; the
+    /// session then asks the server for it).
+    pub request: RegisterRequest,
     /// Heartbeat period; a third of the TTL when `None`. Must be shorter than the TTL.
     pub heartbeat_every: Option<Duration>,
     /// Register again after the session is lost (default true).
@@ -37,10 +34,7 @@ impl SessionOptions {
     /// re-registration after a loss.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
-            id: id.into(),
-            roles: Vec::new(),
-            ttl: None,
-            metadata: None,
+            request: RegisterRequest::new(id),
             heartbeat_every: None,
             reregister: true,
         }
@@ -52,19 +46,19 @@ impl SessionOptions {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.roles = roles.into_iter().map(Into::into).collect();
+        self.request = self.request.roles(roles);
         self
     }
 
     /// Sets the TTL (the server accepts 1 s – 1 h).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+        self.request = self.request.ttl(ttl);
         self
     }
 
     /// Sets the metadata object.
     pub fn metadata(mut self, metadata: Value) -> Self {
-        self.metadata = Some(metadata);
+        self.request = self.request.metadata(metadata);
         self
     }
 
@@ -295,20 +289,16 @@ impl Shared {
 }
 
 struct Plan {
-    roles: Vec<String>,
+    /// What re-registration sends (its TTL the resolved one).
+    request: RegisterRequest,
     ttl: Duration,
-    metadata: Option<Value>,
     every: Duration,
     reregister: bool,
 }
 
 impl Plan {
     async fn register(&self, shared: &Shared) -> Result<Registration, ClientError> {
-        let roles: Vec<&str> = self.roles.iter().map(String::as_str).collect();
-        shared
-            .client
-            .register(&shared.id, &roles, Some(self.ttl), self.metadata.clone())
-            .await
+        shared.client.register(&self.request).await
     }
 
     /// How long one call of the loop may take: the heartbeat period (at least 100 ms).
@@ -353,30 +343,27 @@ impl Session {
                 "the heartbeat period ({every:?}) must be shorter than the TTL ({ttl:?})"
             ))
         };
-        if let (Some(every), Some(ttl)) = (options.heartbeat_every, options.ttl)
+        let id = options.request.id.clone();
+        if let (Some(every), Some(ttl)) = (options.heartbeat_every, options.request.ttl)
             && every >= ttl
         {
             return Err(too_slow(every, ttl));
         }
+        let sent = Instant::now();
+        let registration = client.register(&options.request).await?;
         let mut plan = Plan {
-            roles: options.roles,
-            ttl: options.ttl.unwrap_or(Duration::ZERO),
-            metadata: options.metadata,
+            ttl: options.request.ttl.unwrap_or(Duration::ZERO),
+            request: options.request,
             every: Duration::ZERO,
             reregister: options.reregister,
         };
-        let roles: Vec<&str> = plan.roles.iter().map(String::as_str).collect();
-        let sent = Instant::now();
-        let registration = client
-            .register(&options.id, &roles, options.ttl, plan.metadata.clone())
-            .await?;
-        if options.ttl.is_none() {
+        if plan.request.ttl.is_none() {
             // The server's default TTL: read it back. Without it the session cannot keep the
             // instance alive, so do not leave the registration behind.
-            let view = match client.instance(&options.id).await {
+            let view = match client.instance(&id).await {
                 Ok(view) => view,
                 Err(e) => {
-                    let _ = client.unregister(&options.id).await;
+                    let _ = client.unregister(&id).await;
                     return Err(e);
                 }
             };
@@ -386,9 +373,10 @@ impl Session {
             if let Some(every) = options.heartbeat_every
                 && every >= plan.ttl
             {
-                let _ = client.unregister(&options.id).await;
+                let _ = client.unregister(&id).await;
                 return Err(too_slow(every, plan.ttl));
             }
+            plan.request.ttl = Some(plan.ttl);
         }
         plan.every = options
             .heartbeat_every
@@ -396,7 +384,7 @@ impl Session {
             .max(Duration::from_millis(10));
         let shared = Arc::new(Shared {
             client: client.clone(),
-            id: options.id,
+            id,
             state: watch::channel(SessionState::Alive {
                 epoch: registration.epoch,
                 generation: 0,

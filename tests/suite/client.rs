@@ -12,7 +12,7 @@ use vigil::client::{
 use vigil::server::ServerConfig;
 use vigil::work::lease::LeaseMode;
 use vigil::work::task::{CompleteStatus, LockSpec, TaskStatus};
-use vigil::{Config, Coordinator, InstanceStatus};
+use vigil::{Config, Coordinator, InstanceStatus, RegisterRequest};
 
 const TTL: Duration = Duration::from_secs(1);
 /// A bound on any wait that should take about one TTL.
@@ -438,7 +438,7 @@ async fn the_next_url_is_tried_when_one_is_down() {
             .unwrap();
         assert_eq!(client.current_url(), url);
         let reg = client
-            .register("fallback", &[], Some(TTL), None)
+            .register(&RegisterRequest::new("fallback").ttl(TTL))
             .await
             .unwrap();
         assert!(reg.registered);
@@ -454,7 +454,7 @@ async fn raw_calls_and_rpc_errors() {
     let error = client.call("no.such", json!({})).await.unwrap_err();
     assert_eq!(error.code(), -32601);
     let error = client
-        .register("has space", &[], None, None)
+        .register(&RegisterRequest::new("has space"))
         .await
         .unwrap_err();
     match &error {
@@ -465,7 +465,12 @@ async fn raw_calls_and_rpc_errors() {
         other => panic!("{other:?}"),
     }
     let reg = client
-        .register("w", &["worker"], Some(TTL), Some(json!({"zone": "a"})))
+        .register(
+            &RegisterRequest::new("w")
+                .roles(["worker"])
+                .ttl(TTL)
+                .metadata(json!({"zone": "a"})),
+        )
         .await
         .unwrap();
     let state = client.state(None).await.unwrap();

@@ -13,7 +13,7 @@ mod bad_input;
 mod chaos;
 #[cfg(feature = "cli")]
 mod cli;
-#[cfg(feature = "client")]
+#[cfg(all(feature = "client", feature = "server"))]
 mod client;
 mod events;
 mod leader;

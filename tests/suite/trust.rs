@@ -125,3 +125,44 @@ async fn a_wrong_bearer_token_is_refused() {
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
+
+/// Over HTTP: heartbeats for ids nobody registered are answered `alive: false` and never rate
+/// limited (they take no limiter entry); a registered instance is limited per id.
+#[tokio::test]
+async fn only_registered_instances_are_rate_limited() {
+    let (url, coordinator, stop) = crate::common::serve(
+        Config::default(),
+        ServerConfig {
+            heartbeats_per_minute: 2,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let beat = rpc(
+            &http,
+            &url,
+            "system.heartbeat",
+            json!({"instanceId": "ghost"}),
+        )
+        .await;
+        assert_eq!(beat["result"]["alive"], false, "{beat}");
+    }
+    rpc(&http, &url, "system.register", json!({"id": "w1"})).await;
+    let codes: Vec<Value> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let beat = rpc(&http, &url, "system.heartbeat", json!({"instanceId": "w1"})).await;
+            out.push(beat["error"]["code"].clone());
+        }
+        out
+    };
+    assert_eq!(
+        codes,
+        [Value::Null, Value::Null, json!(-32000)],
+        "{codes:?}"
+    );
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
