@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/hello", get(|| async { "hello from the application\n" }))
         .nest(
             "/vigil",
-            vigil::server::router(coordinator.clone(), &ServerConfig::default()),
+            vigil::server::router(coordinator.clone(), &ServerConfig::default())?,
         );
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!(

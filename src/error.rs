@@ -77,4 +77,13 @@ pub enum Error {
     /// The store cannot take writes now (circuit open, or no acknowledgement in time).
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The caller's principal may not act on this instance (or on a task or lease it holds);
+    /// nothing was changed.
+    #[error("forbidden: {reason} ({instance})")]
+    Forbidden {
+        /// The instance acted on.
+        instance: String,
+        /// Why, as told to the caller.
+        reason: &'static str,
+    },
 }

@@ -129,6 +129,7 @@ impl PersisterState {
                             ttl_ms: slot.ttl_ms(),
                             metadata: info.metadata,
                             registered_at_ms: clock.wall_ms(info.registered_at),
+                            owner: slot.owner.as_deref().map(str::to_string),
                         },
                         expire,
                     ));

@@ -32,7 +32,9 @@ use super::leader::{LeaderActor, LeaderMsg};
 use super::persister::{Persister, PersisterArgs, PersisterMsg};
 use crate::error::Error;
 use crate::events::EventKind;
-use crate::model::{InstanceId, InstanceStatus, Registration, Unregistration, ValidRegistration};
+use crate::model::{
+    Authority, InstanceId, InstanceStatus, Registration, Unregistration, ValidRegistration,
+};
 use crate::registry::{InstanceSlot, Transition};
 
 /// The ClusterSupervisor behaviour.
@@ -44,8 +46,12 @@ pub struct ClusterSupervisor;
 pub enum SupervisorMsg {
     /// Register (or refresh) an instance.
     Register(ValidRegistration, RpcReplyPort<Result<Registration, Error>>),
-    /// Unregister an instance.
-    Unregister(InstanceId, RpcReplyPort<Unregistration>),
+    /// Unregister an instance, on an authority that must be allowed to act on it.
+    Unregister(
+        InstanceId,
+        Authority,
+        RpcReplyPort<Result<Unregistration, Error>>,
+    ),
     /// The current LeaderActor, for inspection and fault injection.
     #[cfg(feature = "fault-injection")]
     LeaderActor(RpcReplyPort<Option<ActorRef<LeaderMsg>>>),
@@ -75,6 +81,8 @@ pub struct RestoredInstance {
     pub roles: Vec<String>,
     /// Metadata.
     pub metadata: serde_json::Value,
+    /// The principal it is bound to.
+    pub owner: Option<Arc<str>>,
 }
 
 /// What the supervisor holds.
@@ -154,15 +162,18 @@ impl SupervisorState {
         while instances.peek().is_some() {
             let mut spawning = tokio::task::JoinSet::new();
             for r in instances.by_ref().take(1024) {
-                let slot = Arc::new(InstanceSlot::new(
-                    &self.ctx.arena,
-                    r.id.clone(),
-                    r.epoch,
-                    r.ttl_ms,
-                    r.last_seen,
-                    r.roles,
-                    r.metadata,
-                ));
+                let slot = Arc::new(
+                    InstanceSlot::new(
+                        &self.ctx.arena,
+                        r.id.clone(),
+                        r.epoch,
+                        r.ttl_ms,
+                        r.last_seen,
+                        r.roles,
+                        r.metadata,
+                    )
+                    .owned_by(r.owner),
+                );
                 slot.set_registered_at(r.registered_at);
                 slot.persisted_seen
                     .store(r.last_seen, std::sync::atomic::Ordering::Relaxed);
@@ -259,6 +270,20 @@ impl SupervisorState {
             .get(request.id.as_str())
             .map(|e| Arc::clone(&e.slot));
         if let Some(slot) = existing {
+            // Another principal's live instance: refused, unless its deadline passed (then the
+            // instance is gone and this registration starts a new epoch of its own).
+            if !request.authority.permits(slot.owner.as_deref())
+                && !matches!(
+                    slot.expire_if_due(now),
+                    Transition::Done | Transition::AlreadyTerminal(_)
+                )
+            {
+                tracing::warn!(instance = %slot.id, "registration refused: bound to another principal");
+                return Err(Error::Forbidden {
+                    instance: slot.id.to_string(),
+                    reason: request.authority.refusal(slot.owner.as_deref()),
+                });
+            }
             if slot.refresh(now, request.roles.clone(), request.metadata.clone(), ttl_ms) {
                 if let Some(actor) = super::instance::actor_of(&slot) {
                     let _ = actor.cast(InstanceMsg::Reschedule);
@@ -277,15 +302,18 @@ impl SupervisorState {
         if self.ctx.registry.len() >= limit {
             return Err(Error::Capacity(limit));
         }
-        let slot = Arc::new(InstanceSlot::new(
-            &self.ctx.arena,
-            request.id.clone(),
-            self.ctx.next_epoch(),
-            ttl_ms,
-            now,
-            request.roles,
-            request.metadata,
-        ));
+        let slot = Arc::new(
+            InstanceSlot::new(
+                &self.ctx.arena,
+                request.id.clone(),
+                self.ctx.next_epoch(),
+                ttl_ms,
+                now,
+                request.roles,
+                request.metadata,
+            )
+            .owned_by(request.authority.binds()),
+        );
         self.ctx.registry.insert(request.id.clone(), slot.entry());
         if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
             self.ctx
@@ -324,24 +352,35 @@ impl SupervisorState {
         }
     }
 
-    fn unregister(&mut self, id: &InstanceId) -> Unregistration {
+    fn unregister(
+        &mut self,
+        id: &InstanceId,
+        authority: &Authority,
+    ) -> Result<Unregistration, Error> {
         let Some(slot) = self
             .ctx
             .registry
             .get(id.as_str())
             .map(|e| Arc::clone(&e.slot))
         else {
-            return Unregistration::default();
+            return Ok(Unregistration::default());
         };
+        if slot.status().is_alive() && !authority.permits(slot.owner.as_deref()) {
+            tracing::warn!(instance = %slot.id, "unregistration refused: bound to another principal");
+            return Err(Error::Forbidden {
+                instance: slot.id.to_string(),
+                reason: authority.refusal(slot.owner.as_deref()),
+            });
+        }
         let done = slot.unregister() == Transition::Done;
         if done {
             tracing::info!(instance = %slot.id, epoch = slot.epoch.0, "instance unregistered");
         }
         let tasks_reassigned = self.finalize(&slot);
-        Unregistration {
+        Ok(Unregistration {
             unregistered: done,
             tasks_reassigned,
-        }
+        })
     }
 
     async fn child_died(&mut self, myself: &ActorRef<SupervisorMsg>, cell: ActorCell, why: String) {
@@ -448,8 +487,8 @@ impl Actor for ClusterSupervisor {
                     .await;
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Unregister(id, reply) => {
-                let _ = reply.send(state.unregister(&id));
+            SupervisorMsg::Unregister(id, authority, reply) => {
+                let _ = reply.send(state.unregister(&id, &authority));
             }
             #[cfg(feature = "fault-injection")]
             SupervisorMsg::LeaderActor(reply) => {

@@ -14,9 +14,13 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7420].
     #[arg(long, env = "VIGIL_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Bearer token required on /rpc, /ws and /metrics.
+    /// The operator's bearer token, required (or a --tokens one) on /rpc, /ws and /metrics.
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// TOML file of named tokens, each `[[token]] name, role ("operator" or "worker"),
+    /// token`; a worker may act only on the instances it registered.
+    #[arg(long, env = "VIGIL_TOKENS")]
+    tokens: Option<std::path::PathBuf>,
     /// Heartbeats allowed per instance per minute, 0 for no limit [default: 1000].
     #[arg(long, env = "VIGIL_HEARTBEAT_RATE")]
     heartbeat_rate: Option<u32>,
@@ -76,6 +80,7 @@ impl ServeArgs {
         let flags = ServeLayer {
             listen: self.listen,
             token: self.token.clone(),
+            tokens: self.tokens.clone(),
             heartbeat_rate: self.heartbeat_rate,
             max_body: self.max_body,
             max_batch: self.max_batch,
@@ -106,6 +111,13 @@ impl ServeArgs {
             }
         };
         init_logging(settings.log_format, "info");
+        let server_config = match server_config(&settings) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vigil: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
         let config = settings.coordinator_config();
         let coordinator = match Coordinator::start(config).await {
             Ok(c) => c,
@@ -114,7 +126,6 @@ impl ServeArgs {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        let server_config = server_config(&settings);
         let listen = server_config.listen;
         let server = match crate::server::Server::bind(coordinator.clone(), &server_config).await {
             Ok(server) => server,
@@ -124,7 +135,8 @@ impl ServeArgs {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        if let Some(warning) = open_to_the_network(listen, settings.token.as_deref()) {
+        let secured = settings.token.is_some() || !server_config.tokens.is_empty();
+        if let Some(warning) = open_to_the_network(listen, secured) {
             tracing::warn!("{warning}");
             eprintln!("vigil: WARNING: {warning}");
         }
@@ -177,8 +189,8 @@ async fn shutdown_signal() {
 }
 
 /// The warning for a server that anyone on the network can call without credentials.
-fn open_to_the_network(listen: std::net::SocketAddr, token: Option<&str>) -> Option<String> {
-    (!listen.ip().is_loopback() && token.is_none()).then(|| {
+fn open_to_the_network(listen: std::net::SocketAddr, secured: bool) -> Option<String> {
+    (!listen.ip().is_loopback() && !secured).then(|| {
         format!(
             "listening on {listen}, beyond loopback, with no token: anyone who can reach this \
              address can register, unregister and claim as any worker; set --token \
@@ -187,17 +199,28 @@ fn open_to_the_network(listen: std::net::SocketAddr, token: Option<&str>) -> Opt
     })
 }
 
-/// The server's configuration from the resolved settings.
-fn server_config(settings: &ServeSettings) -> crate::server::ServerConfig {
-    crate::server::ServerConfig {
+/// The server's configuration from the resolved settings, with the token file read and the
+/// tokens checked.
+fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig, String> {
+    let tokens = match &settings.tokens {
+        Some(path) => super::settings::read_tokens(path)?,
+        None => Vec::new(),
+    };
+    let config = crate::server::ServerConfig {
         listen: settings.listen,
         token: settings.token.clone(),
+        tokens,
         max_body_bytes: settings.max_body,
         max_batch: settings.max_batch,
         heartbeats_per_minute: settings.heartbeat_rate,
         chaos: settings.chaos,
         ..crate::server::ServerConfig::default()
-    }
+    };
+    config.validate().map_err(|e| match &settings.tokens {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e.to_string(),
+    })?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -207,19 +230,20 @@ mod tests {
     #[test]
     fn listening_beyond_loopback_without_a_token_is_warned_about() {
         let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
-        assert!(open_to_the_network(at("0.0.0.0:7420"), None).is_some());
-        assert!(open_to_the_network(at("[::]:7420"), None).is_some());
-        assert!(open_to_the_network(at("0.0.0.0:7420"), Some("t")).is_none());
-        assert!(open_to_the_network(at("127.0.0.1:7420"), None).is_none());
-        assert!(open_to_the_network(at("[::1]:7420"), None).is_none());
+        assert!(open_to_the_network(at("0.0.0.0:7420"), false).is_some());
+        assert!(open_to_the_network(at("[::]:7420"), false).is_some());
+        assert!(open_to_the_network(at("0.0.0.0:7420"), true).is_none());
+        assert!(open_to_the_network(at("127.0.0.1:7420"), false).is_none());
+        assert!(open_to_the_network(at("[::1]:7420"), false).is_none());
     }
 
     #[test]
     fn settings_default_to_the_servers_defaults() {
-        let ours = server_config(&ServeSettings::default());
+        let ours = server_config(&ServeSettings::default()).unwrap();
         let server = crate::server::ServerConfig::default();
         assert_eq!(ours.listen, server.listen);
         assert_eq!(ours.token, server.token);
+        assert_eq!(ours.tokens, server.tokens);
         assert_eq!(ours.max_body_bytes, server.max_body_bytes);
         assert_eq!(ours.max_batch, server.max_batch);
         assert_eq!(ours.heartbeats_per_minute, server.heartbeats_per_minute);

@@ -6,6 +6,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7420"
 //! token = "s3cret"
+//! tokens = "/etc/vigil/tokens.toml"   # named tokens: [[token]] name, role, token
 //! ttl = "30s"            # humantime durations
 //! grace = "5s"
 //! heartbeat-rate = 1000  # per instance per minute; 0 = no limit
@@ -25,7 +26,7 @@
 //! An unknown key or a value of the wrong type is an error naming the key, never ignored.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -49,8 +50,10 @@ pub enum LogFormat {
 pub struct ServeLayer {
     /// Address to listen on.
     pub listen: Option<SocketAddr>,
-    /// Bearer token for /rpc, /ws and /metrics.
+    /// The operator's bearer token for /rpc, /ws and /metrics.
     pub token: Option<String>,
+    /// File of named tokens.
+    pub tokens: Option<PathBuf>,
     /// Heartbeats allowed per instance per minute (0: no limit).
     pub heartbeat_rate: Option<u32>,
     /// Largest request body in bytes.
@@ -110,6 +113,7 @@ impl ServeLayer {
         ServeLayer {
             listen: self.listen.or(lower.listen),
             token: self.token.or(lower.token),
+            tokens: self.tokens.or(lower.tokens),
             heartbeat_rate: self.heartbeat_rate.or(lower.heartbeat_rate),
             max_body: self.max_body.or(lower.max_body),
             max_batch: self.max_batch.or(lower.max_batch),
@@ -133,6 +137,7 @@ impl ServeLayer {
         ServeSettings {
             listen: self.listen.unwrap_or(d.listen),
             token: self.token.or(d.token),
+            tokens: self.tokens.or(d.tokens),
             heartbeat_rate: self.heartbeat_rate.unwrap_or(d.heartbeat_rate),
             max_body: self.max_body.unwrap_or(d.max_body),
             max_batch: self.max_batch.unwrap_or(d.max_batch),
@@ -158,6 +163,8 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     /// Bearer token (none).
     pub token: Option<String>,
+    /// File of named tokens (none).
+    pub tokens: Option<PathBuf>,
     /// Heartbeats per instance per minute (1000).
     pub heartbeat_rate: u32,
     /// Largest body (1 MiB).
@@ -197,6 +204,7 @@ impl Default for ServeSettings {
             // keeps the two in step).
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             token: None,
+            tokens: None,
             heartbeat_rate: 1000,
             max_body: 1024 * 1024,
             max_batch: 1000,
@@ -213,6 +221,37 @@ impl Default for ServeSettings {
             chaos: false,
         }
     }
+}
+
+/// A token file: `[[token]]` tables of `name`, `role` and `token`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    #[serde(default)]
+    token: Vec<crate::server::NamedToken>,
+}
+
+/// Reads a token file (see [`crate::server::NamedToken`]); the error names the file. Warns when
+/// other users may read it.
+pub fn read_tokens(path: &Path) -> Result<Vec<crate::server::NamedToken>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o044 != 0 {
+            tracing::warn!(file = %path.display(), "the token file is readable by other users; chmod 600 it");
+        }
+    }
+    let file: TokenFile =
+        toml::from_str(&text).map_err(|e| format!("token file {}: {e}", path.display()))?;
+    if file.token.is_empty() {
+        return Err(format!(
+            "token file {}: no [[token]] entries",
+            path.display()
+        ));
+    }
+    Ok(file.token)
 }
 
 impl ServeSettings {
@@ -296,5 +335,43 @@ mod tests {
         );
         let missing = ServeLayer::from_file(Path::new("/nonexistent/vigil.toml")).unwrap_err();
         assert!(missing.contains("/nonexistent/vigil.toml"), "{missing}");
+    }
+
+    #[test]
+    fn token_files_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("vigil-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let good = write(
+            "good.toml",
+            "[[token]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"0123456789abcdef-ops\"\n\
+             [[token]]\nname = \"builders\"\nrole = \"worker\"\ntoken = \"0123456789abcdef-bld\"\n",
+        );
+        let tokens = read_tokens(&good).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[1].name, "builders");
+        assert_eq!(tokens[1].role, crate::rpc::Role::Worker);
+        assert!(
+            !format!("{tokens:?}").contains("0123456789abcdef"),
+            "Debug hides tokens"
+        );
+        let role = write(
+            "role.toml",
+            "[[token]]\nname = \"x\"\nrole = \"admin\"\ntoken = \"0123456789abcdef\"\n",
+        );
+        let e = read_tokens(&role).unwrap_err();
+        assert!(e.contains("admin") && e.contains("role.toml"), "{e}");
+        let empty = write("empty.toml", "");
+        assert!(read_tokens(&empty).unwrap_err().contains("no [[token]]"));
+        let extra = write(
+            "extra.toml",
+            "[[token]]\nname = \"x\"\nrole = \"worker\"\ntoken = \"0123456789abcdef\"\nttl = 1\n",
+        );
+        assert!(read_tokens(&extra).unwrap_err().contains("ttl"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

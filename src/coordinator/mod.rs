@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::Event;
 use crate::model::{
-    HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView, RegisterRequest,
-    Registration, StateQuery, Unregistration,
+    Authority, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView,
+    RegisterRequest, Registration, StateQuery, Unregistration,
 };
 use crate::registry::Leadership;
 
@@ -200,8 +200,19 @@ impl Coordinator {
     /// and TTL, counted as a heartbeat). A registration after expiry or unregistration starts a
     /// new epoch. Invalid input is refused with [`Error::Invalid`] and changes nothing.
     pub async fn register(&self, request: RegisterRequest) -> Result<Registration, Error> {
+        self.register_as(request, &Authority::Any).await
+    }
+
+    /// [`register`](Self::register) on `authority`: a live instance bound to another principal
+    /// is refused with [`Error::Forbidden`]; a new one is bound to `authority`'s principal.
+    pub(crate) async fn register_as(
+        &self,
+        request: RegisterRequest,
+        authority: &Authority,
+    ) -> Result<Registration, Error> {
         let ctx = &self.inner.ctx;
-        let valid = request.validate(&ctx.config.limits, ctx.config.ttl)?;
+        let mut valid = request.validate(&ctx.config.limits, ctx.config.ttl)?;
+        valid.authority = authority.clone();
         self.ensure_running()?;
         self.store_ready()?;
         let reply = self
@@ -226,6 +237,23 @@ impl Coordinator {
     /// memory.
     pub async fn heartbeat(&self, id: &str) -> Heartbeat {
         let beat = self.heartbeat_now(id);
+        self.write_through(id, beat).await
+    }
+
+    /// [`heartbeat`](Self::heartbeat) on `authority`: [`Error::Forbidden`] (and nothing
+    /// recorded) for a live instance bound to another principal.
+    #[cfg(feature = "server")]
+    pub(crate) async fn heartbeat_as(
+        &self,
+        id: &str,
+        authority: &Authority,
+    ) -> Result<Heartbeat, Error> {
+        let beat = self.heartbeat_now_as(id, authority)?;
+        Ok(self.write_through(id, beat).await)
+    }
+
+    /// Writes a heartbeat that was just recorded through to the store, in write-through mode.
+    async fn write_through(&self, id: &str, beat: Heartbeat) -> Heartbeat {
         if beat.alive
             && let Some(p) = &self.inner.ctx.persistence
             && p.mode == crate::store::PersistMode::WriteThrough
@@ -293,10 +321,58 @@ impl Coordinator {
         }
     }
 
+    /// [`heartbeat_now`](Self::heartbeat_now) on `authority`, checked on the same registry
+    /// entry it touches: [`Error::Forbidden`] (and nothing recorded) for a live instance bound
+    /// to another principal. With [`Authority::Any`] it is `heartbeat_now` itself.
+    #[inline]
+    #[cfg(feature = "server")]
+    pub(crate) fn heartbeat_now_as(
+        &self,
+        id: &str,
+        authority: &Authority,
+    ) -> Result<Heartbeat, Error> {
+        if *authority == Authority::Any {
+            return Ok(self.heartbeat_now(id));
+        }
+        let ctx = &*self.inner.ctx;
+        let term = ctx.leadership.term();
+        let Some(entry) = ctx.registry.get(id) else {
+            return Ok(Heartbeat {
+                alive: false,
+                is_leader: false,
+                term,
+            });
+        };
+        let owner = entry.slot.owner.as_deref();
+        if !authority.permits(owner) && entry.cell.status().is_alive() {
+            return Err(Error::Forbidden {
+                instance: id.to_string(),
+                reason: authority.refusal(owner),
+            });
+        }
+        let cell = &entry.cell;
+        let alive = cell.touch(ctx.clock.heartbeat_stamp(), ctx.clock.coarse_ms());
+        Ok(Heartbeat {
+            alive,
+            is_leader: alive && Leadership::leads(cell, term),
+            term,
+        })
+    }
+
     /// Unregisters `id`: its tasks go back to pending and its leases are released. Answers
     /// `unregistered: false` for an unknown or already expired id (not an error). A malformed
     /// id is [`Error::Invalid`].
     pub async fn unregister(&self, id: &str) -> Result<Unregistration, Error> {
+        self.unregister_as(id, &Authority::Any).await
+    }
+
+    /// [`unregister`](Self::unregister) on `authority`: [`Error::Forbidden`] for a live
+    /// instance bound to another principal.
+    pub(crate) async fn unregister_as(
+        &self,
+        id: &str,
+        authority: &Authority,
+    ) -> Result<Unregistration, Error> {
         let ctx = &self.inner.ctx;
         let id = InstanceId::parse(id, &ctx.config.limits)?;
         self.ensure_running()?;
@@ -305,12 +381,12 @@ impl Coordinator {
             .inner
             .supervisor
             .call(
-                |reply| SupervisorMsg::Unregister(id, reply),
+                |reply| SupervisorMsg::Unregister(id, authority.clone(), reply),
                 Some(ctx.config.call_timeout),
             )
             .await;
         let unregistration =
-            Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")?;
+            Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")??;
         if unregistration.unregistered {
             self.written().await?;
         }
@@ -341,6 +417,7 @@ impl Coordinator {
                 last_seen_ms: clock.wall_ms(seen),
                 registered_at_ms: clock.wall_ms(info.registered_at),
                 is_leader: Leadership::leads(slot, term),
+                owner: slot.owner.as_deref().map(str::to_string),
             }
         };
         let mut instances: Vec<InstanceView> = match &query.instance_id {

@@ -141,6 +141,7 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
                 registered_at: clock.mono_from_wall(r.registered_at_ms),
                 roles: r.roles,
                 metadata: r.metadata,
+                owner: r.owner.map(std::sync::Arc::from),
             });
         } else {
             expired.push((r.id, Some(r.epoch)));

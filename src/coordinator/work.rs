@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Coordinator;
 use crate::error::{Error, ValidationError};
-use crate::model::InstanceId;
+use crate::model::{Authority, InstanceId};
 use crate::work::lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode};
 use crate::work::task::{
     ClaimToken, ClaimedTask, Completion, Failure, StepHeartbeat, TaskId, TaskQuery, TaskSpec,
@@ -123,6 +123,16 @@ impl Coordinator {
     /// live registered instance. Each comes with a fresh claim token and the leases of its
     /// required locks. An empty answer means nothing claimable is pending.
     pub async fn claim(&self, worker: &str, max_tasks: usize) -> Result<Vec<ClaimedTask>, Error> {
+        self.claim_as(worker, max_tasks, &Authority::Any).await
+    }
+
+    /// [`claim`](Self::claim) on `authority`, which must be allowed to act as `worker`.
+    pub(crate) async fn claim_as(
+        &self,
+        worker: &str,
+        max_tasks: usize,
+        authority: &Authority,
+    ) -> Result<Vec<ClaimedTask>, Error> {
         self.ensure_running()?;
         let ctx = self.ctx();
         let id = InstanceId::parse(worker, &ctx.config.limits).map_err(|mut e| {
@@ -143,12 +153,7 @@ impl Coordinator {
         let claimed = ctx.with_work(|work, op| -> Result<_, Error> {
             // Checked under the work lock: a departure takes the instance's tasks back under
             // the same lock, after marking it terminal, so no claim can slip in between.
-            let epoch = ctx
-                .registry
-                .get(id.as_str())
-                .filter(|e| e.cell.status().is_alive())
-                .map(|e| e.slot.epoch)
-                .ok_or_else(|| Error::NotAlive(id.to_string()))?;
+            let epoch = self.live_epoch(&id, authority)?;
             Ok(work.claim(op, &id, epoch, max_tasks))
         })?;
         if !claimed.is_empty() {
@@ -167,6 +172,19 @@ impl Coordinator {
         claim_token: &str,
         extend_leases: Duration,
     ) -> Result<StepHeartbeat, Error> {
+        self.task_heartbeat_as(id, claim_token, extend_leases, &Authority::Any)
+            .await
+    }
+
+    /// [`task_heartbeat`](Self::task_heartbeat) on `authority`, which must be allowed to act
+    /// as the claiming instance.
+    pub(crate) async fn task_heartbeat_as(
+        &self,
+        id: TaskId,
+        claim_token: &str,
+        extend_leases: Duration,
+        authority: &Authority,
+    ) -> Result<StepHeartbeat, Error> {
         let max = self.ctx().config.limits.max_lease_ttl;
         if extend_leases > max {
             return Err(ValidationError::new(
@@ -182,9 +200,10 @@ impl Coordinator {
         let token = ClaimToken::from_presented(claim_token);
         let extend_ms = extend_leases.as_millis() as u64;
         self.store_ready()?;
-        let beat = self
-            .ctx()
-            .with_work(|work, op| work.step_heartbeat(op, id, &token, extend_ms));
+        let beat = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            self.check_claimer(work, op.now, id, &token, authority)?;
+            Ok(work.step_heartbeat(op, id, &token, extend_ms))
+        })?;
         self.written().await?;
         Ok(beat)
     }
@@ -197,14 +216,28 @@ impl Coordinator {
         claim_token: &str,
         result: Option<serde_json::Value>,
     ) -> Result<Completion, Error> {
+        self.complete_task_as(id, claim_token, result, &Authority::Any)
+            .await
+    }
+
+    /// [`complete_task`](Self::complete_task) on `authority`, which must be allowed to act as
+    /// the claiming instance.
+    pub(crate) async fn complete_task_as(
+        &self,
+        id: TaskId,
+        claim_token: &str,
+        result: Option<serde_json::Value>,
+        authority: &Authority,
+    ) -> Result<Completion, Error> {
         if let Some(result) = &result {
             self.check_payload_size("result", result)?;
         }
         let token = ClaimToken::from_presented(claim_token);
         self.store_ready()?;
-        let done = self
-            .ctx()
-            .with_work(|work, op| work.complete(op, id, &token, result));
+        let done = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            self.check_claimer(work, op.now, id, &token, authority)?;
+            Ok(work.complete(op, id, &token, result))
+        })?;
         self.written().await?;
         Ok(done)
     }
@@ -217,6 +250,19 @@ impl Coordinator {
         claim_token: &str,
         error: Option<String>,
     ) -> Result<Failure, Error> {
+        self.fail_task_as(id, claim_token, error, &Authority::Any)
+            .await
+    }
+
+    /// [`fail_task`](Self::fail_task) on `authority`, which must be allowed to act as the
+    /// claiming instance.
+    pub(crate) async fn fail_task_as(
+        &self,
+        id: TaskId,
+        claim_token: &str,
+        error: Option<String>,
+        authority: &Authority,
+    ) -> Result<Failure, Error> {
         if let Some(error) = &error
             && error.len() > 8 * 1024
         {
@@ -224,9 +270,10 @@ impl Coordinator {
         }
         let token = ClaimToken::from_presented(claim_token);
         self.store_ready()?;
-        let failed = self
-            .ctx()
-            .with_work(|work, op| work.fail(op, id, &token, error));
+        let failed = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            self.check_claimer(work, op.now, id, &token, authority)?;
+            Ok(work.fail(op, id, &token, error))
+        })?;
         self.written().await?;
         Ok(failed)
     }
@@ -239,12 +286,26 @@ impl Coordinator {
         mode: LeaseMode,
         ttl: Option<Duration>,
     ) -> Result<LeaseOutcome, Error> {
+        self.acquire_lease_as(key, owner, mode, ttl, &Authority::Any)
+            .await
+    }
+
+    /// [`acquire_lease`](Self::acquire_lease) on `authority`, which must be allowed to act as
+    /// the holder (the instance, or the claim's instance).
+    pub(crate) async fn acquire_lease_as(
+        &self,
+        key: &str,
+        owner: LeaseOwner,
+        mode: LeaseMode,
+        ttl: Option<Duration>,
+        authority: &Authority,
+    ) -> Result<LeaseOutcome, Error> {
         self.ensure_running()?;
         let key = LeaseKey::parse(key)?;
         let ttl_ms = self.lease_ttl_ms(ttl)?;
         self.store_ready()?;
         let outcome = self.ctx().with_work(|work, op| -> Result<_, Error> {
-            let holder = self.resolve_owner(work, &owner)?;
+            let holder = self.resolve_owner(work, op.now, &owner, authority)?;
             Ok(match work.acquire_lease(op, key, mode, holder, ttl_ms) {
                 Ok(grant) => LeaseOutcome::Granted(grant),
                 Err(conflicts) => LeaseOutcome::Conflict(conflicts),
@@ -263,11 +324,23 @@ impl Coordinator {
         owner: LeaseOwner,
         ttl: Option<Duration>,
     ) -> Result<Option<LeaseGrant>, Error> {
+        self.renew_lease_as(key, owner, ttl, &Authority::Any).await
+    }
+
+    /// [`renew_lease`](Self::renew_lease) on `authority`, which must be allowed to act as the
+    /// holder.
+    pub(crate) async fn renew_lease_as(
+        &self,
+        key: &str,
+        owner: LeaseOwner,
+        ttl: Option<Duration>,
+        authority: &Authority,
+    ) -> Result<Option<LeaseGrant>, Error> {
         let key = LeaseKey::parse(key)?;
         let ttl_ms = self.lease_ttl_ms(ttl)?;
         self.store_ready()?;
         let grant = self.ctx().with_work(|work, op| -> Result<_, Error> {
-            let holder = self.resolve_owner(work, &owner)?;
+            let holder = self.resolve_owner(work, op.now, &owner, authority)?;
             Ok(work.renew_lease(op, &key, &holder, ttl_ms))
         })?;
         if grant.is_some() {
@@ -278,10 +351,36 @@ impl Coordinator {
 
     /// Releases `owner`'s lease on `key`; answers whether there was one.
     pub async fn release_lease(&self, key: &str, owner: LeaseOwner) -> Result<bool, Error> {
+        self.release_lease_as(key, owner, &Authority::Any).await
+    }
+
+    /// [`release_lease`](Self::release_lease) on `authority`, which must be allowed to act as
+    /// the holder.
+    pub(crate) async fn release_lease_as(
+        &self,
+        key: &str,
+        owner: LeaseOwner,
+        authority: &Authority,
+    ) -> Result<bool, Error> {
         let key = LeaseKey::parse(key)?;
         self.store_ready()?;
         let released = self.ctx().with_work(|work, op| -> Result<_, Error> {
-            let holder = self.resolve_owner(work, &owner)?;
+            let holder = self.resolve_owner(work, op.now, &owner, authority)?;
+            if let LeaseHolder::Claim {
+                task_id,
+                claim_token,
+            } = &holder
+                && work.is_required_lock(*task_id, claim_token, &key)
+            {
+                return Err(ValidationError::new(
+                    "key",
+                    format!(
+                        "{key} is a lock task {task_id} requires: it is held for the whole claim \
+                         and released by task.complete or task.fail"
+                    ),
+                )
+                .into());
+            }
             Ok(work.release_lease(op, &key, &holder).is_some())
         })?;
         if released {
@@ -302,10 +401,66 @@ impl Coordinator {
         ctx.with_work(|work, op| work.sweep(op, |id, epoch| ctx.is_live(id, epoch)))
     }
 
+    /// The epoch of `id` if it is a live instance `authority` may act as.
+    fn live_epoch(
+        &self,
+        id: &InstanceId,
+        authority: &Authority,
+    ) -> Result<crate::model::Epoch, Error> {
+        let (epoch, owner) = self
+            .ctx()
+            .registry
+            .get(id.as_str())
+            .filter(|e| e.cell.status().is_alive())
+            .map(|e| (e.slot.epoch, e.slot.owner.clone()))
+            .ok_or_else(|| Error::NotAlive(id.to_string()))?;
+        if !authority.permits(owner.as_deref()) {
+            return Err(Error::Forbidden {
+                instance: id.to_string(),
+                reason: authority.refusal(owner.as_deref()),
+            });
+        }
+        Ok(epoch)
+    }
+
+    /// Refuses a current claim on `task_id` held by an instance `authority` may not act as. A
+    /// token that is not current is left to the call itself to answer `stale_claim`.
+    fn check_claimer(
+        &self,
+        work: &crate::work::WorkBook,
+        now: crate::clock::MonoMs,
+        task_id: TaskId,
+        token: &ClaimToken,
+        authority: &Authority,
+    ) -> Result<(), Error> {
+        if *authority == Authority::Any {
+            return Ok(());
+        }
+        let Some((instance, epoch)) = work.claimer(task_id, token, now) else {
+            return Ok(());
+        };
+        let owner = self
+            .ctx()
+            .registry
+            .get(instance.as_str())
+            .filter(|e| e.slot.epoch == epoch)
+            .and_then(|e| e.slot.owner.clone());
+        if authority.permits(owner.as_deref()) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                instance: instance.to_string(),
+                reason: authority.refusal(owner.as_deref()),
+            })
+        }
+    }
+
     fn resolve_owner(
         &self,
         work: &crate::work::WorkBook,
+        now: crate::clock::MonoMs,
         owner: &LeaseOwner,
+        authority: &Authority,
     ) -> Result<LeaseHolder, Error> {
         let ctx = self.ctx();
         match owner {
@@ -314,12 +469,7 @@ impl Coordinator {
                     e.field = "holder".into();
                     e
                 })?;
-                let epoch = ctx
-                    .registry
-                    .get(id.as_str())
-                    .filter(|e| e.cell.status().is_alive())
-                    .map(|e| e.slot.epoch)
-                    .ok_or_else(|| Error::NotAlive(id.to_string()))?;
+                let epoch = self.live_epoch(&id, authority)?;
                 Ok(LeaseHolder::Instance {
                     instance_id: id,
                     epoch,
@@ -330,9 +480,10 @@ impl Coordinator {
                 claim_token,
             } => {
                 let token = ClaimToken::from_presented(claim_token.as_str());
-                if !work.claim_is_current(*task_id, &token) {
+                if !work.claim_is_current(*task_id, &token, now) {
                     return Err(Error::StaleClaim(task_id.to_string()));
                 }
+                self.check_claimer(work, now, *task_id, &token, authority)?;
                 Ok(LeaseHolder::Claim {
                     task_id: *task_id,
                     claim_token: token,

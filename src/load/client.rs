@@ -322,6 +322,7 @@ impl Client {
                             BeatResult::RateLimited { .. } => {
                                 Outcome::Error(crate::rpc::code::RATE_LIMITED)
                             }
+                            BeatResult::Forbidden => Outcome::Error(crate::rpc::code::UNAUTHORIZED),
                         })
                         .collect(),
                     Some(AnswerFrame::Error { code, .. }) => vec![Outcome::Error(code); n],

@@ -6,8 +6,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+mod authority;
 pub mod work;
 
+pub use authority::Authority;
 pub use work::{ClaimToken, LeaseKey, TaskId};
 
 use crate::config::Limits;
@@ -237,6 +239,7 @@ impl RegisterRequest {
             roles: self.roles,
             metadata,
             ttl,
+            authority: Authority::Any,
         })
     }
 }
@@ -249,6 +252,9 @@ pub struct ValidRegistration {
     pub(crate) roles: Vec<String>,
     pub(crate) metadata: serde_json::Value,
     pub(crate) ttl: Duration,
+    /// On whose authority: a live instance bound to another principal is refused, a new one
+    /// is bound to this one.
+    pub(crate) authority: Authority,
 }
 
 fn validate_id(id: &str, limits: &Limits) -> Result<(), ValidationError> {
@@ -339,6 +345,10 @@ pub struct InstanceView {
     pub registered_at_ms: u64,
     /// Whether it leads.
     pub is_leader: bool,
+    /// The principal it is bound to (absent: registered by an operator or on a server
+    /// without identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The leader and its term.

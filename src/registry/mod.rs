@@ -47,6 +47,9 @@ pub struct InstanceSlot {
     pub id: InstanceId,
     /// The epoch this slot belongs to; a new epoch is a new slot.
     pub epoch: Epoch,
+    /// The principal this instance is bound to for its epoch (`None`: registered by an
+    /// operator or on a server without identities).
+    pub owner: Option<Arc<str>>,
     cell: Option<CellRef>,
     arena: Arc<HotArena>,
     finalized: AtomicBool,
@@ -88,6 +91,7 @@ impl InstanceSlot {
         Self {
             id,
             epoch,
+            owner: None,
             cell: Some(arena.acquire(now, ttl_ms)),
             arena: Arc::clone(arena),
             finalized: AtomicBool::new(false),
@@ -99,6 +103,12 @@ impl InstanceSlot {
             actor: Mutex::new(None),
             persisted_seen: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The same slot, bound to `owner` for its epoch.
+    pub fn owned_by(mut self, owner: Option<Arc<str>>) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// Sets when the instance first registered (a slot recovered from the store).

@@ -76,6 +76,9 @@ pub enum BeatResult {
         /// When the next heartbeat will be accepted.
         retry_after_ms: u64,
     },
+    /// Refused: the instance is bound to another principal (−32004 on the JSON path); nothing
+    /// changed.
+    Forbidden,
 }
 
 /// The server's answer to one binary frame.
@@ -181,9 +184,21 @@ impl Dispatcher {
                 continue;
             }
             let beat = if write_through {
-                self.coordinator.heartbeat(id).await
+                self.coordinator.heartbeat_as(id, &self.authority).await
             } else {
-                self.coordinator.heartbeat_now(id)
+                self.coordinator.heartbeat_now_as(id, &self.authority)
+            };
+            let beat = match beat {
+                Ok(beat) => beat,
+                Err(e) => {
+                    metrics::record(
+                        "system.heartbeat",
+                        metrics::outcome_label(Err(&super::RpcError::from(e))),
+                        started.elapsed(),
+                    );
+                    results.push(BeatResult::Forbidden);
+                    continue;
+                }
             };
             self.heartbeat_metrics.ok.increment(1);
             self.heartbeat_metrics

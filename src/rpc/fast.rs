@@ -79,25 +79,36 @@ impl Dispatcher {
             }
         };
         let started = std::time::Instant::now();
-        if let Some(guard) = &self.guard
-            && let Err(e) = guard.check("system.heartbeat", Some(&instance))
-        {
-            super::metrics::record(
-                "system.heartbeat",
-                super::metrics::outcome_label(Err(&e)),
-                started.elapsed(),
-            );
-            let id = id?; // a refused notification is dropped silently
-            let error = serde_json::to_vec(&e.to_value()).ok()?;
-            let mut out = Vec::with_capacity(64 + error.len());
-            out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"error\":");
-            out.extend_from_slice(&error);
-            out.extend_from_slice(b",\"id\":");
-            out.extend_from_slice(id.as_bytes());
-            out.push(b'}');
-            return Some(Fast::Answer(out));
-        }
-        let beat = self.coordinator.heartbeat_now(&instance);
+        let refused = match &self.guard {
+            Some(guard) => guard.check("system.heartbeat", Some(&instance)).err(),
+            None => None,
+        };
+        let beat = match refused {
+            None => self
+                .coordinator
+                .heartbeat_now_as(&instance, &self.authority)
+                .map_err(super::RpcError::from),
+            Some(e) => Err(e),
+        };
+        let beat = match beat {
+            Ok(beat) => beat,
+            Err(e) => {
+                super::metrics::record(
+                    "system.heartbeat",
+                    super::metrics::outcome_label(Err(&e)),
+                    started.elapsed(),
+                );
+                let id = id?; // a refused notification is dropped silently
+                let error = serde_json::to_vec(&e.to_value()).ok()?;
+                let mut out = Vec::with_capacity(64 + error.len());
+                out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"error\":");
+                out.extend_from_slice(&error);
+                out.extend_from_slice(b",\"id\":");
+                out.extend_from_slice(id.as_bytes());
+                out.push(b'}');
+                return Some(Fast::Answer(out));
+            }
+        };
         self.heartbeat_metrics.ok.increment(1);
         self.heartbeat_metrics
             .duration

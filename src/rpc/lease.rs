@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Params, RpcError, to_json};
 use crate::coordinator::{Coordinator, LeaseOutcome, LeaseOwner};
+use crate::model::Authority;
 use crate::work::lease::LeaseMode;
 
 fn owner(p: &Params) -> Result<LeaseOwner, RpcError> {
@@ -39,10 +40,10 @@ fn ttl(p: &Params) -> Result<Option<Duration>, RpcError> {
 
 /// `lease.acquire {key, holder | taskId+claimToken, mode?, ttlSec?}` →
 /// `{acquired, fencingToken, expiresAt}` or `{acquired: false, conflicts}`.
-pub async fn acquire(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn acquire(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let key = p.str(&["key"])?;
     match c
-        .acquire_lease(key, owner(&p)?, mode(&p)?, ttl(&p)?)
+        .acquire_lease_as(key, owner(&p)?, mode(&p)?, ttl(&p)?, a)
         .await?
     {
         LeaseOutcome::Granted(g) => Ok(json!({
@@ -60,9 +61,9 @@ pub async fn acquire(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 
 /// `lease.renew {key, holder | taskId+claimToken, ttlSec?}` →
 /// `{renewed, fencingToken?, expiresAt?}`.
-pub async fn renew(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn renew(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let key = p.str(&["key"])?;
-    match c.renew_lease(key, owner(&p)?, ttl(&p)?).await? {
+    match c.renew_lease_as(key, owner(&p)?, ttl(&p)?, a).await? {
         Some(g) => Ok(json!({
             "renewed": true,
             "fencingToken": g.fencing_token,
@@ -73,9 +74,9 @@ pub async fn renew(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 }
 
 /// `lease.release {key, holder | taskId+claimToken}` → `{released}`.
-pub async fn release(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn release(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let key = p.str(&["key"])?;
-    Ok(json!({"released": c.release_lease(key, owner(&p)?).await?}))
+    Ok(json!({"released": c.release_lease_as(key, owner(&p)?, a).await?}))
 }
 
 /// `lease.list {prefix?}` → `{leases}`.

@@ -12,6 +12,7 @@ mod fast;
 mod lease;
 pub(crate) mod metrics;
 mod params;
+mod principal;
 mod system;
 mod task;
 
@@ -22,6 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::coordinator::Coordinator;
 use crate::error::Error;
 pub use params::Params;
+pub use principal::{Principal, Role};
 
 pub use crate::error::code;
 
@@ -101,6 +103,11 @@ impl From<Error> for RpcError {
             Error::StoreUnavailable(why) => {
                 RpcError::new(code::STORE_UNAVAILABLE, format!("store unavailable: {why}"))
             }
+            Error::Forbidden { instance, reason } => RpcError {
+                code: code::UNAUTHORIZED,
+                message: format!("forbidden: {reason}"),
+                data: Some(json!({"reason": reason, "instanceId": instance})),
+            },
             other => RpcError::new(code::INTERNAL, other.to_string()),
         }
     }
@@ -139,12 +146,15 @@ pub struct Dispatcher {
     guard: Option<std::sync::Arc<dyn Guard>>,
     heartbeat_metrics: metrics::HeartbeatMetrics,
     chaos: bool,
+    principal: Principal,
+    authority: crate::model::Authority,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
             .field("limits", &self.limits)
+            .field("principal", &self.principal)
             .finish()
     }
 }
@@ -182,7 +192,25 @@ impl Dispatcher {
             guard: None,
             heartbeat_metrics: metrics::HeartbeatMetrics::resolve(),
             chaos: false,
+            principal: Principal::anonymous(),
+            authority: crate::model::Authority::Any,
         }
+    }
+
+    /// The same dispatcher acting for `principal` (the default is [`Principal::anonymous`],
+    /// an operator). A worker principal may act only on the instances it registered, and on
+    /// the tasks and leases they hold; a call acting for another principal's instance is
+    /// −32004 with `data.reason`, and `chaos.*` needs an operator.
+    pub fn for_principal(&self, principal: Principal) -> Self {
+        let mut dispatcher = self.clone();
+        dispatcher.authority = principal.authority();
+        dispatcher.principal = principal;
+        dispatcher
+    }
+
+    /// The principal this dispatcher acts for.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// Serves the `chaos.*` fault-injection methods (off unless asked for).
@@ -354,28 +382,38 @@ impl Dispatcher {
 
     async fn route(&self, method: &str, params: Params) -> Result<Value, RpcError> {
         let c = &self.coordinator;
+        let a = &self.authority;
         match method {
-            "system.register" => system::register(c, params).await,
-            "system.heartbeat" => system::heartbeat(c, params).await,
-            "system.unregister" => system::unregister(c, params).await,
+            "system.register" => system::register(c, params, a).await,
+            "system.heartbeat" => system::heartbeat(c, params, a).await,
+            "system.unregister" => system::unregister(c, params, a).await,
             "system.check_health" => system::check_health(c, params).await,
             "system.get_state" => system::get_state(c, params).await,
             "system.health" => system::health(c, params).await,
             "task.create" => task::create(c, params).await,
-            "task.claim" => task::claim(c, params).await,
-            "task.heartbeat" => task::heartbeat(c, params).await,
-            "task.complete" => task::complete(c, params).await,
-            "task.fail" => task::fail(c, params).await,
+            "task.claim" => task::claim(c, params, a).await,
+            "task.heartbeat" => task::heartbeat(c, params, a).await,
+            "task.complete" => task::complete(c, params, a).await,
+            "task.fail" => task::fail(c, params, a).await,
             "task.get" => task::get(c, params).await,
             "task.list" => task::list(c, params).await,
-            "lease.acquire" => lease::acquire(c, params).await,
-            "lease.renew" => lease::renew(c, params).await,
-            "lease.release" => lease::release(c, params).await,
+            "lease.acquire" => lease::acquire(c, params, a).await,
+            "lease.renew" => lease::renew(c, params, a).await,
+            "lease.release" => lease::release(c, params, a).await,
             "lease.list" => lease::list(c, params).await,
             "chaos.kill" | "chaos.status" | "chaos.verify_store"
                 if !self.chaos || cfg!(not(feature = "fault-injection")) =>
             {
                 Err(chaos_disabled(method))
+            }
+            "chaos.kill" | "chaos.status" | "chaos.verify_store"
+                if self.principal.role() != Role::Operator =>
+            {
+                Err(RpcError {
+                    code: code::UNAUTHORIZED,
+                    message: format!("forbidden: {method} needs an operator token"),
+                    data: Some(json!({"reason": "needs an operator token"})),
+                })
             }
             #[cfg(feature = "fault-injection")]
             "chaos.kill" => chaos::kill(c, params).await,
@@ -453,6 +491,22 @@ mod tests {
             // Parse errors carry serde's message, identical on both paths.
             assert_eq!(fast, general, "{body}");
         }
+        c.shutdown().await;
+    }
+
+    /// `chaos.*` needs an operator: a worker principal is refused even where chaos is served.
+    #[cfg(feature = "fault-injection")]
+    #[tokio::test]
+    async fn chaos_methods_need_an_operator() {
+        let c = Coordinator::start(Config::default()).await.unwrap();
+        let d = Dispatcher::new(c.clone(), RpcLimits::default()).with_chaos(true);
+        let body = json!({"jsonrpc": "2.0", "method": "chaos.status", "id": 1});
+        let worker = d.for_principal(Principal::worker("w"));
+        let refused = worker.handle_value(body.clone()).await.unwrap();
+        assert_eq!(refused["error"]["code"], code::UNAUTHORIZED, "{refused}");
+        let operator = d.for_principal(Principal::operator("ops"));
+        let answered = operator.handle_value(body).await.unwrap();
+        assert!(answered["result"].is_object(), "{answered}");
         c.shutdown().await;
     }
 }

@@ -6,14 +6,14 @@ use serde_json::{Value, json};
 
 use super::{Params, RpcError, to_json};
 use crate::coordinator::Coordinator;
-use crate::model::{RegisterRequest, StateQuery};
+use crate::model::{Authority, RegisterRequest, StateQuery};
 
 const ID: &[&str] = &["id", "instanceId"];
 const INSTANCE_ID: &[&str] = &["instanceId", "id"];
 
 /// `system.register {id|instanceId, roles, metadata?, ttlMs?}` →
 /// `{registered, epoch, isLeader, leader, term, refreshed}`.
-pub async fn register(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn register(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.str(ID)?;
     let mut request = RegisterRequest::new(id);
     if let Some(roles) = p.opt_strings(&["roles"])? {
@@ -25,21 +25,21 @@ pub async fn register(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     if let Some(ttl) = p.opt_u64(&["ttlMs", "ttl_ms"], u64::from(u32::MAX))? {
         request = request.ttl(Duration::from_millis(ttl));
     }
-    let registration = c.register(request).await?;
+    let registration = c.register_as(request, a).await?;
     to_json(&registration)
 }
 
 /// `system.heartbeat {instanceId}` → `{alive, isLeader, term}`; never an error for an unknown
 /// instance.
-pub async fn heartbeat(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn heartbeat(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.str(INSTANCE_ID)?;
-    to_json(&c.heartbeat(id).await)
+    to_json(&c.heartbeat_as(id, a).await?)
 }
 
 /// `system.unregister {instanceId}` → `{unregistered, tasksReassigned}`.
-pub async fn unregister(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn unregister(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.str(INSTANCE_ID)?;
-    to_json(&c.unregister(id).await?)
+    to_json(&c.unregister_as(id, a).await?)
 }
 
 /// `system.check_health {timeout?}` (ms) → `{healthy, failed, reassigned}`.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Params, RpcError, to_json};
 use crate::coordinator::Coordinator;
+use crate::model::Authority;
 use crate::work::lease::{LeaseKey, LeaseMode};
 use crate::work::task::{LockSpec, TaskQuery, TaskSpec, TaskStatus};
 
@@ -67,10 +68,10 @@ pub async fn create(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 }
 
 /// `task.claim {workerId, maxTasks?}` → `{claimed, taskId?, claimToken?, task?, tasks}`.
-pub async fn claim(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn claim(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let worker = p.str(&["workerId", "instanceId", "worker_id"])?;
     let max = p.opt_u64(&["maxTasks", "max_tasks"], 1_000)?.unwrap_or(1) as usize;
-    let claims = c.claim(worker, max).await?;
+    let claims = c.claim_as(worker, max, a).await?;
     let mut value = json!({"claimed": !claims.is_empty(), "tasks": to_json(&claims)?});
     if let Some(first) = claims.first() {
         value["taskId"] = json!(first.task.id);
@@ -83,14 +84,14 @@ pub async fn claim(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 
 /// `task.heartbeat {taskId|stepId|step_id, claimToken, extendLeasesSec?=900}` →
 /// `{status: ok|stale_claim, taskId, step_id, lostLeases}`.
-pub async fn heartbeat(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn heartbeat(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.task_id(TASK_ID)?;
     let token = p.str(TOKEN)?;
     let extend = p
         .opt_u64(&["extendLeasesSec", "extend_leases_sec"], 24 * 3600)?
         .unwrap_or(900);
     let answer = c
-        .task_heartbeat(id, token, Duration::from_secs(extend))
+        .task_heartbeat_as(id, token, Duration::from_secs(extend), a)
         .await?;
     let mut value = to_json(&answer)?;
     value["step_id"] = json!(id.0);
@@ -98,16 +99,16 @@ pub async fn heartbeat(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
 }
 
 /// `task.complete {taskId|id, claimToken, result?}` → `{status: completed|stale_claim, taskId}`.
-pub async fn complete(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn complete(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.task_id(TASK_ID)?;
     let token = p.str(TOKEN)?;
     let result = p.opt_value(&["result"]).cloned();
-    to_json(&c.complete_task(id, token, result).await?)
+    to_json(&c.complete_task_as(id, token, result, a).await?)
 }
 
 /// `task.fail {taskId|id, claimToken, error?}` →
 /// `{status: pending|failed|stale_claim, retryCount, maxRetries, canRetry}`.
-pub async fn fail(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn fail(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.task_id(TASK_ID)?;
     let token = p.str(TOKEN)?;
     let error = match p.opt_value(&["error"]) {
@@ -115,7 +116,7 @@ pub async fn fail(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => Some(other.to_string()),
     };
-    to_json(&c.fail_task(id, token, error).await?)
+    to_json(&c.fail_task_as(id, token, error, a).await?)
 }
 
 /// `task.get {taskId|id}` → the task.

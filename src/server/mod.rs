@@ -1,8 +1,9 @@
 //! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
 //! `GET /ws` (with pushed events), health at `GET /healthz`, Prometheus text at `GET /metrics`,
-//! with the guards of DESIGN.md — a body limit (HTTP 413), an optional bearer
-//! token (HTTP 401), a per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a
-//! per-call timeout (−32002).
+//! with the guards of DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
+//! valid one) naming a principal whose role bounds what it may act on (−32004), a
+//! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
+//! (−32002).
 
 mod metrics;
 mod rate;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,15 +24,47 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::coordinator::Coordinator;
-use crate::rpc::{Dispatcher, RpcLimits};
+use crate::error::{Error, ValidationError};
+use crate::rpc::{Dispatcher, Principal, Role, RpcLimits};
+
+/// A named bearer token and the role of the principal it stands for (`vigil serve --tokens
+/// FILE`). Its `Debug` form hides the token.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// The principal's name: instances it registers are bound to it.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The bearer token (at least 16 bytes).
+    pub token: String,
+}
+
+impl std::fmt::Debug for NamedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The shortest token a token file may hold.
+pub const MIN_NAMED_TOKEN_BYTES: usize = 16;
 
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Where to listen (default 127.0.0.1:7420).
     pub listen: SocketAddr,
-    /// Bearer token required on /rpc, /rpc/batch, /ws and /metrics, if set.
+    /// The operator's bearer token (principal `operator`). With it or any [`tokens`], every
+    /// call to /rpc, /rpc/batch, /ws and /metrics needs a valid token.
+    ///
+    /// [`tokens`]: ServerConfig::tokens
     pub token: Option<String>,
+    /// Named tokens, each an operator or a worker principal (default none).
+    pub tokens: Vec<NamedToken>,
     /// Largest request body (default 1 MiB); larger is HTTP 413.
     pub max_body_bytes: usize,
     /// Most requests in one batch (default 1000).
@@ -49,6 +82,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             token: None,
+            tokens: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
             call_timeout: Duration::from_secs(2),
@@ -58,17 +92,101 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Checks the tokens: names and tokens unique, names non-empty, named tokens at least
+    /// [`MIN_NAMED_TOKEN_BYTES`] long, none equal to the operator's `token`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let refuse = |rule: String| Err(Error::Config(ValidationError::new("tokens", rule)));
+        if self.token.as_deref() == Some("") {
+            return Err(Error::Config(ValidationError::new(
+                "token",
+                "must not be empty",
+            )));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.name.is_empty() || t.name.chars().any(|c| c.is_control()) {
+                return refuse(format!("token {i}: name must be non-empty printable text"));
+            }
+            if t.token.len() < MIN_NAMED_TOKEN_BYTES {
+                return refuse(format!(
+                    "token {:?}: at least {MIN_NAMED_TOKEN_BYTES} bytes, got {}",
+                    t.name,
+                    t.token.len()
+                ));
+            }
+            if t.name == "operator" && self.token.is_some() {
+                return refuse(format!(
+                    "token {:?}: the name operator belongs to --token",
+                    t.name
+                ));
+            }
+            if self.token.as_deref() == Some(t.token.as_str()) {
+                return refuse(format!("token {:?}: same token as --token", t.name));
+            }
+            for other in &self.tokens[..i] {
+                if other.name == t.name {
+                    return refuse(format!("name {:?} is listed twice", t.name));
+                }
+                if other.token == t.token {
+                    return refuse(format!(
+                        "tokens {:?} and {:?} are the same",
+                        other.name, t.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bearer tokens and the principals they stand for.
+struct Identities {
+    tokens: Vec<(Box<[u8]>, Principal)>,
+}
+
+impl Identities {
+    fn new(config: &ServerConfig) -> Option<Self> {
+        let operator = config
+            .token
+            .iter()
+            .map(|t| (t.as_bytes().into(), Principal::operator("operator")));
+        let named = config.tokens.iter().map(|t| {
+            let principal = match t.role {
+                Role::Operator => Principal::operator(&t.name),
+                Role::Worker => Principal::worker(&t.name),
+            };
+            (t.token.as_bytes().into(), principal)
+        });
+        let tokens: Vec<_> = operator.chain(named).collect();
+        (!tokens.is_empty()).then_some(Self { tokens })
+    }
+
+    /// The principal of `presented`. Every configured token is compared, each in constant
+    /// time, so how long it takes tells nothing about which one (nearly) matched.
+    fn principal(&self, presented: &str) -> Option<&Principal> {
+        let mut found = None;
+        for (token, principal) in &self.tokens {
+            if token_matches(presented, token) {
+                found = Some(principal);
+            }
+        }
+        found
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     dispatcher: Dispatcher,
-    token: Option<Arc<str>>,
+    identities: Option<Arc<Identities>>,
     metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
     max_body_bytes: usize,
 }
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
-/// process) so the dispatcher's counters reach `/metrics`.
-pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
+/// process) so the dispatcher's counters reach `/metrics`. Fails with [`Error::Config`] when
+/// the tokens do not pass [`ServerConfig::validate`].
+pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router, Error> {
+    config.validate()?;
     let prometheus = metrics::install();
     let limiter =
         rate::HeartbeatLimiter::per_minute(coordinator.clone(), config.heartbeats_per_minute);
@@ -90,7 +208,7 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
     }
     let state = AppState {
         dispatcher,
-        token: config.token.as_deref().map(Arc::from),
+        identities: Identities::new(config).map(Arc::new),
         metrics: prometheus,
         max_body_bytes: config.max_body_bytes,
     };
@@ -99,15 +217,16 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Router {
         .route("/rpc/batch", post(rpc_batch))
         .route("/ws", get(ws::upgrade))
         .route("/metrics", get(metrics_page));
-    // Without a token there is nothing to check: no middleware on the per-request path.
-    if state.token.is_some() {
+    // Without tokens there is nothing to check: no middleware on the per-request path, and
+    // every caller is the anonymous operator.
+    if state.identities.is_some() {
         rpc = rpc.layer(middleware::from_fn_with_state(state.clone(), require_token));
     }
     let rpc = rpc.layer(DefaultBodyLimit::max(config.max_body_bytes));
-    Router::new()
+    Ok(Router::new()
         .merge(rpc)
         .route("/healthz", get(healthz))
-        .with_state(state)
+        .with_state(state))
 }
 
 /// A server bound to its address, ready to run.
@@ -118,13 +237,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen`.
+    /// Binds `config.listen`. Invalid tokens (see [`ServerConfig::validate`]) are an
+    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error.
     pub async fn bind(coordinator: Coordinator, config: &ServerConfig) -> std::io::Result<Self> {
+        let router = router(coordinator, config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self {
-            listener,
-            router: router(coordinator, config),
-        })
+        Ok(Self { listener, router })
     }
 
     /// The address actually bound (useful with port 0).
@@ -148,36 +267,49 @@ impl Server {
     }
 }
 
+/// Finds the caller's principal from its bearer token (HTTP 401 without a valid one) and
+/// hands it to the handlers as a request extension.
 async fn require_token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.token {
-        let presented = headers
+    if let Some(identities) = &state.identities {
+        let principal = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| token_matches(p, token)) {
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|p| identities.principal(p));
+        let Some(principal) = principal else {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
                 "missing or wrong bearer token\n",
             )
                 .into_response();
-        }
+        };
+        request.extensions_mut().insert(principal.clone());
     }
     next.run(request).await
 }
 
-/// Compares a presented bearer token with the configured one in constant time (`subtle`): how
+/// The dispatcher acting for the request's principal (the anonymous operator on a server
+/// without tokens).
+fn dispatcher_for(state: &AppState, principal: Option<Extension<Principal>>) -> Dispatcher {
+    match principal {
+        Some(Extension(principal)) => state.dispatcher.for_principal(principal),
+        None => state.dispatcher.clone(),
+    }
+}
+
+/// Compares a presented bearer token with a configured one in constant time (`subtle`): how
 /// long it takes does not depend on how much of the token is right, so it cannot be guessed
 /// byte by byte. Tokens of a different length are refused at once, which reveals the length
 /// only.
-fn token_matches(presented: &str, configured: &str) -> bool {
+fn token_matches(presented: &str, configured: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
-    presented.as_bytes().ct_eq(configured.as_bytes()).into()
+    presented.as_bytes().ct_eq(configured).into()
 }
 
 fn json_response(answer: Option<Value>) -> Response {
@@ -191,20 +323,37 @@ fn bytes_response(answer: Option<Vec<u8>>) -> Response {
     }
 }
 
-async fn rpc_any(State(state): State<AppState>, body: Bytes) -> Response {
-    bytes_response(state.dispatcher.handle_body_bytes(&body).await)
+async fn rpc_any(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    body: Bytes,
+) -> Response {
+    let answer = match principal {
+        None => state.dispatcher.handle_body_bytes(&body).await,
+        Some(_) => {
+            dispatcher_for(&state, principal)
+                .handle_body_bytes(&body)
+                .await
+        }
+    };
+    bytes_response(answer)
 }
 
-async fn rpc_batch(State(state): State<AppState>, body: Bytes) -> Response {
+async fn rpc_batch(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    body: Bytes,
+) -> Response {
+    let dispatcher = dispatcher_for(&state, principal);
     let answer = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Array(items)) => state.dispatcher.handle_batch(items).await,
+        Ok(Value::Array(items)) => dispatcher.handle_batch(items).await,
         Ok(_) => Some(serde_json::json!({
             "jsonrpc": "2.0",
             "error": {"code": crate::rpc::code::INVALID_REQUEST,
                       "message": "invalid request: /rpc/batch takes an array"},
             "id": null
         })),
-        Err(_) => state.dispatcher.handle_body(&body).await, // the parse error, as /rpc gives it
+        Err(_) => dispatcher.handle_body(&body).await, // the parse error, as /rpc gives it
     };
     json_response(answer)
 }

@@ -20,7 +20,13 @@ use super::AppState;
 use crate::events::{Event, EventKind};
 use crate::rpc::{RpcError, metrics};
 
-pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(
+    State(mut state): State<AppState>,
+    principal: Option<axum::extract::Extension<crate::rpc::Principal>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Every call on the connection acts for the principal of the token that opened it.
+    state.dispatcher = super::dispatcher_for(&state, principal);
     // A frame is held to the same limit as an HTTP body.
     ws.max_message_size(state.max_body_bytes)
         .max_frame_size(state.max_body_bytes)

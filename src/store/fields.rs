@@ -54,7 +54,7 @@ pub fn from_fields<T: DeserializeOwned>(
 pub const EXTRAS: &[&str] = &["lastHeartbeat", "assignedTo", "text"];
 
 /// Instance fields kept as text.
-pub const INSTANCE_TEXT: &[&str] = &["id", "status"];
+pub const INSTANCE_TEXT: &[&str] = &["id", "status", "owner"];
 /// Task fields kept as text.
 pub const TASK_TEXT: &[&str] = &["id", "status", "claimToken", "error"];
 /// Lease fields kept as text.
@@ -77,6 +77,7 @@ mod tests {
             ttl_ms: 30_000,
             metadata: serde_json::json!({"zone": "a"}),
             registered_at_ms: 1_699_999_999_000,
+            owner: Some("team-a".into()),
         };
         let fields = to_fields(&record, INSTANCE_TEXT);
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).unwrap().1.clone();
@@ -84,6 +85,7 @@ mod tests {
         assert_eq!(get("status"), "active");
         assert_eq!(get("lastSeen"), "1700000000000");
         assert_eq!(get("roles"), r#"["worker"]"#);
+        assert_eq!(get("owner"), "team-a");
         let mut map: HashMap<String, String> = fields.into_iter().collect();
         map.insert("lastHeartbeat".into(), "2026-11-22T10:00:00Z".into());
         let back: InstanceRecord = from_fields(map.clone(), INSTANCE_TEXT).unwrap();

@@ -79,6 +79,9 @@ pub struct InstanceRecord {
     /// Registered at, wall ms.
     #[serde(rename = "registeredAt")]
     pub registered_at_ms: u64,
+    /// The principal the instance is bound to (absent: an operator's or an open server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A heartbeat timestamp to write.

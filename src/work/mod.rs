@@ -334,10 +334,58 @@ impl WorkBook {
     }
 
     /// The claimed task `id` if `token` is its current claim token.
-    fn current_claim(&self, id: TaskId, token: &ClaimToken) -> Option<&Task> {
+    /// The task if `token` is its current claim and the claim still holds every lock the task
+    /// requires at `now` (a claim whose required lock lapsed is over: see
+    /// [`settle_lapsed`](Self::settle_lapsed)).
+    fn current_claim(&self, id: TaskId, token: &ClaimToken, now: MonoMs) -> Option<&Task> {
         self.tasks
             .get(&id)
             .filter(|t| t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token))
+            .filter(|t| self.lapsed_locks(t, now).is_empty())
+    }
+
+    /// The locks `task` requires that its claim no longer holds at `now` (lapsed, or gone).
+    fn lapsed_locks(&self, task: &Task, now: MonoMs) -> Vec<LeaseKey> {
+        let Some(token) = &task.token else {
+            return Vec::new();
+        };
+        task.locks
+            .iter()
+            .filter(|lock| {
+                let held = self.leases.grants(&lock.key).and_then(|grants| {
+                    grants.iter().find(|g| {
+                        matches!(&g.holder, LeaseHolder::Claim { task_id, claim_token }
+                            if *task_id == task.id && claim_token == token)
+                    })
+                });
+                held.is_none_or(|g| g.expired(now))
+            })
+            .map(|lock| lock.key.clone())
+            .collect()
+    }
+
+    /// The rule for required locks: a claim holds every lock its task requires for as long as
+    /// it lasts. If one lapsed (its lease was not extended in time), the claim is over at once:
+    /// the task is taken back (an attempt used, as for a step timeout) and the token is stale.
+    /// Returns the lapsed keys when that happened to `token`'s claim on `id`.
+    fn settle_lapsed(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        token: &ClaimToken,
+    ) -> Option<Vec<LeaseKey>> {
+        let task = self
+            .tasks
+            .get(&id)
+            .filter(|t| t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token))?;
+        let lapsed = self.lapsed_locks(task, op.now);
+        if lapsed.is_empty() {
+            return None;
+        }
+        let keys: Vec<&str> = lapsed.iter().map(LeaseKey::as_str).collect();
+        let why = format!("required lock lapsed under the claim: {}", keys.join(", "));
+        self.take_back(op, id, why, true);
+        Some(lapsed)
     }
 
     /// A step heartbeat: refreshes the claim and extends its leases to `now + extend_ms`
@@ -349,7 +397,15 @@ impl WorkBook {
         token: &ClaimToken,
         extend_ms: u64,
     ) -> StepHeartbeat {
-        if self.current_claim(id, token).is_none() {
+        if let Some(lapsed) = self.settle_lapsed(op, id, token) {
+            return StepHeartbeat {
+                status: StepStatus::StaleClaim,
+                task_id: id,
+                lost_leases: lapsed,
+                leases_expire_at_ms: None,
+            };
+        }
+        if self.current_claim(id, token, op.now).is_none() {
             return StepHeartbeat {
                 status: StepStatus::StaleClaim,
                 task_id: id,
@@ -399,6 +455,7 @@ impl WorkBook {
         token: &ClaimToken,
         result: Option<serde_json::Value>,
     ) -> Completion {
+        self.settle_lapsed(op, id, token);
         let status = match self.tasks.get(&id) {
             Some(t) if t.status == TaskStatus::Completed && t.token.as_ref() == Some(token) => {
                 CompleteStatus::Completed
@@ -431,7 +488,8 @@ impl WorkBook {
         token: &ClaimToken,
         error: Option<String>,
     ) -> Failure {
-        if self.current_claim(id, token).is_none() {
+        self.settle_lapsed(op, id, token);
+        if self.current_claim(id, token, op.now).is_none() {
             let (attempts, max) = self
                 .tasks
                 .get(&id)
@@ -609,17 +667,52 @@ impl WorkBook {
                 op.lease_event(EventKind::LeaseReleased, &g);
             }
         }
+        let mut lapsed_claims = Vec::new();
         for grant in self.leases.reap(op.now) {
             op.lease_event(EventKind::LeaseExpired, &grant);
             report.leases_reaped += 1;
+            if let LeaseHolder::Claim {
+                task_id,
+                claim_token,
+            } = grant.holder
+            {
+                lapsed_claims.push((task_id, claim_token));
+            }
+        }
+        // A claim that lost a required lock is over (see `settle_lapsed`).
+        for (task_id, token) in lapsed_claims {
+            if self.settle_lapsed(op, task_id, &token).is_some() {
+                report.zombies_reset += 1;
+            }
         }
         report
     }
 
     /// Whether `holder` may hold leases: a current claim, or (checked by the caller) a live
     /// instance.
-    pub fn claim_is_current(&self, task_id: TaskId, token: &ClaimToken) -> bool {
-        self.current_claim(task_id, token).is_some()
+    pub fn claim_is_current(&self, task_id: TaskId, token: &ClaimToken, now: MonoMs) -> bool {
+        self.current_claim(task_id, token, now).is_some()
+    }
+
+    /// Whether `key` is a lock `task_id` requires, held by its current claim `token`: such a
+    /// lease lasts as long as the claim and cannot be released on its own.
+    pub fn is_required_lock(&self, task_id: TaskId, token: &ClaimToken, key: &LeaseKey) -> bool {
+        self.tasks.get(&task_id).is_some_and(|t| {
+            t.status == TaskStatus::Claimed
+                && t.token.as_ref() == Some(token)
+                && t.locks.iter().any(|l| &l.key == key)
+        })
+    }
+
+    /// The instance holding `token`'s claim on `task_id` and its epoch, if the claim is current.
+    pub fn claimer(
+        &self,
+        task_id: TaskId,
+        token: &ClaimToken,
+        now: MonoMs,
+    ) -> Option<(&InstanceId, Epoch)> {
+        let (instance, epoch) = self.current_claim(task_id, token, now)?.assignee.as_ref()?;
+        Some((instance, *epoch))
     }
 
     /// Acquires a lease for `holder`.

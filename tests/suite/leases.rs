@@ -242,18 +242,166 @@ async fn step_heartbeats_extend_leases_and_report_lost_ones() {
         h.at(t).await;
         h.coordinator.heartbeat_now("w");
     }
-    // Past 124 s both lapsed. The reaper (every second) usually removed them first and said
-    // so with lease.expired; a lease it had not reached yet is reported by the heartbeat.
-    // Either way none is lost silently.
+    // Past 124 s both lapsed. k1 is a lock the task requires, so the claim ended with it: the
+    // reaper (every second) removed both leases, said so with lease.expired, and took the task
+    // back. The late heartbeat is told its claim is stale. Nothing was lost silently.
     let beat = h
         .coordinator
         .task_heartbeat(task.id, token, Duration::from_secs(60))
         .await
         .unwrap();
+    assert_eq!(beat.status, StepStatus::StaleClaim);
     let events = h.drain_events();
-    let expired = of_kind(&events, EventKind::LeaseExpired).len();
-    assert_eq!(beat.lost_leases.len() + expired, 2);
+    assert_eq!(of_kind(&events, EventKind::LeaseExpired).len(), 2);
+    let back = of_kind(&events, EventKind::TaskReassigned);
+    assert_eq!(back.len(), 1, "{events:?}");
     assert!(h.coordinator.list_leases(None).unwrap().is_empty());
+    let task = h.coordinator.get_task(task.id).unwrap();
+    assert_eq!(task.status, vigil::work::task::TaskStatus::Pending);
+    assert_eq!(task.attempts, 1);
+    assert!(
+        task.error.as_deref().unwrap().contains("k1"),
+        "{:?}",
+        task.error
+    );
+}
+
+/// The rule for required locks (docs/work.md): a claim holds every lock its task requires for
+/// as long as it lasts; once one lapses the claim is over. Here the lapsed lock is taken by
+/// someone else before the reaper runs — the old claim can then neither heartbeat, complete
+/// nor fail, so two claims never act under the same exclusive key.
+#[tokio::test(start_paused = true)]
+async fn a_claim_whose_required_lock_lapsed_can_no_longer_act() {
+    let config = Config {
+        lease_ttl: Duration::from_secs(60),
+        sweep_interval: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let h = Harness::start(config).await;
+    h.register("w1").await;
+    h.register("w2").await;
+    let task = h
+        .coordinator
+        .create_task(TaskSpec::new(json!(1)).lock("repo/x", Exclusive))
+        .await
+        .unwrap();
+    let claim = h.coordinator.claim("w1", 1).await.unwrap().remove(0);
+    let token = claim.claim_token.as_str();
+    // Step heartbeats without extending the leases (Sortie's extend_leases_sec = 0).
+    for t in (20_000..=60_000).step_by(20_000) {
+        h.at(t).await;
+        h.coordinator.heartbeat_now("w1");
+        h.coordinator.heartbeat_now("w2");
+    }
+    h.at(61_000).await;
+    // The lapsed lease no longer holds the key: another holder gets it.
+    assert!(granted(&h, "repo/x", "w2", Exclusive).await);
+    let complete = h
+        .coordinator
+        .complete_task(task.id, token, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        complete.status,
+        vigil::work::task::CompleteStatus::StaleClaim
+    );
+    let beat = h
+        .coordinator
+        .task_heartbeat(task.id, token, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(beat.status, StepStatus::StaleClaim);
+    let fail = h.coordinator.fail_task(task.id, token, None).await.unwrap();
+    assert_eq!(fail.status, vigil::work::task::FailStatus::StaleClaim);
+    let view = h.coordinator.get_task(task.id).unwrap();
+    assert_eq!(view.status, vigil::work::task::TaskStatus::Pending);
+    assert_eq!(view.attempts, 1);
+    // Leases under the old claim are refused as well.
+    let owner = LeaseOwner::Claim {
+        task_id: task.id,
+        claim_token: token.into(),
+    };
+    assert!(matches!(
+        h.coordinator
+            .acquire_lease("repo/y", owner, Exclusive, None)
+            .await,
+        Err(vigil::Error::StaleClaim(_))
+    ));
+}
+
+/// A step heartbeat that finds a required lock lapsed (before the reaper did) ends the claim
+/// and names the lock.
+#[tokio::test(start_paused = true)]
+async fn a_step_heartbeat_reports_the_required_lock_that_ended_its_claim() {
+    let config = Config {
+        sweep_interval: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let h = Harness::start(config).await;
+    h.register("w").await;
+    let task = h
+        .coordinator
+        .create_task(TaskSpec::new(json!(1)).lock("repo/x", Shared))
+        .await
+        .unwrap();
+    let claim = h.coordinator.claim("w", 1).await.unwrap().remove(0);
+    let token = claim.claim_token.as_str();
+    // The default lease TTL (900 s) is shorter than the step timeout (1800 s): heartbeats that
+    // do not extend the leases keep the claim from timing out, not its locks.
+    for t in (10_000..=900_000).step_by(10_000) {
+        h.at(t).await;
+        h.coordinator.heartbeat_now("w");
+        if t % 100_000 != 0 {
+            continue;
+        }
+        let beat = h
+            .coordinator
+            .task_heartbeat(task.id, token, Duration::ZERO)
+            .await
+            .unwrap();
+        let expect = if t < 900_000 {
+            StepStatus::Ok
+        } else {
+            StepStatus::StaleClaim
+        };
+        assert_eq!(beat.status, expect, "at {t} ms");
+        if t == 900_000 {
+            let lost: Vec<&str> = beat.lost_leases.iter().map(|k| k.as_str()).collect();
+            assert_eq!(lost, ["repo/x"]);
+        }
+    }
+    assert_eq!(
+        h.coordinator.get_task(task.id).unwrap().status,
+        vigil::work::task::TaskStatus::Pending
+    );
+}
+
+/// A lock the task requires cannot be released on its own: it lasts the whole claim.
+#[tokio::test(start_paused = true)]
+async fn a_required_lock_cannot_be_released_apart_from_its_claim() {
+    let h = Harness::default().await;
+    h.register("w").await;
+    let task = h
+        .coordinator
+        .create_task(TaskSpec::new(json!(1)).lock("repo/x", Exclusive))
+        .await
+        .unwrap();
+    let claim = h.coordinator.claim("w", 1).await.unwrap().remove(0);
+    let owner = LeaseOwner::Claim {
+        task_id: task.id,
+        claim_token: claim.claim_token.as_str().into(),
+    };
+    match h.coordinator.release_lease("repo/x", owner.clone()).await {
+        Err(vigil::Error::Invalid(e)) => assert_eq!(e.field, "key"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lease_keys(&h).await, ["repo/x"]);
+    // A lease the claim took on its own is its to release.
+    h.coordinator
+        .acquire_lease("scratch", owner.clone(), Exclusive, None)
+        .await
+        .unwrap();
+    assert!(h.coordinator.release_lease("scratch", owner).await.unwrap());
 }
 
 #[tokio::test(start_paused = true)]

@@ -1117,3 +1117,56 @@ async fn tasks_evicted_by_retention_leave_the_store() {
     assert_eq!(c.recovery_report().unwrap().tasks, 2);
     c.shutdown().await;
 }
+
+/// An instance stays bound to the principal that registered it across a restart: the store
+/// keeps the binding, and another worker principal is still refused after recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instances_principal_survives_a_restart() {
+    use vigil::rpc::{Dispatcher, Principal, RpcLimits};
+    let redis = RedisServer::start();
+    let call = |d: &Dispatcher, method: &str, params: serde_json::Value| {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+        let d = d.clone();
+        async move { d.handle_value(body).await.unwrap() }
+    };
+    let c = start(&redis).await;
+    let alice =
+        Dispatcher::new(c.clone(), RpcLimits::default()).for_principal(Principal::worker("alice"));
+    let reg = call(
+        &alice,
+        "system.register",
+        serde_json::json!({"id": "w1", "ttlMs": 60_000}),
+    )
+    .await;
+    assert_eq!(reg["result"]["registered"], true, "{reg}");
+    c.shutdown().await;
+    let mut con = redis.connection().await;
+    let owner: String = redis::cmd("HGET")
+        .arg("cb:instance:w1")
+        .arg("owner")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(owner, "alice");
+
+    let c = start(&redis).await;
+    let bob =
+        Dispatcher::new(c.clone(), RpcLimits::default()).for_principal(Principal::worker("bob"));
+    let refused = call(
+        &bob,
+        "system.unregister",
+        serde_json::json!({"instanceId": "w1"}),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], -32004, "{refused}");
+    let alice = bob.for_principal(Principal::worker("alice"));
+    let beat = call(
+        &alice,
+        "system.heartbeat",
+        serde_json::json!({"instanceId": "w1"}),
+    )
+    .await;
+    assert_eq!(beat["result"]["alive"], true, "{beat}");
+    c.shutdown().await;
+}

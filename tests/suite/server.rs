@@ -719,7 +719,8 @@ async fn the_router_mounts_into_an_application_beside_its_own_routes() {
                     token: Some("t0k".into()),
                     ..ServerConfig::default()
                 },
-            ),
+            )
+            .unwrap(),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -166,3 +166,348 @@ async fn only_registered_instances_are_rate_limited() {
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
+
+const OPS: &str = "ops-0123456789abcdef";
+const ALICE: &str = "alice-0123456789abcdef";
+const BOB: &str = "bob-0123456789abcdef";
+
+/// A server with an operator token and two worker principals, alice and bob.
+async fn with_principals() -> (String, vigil::Coordinator, tokio::sync::oneshot::Sender<()>) {
+    use vigil::rpc::Role;
+    use vigil::server::NamedToken;
+    let named = |name: &str, role, token: &str| NamedToken {
+        name: name.into(),
+        role,
+        token: token.into(),
+    };
+    crate::common::serve(
+        Config::default(),
+        ServerConfig {
+            token: Some(OPS.into()),
+            tokens: vec![
+                named("alice", Role::Worker, ALICE),
+                named("bob", Role::Worker, BOB),
+            ],
+            ..ServerConfig::default()
+        },
+    )
+    .await
+}
+
+/// A JSON-RPC call with a bearer token.
+async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    method: &str,
+    params: Value,
+) -> Value {
+    let answer = http
+        .post(format!("{url}/rpc"))
+        .bearer_auth(token)
+        .json(&json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{method}");
+    answer.json().await.unwrap()
+}
+
+fn forbidden(answer: &Value) -> bool {
+    answer["error"]["code"] == -32004 && answer["error"]["data"]["reason"].is_string()
+}
+
+/// A worker principal can do nothing as another principal's instance: not unregister it,
+/// re-register it (with a short TTL, to have it expire), heartbeat it, claim as it, or take,
+/// renew or release leases as it — and none of those attempts changes anything. An operator
+/// may act on it (that is how a stuck worker is evicted).
+#[tokio::test]
+async fn a_worker_cannot_act_as_another_principals_instance() {
+    let (url, coordinator, stop) = with_principals().await;
+    let http = reqwest::Client::new();
+    let reg = call(
+        &http,
+        &url,
+        ALICE,
+        "system.register",
+        json!({"id": "w-alice", "ttlMs": 60_000}),
+    )
+    .await;
+    assert_eq!(reg["result"]["registered"], true, "{reg}");
+    let reg = call(&http, &url, BOB, "system.register", json!({"id": "w-bob"})).await;
+    assert_eq!(reg["result"]["registered"], true, "{reg}");
+    let lease = call(
+        &http,
+        &url,
+        ALICE,
+        "lease.acquire",
+        json!({"key": "db/main", "holder": "w-alice"}),
+    )
+    .await;
+    assert_eq!(lease["result"]["acquired"], true, "{lease}");
+    call(&http, &url, OPS, "task.create", json!({"text": "job"})).await;
+
+    let attempts = [
+        ("system.unregister", json!({"instanceId": "w-alice"})),
+        ("system.register", json!({"id": "w-alice", "ttlMs": 1000})),
+        ("system.heartbeat", json!({"instanceId": "w-alice"})),
+        ("task.claim", json!({"workerId": "w-alice"})),
+        (
+            "lease.acquire",
+            json!({"key": "db/other", "holder": "w-alice"}),
+        ),
+        (
+            "lease.renew",
+            json!({"key": "db/main", "holder": "w-alice", "ttlSec": 1}),
+        ),
+        (
+            "lease.release",
+            json!({"key": "db/main", "holder": "w-alice"}),
+        ),
+    ];
+    for (method, params) in &attempts {
+        let answer = call(&http, &url, BOB, method, params.clone()).await;
+        assert!(forbidden(&answer), "{method}: {answer}");
+        assert!(
+            !answer.to_string().contains("\"alice\""),
+            "the refusal does not name the owner: {answer}"
+        );
+    }
+    // Nothing changed: alive, same TTL, lease held, task still pending.
+    let state = call(
+        &http,
+        &url,
+        OPS,
+        "system.get_state",
+        json!({"instanceId": "w-alice"}),
+    )
+    .await;
+    let instance = &state["result"]["instances"][0];
+    assert_eq!(instance["status"], "active", "{state}");
+    assert_eq!(instance["ttlMs"], 60_000, "{state}");
+    assert_eq!(instance["owner"], "alice", "{state}");
+    let leases = call(&http, &url, OPS, "lease.list", json!({})).await;
+    assert_eq!(
+        leases["result"]["leases"].as_array().unwrap().len(),
+        1,
+        "{leases}"
+    );
+    let pending = call(&http, &url, OPS, "task.list", json!({"status": "pending"})).await;
+    assert_eq!(
+        pending["result"]["tasks"].as_array().unwrap().len(),
+        1,
+        "{pending}"
+    );
+
+    // Its own principal may do all of it.
+    let beat = call(
+        &http,
+        &url,
+        ALICE,
+        "system.heartbeat",
+        json!({"instanceId": "w-alice"}),
+    )
+    .await;
+    assert_eq!(beat["result"]["alive"], true, "{beat}");
+    let renew = call(
+        &http,
+        &url,
+        ALICE,
+        "lease.renew",
+        json!({"key": "db/main", "holder": "w-alice"}),
+    )
+    .await;
+    assert_eq!(renew["result"]["renewed"], true, "{renew}");
+    // Bob's own instance is his to use.
+    let beat = call(
+        &http,
+        &url,
+        BOB,
+        "system.heartbeat",
+        json!({"instanceId": "w-bob"}),
+    )
+    .await;
+    assert_eq!(beat["result"]["alive"], true, "{beat}");
+    // A worker cannot act on an instance an operator registered either.
+    call(&http, &url, OPS, "system.register", json!({"id": "w-ops"})).await;
+    let answer = call(
+        &http,
+        &url,
+        ALICE,
+        "system.heartbeat",
+        json!({"instanceId": "w-ops"}),
+    )
+    .await;
+    assert!(forbidden(&answer), "{answer}");
+    // The operator evicts alice's instance.
+    let gone = call(
+        &http,
+        &url,
+        OPS,
+        "system.unregister",
+        json!({"instanceId": "w-alice"}),
+    )
+    .await;
+    assert_eq!(gone["result"]["unregistered"], true, "{gone}");
+    // Once it is gone, the id is free: bob may register it afresh, bound to him.
+    let again = call(
+        &http,
+        &url,
+        BOB,
+        "system.register",
+        json!({"id": "w-alice"}),
+    )
+    .await;
+    assert_eq!(again["result"]["registered"], true, "{again}");
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// A claim token that reaches another principal does not let it act for the claimer: step
+/// heartbeat, complete, fail and leases under the claim are refused; the claimer's own calls
+/// work. A wrong token is still just `stale_claim`.
+#[tokio::test]
+async fn a_leaked_claim_token_does_not_let_another_principal_act() {
+    let (url, coordinator, stop) = with_principals().await;
+    let http = reqwest::Client::new();
+    call(
+        &http,
+        &url,
+        ALICE,
+        "system.register",
+        json!({"id": "w-alice"}),
+    )
+    .await;
+    let created = call(&http, &url, BOB, "task.create", json!({"text": "job"})).await;
+    let task = created["result"]["id"].as_str().unwrap().to_string();
+    let claim = call(
+        &http,
+        &url,
+        ALICE,
+        "task.claim",
+        json!({"workerId": "w-alice"}),
+    )
+    .await;
+    let token = claim["result"]["claimToken"].as_str().unwrap().to_string();
+    let attempts = [
+        (
+            "task.heartbeat",
+            json!({"taskId": task, "claimToken": token}),
+        ),
+        (
+            "task.complete",
+            json!({"taskId": task, "claimToken": token}),
+        ),
+        ("task.fail", json!({"taskId": task, "claimToken": token})),
+        (
+            "lease.acquire",
+            json!({"key": "out/a", "taskId": task, "claimToken": token}),
+        ),
+    ];
+    for (method, params) in &attempts {
+        let answer = call(&http, &url, BOB, method, params.clone()).await;
+        assert!(forbidden(&answer), "{method}: {answer}");
+    }
+    let stale = call(
+        &http,
+        &url,
+        BOB,
+        "task.complete",
+        json!({"taskId": task, "claimToken": "0".repeat(32)}),
+    )
+    .await;
+    assert_eq!(stale["result"]["status"], "stale_claim", "{stale}");
+    let done = call(
+        &http,
+        &url,
+        ALICE,
+        "task.complete",
+        json!({"taskId": task, "claimToken": token}),
+    )
+    .await;
+    assert_eq!(done["result"]["status"], "completed", "{done}");
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// Over WebSocket the principal is the one whose token opened the connection, for JSON frames
+/// and binary heartbeat frames alike.
+#[tokio::test]
+async fn a_websocket_acts_for_the_principal_that_opened_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use vigil::rpc::binary::{AnswerFrame, BeatResult, HeartbeatFrame};
+    let (url, coordinator, stop) = with_principals().await;
+    let http = reqwest::Client::new();
+    call(
+        &http,
+        &url,
+        ALICE,
+        "system.register",
+        json!({"id": "w-alice"}),
+    )
+    .await;
+    let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {BOB}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let frame = json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "w-alice"}, "id": 1});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(text))) = ws.next().await else {
+        panic!("no answer")
+    };
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert!(forbidden(&answer), "{answer}");
+    let beats = HeartbeatFrame::new(7, vec!["w-alice".into(), "nobody".into()]).encode();
+    ws.send(Message::Binary(beats.into())).await.unwrap();
+    let Some(Ok(Message::Binary(bytes))) = ws.next().await else {
+        panic!("no answer")
+    };
+    match AnswerFrame::decode(&bytes).unwrap() {
+        AnswerFrame::Results { results, .. } => {
+            assert_eq!(results[0], BeatResult::Forbidden);
+            assert!(matches!(results[1], BeatResult::Beat { alive: false, .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// The token file's checks: short, duplicated or clashing tokens refuse to start a server.
+#[tokio::test]
+async fn bad_token_sets_are_refused_at_bind() {
+    use vigil::rpc::Role;
+    use vigil::server::NamedToken;
+    let named = |name: &str, token: &str| NamedToken {
+        name: name.into(),
+        role: Role::Worker,
+        token: token.into(),
+    };
+    let coordinator = vigil::Coordinator::start(Config::default()).await.unwrap();
+    let cases = [
+        (None, vec![named("a", "short")], "at least 16"),
+        (None, vec![named("a", ALICE), named("a", BOB)], "twice"),
+        (None, vec![named("a", ALICE), named("b", ALICE)], "same"),
+        (Some(ALICE), vec![named("a", ALICE)], "--token"),
+        (Some(""), vec![], "empty"),
+    ];
+    for (token, tokens, why) in cases {
+        let config = ServerConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: token.map(str::to_string),
+            tokens,
+            ..ServerConfig::default()
+        };
+        let e = vigil::server::Server::bind(coordinator.clone(), &config)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{why}: {e}");
+    }
+    coordinator.shutdown().await;
+}
