@@ -21,8 +21,15 @@ pub mod code {
     pub const STORE_UNAVAILABLE: i64 = -32001;
     /// The call timed out.
     pub const TIMEOUT: i64 = -32002;
+    /// A capacity limit is reached (`--max-tasks` live tasks); `data.reason`, `data.limit`.
+    /// Nothing changed; retry once work has drained.
+    pub const CAPACITY: i64 = -32003;
     /// Not authorized.
     pub const UNAUTHORIZED: i64 = -32004;
+    /// This answer would take the response past its byte budget (`--max-answer-bytes`); the
+    /// call only read, and may be asked again alone or for fewer items. `data.reason` is
+    /// `answer_budget`.
+    pub const ANSWER_TOO_LARGE: i64 = -32005;
 }
 
 /// A piece of input that broke a rule. `field` is the name the caller used (`id`, `roles[3]`,
@@ -59,6 +66,10 @@ pub enum Error {
     /// The registry is full ([`Limits::max_instances`](crate::Limits::max_instances)).
     #[error("capacity reached: at most {0} instances may be registered")]
     Capacity(usize),
+    /// As many tasks are live (pending or claimed) as
+    /// [`Limits::max_tasks`](crate::Limits::max_tasks) allows; the task was not created.
+    #[error("capacity reached: at most {0} live (pending or claimed) tasks")]
+    TooManyTasks(usize),
     /// An actor did not answer within [`Config::call_timeout`](crate::Config::call_timeout).
     #[error("timed out after {0:?} waiting for the {1}")]
     Timeout(std::time::Duration, &'static str),

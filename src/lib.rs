@@ -92,6 +92,7 @@ pub use coordinator::{
 pub use error::{Error, ValidationError};
 pub use events::{Event, EventKind};
 pub use model::{
-    Epoch, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView, LeaderView,
-    RegisterRequest, Registration, StateQuery, Term, Unregistration,
+    DEFAULT_LIST_LIMIT, Epoch, HealthReport, Heartbeat, InstanceId, InstanceStatus, InstanceView,
+    LeaderView, MAX_LIST_LIMIT, Page, RegisterRequest, Registration, StateQuery, Term,
+    Unregistration,
 };

@@ -13,6 +13,9 @@ pub const STORE_FAILURES: &str = "vigil_store_failures_total";
 pub const CALLS: &str = "vigil_rpc_calls_total";
 /// Histogram: seconds a JSON-RPC call spent in the dispatcher, by `method`.
 pub const DURATION: &str = "vigil_rpc_call_duration_seconds";
+/// Counter: answers of read-only calls replaced by −32005 because they would have taken the
+/// response past its byte budget, by `method`.
+pub const ANSWERS_OVER_BUDGET: &str = "vigil_rpc_answers_over_budget_total";
 
 /// The bucket bounds (seconds) of [`DURATION`]: 1 µs to 2.5 s.
 pub const DURATION_BUCKETS: &[f64] = &[

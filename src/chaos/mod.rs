@@ -486,15 +486,9 @@ impl Driver {
                 self.ledger.lock().zombie_answer(&task, &answer);
             }
         }
-        let state = self
-            .client
-            .call("system.get_state", json!({"limit": 100_000}))
-            .await;
-        let tasks = self
-            .client
-            .call("task.list", json!({"limit": 10_000}))
-            .await;
-        let leases = self.client.call("lease.list", json!({})).await;
+        let state = read_all(&self.client, "system.get_state", "instances").await;
+        let tasks = read_all(&self.client, "task.list", "tasks").await;
+        let leases = read_all(&self.client, "lease.list", "leases").await;
         let leases_read_by = Instant::now();
         // After a Redis outage the breaker keeps writes off for its open period (10 s by
         // default): wait for it rather than report the store as different.
@@ -507,6 +501,29 @@ impl Driver {
         let mut l = self.ledger.lock();
         l.final_state(state, tasks, leases, leases_read_by, store);
     }
+}
+
+/// Every page of a list method (`system.get_state`, `task.list`, `lease.list`): the first
+/// page's answer with `field` holding the items of all pages, read `MAX_LIST_LIMIT` at a time
+/// by following `nextAfter`.
+async fn read_all(client: &Client, method: &str, field: &str) -> Result<Value, i64> {
+    let mut params = json!({"limit": crate::model::MAX_LIST_LIMIT});
+    let mut all = client.call(method, params.clone()).await?;
+    let mut next = all.get("nextAfter").cloned();
+    // Bounded: 10 000 pages are ten million items, far beyond any chaos run.
+    for _ in 0..10_000 {
+        let Some(after) = next.take() else { break };
+        params["after"] = after;
+        let mut page = client.call(method, params.clone()).await?;
+        next = page.get("nextAfter").cloned();
+        if let (Some(items), Some(more)) = (
+            all.get_mut(field).and_then(Value::as_array_mut),
+            page.get_mut(field).and_then(Value::as_array_mut),
+        ) {
+            items.append(more);
+        }
+    }
+    Ok(all)
 }
 
 /// Runs the workload with its faults for `config.duration`, then checks every invariant.

@@ -6,6 +6,9 @@ use super::settings::{ServeLayer, ServeSettings};
 use super::{LogFormat, init_logging};
 use crate::Coordinator;
 
+/// The smallest byte budget `--max-answer-bytes` takes.
+const MIN_ANSWER_BYTES: usize = 4096;
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// TOML file of settings (keys as the flags: listen, ttl, heartbeat-rate, ...).
@@ -30,6 +33,15 @@ pub struct ServeArgs {
     /// Most requests in one batch [default: 1000].
     #[arg(long, env = "VIGIL_MAX_BATCH")]
     max_batch: Option<usize>,
+    /// Byte budget of one response (a batch's answers together, or one answer): an answer of a
+    /// read-only call that would exceed it is replaced by a -32005 error; at least 4096
+    /// [default: 16777216].
+    #[arg(long, env = "VIGIL_MAX_ANSWER_BYTES")]
+    max_answer_bytes: Option<usize>,
+    /// Most live (pending or claimed) tasks; task.create beyond it fails with -32003 and
+    /// creates nothing [default: 1000000].
+    #[arg(long, env = "VIGIL_MAX_TASKS")]
+    max_tasks: Option<usize>,
     /// Default instance TTL, e.g. 30s, 1m [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_TTL")]
     ttl: Option<Duration>,
@@ -84,6 +96,8 @@ impl ServeArgs {
             heartbeat_rate: self.heartbeat_rate,
             max_body: self.max_body,
             max_batch: self.max_batch,
+            max_answer_bytes: self.max_answer_bytes,
+            max_tasks: self.max_tasks,
             ttl: self.ttl,
             grace: self.grace,
             log_format: log_format.map(LogFormat::into),
@@ -96,7 +110,15 @@ impl ServeArgs {
             restart_grace: self.restart_grace,
             chaos: self.chaos.then_some(true),
         };
-        Ok(flags.over(file).resolve())
+        let settings = flags.over(file).resolve();
+        if settings.max_answer_bytes < MIN_ANSWER_BYTES {
+            return Err(format!(
+                "max-answer-bytes must be at least {MIN_ANSWER_BYTES}, got {}: below that even \
+                 a small system.get_state answer would be refused",
+                settings.max_answer_bytes
+            ));
+        }
+        Ok(settings)
     }
 }
 
@@ -212,6 +234,7 @@ fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig
         tokens,
         max_body_bytes: settings.max_body,
         max_batch: settings.max_batch,
+        max_answer_bytes: settings.max_answer_bytes,
         heartbeats_per_minute: settings.heartbeat_rate,
         chaos: settings.chaos,
         ..crate::server::ServerConfig::default()
@@ -246,6 +269,9 @@ mod tests {
         assert_eq!(ours.tokens, server.tokens);
         assert_eq!(ours.max_body_bytes, server.max_body_bytes);
         assert_eq!(ours.max_batch, server.max_batch);
+        assert_eq!(ours.max_answer_bytes, server.max_answer_bytes);
+        let core = ServeSettings::default().coordinator_config();
+        assert_eq!(core.limits, crate::Limits::default());
         assert_eq!(ours.heartbeats_per_minute, server.heartbeats_per_minute);
         assert_eq!(ours.chaos, server.chaos);
     }

@@ -12,6 +12,8 @@
 //! heartbeat-rate = 1000  # per instance per minute; 0 = no limit
 //! max-body = 1048576
 //! max-batch = 1000
+//! max-answer-bytes = 16777216        # byte budget of one response
+//! max-tasks = 1000000                # live (pending + claimed) tasks
 //! log-format = "json"    # or "human"
 //! threads = 2            # runtime worker threads; 1 = single-threaded
 //! redis = "redis://127.0.0.1:6379"   # absent: in-memory store
@@ -60,6 +62,10 @@ pub struct ServeLayer {
     pub max_body: Option<usize>,
     /// Most requests in one batch.
     pub max_batch: Option<usize>,
+    /// Byte budget of one response.
+    pub max_answer_bytes: Option<usize>,
+    /// Most live (pending or claimed) tasks.
+    pub max_tasks: Option<usize>,
     /// Default instance TTL.
     #[serde(default, deserialize_with = "duration")]
     pub ttl: Option<Duration>,
@@ -117,6 +123,8 @@ impl ServeLayer {
             heartbeat_rate: self.heartbeat_rate.or(lower.heartbeat_rate),
             max_body: self.max_body.or(lower.max_body),
             max_batch: self.max_batch.or(lower.max_batch),
+            max_answer_bytes: self.max_answer_bytes.or(lower.max_answer_bytes),
+            max_tasks: self.max_tasks.or(lower.max_tasks),
             ttl: self.ttl.or(lower.ttl),
             grace: self.grace.or(lower.grace),
             log_format: self.log_format.or(lower.log_format),
@@ -141,6 +149,8 @@ impl ServeLayer {
             heartbeat_rate: self.heartbeat_rate.unwrap_or(d.heartbeat_rate),
             max_body: self.max_body.unwrap_or(d.max_body),
             max_batch: self.max_batch.unwrap_or(d.max_batch),
+            max_answer_bytes: self.max_answer_bytes.unwrap_or(d.max_answer_bytes),
+            max_tasks: self.max_tasks.unwrap_or(d.max_tasks),
             ttl: self.ttl.unwrap_or(d.ttl),
             grace: self.grace.unwrap_or(d.grace),
             log_format: self.log_format.unwrap_or(d.log_format),
@@ -171,6 +181,10 @@ pub struct ServeSettings {
     pub max_body: usize,
     /// Largest batch (1000).
     pub max_batch: usize,
+    /// Byte budget of one response (16 MiB).
+    pub max_answer_bytes: usize,
+    /// Most live (pending or claimed) tasks (1,000,000).
+    pub max_tasks: usize,
     /// Default TTL (30 s).
     pub ttl: Duration,
     /// Grace (5 s).
@@ -208,6 +222,8 @@ impl Default for ServeSettings {
             heartbeat_rate: 1000,
             max_body: 1024 * 1024,
             max_batch: 1000,
+            max_answer_bytes: crate::rpc::DEFAULT_MAX_ANSWER_BYTES,
+            max_tasks: core.limits.max_tasks,
             ttl: core.ttl,
             grace: core.grace,
             log_format: LogFormat::Human,
@@ -268,11 +284,16 @@ impl ServeSettings {
                 ..RedisConfig::new(url.clone())
             }),
         };
+        let core = crate::Config::default();
         crate::Config {
             ttl: self.ttl,
             grace: self.grace,
             store,
-            ..crate::Config::default()
+            limits: crate::Limits {
+                max_tasks: self.max_tasks,
+                ..core.limits.clone()
+            },
+            ..core
         }
     }
 }

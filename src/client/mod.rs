@@ -528,9 +528,25 @@ impl Client {
             .await
     }
 
-    /// `system.get_state`: at most `limit` instances (all when `None`).
+    /// `system.get_state`: at most `limit` instances, ordered by id (the server's default, 100,
+    /// when `None`; at most 1000). [`ClusterView::truncated`] tells whether more follow;
+    /// [`state_after`](Self::state_after) reads the next page.
     pub async fn state(&self, limit: Option<usize>) -> Result<ClusterView, ClientError> {
         let mut params = json!({});
+        if let Some(limit) = limit {
+            params["limit"] = json!(limit);
+        }
+        self.typed("system.get_state", params).await
+    }
+
+    /// `system.get_state` for the instances whose id sorts after `after` (the
+    /// [`next_after`](ClusterView::next_after) of the previous page): at most `limit` of them.
+    pub async fn state_after(
+        &self,
+        after: &str,
+        limit: Option<usize>,
+    ) -> Result<ClusterView, ClientError> {
+        let mut params = json!({"after": after});
         if let Some(limit) = limit {
             params["limit"] = json!(limit);
         }
@@ -744,6 +760,12 @@ pub struct ClusterView {
     pub instances: Vec<InstanceView>,
     /// How many instances are registered in all.
     pub instance_count: usize,
+    /// Whether registered instances follow the last one in `instances`.
+    #[serde(default)]
+    pub truncated: bool,
+    /// The id to ask for the next page with ([`Client::state_after`]), when `truncated`.
+    #[serde(default)]
+    pub next_after: Option<String>,
     /// The leader's id.
     pub leader: Option<InstanceId>,
     /// The current term.

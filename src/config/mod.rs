@@ -26,6 +26,11 @@ pub struct Limits {
     pub max_ttl: Duration,
     /// Most instances registered at once (default 1,000,000); a registration past it is refused.
     pub max_instances: usize,
+    /// Most live (pending or claimed) tasks at once (default 1,000,000); a `create_task` past
+    /// it is refused with [`Error::TooManyTasks`](crate::Error::TooManyTasks) and changes
+    /// nothing. Finished tasks are bounded apart, by
+    /// [`Config::finished_task_retention`].
+    pub max_tasks: usize,
     /// Largest task payload, in bytes of its JSON serialization (default 64 KiB).
     pub max_payload_bytes: usize,
     /// Most attempts a task may be given (default 100).
@@ -50,6 +55,7 @@ impl Default for Limits {
             min_ttl: Duration::from_secs(1),
             max_ttl: Duration::from_secs(3600),
             max_instances: 1_000_000,
+            max_tasks: 1_000_000,
             max_payload_bytes: 64 * 1024,
             max_attempts: 100,
             max_task_locks: 32,
@@ -156,6 +162,12 @@ impl Config {
                 "must be at least 1: a finished task is kept so that a repeated complete or fail \
                  is answered as the first was"
                     .into(),
+            );
+        }
+        if self.limits.max_tasks == 0 {
+            return bad(
+                "max_tasks",
+                "must be at least 1: with 0 no task could ever be created".into(),
             );
         }
         if self.lease_ttl < self.limits.min_lease_ttl || self.lease_ttl > self.limits.max_lease_ttl

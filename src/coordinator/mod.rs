@@ -47,6 +47,9 @@ pub struct ClusterState {
     pub instances: Vec<InstanceView>,
     /// How many instances are registered in all (`instances` may be limited).
     pub instance_count: usize,
+    /// Whether registered instances follow the last one in `instances` (a limited page).
+    #[serde(default)]
+    pub truncated: bool,
     /// The leader.
     pub leader: LeaderView,
     /// The most recent events, oldest first.
@@ -398,8 +401,10 @@ impl Coordinator {
         self.state_with(&StateQuery::default())
     }
 
-    /// A snapshot limited by `query`: one instance, and/or at most `limit` instances (by id)
-    /// and `limit` recent events.
+    /// A snapshot limited by `query`: one instance, or at most `limit` instances (by id, those
+    /// after `after` when it is given) and `limit` recent events. Only the instances that make
+    /// the page are viewed: a page of 100 out of a million costs one pass over the ids, not a
+    /// million views and a sort.
     pub fn state_with(&self, query: &StateQuery) -> ClusterState {
         let ctx = &self.inner.ctx;
         let term = ctx.leadership.term();
@@ -420,24 +425,38 @@ impl Coordinator {
                 owner: slot.owner.as_deref().map(str::to_string),
             }
         };
-        let mut instances: Vec<InstanceView> = match &query.instance_id {
-            Some(id) => ctx
-                .registry
-                .get(id.as_str())
-                .map(|entry| view(&entry.slot))
-                .into_iter()
-                .collect(),
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let (instances, truncated) = match &query.instance_id {
+            Some(id) => {
+                // Cloned out of the map first: no registry guard is held while viewing.
+                let slot = ctx
+                    .registry
+                    .get(id.as_str())
+                    .map(|entry| entry.slot.clone());
+                (slot.map(|s| view(&s)).into_iter().collect(), false)
+            }
             // `limit: 0` asks for the leader and the count only (the worker client's election
             // does, at every change of term): no walk over the registry.
-            None if query.limit == Some(0) => Vec::new(),
-            None => ctx.registry.iter().map(|entry| view(&entry.slot)).collect(),
+            None if limit == 0 => (Vec::new(), !ctx.registry.is_empty()),
+            None => {
+                let after = query.after.as_deref().map(InstanceId::cursor);
+                let mut page = crate::model::page::FirstAfter::new(after, limit);
+                for entry in ctx.registry.iter() {
+                    if page.wants(entry.key()) {
+                        page.offer(entry.key().clone(), entry.slot.clone());
+                    }
+                }
+                let (picked, truncated) = page.finish();
+                (
+                    picked.iter().map(|(_, slot)| view(slot)).collect(),
+                    truncated,
+                )
+            }
         };
-        instances.sort_by(|a, b| a.id.cmp(&b.id));
-        let limit = query.limit.unwrap_or(usize::MAX);
-        instances.truncate(limit);
         ClusterState {
             instances,
             instance_count: ctx.registry.len(),
+            truncated,
             leader: ctx.leadership.view(|ms| clock.wall_ms(ms)),
             recent_events: ctx.events.recent(limit.min(ctx.config.recent_events)),
         }

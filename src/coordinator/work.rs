@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Coordinator;
 use crate::error::{Error, ValidationError};
-use crate::model::{Authority, InstanceId};
+use crate::model::{Authority, InstanceId, MAX_LIST_LIMIT, Page};
 use crate::work::lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode};
 use crate::work::task::{
     ClaimToken, ClaimedTask, Completion, Failure, StepHeartbeat, TaskId, TaskQuery, TaskSpec,
@@ -39,7 +39,9 @@ pub enum LeaseOutcome {
 
 impl Coordinator {
     /// Creates a pending task. Payload ≤ 64 KiB serialized, priority 0–100 (default 50),
-    /// max attempts 1–100 (default 3), at most 32 required locks with valid keys.
+    /// max attempts 1–100 (default 3), at most 32 required locks with valid keys. With
+    /// [`Limits::max_tasks`](crate::Limits::max_tasks) tasks already live (pending or claimed)
+    /// it fails with [`Error::TooManyTasks`] and changes nothing.
     pub async fn create_task(&self, spec: TaskSpec) -> Result<TaskView, Error> {
         self.ensure_running()?;
         let limits = &self.ctx().config.limits;
@@ -93,9 +95,15 @@ impl Coordinator {
             });
         }
         self.store_ready()?;
-        let view = self
-            .ctx()
-            .with_work(|work, op| work.create(op, spec.payload, priority, max_attempts, locks));
+        let max_tasks = limits.max_tasks;
+        // Counted under the work lock, before anything changes: a refused task leaves no trace
+        // in memory, in the events or in the store.
+        let view = self.ctx().with_work(|work, op| {
+            if work.live_tasks() >= max_tasks {
+                return Err(Error::TooManyTasks(max_tasks));
+            }
+            Ok(work.create(op, spec.payload, priority, max_attempts, locks))
+        })?;
         self.written().await?;
         Ok(view)
     }
@@ -107,11 +115,24 @@ impl Coordinator {
         ctx.work.lock().get(id, &op)
     }
 
-    /// Tasks by status and assignee, in id order, at most `limit` (default 100, cap 10 000).
+    /// Tasks by status and assignee, in id order, after `query.after`, at most `limit`
+    /// (default 100, at most 1000).
     pub fn list_tasks(&self, query: &TaskQuery) -> Vec<TaskView> {
+        self.list_tasks_page(query).items
+    }
+
+    /// As [`list_tasks`](Self::list_tasks), with how many tasks match in all and whether more
+    /// follow the page.
+    pub fn list_tasks_page(&self, query: &TaskQuery) -> Page<TaskView> {
         let ctx = self.ctx();
         let op = crate::work::Op::new(&ctx.clock, ctx.leadership.term());
         ctx.work.lock().list(query, &op)
+    }
+
+    /// How many tasks are live (pending or claimed); at most
+    /// [`Limits::max_tasks`](crate::Limits::max_tasks).
+    pub fn live_task_count(&self) -> usize {
+        self.ctx().work.lock().live_tasks()
     }
 
     /// Counts of tasks by status (`pending`, `claimed`, `completed`, `failed`).
@@ -393,6 +414,24 @@ impl Coordinator {
     pub fn list_leases(&self, prefix: Option<&str>) -> Result<Vec<LeaseGrant>, Error> {
         let prefix = prefix.map(LeaseKey::parse).transpose()?;
         Ok(self.ctx().work.lock().list_leases(prefix.as_ref()))
+    }
+
+    /// One page of the leases under `prefix` (or all), ordered by key and then fencing token:
+    /// at most `limit` (clamped to [`MAX_LIST_LIMIT`]) of those after `after` (the key and
+    /// fencing token of the last lease of the previous page), with how many there are in all.
+    pub fn list_leases_page(
+        &self,
+        prefix: Option<&str>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Page<LeaseGrant>, Error> {
+        let prefix = prefix.map(LeaseKey::parse).transpose()?;
+        let limit = limit.min(MAX_LIST_LIMIT);
+        Ok(self
+            .ctx()
+            .work
+            .lock()
+            .list_leases_page(prefix.as_ref(), after, limit))
     }
 
     /// Runs one sweep now (the LeaderActor runs one every `sweep_interval`).

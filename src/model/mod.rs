@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 mod authority;
+pub mod page;
 pub mod work;
 
 pub use authority::Authority;
+pub use page::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Page};
 pub use work::{ClaimToken, LeaseKey, TaskId};
 
 use crate::config::Limits;
@@ -32,6 +34,12 @@ impl InstanceId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Any text taken as an id without validation, to compare with ids (a paging cursor);
+    /// never registered.
+    pub(crate) fn cursor(text: &str) -> Self {
+        Self(SmolStr::new(text))
     }
 }
 
@@ -371,8 +379,10 @@ pub struct LeaderView {
 pub struct StateQuery {
     /// Only this instance.
     pub instance_id: Option<String>,
-    /// At most this many instances (ordered by id) and recent events.
+    /// At most this many instances (ordered by id) and recent events; all when `None`.
     pub limit: Option<usize>,
+    /// Only instances whose id sorts after this one (the last id of the previous page).
+    pub after: Option<String>,
 }
 
 /// The answer to [`Coordinator::check_health`](crate::Coordinator::check_health).

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::Dispatcher;
@@ -126,7 +127,9 @@ impl Dispatcher {
     }
 
     /// Handles a whole body and returns the bytes to send (`None`: nothing). Heartbeats, alone
-    /// or in batches, take the fast path; everything else the general one.
+    /// or in batches, take the fast path; everything else the general one. The response stays
+    /// within the byte budget ([`RpcLimits::max_answer_bytes`](super::RpcLimits)): an answer of
+    /// a read-only call that would take it past is replaced by the −32005 error.
     pub async fn handle_body_bytes(&self, body: &[u8]) -> Option<Vec<u8>> {
         let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
         match first {
@@ -142,26 +145,44 @@ impl Dispatcher {
                 if items.is_empty() || items.len() > self.limits.max_batch {
                     return self.general(body).await;
                 }
+                let budget = self.limits.max_answer_bytes;
                 let mut out = Vec::with_capacity(items.len() * 80 + 2);
                 out.push(b'[');
                 let mut any = false;
                 for item in items {
-                    let answer = match self.fast_heartbeat(item.get().as_bytes()) {
-                        Some(Fast::Answer(bytes)) => Some(bytes),
-                        Some(Fast::Silent) => None,
-                        None => match serde_json::from_str(item.get()) {
-                            Ok(value) => self
-                                .handle_one(value)
-                                .await
-                                .and_then(|v| serde_json::to_vec(&v).ok()),
-                            Err(_) => None,
-                        },
-                    };
-                    if let Some(bytes) = answer {
-                        if any {
-                            out.push(b',');
+                    let mark = out.len();
+                    if any {
+                        out.push(b',');
+                    }
+                    let start = out.len();
+                    match self.fast_heartbeat(item.get().as_bytes()) {
+                        Some(Fast::Answer(bytes)) => out.extend_from_slice(&bytes),
+                        Some(Fast::Silent) => {}
+                        None => {
+                            let answered = match serde_json::from_str(item.get()) {
+                                Ok(value) => self.answer(value).await,
+                                Err(_) => None,
+                            };
+                            if let Some(answered) = answered {
+                                // A `Value` written to a `Vec` cannot fail.
+                                let _ = serde_json::to_writer(&mut out, &answered.answer);
+                                // `+ 1`: the closing bracket.
+                                if let Some(method) = answered.reads
+                                    && out.len() + 1 > budget
+                                {
+                                    // Written whole first (its size is known only then), taken
+                                    // back: the error goes in its place.
+                                    let bytes = out.len() - start;
+                                    out.truncate(start);
+                                    let error = self.over_budget(&answered.answer, method, bytes);
+                                    let _ = serde_json::to_writer(&mut out, &error);
+                                }
+                            }
                         }
-                        out.extend_from_slice(&bytes);
+                    }
+                    if out.len() == start {
+                        out.truncate(mark); // nothing to send for this one: no comma either
+                    } else {
                         any = true;
                     }
                 }
@@ -172,9 +193,23 @@ impl Dispatcher {
         }
     }
 
+    /// One request (or a refused batch) by the general decoder, as bytes.
     async fn general(&self, body: &[u8]) -> Option<Vec<u8>> {
-        self.handle_body(body)
-            .await
-            .and_then(|v| serde_json::to_vec(&v).ok())
+        let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+            // A parse error, a refused batch, a bare value: small errors.
+            return self
+                .handle_body(body)
+                .await
+                .and_then(|v| serde_json::to_vec(&v).ok());
+        };
+        let answered = self.answer(Value::Object(request)).await?;
+        let bytes = serde_json::to_vec(&answered.answer).ok()?;
+        match answered.reads {
+            Some(method) if bytes.len() > self.limits.max_answer_bytes => {
+                let error = self.over_budget(&answered.answer, method, bytes.len());
+                serde_json::to_vec(&error).ok()
+            }
+            _ => Some(bytes),
+        }
     }
 }

@@ -79,8 +79,64 @@ pub async fn release(c: &Coordinator, p: Params, a: &Authority) -> Result<Value,
     Ok(json!({"released": c.release_lease_as(key, owner(&p)?, a).await?}))
 }
 
-/// `lease.list {prefix?}` → `{leases}`.
+/// `lease.list {prefix?, limit?, after?}` → `{leases, total, truncated, nextAfter?}`: at most
+/// `limit` leases (default 100, at most 1000) ordered by key and then fencing token, those
+/// after the cursor `after` only — the `nextAfter` of the previous page, `<key>#<fencingToken>`.
 pub async fn list(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let prefix = p.opt_str(&["prefix"])?;
-    Ok(json!({"leases": to_json(&c.list_leases(prefix)?)?}))
+    let limit = p.list_limit()?;
+    let after = p.opt_str(&["after"])?.map(parse_cursor).transpose()?;
+    let page = c.list_leases_page(prefix, after, limit)?;
+    let mut value = json!({
+        "leases": to_json(&page.items)?,
+        "total": page.total,
+        "truncated": page.truncated,
+    });
+    if page.truncated
+        && let Some(last) = page.items.last()
+    {
+        value["nextAfter"] = json!(cursor(last.key.as_str(), last.fencing_token));
+    }
+    Ok(value)
+}
+
+/// The paging cursor of a lease: its key and fencing token.
+fn cursor(key: &str, fencing_token: u64) -> String {
+    format!("{key}#{fencing_token}")
+}
+
+/// `<key>#<fencingToken>` → its parts. A key may hold `#` itself: the token follows the last.
+fn parse_cursor(text: &str) -> Result<(&str, u64), RpcError> {
+    text.rsplit_once('#')
+        .and_then(|(key, token)| {
+            let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+            Some((key, token.parse().ok().filter(|_| digits)?))
+        })
+        .ok_or_else(|| {
+            RpcError::invalid_params(
+                "after",
+                format!(
+                    "must be the nextAfter of a previous lease.list page, \
+                     `<key>#<fencingToken>`, got {text:?}"
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_cursors_round_trip_and_bad_ones_name_the_field() {
+        assert_eq!(
+            parse_cursor(&cursor("repo/src", 17)).unwrap(),
+            ("repo/src", 17)
+        );
+        assert_eq!(parse_cursor(&cursor("a#b", 3)).unwrap(), ("a#b", 3));
+        for bad in ["repo/src", "repo#", "repo#x1", "repo#-1", "#"] {
+            let e = parse_cursor(bad).unwrap_err();
+            assert_eq!(e.data.unwrap()["field"], "after", "{bad}");
+        }
+    }
 }

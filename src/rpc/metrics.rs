@@ -11,7 +11,7 @@ use metrics::{Counter, Histogram};
 
 use super::{METHODS, RpcError, code};
 
-pub use crate::telemetry::{CALLS, DURATION};
+pub use crate::telemetry::{ANSWERS_OVER_BUDGET, CALLS, DURATION};
 
 /// Registers the descriptions (HELP lines) with the installed recorder.
 pub fn describe() {
@@ -20,6 +20,10 @@ pub fn describe() {
         DURATION,
         metrics::Unit::Seconds,
         "Time a JSON-RPC call spent in the dispatcher, by method"
+    );
+    metrics::describe_counter!(
+        ANSWERS_OVER_BUDGET,
+        "Answers of read-only calls refused (-32005) for the response byte budget, by method"
     );
 }
 
@@ -47,6 +51,8 @@ pub fn outcome_label(result: Result<(), &RpcError>) -> &'static str {
             code::STORE_UNAVAILABLE => "store_unavailable",
             code::TIMEOUT => "timeout",
             code::UNAUTHORIZED => "unauthorized",
+            code::CAPACITY => "capacity",
+            code::ANSWER_TOO_LARGE => "answer_too_large",
             _ => "error",
         },
     }
@@ -62,6 +68,12 @@ pub fn record(method: &'static str, outcome: &'static str, took: Duration) {
 pub fn record_rejected(error: &RpcError) {
     metrics::counter!(CALLS, "method" => "none", "outcome" => outcome_label(Err(error)))
         .increment(1);
+}
+
+/// Records an answer of `method` (a served method's label) refused for the byte budget. The
+/// call itself was already counted, with the outcome it had.
+pub fn record_over_budget(method: &'static str) {
+    metrics::counter!(ANSWERS_OVER_BUDGET, "method" => method).increment(1);
 }
 
 /// Handles for the heartbeat fast path, resolved once so a heartbeat pays no registry lookup.

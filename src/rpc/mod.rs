@@ -89,6 +89,14 @@ impl From<Error> for RpcError {
             Error::StaleClaim(id) => {
                 RpcError::invalid_params("claimToken", format!("stale claim on task {id}"))
             }
+            Error::TooManyTasks(n) => RpcError {
+                code: code::CAPACITY,
+                message: format!(
+                    "capacity reached: at most {n} live (pending or claimed) tasks; the task \
+                     was not created"
+                ),
+                data: Some(json!({"reason": "max_tasks", "limit": n})),
+            },
             Error::Capacity(n) => RpcError::new(
                 code::INTERNAL,
                 format!("capacity reached: at most {n} instances"),
@@ -120,15 +128,45 @@ pub struct RpcLimits {
     pub max_batch: usize,
     /// Time allowed per call (default 2 s).
     pub call_timeout: Duration,
+    /// Byte budget of one response, a batch's answer array or a single answer (default
+    /// 16 MiB). The answer of a call that only reads (`system.get_state`, `task.list`, …) that
+    /// would take the response past it is replaced by a −32005 error for that entry; the rest
+    /// of the batch goes on. Answers of calls that change state are always sent whole.
+    pub max_answer_bytes: usize,
 }
+
+/// Default of [`RpcLimits::max_answer_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for RpcLimits {
     fn default() -> Self {
         Self {
             max_batch: 1000,
             call_timeout: Duration::from_secs(2),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
+}
+
+/// The methods that only read. Their answers count against the response's byte budget and are
+/// replaced by an error when they would exceed it; dropping the answer of a call that changed
+/// state (a claim, an acquisition) would lose what it handed out, so those are always sent.
+pub const READ_ONLY_METHODS: &[&str] = &[
+    "system.check_health",
+    "system.get_state",
+    "system.health",
+    "task.get",
+    "task.list",
+    "lease.list",
+    "chaos.status",
+    "chaos.verify_store",
+];
+
+/// One request's answer, with the method's metrics label when the method only reads (its
+/// answer may then be refused for the byte budget).
+struct Answered {
+    answer: Value,
+    reads: Option<&'static str>,
 }
 
 /// Per-caller guard consulted before a method runs (the server's rate limiter).
@@ -275,18 +313,80 @@ impl Dispatcher {
             ));
         }
         let mut out = Vec::with_capacity(items.len());
+        let mut used = 2; // `[` and `]`
         for item in items {
-            if let Some(answer) = self.handle_one(item).await {
+            if let Some(answered) = self.answer(item).await {
+                let comma = usize::from(!out.is_empty());
+                let (answer, bytes) = self.fit(answered, used + comma);
+                used += comma + bytes;
                 out.push(answer);
             }
         }
         (!out.is_empty()).then_some(Value::Array(out))
     }
 
-    /// Handles one request object.
+    /// Handles one request object. An answer of a read-only method larger than the byte budget
+    /// is replaced by the −32005 error.
     pub async fn handle_one(&self, value: Value) -> Option<Value> {
+        let answered = self.answer(value).await?;
+        if answered.reads.is_none() {
+            return Some(answered.answer);
+        }
+        Some(self.fit(answered, 0).0)
+    }
+
+    /// `answered` if it fits in the budget after `used` bytes, else the −32005 error in its
+    /// place; with its encoded length.
+    fn fit(&self, answered: Answered, used: usize) -> (Value, usize) {
+        let bytes = encoded_len(&answered.answer);
+        match answered.reads {
+            Some(method) if used.saturating_add(bytes) > self.limits.max_answer_bytes => {
+                let error = self.over_budget(&answered.answer, method, bytes);
+                let bytes = encoded_len(&error);
+                (error, bytes)
+            }
+            _ => (answered.answer, bytes),
+        }
+    }
+
+    /// The −32005 answer that replaces `answer` (of `bytes` bytes, to `method`), which would
+    /// take the response past the budget.
+    fn over_budget(&self, answer: &Value, method: &'static str, bytes: usize) -> Value {
+        let budget = self.limits.max_answer_bytes;
+        metrics::record_over_budget(method);
+        tracing::debug!(
+            method,
+            bytes,
+            budget,
+            "answer refused: over the response byte budget"
+        );
+        let error = RpcError {
+            code: code::ANSWER_TOO_LARGE,
+            message: format!(
+                "answer too large: the answer to {method} ({bytes} bytes) would take the \
+                 response past its budget of {budget} bytes; ask for fewer items (limit, after) \
+                 or in a request of its own"
+            ),
+            data: Some(json!({
+                "reason": "answer_budget",
+                "method": method,
+                "answerBytes": bytes,
+                "budgetBytes": budget,
+            })),
+        };
+        error_response(answer.get("id").cloned().unwrap_or(Value::Null), error)
+    }
+
+    /// Runs one request object: its answer (`None` for a notification).
+    async fn answer(&self, value: Value) -> Option<Answered> {
+        let unread = |answer| {
+            Some(Answered {
+                answer,
+                reads: None,
+            })
+        };
         let Value::Object(mut request) = value else {
-            return Some(rejected(
+            return unread(rejected(
                 Value::Null,
                 RpcError::new(code::INVALID_REQUEST, "invalid request: not an object"),
             ));
@@ -296,7 +396,7 @@ impl Dispatcher {
         let notification = id.is_none();
         let id_value = id.unwrap_or(Value::Null);
         if !matches!(id_value, Value::Null | Value::String(_) | Value::Number(_)) {
-            return Some(rejected(
+            return unread(rejected(
                 Value::Null,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -305,7 +405,7 @@ impl Dispatcher {
             ));
         }
         if request.get("jsonrpc") != Some(&Value::String("2.0".into())) {
-            return Some(rejected(
+            return unread(rejected(
                 id_value,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -314,7 +414,7 @@ impl Dispatcher {
             ));
         }
         let Some(Value::String(method)) = request.remove("method") else {
-            return Some(rejected(
+            return unread(rejected(
                 id_value,
                 RpcError::new(
                     code::INVALID_REQUEST,
@@ -327,10 +427,13 @@ impl Dispatcher {
             Some(Value::Object(map)) => map,
             Some(Value::Array(_)) => {
                 let e = RpcError::invalid_params("params", "must be an object (named parameters)");
-                return (!notification).then(|| rejected(id_value, e));
+                return (!notification).then(|| Answered {
+                    answer: rejected(id_value, e),
+                    reads: None,
+                });
             }
             Some(_) => {
-                return Some(rejected(
+                return unread(rejected(
                     id_value,
                     RpcError::new(
                         code::INVALID_REQUEST,
@@ -339,14 +442,18 @@ impl Dispatcher {
                 ));
             }
         };
+        let reads = READ_ONLY_METHODS
+            .contains(&method.as_str())
+            .then(|| metrics::method_label(&method));
         let result = self.call(&method, Params::new(params)).await;
         if notification {
             return None;
         }
-        Some(match result {
+        let answer = match result {
             Ok(value) => json!({"jsonrpc": "2.0", "result": value, "id": id_value}),
             Err(e) => error_response(id_value, e),
-        })
+        };
+        Some(Answered { answer, reads })
     }
 
     /// Runs `method`, under the guard and the call timeout, and records it in the metrics.
@@ -439,6 +546,24 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, RpcError>
 fn rejected(id: Value, error: RpcError) -> Value {
     metrics::record_rejected(&error);
     error_response(id, error)
+}
+
+/// The length of `value` encoded as compact JSON, without building the bytes.
+fn encoded_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that cannot fail does not fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn error_response(id: Value, error: RpcError) -> Value {

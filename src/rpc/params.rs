@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::RpcError;
+use crate::model::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::work::task::TaskId;
 
 /// The `params` object of a request.
@@ -79,6 +80,14 @@ impl Params {
                 )),
             },
         }
+    }
+
+    /// The `limit` of a list: [`DEFAULT_LIST_LIMIT`] when absent, −32602 naming `limit` above
+    /// [`MAX_LIST_LIMIT`].
+    pub fn list_limit(&self) -> Result<usize, RpcError> {
+        Ok(self
+            .opt_u64(&["limit"], MAX_LIST_LIMIT as u64)?
+            .map_or(DEFAULT_LIST_LIMIT, |n| n as usize))
     }
 
     /// An optional array of strings.

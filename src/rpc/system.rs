@@ -55,23 +55,34 @@ pub async fn check_health(c: &Coordinator, p: Params) -> Result<Value, RpcError>
     Ok(value)
 }
 
-/// `system.get_state {instanceId?, limit?}` → `{instances, leader, term, tasks, recentEvents}`.
+/// `system.get_state {instanceId?, limit?, after?}` → `{instances, instanceCount, truncated,
+/// nextAfter?, leader, term, leadership, tasks, recentEvents}`: at most `limit` instances
+/// (default 100, at most 1000) ordered by id, those after the id `after` only, and at most
+/// `limit` recent events. `tasks` are counts by status.
 pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let query = StateQuery {
         instance_id: p.opt_str(INSTANCE_ID)?.map(str::to_string),
-        limit: p.opt_u64(&["limit"], 1_000_000)?.map(|n| n as usize),
+        limit: Some(p.list_limit()?),
+        after: p.opt_str(&["after"])?.map(str::to_string),
     };
     let state = c.state_with(&query);
     let tasks = c.task_counts();
-    Ok(json!({
+    let mut value = json!({
         "instances": to_json(&state.instances)?,
         "instanceCount": state.instance_count,
+        "truncated": state.truncated,
         "leader": state.leader.leader,
         "term": state.leader.term,
         "leadership": to_json(&state.leader)?,
         "tasks": tasks,
         "recentEvents": to_json(&state.recent_events)?,
-    }))
+    });
+    if state.truncated
+        && let Some(last) = state.instances.last()
+    {
+        value["nextAfter"] = json!(last.id);
+    }
+    Ok(value)
 }
 
 /// `system.health` → `{status, services}`: `degraded` while the store is failing or its

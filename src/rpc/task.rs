@@ -128,7 +128,9 @@ pub async fn get(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     }
 }
 
-/// `task.list {status?, assignee?, limit?}` → `{tasks}`.
+/// `task.list {status?, assignee?, limit?, after?}` → `{tasks, total, truncated, nextAfter?}`:
+/// at most `limit` tasks (default 100, at most 1000) in id order, those after the task id
+/// `after` only; `total` counts every match.
 pub async fn list(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let status = match p.opt_str(&["status"])? {
         None => None,
@@ -143,10 +145,26 @@ pub async fn list(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
             ));
         }
     };
+    let after = match p.find(&["after"]) {
+        None => None,
+        Some(_) => Some(p.task_id(&["after"])?),
+    };
     let query = TaskQuery {
         status,
         assignee: p.opt_str(&["assignee", "workerId"])?.map(str::to_string),
-        limit: p.opt_u64(&["limit"], 10_000)?.map(|n| n as usize),
+        limit: Some(p.list_limit()?),
+        after,
     };
-    Ok(json!({"tasks": to_json(&c.list_tasks(&query))?}))
+    let page = c.list_tasks_page(&query);
+    let mut value = json!({
+        "tasks": to_json(&page.items)?,
+        "total": page.total,
+        "truncated": page.truncated,
+    });
+    if page.truncated
+        && let Some(last) = page.items.last()
+    {
+        value["nextAfter"] = json!(last.id);
+    }
+    Ok(value)
 }

@@ -71,6 +71,10 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Time allowed per call (default 2 s).
     pub call_timeout: Duration,
+    /// Byte budget of one response, on `/rpc`, `/rpc/batch` and each WebSocket answer frame
+    /// (default 16 MiB): an answer of a read-only call that would exceed it is replaced by a
+    /// −32005 error (see [`RpcLimits::max_answer_bytes`]).
+    pub max_answer_bytes: usize,
     /// Heartbeats allowed per instance per minute (default 1000; 0 disables the limit).
     pub heartbeats_per_minute: u32,
     /// Serve the `chaos.*` fault-injection methods (default off).
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
             call_timeout: Duration::from_secs(2),
+            max_answer_bytes: crate::rpc::DEFAULT_MAX_ANSWER_BYTES,
             heartbeats_per_minute: 1000,
             chaos: false,
         }
@@ -195,6 +200,7 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router,
         RpcLimits {
             max_batch: config.max_batch,
             call_timeout: config.call_timeout,
+            max_answer_bytes: config.max_answer_bytes,
         },
     );
     dispatcher = dispatcher.with_chaos(config.chaos);
@@ -345,8 +351,12 @@ async fn rpc_batch(
     body: Bytes,
 ) -> Response {
     let dispatcher = dispatcher_for(&state, principal);
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    if first == Some(b'[') {
+        // The same path as a batch on /rpc: the fast heartbeats and the byte budget.
+        return bytes_response(dispatcher.handle_body_bytes(&body).await);
+    }
     let answer = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Array(items)) => dispatcher.handle_batch(items).await,
         Ok(_) => Some(serde_json::json!({
             "jsonrpc": "2.0",
             "error": {"code": crate::rpc::code::INVALID_REQUEST,

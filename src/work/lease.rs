@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::MonoMs;
 use crate::model::work::{ClaimToken, TaskId};
-use crate::model::{Epoch, InstanceId};
+use crate::model::{Epoch, InstanceId, Page};
 
 pub use crate::model::work::{LeaseKey, MAX_KEY_CHARS, SEPARATOR};
 
@@ -308,6 +308,62 @@ impl LeaseTable {
                     .cloned()
                     .collect()
             }
+        }
+    }
+
+    /// One page of the grants under `prefix` (or all), ordered by key and then fencing token:
+    /// at most `limit` after the cursor `after`, and how many there are in all.
+    pub fn page(
+        &self,
+        prefix: Option<&LeaseKey>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Page<LeaseGrant> {
+        use std::ops::Bound;
+        // The prefix itself, then its descendants: a contiguous run of keys in key order.
+        let (own, range) = match prefix {
+            None => (
+                None,
+                self.by_key
+                    .range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
+            ),
+            Some(key) => {
+                let (from, to) = key.descendant_range();
+                (
+                    self.by_key.get_key_value(key),
+                    self.by_key.range::<str, _>((
+                        Bound::Included(from.as_str()),
+                        Bound::Excluded(to.as_str()),
+                    )),
+                )
+            }
+        };
+        let keys = own.into_iter().chain(range);
+        let mut items = Vec::new();
+        let mut total = 0;
+        let mut truncated = false;
+        for (key, grants) in keys {
+            total += grants.len();
+            if truncated || after.is_some_and(|(k, _)| key.as_str() < k) {
+                continue;
+            }
+            let mut sorted: Vec<&LeaseGrant> = grants.iter().collect();
+            sorted.sort_by_key(|g| g.fencing_token);
+            for g in sorted {
+                if after.is_some_and(|(k, t)| key.as_str() == k && g.fencing_token <= t) {
+                    continue;
+                }
+                if items.len() == limit {
+                    truncated = true;
+                    break;
+                }
+                items.push(g.clone());
+            }
+        }
+        Page {
+            items,
+            total,
+            truncated,
         }
     }
 

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use crate::clock::{LivenessClock, MonoMs};
 use crate::events::{Event, EventKind};
-use crate::model::{Epoch, InstanceId, Term};
+use crate::model::page::FirstAfter;
+use crate::model::{DEFAULT_LIST_LIMIT, Epoch, InstanceId, MAX_LIST_LIMIT, Page, Term};
 use lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode, LeaseTable};
 use task::{
     ClaimToken, ClaimedTask, CompleteStatus, Completion, FailStatus, Failure, LockSpec,
@@ -198,27 +199,41 @@ impl WorkBook {
         self.tasks.get(&id).map(|t| self.view(t, op))
     }
 
-    /// Tasks matching `query`, in id order.
-    pub fn list(&self, query: &TaskQuery, op: &Op) -> Vec<TaskView> {
-        let limit = query.limit.unwrap_or(100).min(10_000);
-        let mut ids: Vec<TaskId> = self
-            .tasks
-            .values()
-            .filter(|t| query.status.is_none_or(|s| t.status == s))
-            .filter(|t| {
-                query
+    /// One page of the tasks matching `query`, in id order.
+    pub fn list(&self, query: &TaskQuery, op: &Op) -> Page<TaskView> {
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+            .min(MAX_LIST_LIMIT);
+        let mut page = FirstAfter::new(query.after, limit);
+        let mut total = 0;
+        for t in self.tasks.values() {
+            let matches = query.status.is_none_or(|s| t.status == s)
+                && query
                     .assignee
                     .as_deref()
-                    .is_none_or(|a| t.assignee.as_ref().is_some_and(|(id, _)| id.as_str() == a))
-            })
-            .map(|t| t.id)
-            .collect();
-        ids.sort_unstable();
-        ids.truncate(limit);
-        ids.iter()
-            .filter_map(|id| self.tasks.get(id))
-            .map(|t| self.view(t, op))
-            .collect()
+                    .is_none_or(|a| t.assignee.as_ref().is_some_and(|(id, _)| id.as_str() == a));
+            if matches {
+                total += 1;
+                page.offer(t.id, ());
+            }
+        }
+        let (ids, truncated) = page.finish();
+        Page {
+            items: ids
+                .iter()
+                .filter_map(|(id, ())| self.tasks.get(id))
+                .map(|t| self.view(t, op))
+                .collect(),
+            total,
+            truncated,
+        }
+    }
+
+    /// How many tasks are live (pending or claimed): all but the finished ones kept for
+    /// `get`/`list`.
+    pub fn live_tasks(&self) -> usize {
+        self.tasks.len().saturating_sub(self.finished.len())
     }
 
     /// Counts of tasks by status.
@@ -765,6 +780,17 @@ impl WorkBook {
     /// Leases under `prefix`, or all.
     pub fn list_leases(&self, prefix: Option<&LeaseKey>) -> Vec<LeaseGrant> {
         self.leases.list(prefix)
+    }
+
+    /// One page of the leases under `prefix` (or all), ordered by key and then fencing token,
+    /// those after the cursor `after` (a key and a fencing token) only.
+    pub fn list_leases_page(
+        &self,
+        prefix: Option<&LeaseKey>,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Page<LeaseGrant> {
+        self.leases.page(prefix, after, limit)
     }
 
     fn view(&self, t: &Task, op: &Op) -> TaskView {

@@ -210,6 +210,10 @@ pub struct TaskQuery {
     pub status: Option<TaskStatus>,
     /// Only tasks held by this instance.
     pub assignee: Option<String>,
-    /// At most this many (default 100, at most 10 000), in id order.
+    /// At most this many, in id order: [`DEFAULT_LIST_LIMIT`](crate::model::DEFAULT_LIST_LIMIT)
+    /// (100) when `None`, at most [`MAX_LIST_LIMIT`](crate::model::MAX_LIST_LIMIT) (1000; a
+    /// larger limit is taken as that).
     pub limit: Option<usize>,
+    /// Only tasks whose id is above this one (the last id of the previous page).
+    pub after: Option<TaskId>,
 }

@@ -48,6 +48,23 @@ fn serve_refuses_a_ttl_outside_the_limits() {
     assert!(err.contains("ttl"), "{err}");
 }
 
+#[test]
+fn serve_refuses_unusable_resource_limits() {
+    for (args, named) in [
+        (["--max-answer-bytes", "100"], "max-answer-bytes"),
+        (["--max-tasks", "0"], "max_tasks"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("serve")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn status_prints_instances_leader_and_tasks() {
     use vigil::server::{Server, ServerConfig};

@@ -50,6 +50,7 @@ fn status(c: &Coordinator, id: &str) -> Option<InstanceStatus> {
     c.state_with(&vigil::StateQuery {
         instance_id: Some(id.into()),
         limit: None,
+        after: None,
     })
     .instances
     .first()

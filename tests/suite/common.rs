@@ -65,6 +65,7 @@ impl Harness {
             .state_with(&vigil::StateQuery {
                 instance_id: Some(id.into()),
                 limit: None,
+                after: None,
             })
             .instances
             .first()
@@ -77,6 +78,7 @@ impl Harness {
             .state_with(&vigil::StateQuery {
                 instance_id: None,
                 limit: Some(0),
+                after: None,
             })
             .leader
             .leader

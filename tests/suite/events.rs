@@ -65,6 +65,7 @@ async fn state_keeps_a_bounded_history_of_recent_events() {
     let limited = h.coordinator.state_with(&vigil::StateQuery {
         instance_id: None,
         limit: Some(2),
+        after: None,
     });
     assert_eq!(limited.instances.len(), 2);
     assert_eq!(limited.recent_events.len(), 2);

@@ -18,6 +18,8 @@ mod client;
 mod events;
 mod leader;
 mod leases;
+#[cfg(feature = "server")]
+mod limits;
 mod liveness;
 #[cfg(feature = "cli")]
 mod load;

@@ -519,3 +519,47 @@ async fn task_input_rules_are_enforced() {
         Err(Error::NotAlive(_))
     ));
 }
+
+/// `Limits::max_tasks` caps live (pending and claimed) tasks; a refused creation changes
+/// nothing, and a task that fails for good (finished) makes room.
+#[tokio::test(start_paused = true)]
+async fn live_tasks_are_capped_and_a_refused_creation_changes_nothing() {
+    let mut h = Harness::start(Config {
+        limits: vigil::Limits {
+            max_tasks: 2,
+            ..vigil::Limits::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    h.register("w").await;
+    let spec = |n: u32| TaskSpec::new(json!({"n": n})).max_attempts(1);
+    h.coordinator.create_task(spec(1)).await.unwrap();
+    h.coordinator.create_task(spec(2)).await.unwrap();
+    h.drain_events();
+    assert!(matches!(
+        h.coordinator.create_task(spec(3)).await,
+        Err(Error::TooManyTasks(2))
+    ));
+    settle().await;
+    assert!(of_kind(&h.drain_events(), EventKind::TaskCreated).is_empty());
+    assert_eq!(h.coordinator.task_counts()["pending"], 2);
+    // Claimed still counts; failed for good does not.
+    let claim = h.coordinator.claim("w", 1).await.unwrap().remove(0);
+    assert!(matches!(
+        h.coordinator.create_task(spec(4)).await,
+        Err(Error::TooManyTasks(2))
+    ));
+    let token = claim.claim_token.as_str().to_string();
+    let failed = h
+        .coordinator
+        .fail_task(claim.task.id, &token, None)
+        .await
+        .unwrap();
+    assert_eq!(failed.status, FailStatus::Failed);
+    assert_eq!(h.coordinator.live_task_count(), 1);
+    let made = h.coordinator.create_task(spec(5)).await.unwrap();
+    assert_eq!(made.payload, json!({"n": 5}));
+    let listed = h.coordinator.list_tasks_page(&TaskQuery::default());
+    assert_eq!((listed.total, listed.truncated), (3, false));
+}

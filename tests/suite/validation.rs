@@ -161,4 +161,15 @@ async fn a_bad_configuration_is_refused_at_start() {
         Err(Error::Config(e)) => assert_eq!(e.field, "finished_task_retention"),
         other => panic!("{other:?}"),
     }
+    let no_tasks = Config {
+        limits: vigil::Limits {
+            max_tasks: 0,
+            ..vigil::Limits::default()
+        },
+        ..Config::default()
+    };
+    match vigil::Coordinator::start(no_tasks).await {
+        Err(Error::Config(e)) => assert_eq!(e.field, "max_tasks"),
+        other => panic!("{other:?}"),
+    }
 }
