@@ -31,10 +31,14 @@ pub enum Invariant {
     FencingGrows,
     /// After the run, the store holds what memory holds.
     StoreEqualsMemory,
+    /// No call acting for another principal's instance succeeds.
+    NoForeignAction,
+    /// No answer or event read by another principal carries a claim token.
+    NoTokenLeak,
 }
 
 impl Invariant {
-    const ALL: [Invariant; 9] = [
+    const ALL: [Invariant; 11] = [
         Invariant::NoFalseExpiry,
         Invariant::AcknowledgedPresent,
         Invariant::TermsNeverGoBack,
@@ -44,6 +48,8 @@ impl Invariant {
         Invariant::StaleClaimRefused,
         Invariant::FencingGrows,
         Invariant::StoreEqualsMemory,
+        Invariant::NoForeignAction,
+        Invariant::NoTokenLeak,
     ];
 
     fn statement(self) -> &'static str {
@@ -65,6 +71,12 @@ impl Invariant {
             }
             Invariant::FencingGrows => "each grant of a key has a larger fencing token",
             Invariant::StoreEqualsMemory => "after the run Redis holds exactly what memory holds",
+            Invariant::NoForeignAction => {
+                "the adversary (another principal) can act as no worker, not even with a leaked claim token"
+            }
+            Invariant::NoTokenLeak => {
+                "no answer or event the adversary reads carries a claim token"
+            }
         }
     }
 }
@@ -116,6 +128,14 @@ pub(crate) struct Ledger {
     leases: BTreeMap<String, Vec<Grant>>,
     leaders: BTreeMap<u64, BTreeSet<String>>,
     results: BTreeMap<Invariant, (u64, u64, Vec<String>)>,
+    /// Every claim token handed to a claimer.
+    minted: std::collections::HashSet<String>,
+}
+
+/// The 32-hex-digit words of `text`: the shape of a claim token.
+fn token_like(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() == 32)
 }
 
 fn term_of(answer: &Value) -> Option<u64> {
@@ -146,6 +166,7 @@ impl Ledger {
             leases: BTreeMap::new(),
             leaders: BTreeMap::new(),
             results: BTreeMap::new(),
+            minted: Default::default(),
         }
     }
 
@@ -275,7 +296,45 @@ impl Ledger {
         self.tasks.entry(id.to_string()).or_default();
     }
 
+    /// One call of the adversary acting as a worker it does not own: `refused` is whether the
+    /// answer refused it (`None`: inconclusive, e.g. the server was down).
+    pub fn foreign_attempt(
+        &mut self,
+        what: &str,
+        refused: Option<bool>,
+        answer: impl FnOnce() -> String,
+    ) {
+        if let Some(refused) = refused {
+            self.check(Invariant::NoForeignAction, refused, || {
+                format!("{what} succeeded for the adversary: {}", answer())
+            });
+        }
+    }
+
+    /// A text the adversary read (`what`): any claim token in it is a leak.
+    pub fn adversary_read(&mut self, what: &str, text: &str) {
+        let leaked: Vec<&str> = token_like(text)
+            .filter(|t| self.minted.contains(*t))
+            .collect();
+        self.check(Invariant::NoTokenLeak, leaked.is_empty(), || {
+            format!("{what} showed claim token(s) {leaked:?} to the adversary")
+        });
+    }
+
+    /// Claim tokens of live claims of living workers, as if leaked through another channel.
+    pub fn live_claims(&self) -> Vec<(String, String)> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.completions.is_empty())
+            .filter_map(|(id, t)| {
+                let (w, token) = t.claims.last()?;
+                (self.alive(*w) && !self.workers[*w].doomed).then(|| (id.clone(), token.clone()))
+            })
+            .collect()
+    }
+
     pub fn task_claimed(&mut self, id: &str, w: usize, token: &str) {
+        self.minted.insert(token.to_string());
         self.tasks
             .entry(id.to_string())
             .or_default()

@@ -20,7 +20,11 @@
 //! * every task of a really dead worker is taken back exactly once, and completed at most once;
 //! * no write with a stale claim token is applied (the dead workers' tokens are tried);
 //! * fencing tokens of a key only grow;
-//! * the store equals memory after the run (`chaos.verify_store`; with Redis only).
+//! * the store equals memory after the run (`chaos.verify_store`; with Redis only);
+//! * an adversary — another principal, a worker token of its own — can act as no worker: it
+//!   unregisters, re-registers, heartbeats, claims and takes leases as live workers, and tries
+//!   their live claim tokens as if they had leaked, and every call must be refused (−32004);
+//! * no answer or event the adversary reads carries a claim token.
 
 pub mod disrupt;
 mod ledger;
@@ -78,6 +82,12 @@ pub struct ChaosConfig {
     pub leader_kills: f64,
     /// Persister kills per second (only meaningful with a store).
     pub persister_kills: f64,
+    /// The adversary's attempts per second (0: none).
+    pub adversary_rate: f64,
+    /// The adversary's bearer token, a `worker` principal's, for a server (an embedded
+    /// coordinator gives it a worker principal of its own). Without one, against a server,
+    /// there is no adversary.
+    pub adversary_token: Option<String>,
     /// Id prefix.
     pub prefix: String,
 }
@@ -98,6 +108,8 @@ impl Default for ChaosConfig {
             instance_kills: 100.0,
             leader_kills: 1.0,
             persister_kills: 0.0,
+            adversary_rate: 10.0,
+            adversary_token: None,
             prefix: "chaos".into(),
         }
     }
@@ -200,6 +212,7 @@ impl ChaosReport {
 struct Driver {
     config: ChaosConfig,
     client: Client,
+    adversary: Option<Client>,
     ledger: Mutex<Ledger>,
     start: Instant,
 }
@@ -448,6 +461,107 @@ impl Driver {
         }
     }
 
+    /// The adversary: another principal that reads every view and tries, against living
+    /// workers, every call that acts as them — and their live claim tokens, as if leaked.
+    async fn adversary(&self, until: Instant) {
+        let Some(adversary) = &self.adversary else {
+            return;
+        };
+        if self.config.adversary_rate <= 0.0 {
+            return;
+        }
+        let mut rng = self.rng(20);
+        let mut tick =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / self.config.adversary_rate));
+        let mut round = 0usize;
+        while Instant::now() < until {
+            tick.tick().await;
+            round += 1;
+            // Read a view, as any principal may.
+            let (method, params) = match round % 3 {
+                0 => ("task.list", json!({"limit": crate::model::MAX_LIST_LIMIT})),
+                1 => ("lease.list", json!({"limit": crate::model::MAX_LIST_LIMIT})),
+                _ => (
+                    "system.get_state",
+                    json!({"limit": crate::model::MAX_LIST_LIMIT}),
+                ),
+            };
+            if let Ok(answer) = adversary.call(method, params).await {
+                self.ledger
+                    .lock()
+                    .adversary_read(method, &answer.to_string());
+            }
+            // Act as a living worker.
+            let victim = {
+                let l = self.ledger.lock();
+                let living: Vec<usize> = (0..l.workers.len())
+                    .filter(|&w| !l.workers[w].doomed && l.workers[w].dead_at.is_none())
+                    .collect();
+                (!living.is_empty()).then(|| {
+                    l.workers[living[rng.random_range(0..living.len())]]
+                        .id
+                        .clone()
+                })
+            };
+            if let Some(id) = victim {
+                let key = format!("chaos/{}", rng.random_range(0..20));
+                let (method, params) = match round % 7 {
+                    0 => ("system.unregister", json!({"instanceId": id})),
+                    1 => ("system.register", json!({"id": id, "ttlMs": 1000})),
+                    2 => ("system.heartbeat", json!({"instanceId": id})),
+                    3 => ("task.claim", json!({"workerId": id})),
+                    4 => (
+                        "lease.acquire",
+                        json!({"key": key, "holder": id, "ttlSec": 1}),
+                    ),
+                    5 => (
+                        "lease.renew",
+                        json!({"key": key, "holder": id, "ttlSec": 1}),
+                    ),
+                    _ => ("lease.release", json!({"key": key, "holder": id})),
+                };
+                let result = adversary.call(method, params).await;
+                let refused = match &result {
+                    Err(code) if *code == crate::rpc::code::UNAUTHORIZED => Some(true),
+                    Err(_) => None,
+                    Ok(_) => Some(false),
+                };
+                self.ledger
+                    .lock()
+                    .foreign_attempt(method, refused, || format!("{result:?}"));
+            }
+            // Use a living worker's claim token, as if it had leaked.
+            let leaked = {
+                let claims = self.ledger.lock().live_claims();
+                (!claims.is_empty()).then(|| claims[rng.random_range(0..claims.len())].clone())
+            };
+            if let Some((task, token)) = leaked {
+                let (method, params) = if round % 2 == 0 {
+                    (
+                        "task.heartbeat",
+                        json!({"taskId": task, "claimToken": token, "extendLeasesSec": 0}),
+                    )
+                } else {
+                    (
+                        "task.complete",
+                        json!({"taskId": task, "claimToken": token, "result": {"adversary": true}}),
+                    )
+                };
+                let result = adversary.call(method, params).await;
+                let refused = match &result {
+                    Err(code) if *code == crate::rpc::code::UNAUTHORIZED => Some(true),
+                    // The claim ended meanwhile: refused as stale, changed nothing.
+                    Ok(answer) if answer["status"] == "stale_claim" => Some(true),
+                    Ok(_) => Some(false),
+                    Err(_) => None,
+                };
+                self.ledger
+                    .lock()
+                    .foreign_attempt(method, refused, || format!("{result:?}"));
+            }
+        }
+    }
+
     async fn disruptions(&self, d: &dyn Disruptor, every: Duration, until: Instant) {
         let mut at = self.start + every;
         while at < until {
@@ -551,6 +665,13 @@ pub async fn run(
         .map(|i| format!("{}-{i}", config.prefix))
         .collect();
     let client = Client::connect_with_chaos(&transport, ids.clone(), 4).await?;
+    let adversary = match (&transport, &config.adversary_token) {
+        _ if config.adversary_rate <= 0.0 => None,
+        (Transport::Inproc(_), _) | (_, Some(_)) => {
+            Some(Client::connect_adversary(&transport, config.adversary_token.as_deref()).await?)
+        }
+        (_, None) => None,
+    };
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut doomed: Vec<usize> = (0..config.workers).collect();
     for i in 0..config.doomed {
@@ -561,6 +682,7 @@ pub async fn run(
     let driver = Arc::new(Driver {
         ledger: Mutex::new(Ledger::new(ids, &doomed)),
         client,
+        adversary,
         start: Instant::now(),
         config: config.clone(),
     });
@@ -588,6 +710,7 @@ pub async fn run(
         driver_ref.kills("instance", config.instance_kills, 10, until),
         driver_ref.kills("leader", config.leader_kills, 11, until),
         driver_ref.kills("persister", config.persister_kills, 12, until),
+        driver_ref.adversary(until),
         futures_util::future::join_all(
             disruptors
                 .iter()

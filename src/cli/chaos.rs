@@ -73,6 +73,14 @@ pub struct ChaosArgs {
     /// Persister kills per second.
     #[arg(long, default_value_t = 0.0)]
     persister_kills: f64,
+    /// The adversary's attempts per second: another principal that tries to act as the
+    /// workers and reads every view for claim tokens (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    adversary_rate: f64,
+    /// A `worker` token of the server's token file for the adversary; with --spawn one is
+    /// made (with an operator token for the driver) [default: no adversary without --spawn].
+    #[arg(long, env = "VIGIL_ADVERSARY_TOKEN", hide_env_values = true)]
+    adversary_token: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -126,6 +134,24 @@ impl ChaosArgs {
             None
         };
         let redis_url = redis.as_ref().map(RedisProcess::url).or(self.redis.clone());
+        // A spawned server gets principals: an operator token for the driver (which needs
+        // chaos.*) and a worker token for the adversary.
+        let mut token = self.token.clone();
+        let mut adversary_token = self.adversary_token.clone();
+        let tokens_file = if self.spawn && self.adversary_rate > 0.0 {
+            let random = || format!("{:032x}", rand::random::<u128>());
+            token.get_or_insert_with(random);
+            let adversary = adversary_token.get_or_insert_with(random).clone();
+            match TokenFile::write(&adversary) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("vigil chaos: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
         let server = if self.spawn {
             let program = match std::env::current_exe() {
                 Ok(p) => p,
@@ -143,8 +169,11 @@ impl ChaosArgs {
                     "100ms".into(),
                 ]);
             }
-            if let Some(token) = &self.token {
+            if let Some(token) = &token {
                 extra.extend(["--token".into(), token.clone()]);
+            }
+            if let Some(file) = &tokens_file {
+                extra.extend(["--tokens".into(), file.path.display().to_string()]);
             }
             match ServeProcess::start(program, extra).await {
                 Ok(s) => Some(s),
@@ -162,12 +191,12 @@ impl ChaosArgs {
         let transport = match self.transport.as_str() {
             "ws" => crate::load::Transport::Ws {
                 target,
-                token: self.token.clone(),
+                token: token.clone(),
                 batch: 1,
             },
             _ => crate::load::Transport::Http {
                 target,
-                token: self.token.clone(),
+                token: token.clone(),
                 batch: 1,
             },
         };
@@ -190,8 +219,15 @@ impl ChaosArgs {
             instance_kills: self.instance_kills,
             leader_kills: self.leader_kills,
             persister_kills: self.persister_kills,
+            adversary_rate: self.adversary_rate,
+            adversary_token,
             prefix: "chaos".into(),
         };
+        if config.adversary_token.is_none() && config.adversary_rate > 0.0 {
+            eprintln!(
+                "vigil chaos: no adversary (give --adversary-token, a worker token of the server, or use --spawn)"
+            );
+        }
         let report = match crate::chaos::run(transport, config, &disruptors).await {
             Ok(r) => r,
             Err(e) => {
@@ -216,5 +252,40 @@ impl ChaosArgs {
         } else {
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A token file for a spawned server (owner-only permissions), removed when dropped.
+struct TokenFile {
+    path: std::path::PathBuf,
+}
+
+impl TokenFile {
+    fn write(adversary: &str) -> Result<Self, String> {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!(
+            "vigil-chaos-tokens-{}-{:x}.toml",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        writeln!(
+            file,
+            "[[token]]\nname = \"adversary\"\nrole = \"worker\"\ntoken = \"{adversary}\""
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

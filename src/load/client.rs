@@ -216,6 +216,42 @@ impl Client {
         Self::open(transport, ids, connections, true).await
     }
 
+    /// A client acting for another principal than the driver's, for the chaos adversary: a
+    /// worker principal of its own on an embedded coordinator, else the transport with the
+    /// adversary's `token`.
+    pub async fn connect_adversary(
+        transport: &Transport,
+        token: Option<&str>,
+    ) -> Result<Self, String> {
+        let transport = match transport {
+            Transport::Inproc(c) => {
+                let mut client = Self::open(transport, Vec::new(), 1, false).await?;
+                client.link = Link::Inproc {
+                    coordinator: c.clone(),
+                    dispatcher: Dispatcher::new(c.clone(), RpcLimits::default())
+                        .for_principal(crate::rpc::Principal::worker("adversary")),
+                };
+                return Ok(client);
+            }
+            Transport::Http { target, batch, .. } => Transport::Http {
+                target: target.clone(),
+                token: token.map(str::to_string),
+                batch: *batch,
+            },
+            Transport::Ws { target, batch, .. } => Transport::Ws {
+                target: target.clone(),
+                token: token.map(str::to_string),
+                batch: *batch,
+            },
+            Transport::WsBinary { target, batch, .. } => Transport::WsBinary {
+                target: target.clone(),
+                token: token.map(str::to_string),
+                batch: *batch,
+            },
+        };
+        Self::open(&transport, Vec::new(), 1, false).await
+    }
+
     async fn open(
         transport: &Transport,
         ids: Vec<String>,

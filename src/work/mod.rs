@@ -719,15 +719,24 @@ impl WorkBook {
         })
     }
 
-    /// The instance holding `token`'s claim on `task_id` and its epoch, if the claim is current.
+    /// The instance that holds (`true`) or held — for a task completed under it (`false`) —
+    /// `token`'s claim on `task_id`, with its epoch.
     pub fn claimer(
         &self,
         task_id: TaskId,
         token: &ClaimToken,
         now: MonoMs,
-    ) -> Option<(&InstanceId, Epoch)> {
-        let (instance, epoch) = self.current_claim(task_id, token, now)?.assignee.as_ref()?;
-        Some((instance, *epoch))
+    ) -> Option<(&InstanceId, Epoch, bool)> {
+        if let Some(task) = self.current_claim(task_id, token, now) {
+            let (instance, epoch) = task.assignee.as_ref()?;
+            return Some((instance, *epoch, true));
+        }
+        let task = self
+            .tasks
+            .get(&task_id)
+            .filter(|t| t.status == TaskStatus::Completed && t.token.as_ref() == Some(token))?;
+        let (instance, epoch) = task.assignee.as_ref()?;
+        Some((instance, *epoch, false))
     }
 
     /// Acquires a lease for `holder`.

@@ -74,6 +74,83 @@ async fn instance_actor_kills_under_load_break_no_promise() {
     coordinator.shutdown().await;
 }
 
+fn invariant(
+    report: &ChaosReport,
+    which: vigil::chaos::Invariant,
+) -> &vigil::chaos::InvariantResult {
+    report
+        .invariants
+        .iter()
+        .find(|i| i.invariant == which)
+        .unwrap()
+}
+
+/// An adversary with a worker token of its own tries, all run long, to act as the workers
+/// (which the driver registered as the operator) and to use their claim tokens, and reads every
+/// view for tokens: nothing it tries succeeds, and it sees no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adversary_can_act_as_no_worker_and_sees_no_token() {
+    use vigil::chaos::Invariant::{NoForeignAction, NoTokenLeak};
+    const OPS: &str = "chaos-operator-0123456789";
+    const MALLORY: &str = "chaos-adversary-0123456789";
+    let server = ServerConfig {
+        chaos: true,
+        token: Some(OPS.into()),
+        tokens: vec![vigil::server::NamedToken {
+            name: "mallory".into(),
+            role: vigil::rpc::Role::Worker,
+            token: MALLORY.into(),
+        }],
+        ..ServerConfig::default()
+    };
+    let (url, coordinator, stop) = crate::common::serve(Config::default(), server).await;
+    let config = ChaosConfig {
+        instance_kills: 20.0,
+        leader_kills: 0.5,
+        adversary_rate: 40.0,
+        adversary_token: Some(MALLORY.into()),
+        ..seeded(13, Duration::from_secs(8))
+    };
+    let transport = Transport::Http {
+        target: url.clone(),
+        token: Some(OPS.into()),
+        batch: 1,
+    };
+    let report = vigil::chaos::run(transport, config, &[]).await.unwrap();
+    assert_clean(&report);
+    assert!(
+        invariant(&report, NoForeignAction).checked >= 200,
+        "{}",
+        report.table()
+    );
+    assert!(
+        invariant(&report, NoTokenLeak).checked >= 100,
+        "{}",
+        report.table()
+    );
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// The adversary's invariant can fail: on a server without principals every caller is the
+/// anonymous operator, so the "adversary" acts as the workers and the run reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_principals_the_adversary_succeeds_and_is_reported() {
+    let (url, coordinator, stop) = chaos_server(Config::default()).await;
+    let config = ChaosConfig {
+        instance_kills: 0.0,
+        leader_kills: 0.0,
+        adversary_rate: 20.0,
+        adversary_token: Some("ignored-by-an-open-server".into()),
+        ..seeded(17, Duration::from_secs(3))
+    };
+    let report = vigil::chaos::run(http(&url), config, &[]).await.unwrap();
+    let foreign = invariant(&report, vigil::chaos::Invariant::NoForeignAction);
+    assert!(foreign.violations > 0, "{}", report.table());
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
 /// The LeaderActor killed every second, with the Persister killed every two, on Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_and_persister_kills_keep_terms_and_the_store_straight() {
@@ -219,6 +296,15 @@ fn the_chaos_command_runs_and_refuses_what_it_cannot_do() {
     assert!(table.contains("violations 0"), "{table}");
     for invariant in ["NoFalseExpiry", "OneLeaderPerTerm", "StaleClaimRefused"] {
         assert!(table.contains(invariant), "{table}");
+    }
+    // The spawned server has principals, so the adversary ran and was refused every time.
+    for invariant in ["NoForeignAction", "NoTokenLeak"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(invariant))
+            .unwrap_or_else(|| panic!("{invariant}: {table}"));
+        let checked: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(checked >= 10, "{line}");
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("seed 5"));
 

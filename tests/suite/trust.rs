@@ -426,6 +426,16 @@ async fn a_leaked_claim_token_does_not_let_another_principal_act() {
     )
     .await;
     assert_eq!(done["result"]["status"], "completed", "{done}");
+    // Nor does the idempotent repeat of a completion answer another principal.
+    let again = call(
+        &http,
+        &url,
+        BOB,
+        "task.complete",
+        json!({"taskId": task, "claimToken": token}),
+    )
+    .await;
+    assert!(forbidden(&again), "{again}");
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
