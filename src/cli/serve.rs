@@ -42,6 +42,22 @@ pub struct ServeArgs {
     /// creates nothing [default: 1000000].
     #[arg(long, env = "VIGIL_MAX_TASKS")]
     max_tasks: Option<usize>,
+    /// How long a client has to send a request's head, from the connection's opening (or the
+    /// first byte of a later request); then the connection is closed [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_HEADER_TIMEOUT")]
+    header_timeout: Option<Duration>,
+    /// How long a client has to send a request's body, from its head; then HTTP 408
+    /// [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_BODY_TIMEOUT")]
+    body_timeout: Option<Duration>,
+    /// How long a keep-alive connection may sit between requests, and a WebSocket without a
+    /// frame from the client (pinged at half of it), before it is closed [default: 120s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_IDLE_TIMEOUT")]
+    idle_timeout: Option<Duration>,
+    /// Most connections open at once, WebSockets included; beyond it new connections wait in
+    /// the listen backlog until one closes [default: 10000].
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Default instance TTL, e.g. 30s, 1m [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_TTL")]
     ttl: Option<Duration>,
@@ -98,6 +114,10 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_answer_bytes: self.max_answer_bytes,
             max_tasks: self.max_tasks,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
             ttl: self.ttl,
             grace: self.grace,
             log_format: log_format.map(LogFormat::into),
@@ -140,6 +160,13 @@ impl ServeArgs {
                 return std::process::ExitCode::from(2);
             }
         };
+        if let Err(e) = server_config.validate() {
+            eprintln!("vigil: {e}");
+            return std::process::ExitCode::from(2);
+        }
+        if let Some(warning) = above_the_file_limit(server_config.max_connections) {
+            tracing::warn!("{warning}");
+        }
         let config = settings.coordinator_config();
         let coordinator = match Coordinator::start(config).await {
             Ok(c) => c,
@@ -221,6 +248,32 @@ fn open_to_the_network(listen: std::net::SocketAddr, secured: bool) -> Option<St
     })
 }
 
+/// The warning for a connection cap the process's open-file limit cannot reach: accepting
+/// then fails (and is retried every second) before the cap is hit. Linux only (it reads
+/// `/proc/self/limits`); elsewhere, or if the limit cannot be read, no warning.
+fn above_the_file_limit(max_connections: usize) -> Option<String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let files = open_file_limit(&limits)?;
+    (max_connections as u64 >= files).then(|| {
+        format!(
+            "max-connections is {max_connections} but this process may open only {files} \
+             files (ulimit -n): accepting fails with 'too many open files' before the cap is \
+             reached (retried every second); raise the limit or lower --max-connections"
+        )
+    })
+}
+
+/// The soft "Max open files" limit in the text of `/proc/self/limits` (`None`: unlimited or
+/// absent).
+fn open_file_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The server's configuration from the resolved settings, with the token file read and the
 /// tokens checked.
 fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig, String> {
@@ -237,12 +290,18 @@ fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig
         max_answer_bytes: settings.max_answer_bytes,
         heartbeats_per_minute: settings.heartbeat_rate,
         chaos: settings.chaos,
+        header_read_timeout: settings.header_timeout,
+        body_read_timeout: settings.body_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: settings.max_connections,
         ..crate::server::ServerConfig::default()
     };
-    config.validate().map_err(|e| match &settings.tokens {
-        Some(path) => format!("{}: {e}", path.display()),
-        None => e.to_string(),
-    })?;
+    config
+        .validate_tokens()
+        .map_err(|e| match &settings.tokens {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e.to_string(),
+        })?;
     Ok(config)
 }
 
@@ -274,5 +333,61 @@ mod tests {
         assert_eq!(core.limits, crate::Limits::default());
         assert_eq!(ours.heartbeats_per_minute, server.heartbeats_per_minute);
         assert_eq!(ours.chaos, server.chaos);
+        assert_eq!(ours.header_read_timeout, server.header_read_timeout);
+        assert_eq!(ours.body_read_timeout, server.body_read_timeout);
+        assert_eq!(ours.idle_timeout, server.idle_timeout);
+        assert_eq!(ours.max_connections, server.max_connections);
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_flags_and_are_checked() {
+        let args = |extra: &[&str]| {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                serve: ServeArgs,
+            }
+            let argv = ["vigil"].iter().chain(extra).copied();
+            <Cli as clap::Parser>::try_parse_from(argv).unwrap().serve
+        };
+        let settings = args(&[
+            "--header-timeout",
+            "2s",
+            "--body-timeout",
+            "3s",
+            "--idle-timeout",
+            "4s",
+            "--max-connections",
+            "5",
+        ])
+        .settings(None)
+        .unwrap();
+        let config = server_config(&settings).unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(config.idle_timeout, Duration::from_secs(4));
+        assert_eq!(config.max_connections, 5);
+        assert_eq!(config.validate(), Ok(()));
+
+        let zero = server_config(&args(&["--idle-timeout", "0s"]).settings(None).unwrap()).unwrap();
+        assert_eq!(
+            zero.validate(),
+            Err("idle_timeout must be above zero".to_string())
+        );
+        let none =
+            server_config(&args(&["--max-connections", "0"]).settings(None).unwrap()).unwrap();
+        let refused = none.validate().unwrap_err();
+        assert!(refused.contains("max_connections"), "{refused}");
+    }
+
+    #[test]
+    fn the_open_file_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63704                63704                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(open_file_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(open_file_limit(unlimited), None);
     }
 }

@@ -14,6 +14,10 @@
 //! max-batch = 1000
 //! max-answer-bytes = 16777216        # byte budget of one response
 //! max-tasks = 1000000                # live (pending + claimed) tasks
+//! header-timeout = "10s"  # a request's head must arrive within it
+//! body-timeout = "30s"    # a request's body must arrive within it of the head (else 408)
+//! idle-timeout = "120s"   # keep-alive connections and silent WebSockets are closed after it
+//! max-connections = 10000 # more wait in the listen backlog
 //! log-format = "json"    # or "human"
 //! threads = 2            # runtime worker threads; 1 = single-threaded
 //! redis = "redis://127.0.0.1:6379"   # absent: in-memory store
@@ -66,6 +70,17 @@ pub struct ServeLayer {
     pub max_answer_bytes: Option<usize>,
     /// Most live (pending or claimed) tasks.
     pub max_tasks: Option<usize>,
+    /// How long a client has to send a request's head.
+    #[serde(default, deserialize_with = "duration")]
+    pub header_timeout: Option<Duration>,
+    /// How long a client has to send a request's body, from its head.
+    #[serde(default, deserialize_with = "duration")]
+    pub body_timeout: Option<Duration>,
+    /// How long a keep-alive connection or a WebSocket may stay silent.
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Most connections open at once.
+    pub max_connections: Option<usize>,
     /// Default instance TTL.
     #[serde(default, deserialize_with = "duration")]
     pub ttl: Option<Duration>,
@@ -125,6 +140,10 @@ impl ServeLayer {
             max_batch: self.max_batch.or(lower.max_batch),
             max_answer_bytes: self.max_answer_bytes.or(lower.max_answer_bytes),
             max_tasks: self.max_tasks.or(lower.max_tasks),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            body_timeout: self.body_timeout.or(lower.body_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
             ttl: self.ttl.or(lower.ttl),
             grace: self.grace.or(lower.grace),
             log_format: self.log_format.or(lower.log_format),
@@ -151,6 +170,10 @@ impl ServeLayer {
             max_batch: self.max_batch.unwrap_or(d.max_batch),
             max_answer_bytes: self.max_answer_bytes.unwrap_or(d.max_answer_bytes),
             max_tasks: self.max_tasks.unwrap_or(d.max_tasks),
+            header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
+            body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
             ttl: self.ttl.unwrap_or(d.ttl),
             grace: self.grace.unwrap_or(d.grace),
             log_format: self.log_format.unwrap_or(d.log_format),
@@ -185,6 +208,14 @@ pub struct ServeSettings {
     pub max_answer_bytes: usize,
     /// Most live (pending or claimed) tasks (1,000,000).
     pub max_tasks: usize,
+    /// Time to send a request's head (10 s).
+    pub header_timeout: Duration,
+    /// Time to send a request's body, from its head (30 s).
+    pub body_timeout: Duration,
+    /// Time a keep-alive connection or a WebSocket may stay silent (120 s).
+    pub idle_timeout: Duration,
+    /// Most connections open at once (10 000).
+    pub max_connections: usize,
     /// Default TTL (30 s).
     pub ttl: Duration,
     /// Grace (5 s).
@@ -224,6 +255,10 @@ impl Default for ServeSettings {
             max_batch: 1000,
             max_answer_bytes: crate::rpc::DEFAULT_MAX_ANSWER_BYTES,
             max_tasks: core.limits.max_tasks,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 10_000,
             ttl: core.ttl,
             grace: core.grace,
             log_format: LogFormat::Human,
@@ -307,7 +342,8 @@ mod tests {
         let file = ServeLayer::from_toml(
             "listen = \"127.0.0.1:9000\"\nttl = \"1m\"\nheartbeat-rate = 50\nlog-format = \"json\"\n\
              redis = \"redis://127.0.0.1:1\"\npersist = \"write-through\"\nflush-interval = \"1s\"\n\
-             record-retention = \"2m\"\nrestart-grace = \"last-flush\"\n",
+             record-retention = \"2m\"\nrestart-grace = \"last-flush\"\n\
+             header-timeout = \"5s\"\nidle-timeout = \"1m\"\nmax-connections = 64\n",
         )
         .unwrap();
         let flags = ServeLayer {
@@ -324,6 +360,10 @@ mod tests {
             "default where neither sets it"
         );
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.header_timeout, Duration::from_secs(5));
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.max_connections, 64);
+        assert_eq!(s.body_timeout, Duration::from_secs(30), "the default");
         match s.coordinator_config().store {
             StoreConfig::Redis(r) => {
                 assert_eq!(r.url, "redis://127.0.0.1:1");

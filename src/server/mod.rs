@@ -4,7 +4,12 @@
 //! valid one) naming a principal whose role bounds what it may act on (−32004), a
 //! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
 //! (−32002).
+//! with the guards of DESIGN.md — a body limit (HTTP 413), an optional bearer
+//! token (HTTP 401), a per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a
+//! per-call timeout (−32002). [`Server`] also bounds connections: header, body and idle
+//! timeouts and a cap on open connections (see `conn.rs`).
 
+mod conn;
 mod metrics;
 mod rate;
 mod ws;
@@ -22,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, ValidationError};
@@ -79,6 +85,25 @@ pub struct ServerConfig {
     pub heartbeats_per_minute: u32,
     /// Serve the `chaos.*` fault-injection methods (default off).
     pub chaos: bool,
+    /// How long a client has to send a request's head — request line and headers — counted
+    /// from the connection's opening for its first request and from the first byte for later
+    /// ones (default 10 s); then the connection is closed without an answer. Bytes trickling
+    /// in do not extend it. Applies to connections [`Server`] accepts.
+    pub header_read_timeout: Duration,
+    /// How long a client has to send a request's body, counted from its head (default 30 s:
+    /// a body of `max_body_bytes` at 35 KB/s); then the request is answered HTTP 408 and the
+    /// connection closed. Applies to connections [`Server`] accepts.
+    pub body_read_timeout: Duration,
+    /// How long a connection may be silent (default 120 s): a keep-alive connection between
+    /// requests (no byte from the client; [`Server`] only), and a WebSocket without a frame
+    /// from the client, which is pinged after half of it so that a client whose WebSocket
+    /// library answers pings stays connected. The default outlasts the 90 s after which
+    /// hyper's and reqwest's pools drop idle connections, so clients close first.
+    pub idle_timeout: Duration,
+    /// Most connections open at once, WebSockets included (default 10 000). At the cap
+    /// [`Server`] stops accepting: new connections wait in the listen backlog until one
+    /// closes. Keep it below the process's open-file limit (`ulimit -n`).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +118,10 @@ impl Default for ServerConfig {
             max_answer_bytes: crate::rpc::DEFAULT_MAX_ANSWER_BYTES,
             heartbeats_per_minute: 1000,
             chaos: false,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 10_000,
         }
     }
 }
@@ -100,7 +129,7 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Checks the tokens: names and tokens unique, names non-empty, named tokens at least
     /// [`MIN_NAMED_TOKEN_BYTES`] long, none equal to the operator's `token`.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate_tokens(&self) -> Result<(), Error> {
         let refuse = |rule: String| Err(Error::Config(ValidationError::new("tokens", rule)));
         if self.token.as_deref() == Some("") {
             return Err(Error::Config(ValidationError::new(
@@ -179,19 +208,66 @@ impl Identities {
     }
 }
 
+impl ServerConfig {
+    /// Checks the tokens ([`validate_tokens`](Self::validate_tokens)) and the connection
+    /// limits: every timeout above zero, and between 1 and 4 294 967 295 connections (fewer on
+    /// 32-bit targets). The error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_tokens().map_err(|e| e.to_string())?;
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be above zero"));
+            }
+        }
+        self.connection_limits().map(|_| ())
+    }
+
+    fn connection_limits(&self) -> Result<conn::Limits, String> {
+        let most = tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+        let max_connections = u32::try_from(self.max_connections)
+            .ok()
+            .filter(|&n| n > 0 && n as usize <= most)
+            .ok_or_else(|| {
+                format!(
+                    "max_connections must be between 1 and {most}, not {}",
+                    self.max_connections
+                )
+            })?;
+        Ok(conn::Limits {
+            header_read: self.header_read_timeout,
+            body_read: self.body_read_timeout,
+            idle: self.idle_timeout,
+            max_connections,
+        })
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     dispatcher: Dispatcher,
     identities: Option<Arc<Identities>>,
     metrics: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
     max_body_bytes: usize,
+    /// A WebSocket silent this long is pinged at half of it and closed at all of it.
+    idle_timeout: Duration,
+    /// Turns `true` when the [`Server`] shuts down: WebSockets then close.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
 /// process) so the dispatcher's counters reach `/metrics`. Fails with [`Error::Config`] when
-/// the tokens do not pass [`ServerConfig::validate`].
+/// the tokens do not pass [`ServerConfig::validate_tokens`].
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router, Error> {
-    config.validate()?;
+    config.validate_tokens()?;
+    Ok(app(coordinator, config).0)
+}
+
+/// The router, and the signal that closes its WebSockets.
+fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::Sender<bool>>) {
     let prometheus = metrics::install();
     let limiter =
         rate::HeartbeatLimiter::per_minute(coordinator.clone(), config.heartbeats_per_minute);
@@ -217,7 +293,10 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router,
         identities: Identities::new(config).map(Arc::new),
         metrics: prometheus,
         max_body_bytes: config.max_body_bytes,
+        idle_timeout: config.idle_timeout,
+        closing: Arc::new(watch::channel(false).0),
     };
+    let closing = state.closing.clone();
     let mut rpc = Router::new()
         .route("/rpc", post(rpc_any))
         .route("/rpc/batch", post(rpc_batch))
@@ -229,10 +308,11 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router,
         rpc = rpc.layer(middleware::from_fn_with_state(state.clone(), require_token));
     }
     let rpc = rpc.layer(DefaultBodyLimit::max(config.max_body_bytes));
-    Ok(Router::new()
+    let router = Router::new()
         .merge(rpc)
         .route("/healthz", get(healthz))
-        .with_state(state))
+        .with_state(state);
+    (router, closing)
 }
 
 /// A server bound to its address, ready to run.
@@ -240,16 +320,25 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router,
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    limits: conn::Limits,
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Server {
-    /// Binds `config.listen`. Invalid tokens (see [`ServerConfig::validate`]) are an
-    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error.
+    /// Binds `config.listen`. A configuration that [`ServerConfig::validate`] refuses is an
+    /// `InvalidInput` error.
     pub async fn bind(coordinator: Coordinator, config: &ServerConfig) -> std::io::Result<Self> {
-        let router = router(coordinator, config)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        config.validate().map_err(invalid)?;
+        let limits = config.connection_limits().map_err(invalid)?;
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self { listener, router })
+        let (router, closing) = app(coordinator, config);
+        Ok(Self {
+            listener,
+            router,
+            limits,
+            closing,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -257,19 +346,22 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes; in-flight requests finish first.
+    /// Serves HTTP/1.1 (with WebSocket upgrades) until `shutdown` completes, within the
+    /// connection limits of its [`ServerConfig`]. Then it stops accepting, answers the
+    /// requests in flight, closes idle connections and WebSockets (close code 1001), and
+    /// returns once every connection has closed.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        // Answers are small and go out at once: no Nagle delay on them.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        conn::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.closing,
+            shutdown,
+        )
+        .await
     }
 }
 

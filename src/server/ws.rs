@@ -9,12 +9,22 @@
 //! itself, since the subscription belongs to it; it must be sent as a single request. A
 //! subscriber that falls more than the event capacity behind is told how many events it
 //! missed with an `events.lagged` notification instead of being disconnected.
+//!
+//! **Idle timeout.** A connection that receives no frame from the client (a request, a ping, a
+//! pong, anything) for half the idle timeout is sent a ping; after the whole idle timeout it is
+//! closed (close code 1000, "idle timeout"). A subscriber that only listens stays connected as
+//! long as its WebSocket library answers pings. A frame the client does not take within the idle
+//! timeout (it stopped reading) closes the connection too. When the [`super::Server`] shuts down,
+//! every WebSocket is closed with code 1001.
+
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use super::AppState;
 use crate::events::{Event, EventKind};
@@ -53,12 +63,21 @@ async fn next_event(sub: &mut Option<Subscription>) -> Result<Event, broadcast::
 }
 
 async fn connection(state: AppState, mut socket: WebSocket) {
+    let idle = state.idle_timeout;
+    let mut closing = state.closing.subscribe();
     let mut subscription: Option<Subscription> = None;
+    // When the client was last heard from, and whether it was pinged since.
+    let mut heard = Instant::now();
+    let mut pinged = false;
+    let timer = tokio::time::sleep(idle / 2);
+    tokio::pin!(timer);
     loop {
-        tokio::select! {
+        let outgoing = tokio::select! {
             incoming = socket.recv() => {
                 let Some(Ok(message)) = incoming else { return };
-                let reply = match message {
+                heard = Instant::now();
+                pinged = false;
+                match message {
                     Message::Text(text) => match handle_text(&state, text.as_str(), &mut subscription).await {
                         Reply::Value(v) => Some(Message::Text(v.to_string().into())),
                         Reply::Bytes(b) => String::from_utf8(b).ok().map(|t| Message::Text(t.into())),
@@ -70,11 +89,6 @@ async fn connection(state: AppState, mut socket: WebSocket) {
                     }
                     Message::Close(_) => return,
                     _ => None, // ping/pong are answered by the library
-                };
-                if let Some(reply) = reply
-                    && socket.send(reply).await.is_err()
-                {
-                    return;
                 }
             }
             event = next_event(&mut subscription) => {
@@ -91,12 +105,49 @@ async fn connection(state: AppState, mut socket: WebSocket) {
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 let note = json!({"jsonrpc": "2.0", "method": "event", "params": params});
-                if socket.send(Message::Text(note.to_string().into())).await.is_err() {
+                Some(Message::Text(note.to_string().into()))
+            }
+            () = &mut timer => {
+                // The timer runs to the next half-period since the client was last heard.
+                let silent = heard.elapsed();
+                if silent < idle / 2 {
+                    timer.as_mut().reset(heard + idle / 2);
+                    None
+                } else if silent >= idle || pinged {
+                    tracing::debug!(?silent, "closing an idle WebSocket");
+                    close(&mut socket, close_code::NORMAL, "idle timeout", idle).await;
                     return;
+                } else {
+                    pinged = true;
+                    timer.as_mut().reset(heard + idle);
+                    Some(Message::Ping(Default::default()))
                 }
             }
+            () = super::conn::until_set(&mut closing) => {
+                close(&mut socket, close_code::AWAY, "server shutting down", idle).await;
+                return;
+            }
+        };
+        // A client that stops reading cannot hold the connection: a frame it does not take
+        // within the idle timeout closes it.
+        if let Some(message) = outgoing
+            && !matches!(
+                tokio::time::timeout(idle, socket.send(message)).await,
+                Ok(Ok(()))
+            )
+        {
+            return;
         }
     }
+}
+
+/// Sends a close frame (bounded by `within`); the connection ends when the caller returns.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str, within: Duration) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(within, socket.send(frame)).await;
 }
 
 enum Reply {

@@ -15,6 +15,8 @@ mod chaos;
 mod cli;
 #[cfg(all(feature = "client", feature = "server"))]
 mod client;
+#[cfg(feature = "server")]
+mod connections;
 mod events;
 mod leader;
 mod leases;
