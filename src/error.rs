@@ -17,10 +17,16 @@ pub mod code {
     pub const INTERNAL: i64 = -32603;
     /// Rate limited; `data.retryAfterMs`.
     pub const RATE_LIMITED: i64 = -32000;
-    /// The store is unavailable.
+    /// The store cannot take the write and **nothing was changed**: refused before the change
+    /// (circuit open), or the change was undone because the store did not acknowledge it.
+    /// `data.applied` is `false`.
     pub const STORE_UNAVAILABLE: i64 = -32001;
-    /// The call timed out.
+    /// The call timed out; its outcome is unknown (it may or may not have taken effect).
     pub const TIMEOUT: i64 = -32002;
+    /// The change **was made** (in memory, where every answer comes from) but the store did not
+    /// acknowledge it in time; it is written when the store is back. Retrying the call is safe.
+    /// `data.applied` is `true`.
+    pub const NOT_DURABLE: i64 = -32003;
     /// Not authorized.
     pub const UNAUTHORIZED: i64 = -32004;
 }
@@ -74,7 +80,15 @@ pub enum Error {
     /// An actor could not be spawned or reached.
     #[error("actor failure: {0}")]
     Actor(String),
-    /// The store cannot take writes now (circuit open, or no acknowledgement in time).
+    /// The store cannot take writes now, and nothing was changed: the call was refused before
+    /// changing anything (circuit open), or its change was undone because the store did not
+    /// acknowledge it (`create_task`, `claim`; see docs/persistence.md).
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The change was made in memory — answers reflect it from now on — but the store did not
+    /// acknowledge it within [`Config::store_wait`](crate::Config::store_wait); it is written
+    /// when the store is back (a crash before then loses it). Retrying the call is safe: each
+    /// write-through call that keeps its change is idempotent (see docs/persistence.md).
+    #[error("not yet durable: {0}")]
+    NotDurable(String),
 }
