@@ -17,9 +17,11 @@ pub mod code {
     pub const INTERNAL: i64 = -32603;
     /// Rate limited; `data.retryAfterMs`.
     pub const RATE_LIMITED: i64 = -32000;
-    /// The store is unavailable.
+    /// The store cannot take the write and **nothing was changed**: refused before the change
+    /// (circuit open), or the change was undone because the store did not acknowledge it.
+    /// `data.applied` is `false`.
     pub const STORE_UNAVAILABLE: i64 = -32001;
-    /// The call timed out.
+    /// The call timed out; its outcome is unknown (it may or may not have taken effect).
     pub const TIMEOUT: i64 = -32002;
     /// A capacity limit is reached (`--max-tasks` live tasks); `data.reason`, `data.limit`.
     /// Nothing changed; retry once work has drained.
@@ -30,6 +32,10 @@ pub mod code {
     /// call only read, and may be asked again alone or for fewer items. `data.reason` is
     /// `answer_budget`.
     pub const ANSWER_TOO_LARGE: i64 = -32005;
+    /// The change **was made** (in memory, where every answer comes from) but the store did not
+    /// acknowledge it in time; it is written when the store is back. Retrying the call is safe.
+    /// `data.applied` is `true`.
+    pub const NOT_DURABLE: i64 = -32006;
 }
 
 /// A piece of input that broke a rule. `field` is the name the caller used (`id`, `roles[3]`,
@@ -85,7 +91,9 @@ pub enum Error {
     /// An actor could not be spawned or reached.
     #[error("actor failure: {0}")]
     Actor(String),
-    /// The store cannot take writes now (circuit open, or no acknowledgement in time).
+    /// The store cannot take writes now, and nothing was changed: the call was refused before
+    /// changing anything (circuit open), or its change was undone because the store did not
+    /// acknowledge it (`create_task`, `claim`; see docs/persistence.md).
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
     /// The caller's principal may not act on this instance (or on a task or lease it holds);
@@ -97,4 +105,10 @@ pub enum Error {
         /// Why, as told to the caller.
         reason: &'static str,
     },
+    /// The change was made in memory — answers reflect it from now on — but the store did not
+    /// acknowledge it within [`Config::store_wait`](crate::Config::store_wait); it is written
+    /// when the store is back (a crash before then loses it). Retrying the call is safe: each
+    /// write-through call that keeps its change is idempotent (see docs/persistence.md).
+    #[error("not yet durable: {0}")]
+    NotDurable(String),
 }

@@ -46,9 +46,14 @@ pub enum EventKind {
     /// A worker reported a failed attempt, or a task ran out of attempts.
     #[serde(rename = "task.failed")]
     TaskFailed,
-    /// A task was taken back from a departed worker or a stale step and is pending again.
+    /// A task was taken back from a departed worker or a stale step, or its claim was undone
+    /// because the store did not acknowledge it, and is pending again (see `reason`).
     #[serde(rename = "task.reassigned")]
     TaskReassigned,
+    /// A task's creation was undone because the store did not acknowledge it: the task no
+    /// longer exists (`task.create` answered −32001).
+    #[serde(rename = "task.withdrawn")]
+    TaskWithdrawn,
     /// A lease was granted.
     #[serde(rename = "lease.acquired")]
     LeaseAcquired,
@@ -75,6 +80,7 @@ impl EventKind {
             Self::TaskCompleted => "task.completed",
             Self::TaskFailed => "task.failed",
             Self::TaskReassigned => "task.reassigned",
+            Self::TaskWithdrawn => "task.withdrawn",
             Self::LeaseAcquired => "lease.acquired",
             Self::LeaseReleased => "lease.released",
             Self::LeaseExpired => "lease.expired",

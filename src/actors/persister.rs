@@ -4,15 +4,19 @@
 //! waiting) and the flush interval into messages — reads the current state of every marked
 //! entity and writes it in one pipelined batch. On the flush-interval tick it also writes the
 //! heartbeat timestamps that moved since they were last written (write-behind: the hot path
-//! never sees the store). A failed flush puts its marks back and counts against the circuit
-//! breaker; while the breaker is open nothing is attempted until the half-open probe.
+//! never sees the store). A flush of many entities — a full rewrite after a failure above all —
+//! is cut into parts of at most [`FLUSH_PART`] entities, each read under its own short hold of
+//! the work lock and written in its own store call, so heartbeats' and claims' work-lock waits
+//! stay short and no single store call grows with the state. A failed flush puts its marks back
+//! and counts against the circuit breaker; while the breaker is open nothing is attempted
+//! until the half-open probe, which is one flush.
 //!
 //! The pacer is aborted when this actor's state is dropped — also when the actor is killed —
 //! so a restarted Persister never shares the journal with a stale pacer for long.
 
 use std::sync::Arc;
-
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
@@ -20,8 +24,8 @@ use tracing::Instrument;
 
 use super::ClusterContext;
 use crate::store::{
-    Counters, Dirty, HeartbeatWrite, InstanceRecord, PersistMode, Persistence, TermRecord,
-    WriteBatch,
+    Counters, Dirty, FLUSH_PART, HeartbeatWrite, InstanceRecord, PersistMode, Persistence,
+    TermRecord, WriteBatch,
 };
 
 /// The Persister behaviour.
@@ -57,6 +61,16 @@ pub struct PersisterView {
     pub pending: (usize, usize),
     /// The journal sequence acknowledged by the store.
     pub durable_seq: u64,
+    /// Full rewrites (after a failure) completed by this incarnation.
+    pub resyncs: u64,
+    /// Parts written: a flush of more than [`FLUSH_PART`](crate::store::FLUSH_PART) entities
+    /// is written in several.
+    pub parts: u64,
+    /// The most entities one part held (read under one hold of the work lock, written in one
+    /// store call).
+    pub largest_part: usize,
+    /// The longest the Persister held the work lock at once.
+    pub longest_lock_hold: std::time::Duration,
 }
 
 /// The Persister's state.
@@ -67,6 +81,16 @@ pub struct PersisterState {
     pacer: JoinHandle<()>,
     flushes: u64,
     failures: u64,
+    stats: PartStats,
+}
+
+/// How the flushes were cut into parts (for chaos inspection and tests).
+#[derive(Debug, Default, Clone, Copy)]
+struct PartStats {
+    resyncs: u64,
+    parts: u64,
+    largest_part: usize,
+    longest_lock_hold: Duration,
 }
 
 impl Drop for PersisterState {
@@ -92,8 +116,34 @@ fn pacer(myself: ActorRef<PersisterMsg>, p: Arc<Persistence>) -> JoinHandle<()> 
 }
 
 impl PersisterState {
-    /// Reads the current state of everything marked in `dirty`.
-    fn batch(&self, dirty: &mut Dirty, heartbeats: bool) -> WriteBatch {
+    /// Every instance, task and lease memory holds that `marked` does not name (a full
+    /// rewrite). Keys only: collecting them holds the work lock for a copy of the ids, not for
+    /// serializing anything.
+    fn everything_but(&mut self, marked: &Dirty) -> Dirty {
+        let ctx = &self.ctx;
+        let mut rest = Dirty::default();
+        for entry in ctx.registry.iter() {
+            if !marked.instances.contains(entry.key()) {
+                rest.instances.insert(entry.key().clone());
+            }
+        }
+        let (tasks, leases) = {
+            let work = ctx.work.lock();
+            let held = Instant::now();
+            let keys = work.all_keys();
+            self.stats.held(held.elapsed());
+            keys
+        };
+        rest.tasks
+            .extend(tasks.into_iter().filter(|t| !marked.tasks.contains(t)));
+        rest.leases
+            .extend(leases.into_iter().filter(|l| !marked.leases.contains(l)));
+        rest
+    }
+
+    /// Reads the current state of everything `part` names. The work lock is taken once, for
+    /// at most [`FLUSH_PART`] entities.
+    fn batch(&mut self, part: &Dirty, heartbeats: bool) -> WriteBatch {
         let ctx = &self.ctx;
         let clock = &ctx.clock;
         let now = clock.precise_ms();
@@ -102,17 +152,7 @@ impl PersisterState {
             flush_mark: heartbeats.then_some(now_wall),
             ..WriteBatch::default()
         };
-        if dirty.everything {
-            for entry in ctx.registry.iter() {
-                dirty.instances.insert(entry.key().clone());
-            }
-            let (tasks, leases) = ctx.work.lock().all_keys();
-            dirty.tasks.extend(tasks);
-            dirty.leases.extend(leases);
-            dirty.term = true;
-            dirty.counters = true;
-        }
-        for id in &dirty.instances {
+        for id in &part.instances {
             let slot = ctx.registry.get(id.as_str()).map(|e| Arc::clone(&e.slot));
             match slot {
                 Some(slot) if slot.status().is_alive() => {
@@ -137,15 +177,16 @@ impl PersisterState {
                 _ => batch.instances_gone.push(id.clone()),
             }
         }
-        if !dirty.tasks.is_empty() || !dirty.leases.is_empty() || dirty.counters {
+        if !part.tasks.is_empty() || !part.leases.is_empty() || part.counters {
             let work = ctx.work.lock();
-            for id in &dirty.tasks {
+            let held = Instant::now();
+            for id in &part.tasks {
                 match work.task_record(*id, clock) {
                     Some(r) => batch.tasks.push(r),
                     None => batch.tasks_gone.push(*id),
                 }
             }
-            for key in &dirty.leases {
+            for key in &part.leases {
                 match work.lease_record(key, clock) {
                     Some(r) => {
                         let expire = r.expires_at_ms().saturating_sub(now_wall);
@@ -158,15 +199,17 @@ impl PersisterState {
                     None => batch.leases_gone.push(key.clone()),
                 }
             }
-            if dirty.counters {
+            if part.counters {
                 batch.counters = Some(Counters {
                     work: work.counters(),
                     last_epoch: ctx.last_epoch(),
                     last_flush_ms: 0,
                 });
             }
+            drop(work);
+            self.stats.held(held.elapsed());
         }
-        if dirty.term {
+        if part.term {
             let view = ctx.leadership.view(|ms| clock.wall_ms(ms));
             batch.term = Some(TermRecord {
                 term: view.term,
@@ -174,13 +217,13 @@ impl PersisterState {
                 epoch: view.epoch,
             });
         }
-        batch.events = dirty.events.iter().cloned().collect();
+        batch.events = part.events.iter().cloned().collect();
         if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
             for entry in ctx.registry.iter() {
                 let (status, seen) = entry.cell.liveness();
                 if !status.is_alive()
                     || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
-                    || dirty.instances.contains(entry.key())
+                    || part.instances.contains(entry.key())
                 {
                     continue;
                 }
@@ -195,19 +238,83 @@ impl PersisterState {
         batch
     }
 
+    /// Writes what the journal marked — and, after a failure, everything — in parts of at most
+    /// [`FLUSH_PART`] entities, each read under its own short hold of the work lock and
+    /// written in its own store call. The journal's marks go first: once they are written the
+    /// write-through callers waiting on them are released, while the rest of a full rewrite
+    /// follows. Heartbeat timestamps and the flush mark ride on the last part.
     async fn flush(&mut self, heartbeats: bool) -> Result<(), String> {
         let p = Arc::clone(&self.persistence);
-        if !p.breaker.allows() {
+        let Some(admission) = p.breaker.admit() else {
             return Err("circuit open".into());
+        };
+        let (mut marked, seq) = p.journal.take();
+        let resync =
+            p.resync.swap(false, Ordering::AcqRel) | std::mem::take(&mut marked.everything);
+        let rest = if resync {
+            marked.term = true;
+            marked.counters = true;
+            self.everything_but(&marked)
+        } else {
+            Dirty::default()
+        };
+        // Every mark taken is in flight until the store acknowledges its part: a dead
+        // Persister's successor, or a failure below, puts back what is left.
+        *p.in_flight.lock() = Some(marked.clone());
+        let mut parts = Vec::new();
+        marked.split_into(FLUSH_PART, &mut parts);
+        let durable_after = parts.len();
+        rest.split_into(FLUSH_PART, &mut parts);
+        let with_heartbeats = heartbeats || resync;
+        if parts.is_empty() && with_heartbeats {
+            parts.push(Dirty::default());
         }
-        let (mut dirty, seq) = p.journal.take();
-        let resync = p.resync.swap(false, Ordering::AcqRel);
-        dirty.everything |= resync;
-        let batch = self.batch(&mut dirty, heartbeats || resync);
-        if batch.is_empty() {
-            p.mark_durable(seq);
-            return Ok(());
+        let count = parts.len();
+        let mut wrote = false;
+        for (i, part) in parts.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let batch = self.batch(&part, with_heartbeats && last);
+            if !batch.is_empty() {
+                if let Err(e) = self.write_part(&batch).await {
+                    self.failures += 1;
+                    crate::telemetry::store_failed();
+                    if admission.failure() {
+                        tracing::error!(error = %e, "store failing; circuit open");
+                    } else {
+                        tracing::warn!(error = %e, "store flush failed; will retry");
+                    }
+                    let left = p.in_flight.lock().take().unwrap_or_default();
+                    p.journal.put_back(left);
+                    p.resync.store(true, Ordering::Release);
+                    p.flush_failed();
+                    return Err(e);
+                }
+                wrote = true;
+                self.stats.part(part.entities());
+            }
+            if let Some(in_flight) = p.in_flight.lock().as_mut() {
+                in_flight.forget(&part);
+            }
+            if i + 1 == durable_after {
+                p.mark_durable(seq);
+            }
         }
+        *p.in_flight.lock() = None;
+        p.mark_durable(seq);
+        if wrote {
+            admission.success();
+            self.flushes += 1;
+            crate::telemetry::store_flushed();
+        }
+        if resync {
+            self.stats.resyncs += 1;
+            tracing::info!(parts = count, "store rewritten in full after a failure");
+        }
+        Ok(())
+    }
+
+    /// Writes one part and records what it wrote.
+    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), String> {
         let span = tracing::debug_span!(
             "flush",
             instances = batch.instances.len() + batch.instances_gone.len(),
@@ -216,49 +323,43 @@ impl PersisterState {
             leases = batch.leases.len() + batch.leases_gone.len(),
             events = batch.events.len(),
         );
-        // Kept where a restarted Persister finds it, should this one die during the write.
-        *p.in_flight.lock() = Some(dirty);
-        let result = p.store.apply(&batch).instrument(span).await;
-        let dirty = p.in_flight.lock().take().unwrap_or_default();
-        match result {
-            Ok(applied) => {
-                p.breaker.success();
-                self.flushes += 1;
-                crate::telemetry::store_flushed();
-                // Remember what was written, so unchanged heartbeats are not written again.
-                let seen_of = |id: &crate::model::InstanceId, wall: u64| {
-                    if let Some(e) = self.ctx.registry.get(id.as_str()) {
-                        e.slot
-                            .persisted_seen
-                            .store(self.ctx.clock.mono_from_wall(wall), Ordering::Relaxed);
-                    }
-                };
-                for (r, _) in &batch.instances {
-                    seen_of(&r.id, r.last_seen_ms);
-                }
-                for b in &batch.heartbeats {
-                    seen_of(&b.id, b.last_seen_ms);
-                }
-                for id in applied.missing_instances {
-                    // Its record lapsed in the store while memory still had it alive.
-                    p.journal.touch_instance(&id);
-                }
-                p.mark_durable(seq);
-                Ok(())
+        let p = &self.persistence;
+        let applied = p
+            .store
+            .apply(batch)
+            .instrument(span)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Remember what was written, so unchanged heartbeats are not written again.
+        let seen_of = |id: &crate::model::InstanceId, wall: u64| {
+            if let Some(e) = self.ctx.registry.get(id.as_str()) {
+                e.slot
+                    .persisted_seen
+                    .store(self.ctx.clock.mono_from_wall(wall), Ordering::Relaxed);
             }
-            Err(e) => {
-                self.failures += 1;
-                crate::telemetry::store_failed();
-                if p.breaker.failure() {
-                    tracing::error!(error = %e, "store failing; circuit open");
-                } else {
-                    tracing::warn!(error = %e, "store flush failed; will retry");
-                }
-                p.journal.put_back(dirty);
-                p.resync.store(true, Ordering::Release);
-                Err(e.to_string())
-            }
+        };
+        for (r, _) in &batch.instances {
+            seen_of(&r.id, r.last_seen_ms);
         }
+        for b in &batch.heartbeats {
+            seen_of(&b.id, b.last_seen_ms);
+        }
+        for id in applied.missing_instances {
+            // Its record lapsed in the store while memory still had it alive.
+            p.journal.touch_instance(&id);
+        }
+        Ok(())
+    }
+}
+
+impl PartStats {
+    fn held(&mut self, for_: Duration) {
+        self.longest_lock_hold = self.longest_lock_hold.max(for_);
+    }
+
+    fn part(&mut self, entities: usize) {
+        self.parts += 1;
+        self.largest_part = self.largest_part.max(entities);
     }
 }
 
@@ -294,6 +395,7 @@ impl Actor for Persister {
             pacer,
             flushes: 0,
             failures: 0,
+            stats: PartStats::default(),
         })
     }
 
@@ -321,6 +423,10 @@ impl Actor for Persister {
                     failures: state.failures,
                     pending: state.persistence.journal.pending(),
                     durable_seq: state.persistence.durable_seq(),
+                    resyncs: state.stats.resyncs,
+                    parts: state.stats.parts,
+                    largest_part: state.stats.largest_part,
+                    longest_lock_hold: state.stats.longest_lock_hold,
                 });
             }
             #[cfg(feature = "fault-injection")]

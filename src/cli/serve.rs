@@ -194,12 +194,7 @@ impl ServeArgs {
             store = coordinator.store_status().kind,
             "vigil serving JSON-RPC on POST /rpc; Ctrl-C stops"
         );
-        let mut events = coordinator.subscribe();
-        let logger = tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default());
-            }
-        });
+        let logger = tokio::spawn(relay_events(coordinator.subscribe(), log_event));
         // In-flight requests finish before `run` returns; then the actors stop.
         let result = server.run(shutdown_signal()).await;
         logger.abort();
@@ -210,6 +205,44 @@ impl ServeArgs {
                 eprintln!("vigil: server error: {e}");
                 std::process::ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// What the event logger receives: an event, or how many it missed.
+#[derive(Debug, PartialEq)]
+enum Logged {
+    Event(crate::Event),
+    Missed(u64),
+}
+
+/// Hands every event of `events` to `log` until the bus closes. A logger that fell more than
+/// the bus's capacity behind is told how many events it missed (`Lagged`) and goes on with the
+/// oldest it still has: a burst never silences it for good.
+async fn relay_events(
+    mut events: tokio::sync::broadcast::Receiver<crate::Event>,
+    mut log: impl FnMut(Logged),
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event) => log(Logged::Event(event)),
+            Err(RecvError::Lagged(missed)) => log(Logged::Missed(missed)),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn log_event(logged: Logged) {
+    match logged {
+        Logged::Event(event) => {
+            tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default());
+        }
+        Logged::Missed(missed) => {
+            tracing::warn!(
+                missed,
+                "the event log fell behind: {missed} events were not logged"
+            );
         }
     }
 }
@@ -317,6 +350,36 @@ mod tests {
         assert!(open_to_the_network(at("0.0.0.0:7420"), true).is_none());
         assert!(open_to_the_network(at("127.0.0.1:7420"), false).is_none());
         assert!(open_to_the_network(at("[::1]:7420"), false).is_none());
+    }
+
+    /// A logger that falls behind reports how many events it missed and goes on logging:
+    /// with room for two, five events sent before it reads are one `Missed(3)`, then the last
+    /// two; and it still logs what comes after.
+    #[tokio::test]
+    async fn the_event_logger_survives_a_lag() {
+        use crate::events::{Event, EventKind};
+        let event = |seq| {
+            let mut e = Event::new(EventKind::TaskCreated, crate::model::Term(1), 0);
+            e.seq = seq;
+            e
+        };
+        let (tx, rx) = tokio::sync::broadcast::channel(2);
+        for seq in 1..=5 {
+            tx.send(event(seq)).unwrap();
+        }
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let relay = tokio::spawn(relay_events(rx, move |l| {
+            let _ = seen_tx.send(l);
+        }));
+        assert_eq!(seen.recv().await, Some(Logged::Missed(3)));
+        assert_eq!(seen.recv().await, Some(Logged::Event(event(4))));
+        assert_eq!(seen.recv().await, Some(Logged::Event(event(5))));
+        // Still listening after the lag.
+        tx.send(event(6)).unwrap();
+        assert_eq!(seen.recv().await, Some(Logged::Event(event(6))));
+        drop(tx);
+        relay.await.unwrap();
+        assert_eq!(seen.recv().await, None, "it stops when the bus closes");
     }
 
     #[test]

@@ -141,13 +141,14 @@ impl ClientError {
     }
 
     /// Whether the call may be tried again later unchanged: a transport failure, a rate
-    /// limit, an unavailable store or a server-side timeout.
+    /// limit, an unavailable store (nothing changed), a change not yet durable (applied;
+    /// repeating it is safe) or a server-side timeout.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport(_) => true,
             ClientError::Rpc { code, .. } => matches!(
                 *code,
-                code::RATE_LIMITED | code::STORE_UNAVAILABLE | code::TIMEOUT
+                code::RATE_LIMITED | code::STORE_UNAVAILABLE | code::NOT_DURABLE | code::TIMEOUT
             ),
             _ => false,
         }

@@ -86,6 +86,14 @@ pub struct Config {
     /// How long a control-path call (register, unregister, state) may wait for an actor before
     /// it fails with [`Error::Timeout`](crate::Error::Timeout) (default 2 s).
     pub call_timeout: Duration,
+    /// How long a write-through call (register, unregister, task and lease changes) waits,
+    /// counted from its start, for the store to acknowledge its change (default 1.5 s). Past
+    /// it the call answers [`Error::NotDurable`](crate::Error::NotDurable), or undoes its change
+    /// and answers [`Error::StoreUnavailable`](crate::Error::StoreUnavailable) (see
+    /// docs/persistence.md). Must be below `call_timeout`, so that a caller bounded by the
+    /// call timeout (the JSON-RPC dispatcher) always receives the store's answer rather than
+    /// a timeout. Unused without a store.
+    pub store_wait: Duration,
     /// A claimed task whose last step heartbeat is older than this is taken back by the sweep
     /// (default 30 min).
     pub step_timeout: Duration,
@@ -113,6 +121,7 @@ impl Default for Config {
             recent_events: 256,
             event_capacity: 4096,
             call_timeout: Duration::from_secs(2),
+            store_wait: Duration::from_millis(1500),
             step_timeout: Duration::from_secs(30 * 60),
             sweep_interval: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(900),
@@ -149,6 +158,17 @@ impl Config {
         }
         if self.call_timeout.is_zero() {
             return bad("call_timeout", "must be more than zero".into());
+        }
+        if self.store_wait.is_zero() || self.store_wait >= self.call_timeout {
+            return bad(
+                "store_wait",
+                format!(
+                    "must be more than zero and less than call_timeout ({} ms), got {} ms: the \
+                     store's answer must come before the call times out",
+                    self.call_timeout.as_millis(),
+                    self.store_wait.as_millis()
+                ),
+            );
         }
         if self.sweep_interval < Duration::from_millis(10) {
             return bad("sweep_interval", "must be at least 10 ms".into());

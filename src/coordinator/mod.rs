@@ -32,6 +32,8 @@ use crate::registry::Leadership;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod recovery;
+#[cfg(test)]
+mod tests;
 mod verify;
 mod work;
 
@@ -92,6 +94,36 @@ impl Coordinator {
         config.validate()?;
         let started = std::time::Instant::now();
         let persistence = recovery::connect(&config).await?;
+        Self::start_on(config, persistence, started).await
+    }
+
+    /// Starts on `store` instead of the configured one (tests of the store's failures).
+    #[cfg(test)]
+    pub(crate) async fn start_with_store(
+        config: Config,
+        store: Arc<dyn crate::store::Store>,
+        breaker: crate::store::Breaker,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let persistence = crate::store::Persistence::new(
+            store,
+            crate::store::PersistMode::WriteBehind,
+            Duration::from_millis(100),
+            breaker,
+        );
+        Self::start_on(
+            config,
+            Some(Arc::new(persistence)),
+            std::time::Instant::now(),
+        )
+        .await
+    }
+
+    async fn start_on(
+        config: Config,
+        persistence: Option<Arc<crate::store::Persistence>>,
+        started: std::time::Instant,
+    ) -> Result<Self, Error> {
         let snapshot = match &persistence {
             Some(p) => Some(
                 p.store
@@ -177,10 +209,23 @@ impl Coordinator {
         }
     }
 
-    /// Waits until every change made so far is in the store (write-through).
-    pub(crate) async fn written(&self) -> Result<(), Error> {
+    /// Waits until every change made so far is in the store (write-through), at most until
+    /// [`Config::store_wait`] after `started` (when the call began), so that the store's answer
+    /// always comes before the call timeout. [`Error::NotDurable`] when it does not come: the
+    /// caller's change is in memory; the caller decides whether to undo it.
+    pub(crate) async fn written(&self, started: tokio::time::Instant) -> Result<(), Error> {
         match &self.inner.ctx.persistence {
-            Some(p) => p.wait_durable(self.inner.ctx.config.call_timeout).await,
+            Some(p) => {
+                let wait = self.inner.ctx.config.store_wait;
+                p.wait_durable(started + wait).await.map_err(|e| match e {
+                    Error::NotDurable(why) => Error::NotDurable(format!(
+                        "{why} (waited up to {} ms); the change is kept in memory and written \
+                         when the store is back",
+                        wait.as_millis()
+                    )),
+                    other => other,
+                })
+            }
             None => Ok(()),
         }
     }
@@ -202,6 +247,10 @@ impl Coordinator {
     /// Registers an instance, or refreshes it if it is alive (same epoch, new roles, metadata
     /// and TTL, counted as a heartbeat). A registration after expiry or unregistration starts a
     /// new epoch. Invalid input is refused with [`Error::Invalid`] and changes nothing.
+    ///
+    /// With a store, the answer comes once the store acknowledged the registration; if it does
+    /// not within [`Config::store_wait`], the registration stands (in memory) and the answer is
+    /// [`Error::NotDurable`] — registering again is a refresh, so a retry is safe.
     pub async fn register(&self, request: RegisterRequest) -> Result<Registration, Error> {
         self.register_as(request, &Authority::Any).await
     }
@@ -213,6 +262,7 @@ impl Coordinator {
         request: RegisterRequest,
         authority: &Authority,
     ) -> Result<Registration, Error> {
+        let started = tokio::time::Instant::now();
         let ctx = &self.inner.ctx;
         let mut valid = request.validate(&ctx.config.limits, ctx.config.ttl)?;
         valid.authority = authority.clone();
@@ -227,7 +277,7 @@ impl Coordinator {
             )
             .await;
         let registration = Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")??;
-        self.written().await?;
+        self.written(started).await?;
         Ok(registration)
     }
 
@@ -260,14 +310,19 @@ impl Coordinator {
         if beat.alive
             && let Some(p) = &self.inner.ctx.persistence
             && p.mode == crate::store::PersistMode::WriteThrough
-            && p.breaker.allows()
+            && let Some(admission) = p.breaker.admit()
         {
-            self.write_heartbeat_through(p, id).await;
+            self.write_heartbeat_through(p, admission, id).await;
         }
         beat
     }
 
-    async fn write_heartbeat_through(&self, p: &crate::store::Persistence, id: &str) {
+    async fn write_heartbeat_through(
+        &self,
+        p: &crate::store::Persistence,
+        admission: crate::store::Admission<'_>,
+        id: &str,
+    ) {
         let ctx = &self.inner.ctx;
         let Some((write, slot)) = ctx.registry.get(id).map(|e| {
             let (status, seen) = e.cell.liveness();
@@ -286,14 +341,14 @@ impl Coordinator {
         };
         match p.store.heartbeat(&write).await {
             Ok(()) => {
-                p.breaker.success();
+                admission.success();
                 slot.persisted_seen.store(
                     ctx.clock.mono_from_wall(write.last_seen_ms),
                     std::sync::atomic::Ordering::Relaxed,
                 );
             }
             Err(e) => {
-                p.breaker.failure();
+                admission.failure();
                 tracing::warn!(instance = %id, error = %e, "write-through heartbeat failed");
             }
         }
@@ -364,7 +419,8 @@ impl Coordinator {
 
     /// Unregisters `id`: its tasks go back to pending and its leases are released. Answers
     /// `unregistered: false` for an unknown or already expired id (not an error). A malformed
-    /// id is [`Error::Invalid`].
+    /// id is [`Error::Invalid`]. With a store, a departure the store does not acknowledge in
+    /// time stands (in memory) and is answered [`Error::NotDurable`].
     pub async fn unregister(&self, id: &str) -> Result<Unregistration, Error> {
         self.unregister_as(id, &Authority::Any).await
     }
@@ -376,6 +432,7 @@ impl Coordinator {
         id: &str,
         authority: &Authority,
     ) -> Result<Unregistration, Error> {
+        let started = tokio::time::Instant::now();
         let ctx = &self.inner.ctx;
         let id = InstanceId::parse(id, &ctx.config.limits)?;
         self.ensure_running()?;
@@ -391,7 +448,7 @@ impl Coordinator {
         let unregistration =
             Self::unwrap_call(reply, ctx.config.call_timeout, "ClusterSupervisor")??;
         if unregistration.unregistered {
-            self.written().await?;
+            self.written(started).await?;
         }
         Ok(unregistration)
     }

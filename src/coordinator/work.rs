@@ -2,8 +2,16 @@
 //!
 //! Every call validates its input first (a violation is [`Error::Invalid`] naming the field
 //! and changes nothing), then runs one short critical section on the work book.
+//!
+//! With a store, every call that changes something waits for the store to acknowledge it, up
+//! to [`Config::store_wait`](crate::Config::store_wait) from the call's start. When the store
+//! does not, `create_task` and `claim` undo their change and answer
+//! [`Error::StoreUnavailable`] (nothing changed); the other calls keep theirs — each is safe to
+//! repeat — and answer [`Error::NotDurable`]. docs/persistence.md states the rule per call.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::Coordinator;
 use crate::error::{Error, ValidationError};
@@ -13,6 +21,7 @@ use crate::work::task::{
     ClaimToken, ClaimedTask, Completion, Failure, StepHeartbeat, TaskId, TaskQuery, TaskSpec,
     TaskView,
 };
+use crate::work::{RequestIdTaken, Undo};
 
 /// Who asks for a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +48,22 @@ pub enum LeaseOutcome {
 
 impl Coordinator {
     /// Creates a pending task. Payload ≤ 64 KiB serialized, priority 0–100 (default 50),
-    /// max attempts 1–100 (default 3), at most 32 required locks with valid keys. With
+    /// max attempts 1–100 (default 3), at most 32 required locks with valid keys, an optional
+    /// request id of 1–128 characters without control characters. With
     /// [`Limits::max_tasks`](crate::Limits::max_tasks) tasks already live (pending or claimed)
-    /// it fails with [`Error::TooManyTasks`] and changes nothing.
+    /// a new task is refused with [`Error::TooManyTasks`] and nothing changes.
+    ///
+    /// A `request_id` the coordinator still knows (its task has not been evicted by the
+    /// finished-task retention) returns that task instead of creating another; with other
+    /// parameters it is [`Error::Invalid`] (`requestId`).
+    ///
+    /// With a store: if the store does not acknowledge the new task within
+    /// [`Config::store_wait`](crate::Config::store_wait), the task is withdrawn (a
+    /// `task.withdrawn` event) and the answer is [`Error::StoreUnavailable`]: nothing was
+    /// created. Only if it was claimed meanwhile does it stay, answered
+    /// [`Error::NotDurable`].
     pub async fn create_task(&self, spec: TaskSpec) -> Result<TaskView, Error> {
+        let started = Instant::now();
         self.ensure_running()?;
         let limits = &self.ctx().config.limits;
         self.check_payload_size("payload", &spec.payload)?;
@@ -94,18 +115,77 @@ impl Coordinator {
                 mode: lock.mode,
             });
         }
+        if let Some(request) = &spec.request_id {
+            check_request_id(request)?;
+        }
         self.store_ready()?;
         let max_tasks = limits.max_tasks;
         // Counted under the work lock, before anything changes: a refused task leaves no trace
-        // in memory, in the events or in the store.
-        let view = self.ctx().with_work(|work, op| {
-            if work.live_tasks() >= max_tasks {
+        // in memory, in the events or in the store. A repeated request is not a new task.
+        let (view, created) = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            let repeat = spec
+                .request_id
+                .as_deref()
+                .is_some_and(|r| work.knows_request(r));
+            if !repeat && work.live_tasks() >= max_tasks {
                 return Err(Error::TooManyTasks(max_tasks));
             }
-            Ok(work.create(op, spec.payload, priority, max_attempts, locks))
+            work.create(
+                op,
+                spec.payload,
+                priority,
+                max_attempts,
+                locks,
+                spec.request_id,
+            )
+            .map_err(|RequestIdTaken(id)| {
+                ValidationError::new(
+                    "requestId",
+                    format!("already used by task {id}, created with other parameters"),
+                )
+                .into()
+            })
         })?;
-        self.written().await?;
-        Ok(view)
+        let written = self.written(started).await;
+        if !created {
+            // A repeated request: answer for the task the first one made — unless that one
+            // was undone meanwhile (its own wait failed).
+            if self.get_task(view.id).is_none() {
+                return Err(Error::StoreUnavailable(format!(
+                    "the create with this request id was undone (the store did not acknowledge \
+                     it); task {} does not exist",
+                    view.id
+                )));
+            }
+            return written.map(|()| view);
+        }
+        match written {
+            Err(Error::NotDurable(why)) => {
+                let undo = self.ctx().with_work(|work, op| {
+                    work.withdraw(
+                        op,
+                        view.id,
+                        "creation undone: the store did not acknowledge it",
+                    )
+                });
+                match undo {
+                    Undo::Undone | Undo::Gone => {
+                        tracing::warn!(task = %view.id, "task creation undone: the store did not acknowledge it");
+                        Err(Error::StoreUnavailable(format!(
+                            "the store did not acknowledge the new task in time; it was not \
+                             created (task {} withdrawn)",
+                            view.id
+                        )))
+                    }
+                    Undo::Kept => Err(Error::NotDurable(format!(
+                        "{why}; task {} exists (it was claimed meanwhile)",
+                        view.id
+                    ))),
+                }
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(view),
+        }
     }
 
     /// A task by id.
@@ -143,6 +223,11 @@ impl Coordinator {
     /// Claims up to `max_tasks` (1–100) of the best pending tasks for `worker`, which must be a
     /// live registered instance. Each comes with a fresh claim token and the leases of its
     /// required locks. An empty answer means nothing claimable is pending.
+    ///
+    /// With a store: if the store does not acknowledge the claim within
+    /// [`Config::store_wait`](crate::Config::store_wait), the claim is undone — its tasks go
+    /// back to pending in their places, the leases it took are released, its tokens are dead —
+    /// and the answer is [`Error::StoreUnavailable`]: nothing is claimed.
     pub async fn claim(&self, worker: &str, max_tasks: usize) -> Result<Vec<ClaimedTask>, Error> {
         self.claim_as(worker, max_tasks, &Authority::Any).await
     }
@@ -154,6 +239,7 @@ impl Coordinator {
         max_tasks: usize,
         authority: &Authority,
     ) -> Result<Vec<ClaimedTask>, Error> {
+        let started = Instant::now();
         self.ensure_running()?;
         let ctx = self.ctx();
         let id = InstanceId::parse(worker, &ctx.config.limits).map_err(|mut e| {
@@ -178,7 +264,28 @@ impl Coordinator {
             Ok(work.claim(op, &id, epoch, max_tasks))
         })?;
         if !claimed.is_empty() {
-            self.written().await?;
+            match self.written(started).await {
+                Ok(()) => {}
+                Err(Error::NotDurable(_)) => {
+                    ctx.with_work(|work, op| {
+                        for c in &claimed {
+                            work.unclaim(
+                                op,
+                                c.task.id,
+                                &c.claim_token,
+                                "claim undone: the store did not acknowledge it",
+                            );
+                        }
+                    });
+                    tracing::warn!(worker = %id, tasks = claimed.len(), "claim undone: the store did not acknowledge it");
+                    return Err(Error::StoreUnavailable(format!(
+                        "the store did not acknowledge the claim in time; it was undone and \
+                         its {} task(s) are pending again",
+                        claimed.len()
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(claimed)
     }
@@ -206,6 +313,7 @@ impl Coordinator {
         extend_leases: Duration,
         authority: &Authority,
     ) -> Result<StepHeartbeat, Error> {
+        let started = Instant::now();
         let max = self.ctx().config.limits.max_lease_ttl;
         if extend_leases > max {
             return Err(ValidationError::new(
@@ -225,7 +333,7 @@ impl Coordinator {
             self.check_claimer(work, op.now, id, &token, authority)?;
             Ok(work.step_heartbeat(op, id, &token, extend_ms))
         })?;
-        self.written().await?;
+        self.written(started).await?;
         Ok(beat)
     }
 
@@ -250,6 +358,7 @@ impl Coordinator {
         result: Option<serde_json::Value>,
         authority: &Authority,
     ) -> Result<Completion, Error> {
+        let started = Instant::now();
         if let Some(result) = &result {
             self.check_payload_size("result", result)?;
         }
@@ -259,7 +368,7 @@ impl Coordinator {
             self.check_claimer(work, op.now, id, &token, authority)?;
             Ok(work.complete(op, id, &token, result))
         })?;
-        self.written().await?;
+        self.written(started).await?;
         Ok(done)
     }
 
@@ -284,6 +393,7 @@ impl Coordinator {
         error: Option<String>,
         authority: &Authority,
     ) -> Result<Failure, Error> {
+        let started = Instant::now();
         if let Some(error) = &error
             && error.len() > 8 * 1024
         {
@@ -295,7 +405,7 @@ impl Coordinator {
             self.check_claimer(work, op.now, id, &token, authority)?;
             Ok(work.fail(op, id, &token, error))
         })?;
-        self.written().await?;
+        self.written(started).await?;
         Ok(failed)
     }
 
@@ -321,6 +431,7 @@ impl Coordinator {
         ttl: Option<Duration>,
         authority: &Authority,
     ) -> Result<LeaseOutcome, Error> {
+        let started = Instant::now();
         self.ensure_running()?;
         let key = LeaseKey::parse(key)?;
         let ttl_ms = self.lease_ttl_ms(ttl)?;
@@ -333,7 +444,7 @@ impl Coordinator {
             })
         })?;
         if matches!(outcome, LeaseOutcome::Granted(_)) {
-            self.written().await?;
+            self.written(started).await?;
         }
         Ok(outcome)
     }
@@ -357,6 +468,7 @@ impl Coordinator {
         ttl: Option<Duration>,
         authority: &Authority,
     ) -> Result<Option<LeaseGrant>, Error> {
+        let started = Instant::now();
         let key = LeaseKey::parse(key)?;
         let ttl_ms = self.lease_ttl_ms(ttl)?;
         self.store_ready()?;
@@ -365,7 +477,7 @@ impl Coordinator {
             Ok(work.renew_lease(op, &key, &holder, ttl_ms))
         })?;
         if grant.is_some() {
-            self.written().await?;
+            self.written(started).await?;
         }
         Ok(grant)
     }
@@ -383,6 +495,7 @@ impl Coordinator {
         owner: LeaseOwner,
         authority: &Authority,
     ) -> Result<bool, Error> {
+        let started = Instant::now();
         let key = LeaseKey::parse(key)?;
         self.store_ready()?;
         let released = self.ctx().with_work(|work, op| -> Result<_, Error> {
@@ -405,7 +518,7 @@ impl Coordinator {
             Ok(work.release_lease(op, &key, &holder).is_some())
         })?;
         if released {
-            self.written().await?;
+            self.written(started).await?;
         }
         Ok(released)
     }
@@ -574,4 +687,24 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// Most characters of a task's request id.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+fn check_request_id(request: &str) -> Result<(), ValidationError> {
+    let chars = request.chars().count();
+    if chars == 0 || chars > MAX_REQUEST_ID_CHARS {
+        return Err(ValidationError::new(
+            "requestId",
+            format!("must be 1..={MAX_REQUEST_ID_CHARS} characters, got {chars}"),
+        ));
+    }
+    if request.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "requestId",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
 }

@@ -67,7 +67,9 @@ pub async fn status(c: &Coordinator, _p: Params) -> Result<Value, RpcError> {
 /// `chaos.verify_store`.
 pub async fn verify_store(c: &Coordinator, _p: Params) -> Result<Value, RpcError> {
     let check = c.verify_store().await.map_err(|e| match e {
-        crate::Error::StoreUnavailable(m) => RpcError::new(code::STORE_UNAVAILABLE, m),
+        crate::Error::StoreUnavailable(m) | crate::Error::NotDurable(m) => {
+            RpcError::new(code::STORE_UNAVAILABLE, m)
+        }
         other => RpcError::new(code::INTERNAL, other.to_string()),
     })?;
     to_json(&check)

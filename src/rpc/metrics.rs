@@ -50,6 +50,7 @@ pub fn outcome_label(result: Result<(), &RpcError>) -> &'static str {
             code::RATE_LIMITED => "rate_limited",
             code::STORE_UNAVAILABLE => "store_unavailable",
             code::TIMEOUT => "timeout",
+            code::NOT_DURABLE => "not_durable",
             code::UNAUTHORIZED => "unauthorized",
             code::CAPACITY => "capacity",
             code::ANSWER_TOO_LARGE => "answer_too_large",

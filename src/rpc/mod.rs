@@ -108,13 +108,20 @@ impl From<Error> for RpcError {
                     after.as_millis()
                 ),
             ),
-            Error::StoreUnavailable(why) => {
-                RpcError::new(code::STORE_UNAVAILABLE, format!("store unavailable: {why}"))
-            }
             Error::Forbidden { instance, reason } => RpcError {
                 code: code::UNAUTHORIZED,
                 message: format!("forbidden: {reason}"),
                 data: Some(json!({"reason": reason, "instanceId": instance})),
+            },
+            Error::StoreUnavailable(why) => RpcError {
+                code: code::STORE_UNAVAILABLE,
+                message: format!("store unavailable, nothing was changed: {why}"),
+                data: Some(json!({"applied": false})),
+            },
+            Error::NotDurable(why) => RpcError {
+                code: code::NOT_DURABLE,
+                message: format!("applied but not yet durable: {why}"),
+                data: Some(json!({"applied": true})),
             },
             other => RpcError::new(code::INTERNAL, other.to_string()),
         }
@@ -126,7 +133,12 @@ impl From<Error> for RpcError {
 pub struct RpcLimits {
     /// Most requests in one batch (default 1000).
     pub max_batch: usize,
-    /// Time allowed per call (default 2 s).
+    /// Time allowed per call (default 2 s); past it the call answers −32002 (outcome unknown).
+    /// [`Dispatcher::new`] raises it to the coordinator's own
+    /// [`Config::call_timeout`](crate::Config::call_timeout) if it is shorter, so that a
+    /// write-through call always answers with the store's verdict (its store wait ends at
+    /// [`Config::store_wait`](crate::Config::store_wait), below the coordinator's call
+    /// timeout) rather than with a timeout.
     pub call_timeout: Duration,
     /// Byte budget of one response, a batch's answer array or a single answer (default
     /// 16 MiB). The answer of a call that only reads (`system.get_state`, `task.list`, …) that
@@ -222,8 +234,19 @@ pub const METHODS: &[&str] = &[
 ];
 
 impl Dispatcher {
-    /// A dispatcher over `coordinator`.
-    pub fn new(coordinator: Coordinator, limits: RpcLimits) -> Self {
+    /// A dispatcher over `coordinator`. A call timeout shorter than the coordinator's is
+    /// raised to it (with a warning): see [`RpcLimits::call_timeout`].
+    pub fn new(coordinator: Coordinator, mut limits: RpcLimits) -> Self {
+        let floor = coordinator.config().call_timeout;
+        if limits.call_timeout < floor {
+            tracing::warn!(
+                asked_ms = limits.call_timeout.as_millis() as u64,
+                raised_to_ms = floor.as_millis() as u64,
+                "the JSON-RPC call timeout is below the coordinator's; raised to it so that \
+                 write-through calls answer with the store's verdict, not a timeout"
+            );
+            limits.call_timeout = floor;
+        }
         Self {
             coordinator,
             limits,

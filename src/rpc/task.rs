@@ -40,8 +40,9 @@ fn parse_locks(p: &Params) -> Result<Vec<LockSpec>, RpcError> {
         .collect()
 }
 
-/// `task.create {text|payload, priority?, maxAttempts?, requiresLocks?}` →
-/// `{id, status, priority, createdAt, …}`.
+/// `task.create {text|payload, priority?, maxAttempts?, requiresLocks?, requestId?}` →
+/// `{id, status, priority, createdAt, …}`. A `requestId` the coordinator still knows answers
+/// the task it created (a safe retry).
 pub async fn create(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     let payload = match (p.opt_value(&["payload"]), p.opt_str(&["text"])?) {
         (Some(payload), _) => payload.clone(),
@@ -61,6 +62,7 @@ pub async fn create(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         spec = spec.max_attempts(attempts as u32);
     }
     spec.requires_locks = parse_locks(&p)?;
+    spec.request_id = p.opt_str(&["requestId", "request_id"])?.map(str::to_string);
     let view = c.create_task(spec).await?;
     let mut value = to_json(&view)?;
     value["createdAt"] = json!(view.created_at_ms);

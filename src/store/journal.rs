@@ -17,7 +17,7 @@ use crate::model::{LeaseKey, TaskId};
 pub const MAX_PENDING_EVENTS: usize = 10_000;
 
 /// Entities changed since the last flush.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Dirty {
     /// Instances registered, refreshed or gone.
     pub instances: HashSet<InstanceId>,
@@ -38,6 +38,73 @@ pub struct Dirty {
 }
 
 impl Dirty {
+    /// Instances, tasks and leases marked.
+    pub fn entities(&self) -> usize {
+        self.instances.len() + self.tasks.len() + self.leases.len()
+    }
+
+    /// Whether nothing at all is marked.
+    pub fn is_empty(&self) -> bool {
+        self.entities() == 0
+            && !self.term
+            && !self.counters
+            && !self.everything
+            && self.events.is_empty()
+            && self.dropped_events == 0
+    }
+
+    /// Splits the marks into parts of at most `max` entities each (instances first, then
+    /// tasks, then leases), appended to `parts`; the last part also carries the term, the
+    /// counters and the events. Nothing is appended when nothing is marked. `everything` is
+    /// left out: the caller turns it into concrete marks first.
+    pub fn split_into(mut self, max: usize, parts: &mut Vec<Dirty>) {
+        let max = max.max(1);
+        self.everything = false;
+        if self.is_empty() {
+            return;
+        }
+        loop {
+            let mut part = Dirty::default();
+            let mut room = max;
+            move_some(&mut self.instances, &mut part.instances, &mut room);
+            move_some(&mut self.tasks, &mut part.tasks, &mut room);
+            move_some(&mut self.leases, &mut part.leases, &mut room);
+            if self.entities() == 0 {
+                part.term = self.term;
+                part.counters = self.counters;
+                part.events = std::mem::take(&mut self.events);
+                part.dropped_events = self.dropped_events;
+                parts.push(part);
+                return;
+            }
+            parts.push(part);
+        }
+    }
+
+    /// Forgets the marks of `part`, which the store acknowledged (what is left is what a
+    /// failure or a dead Persister must put back).
+    pub fn forget(&mut self, part: &Dirty) {
+        for id in &part.instances {
+            self.instances.remove(id);
+        }
+        for id in &part.tasks {
+            self.tasks.remove(id);
+        }
+        for key in &part.leases {
+            self.leases.remove(key);
+        }
+        if part.term {
+            self.term = false;
+        }
+        if part.counters {
+            self.counters = false;
+        }
+        if !part.events.is_empty() || part.dropped_events > 0 {
+            self.events.clear();
+            self.dropped_events = 0;
+        }
+    }
+
     fn merge_older(&mut self, older: Dirty) {
         self.instances.extend(older.instances);
         self.tasks.extend(older.tasks);
@@ -54,6 +121,28 @@ impl Dirty {
         self.events = events;
         self.dropped_events += older.dropped_events;
     }
+}
+
+/// Moves up to `room` items from `from` to `to`.
+fn move_some<T: std::hash::Hash + Eq + Clone>(
+    from: &mut HashSet<T>,
+    to: &mut HashSet<T>,
+    room: &mut usize,
+) {
+    if *room == 0 || from.is_empty() {
+        return;
+    }
+    if from.len() <= *room {
+        *room -= from.len();
+        to.extend(std::mem::take(from));
+        return;
+    }
+    let moved: Vec<T> = from.iter().take(*room).cloned().collect();
+    for item in moved {
+        from.remove(&item);
+        to.insert(item);
+    }
+    *room = 0;
 }
 
 /// The journal.
@@ -100,7 +189,8 @@ impl Journal {
                     d.counters |= event.kind == InstanceRegistered;
                 }
                 LeaderElected | LeaderVacant => d.term = true,
-                TaskCreated | TaskClaimed | TaskCompleted | TaskFailed | TaskReassigned => {
+                TaskCreated | TaskClaimed | TaskCompleted | TaskFailed | TaskReassigned
+                | TaskWithdrawn => {
                     if let Some(id) = event.task_id {
                         d.tasks.insert(id);
                     }
@@ -167,5 +257,56 @@ impl Journal {
 impl EventSink for Journal {
     fn record(&self, event: &Event) {
         self.record_event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_mark_set_splits_into_bounded_parts_the_scalars_last() {
+        let mut d = Dirty::default();
+        for i in 0..1234 {
+            d.tasks.insert(TaskId(i));
+        }
+        for i in 0..10 {
+            d.instances.insert(
+                InstanceId::parse(&format!("w{i}"), &crate::config::Limits::default()).unwrap(),
+            );
+        }
+        d.leases.insert(LeaseKey::unchecked("a/b"));
+        d.term = true;
+        d.counters = true;
+        d.events.push_back(Event::new(
+            EventKind::LeaderElected,
+            crate::model::Term(1),
+            0,
+        ));
+        let all = d.clone();
+        let mut parts = Vec::new();
+        d.split_into(500, &mut parts);
+        assert_eq!(parts.len(), 3); // 1245 entities
+        assert!(parts.iter().all(|p| p.entities() <= 500));
+        assert_eq!(parts.iter().map(Dirty::entities).sum::<usize>(), 1245);
+        let (last, first) = parts.split_last().unwrap();
+        assert!(last.term && last.counters && last.events.len() == 1);
+        assert!(
+            first
+                .iter()
+                .all(|p| !p.term && !p.counters && p.events.is_empty())
+        );
+        // Forgetting every acknowledged part leaves nothing to put back.
+        let mut left = all;
+        for p in &parts[..2] {
+            left.forget(p);
+        }
+        assert_eq!(left.entities(), parts[2].entities());
+        left.forget(&parts[2]);
+        assert!(left.is_empty(), "{left:?}");
+        // Nothing marked: no part.
+        let mut none = Vec::new();
+        Dirty::default().split_into(500, &mut none);
+        assert!(none.is_empty());
     }
 }

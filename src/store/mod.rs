@@ -11,7 +11,9 @@
 //! * Control-plane calls (register, unregister, task and lease calls) are **written through**:
 //!   the call returns once the persister has flushed everything up to and including its change.
 //!   While the store's circuit breaker is open they fail fast with [`Error::StoreUnavailable`]
-//!   before changing anything.
+//!   before changing anything; a change the store does not acknowledge within
+//!   [`Config::store_wait`](crate::Config::store_wait) is undone ([`Error::StoreUnavailable`])
+//!   or reported as [`Error::NotDurable`] (docs/persistence.md lists the rule of each call).
 //! * Heartbeat timestamps are **written behind**: the persister scans for instances whose
 //!   last-seen time moved and writes them in pipelined batches every flush interval — or, with
 //!   [`PersistMode::WriteThrough`], each heartbeat is one synchronous script call, the way
@@ -37,7 +39,7 @@ use tokio::sync::watch;
 #[cfg(feature = "redis")]
 pub use crate::config::RedisConfig;
 pub use crate::config::{PersistMode, RestartGrace, StoreConfig};
-pub(crate) use breaker::{Breaker, BreakerState};
+pub(crate) use breaker::{Admission, Breaker, BreakerState};
 pub(crate) use journal::{Dirty, Journal};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
@@ -48,6 +50,10 @@ use crate::model::{Epoch, InstanceId, InstanceStatus, Term};
 use crate::work::lease::LeaseKey;
 use crate::work::records::{LeaseRecord, TaskRecord, WorkCounters};
 use crate::work::task::TaskId;
+
+/// Most entities (instances, tasks, leases) one flush writes per store call and reads per hold
+/// of the work lock; a flush of more — a full rewrite after a failure — is written in parts.
+pub const FLUSH_PART: usize = 500;
 
 /// A boxed future, so [`Store`] can be used as a trait object.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -230,6 +236,14 @@ impl Store for MemoryStore {
     }
 }
 
+/// How far the Persister got: the journal sequence the store has acknowledged, and how many
+/// flushes failed (so that waiters wake on a failure and can see the circuit open).
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    durable: u64,
+    failures: u64,
+}
+
 /// A durable store in use: the store, the journal of changes not yet written, the breaker, and
 /// how far writes have been acknowledged.
 #[derive(Debug)]
@@ -244,12 +258,14 @@ pub(crate) struct Persistence {
     pub mode: PersistMode,
     /// How often heartbeats are flushed.
     pub flush_interval: Duration,
-    /// Marks taken by a flush that has not finished; put back if its Persister dies mid-way.
+    /// Every mark taken by a flush and not yet acknowledged by the store; put back if its
+    /// Persister dies mid-way. A flush written in several parts removes each part once it is
+    /// acknowledged.
     pub in_flight: parking_lot::Mutex<Option<Dirty>>,
     /// Set after a failure: the next successful flush rewrites everything, in case the store
     /// lost data meanwhile (a Redis restarted without persistence).
     pub resync: std::sync::atomic::AtomicBool,
-    durable: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
 }
 
 // Without the `redis` feature no store backend exists to build one.
@@ -270,7 +286,7 @@ impl Persistence {
             flush_interval,
             in_flight: parking_lot::Mutex::new(None),
             resync: std::sync::atomic::AtomicBool::new(false),
-            durable: watch::Sender::new(0),
+            progress: watch::Sender::new(Progress::default()),
         }
     }
 
@@ -285,27 +301,34 @@ impl Persistence {
         }
     }
 
-    /// Waits until every change journaled so far is in the store, at most `timeout`.
-    pub async fn wait_durable(&self, timeout: Duration) -> Result<(), Error> {
+    /// Waits until every change journaled so far is in the store, until `deadline` at most.
+    /// Gives up early when the circuit opens meanwhile (nothing will be attempted before the
+    /// next probe). The error is [`Error::NotDurable`]: the changes are in memory, not yet in
+    /// the store; the caller decides whether to undo its own.
+    pub async fn wait_durable(&self, deadline: tokio::time::Instant) -> Result<(), Error> {
         let target = self.journal.seq();
         self.journal.wake();
-        let mut rx = self.durable.subscribe();
-        match tokio::time::timeout(timeout, rx.wait_for(|d| *d >= target)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::StoreUnavailable("the persister stopped".into())),
-            Err(_) => Err(Error::StoreUnavailable(format!(
-                "the store did not acknowledge within {} ms; the change is kept and will be \
-                 written when the store is back",
-                timeout.as_millis()
-            ))),
+        let mut rx = self.progress.subscribe();
+        let open = || matches!(self.breaker.state(), BreakerState::Open { .. });
+        let waited =
+            tokio::time::timeout_at(deadline, rx.wait_for(|p| p.durable >= target || open())).await;
+        match waited {
+            Ok(Ok(p)) if p.durable >= target => Ok(()),
+            Ok(Ok(_)) => Err(Error::NotDurable(
+                "the store failed repeatedly and its circuit opened".into(),
+            )),
+            Ok(Err(_)) => Err(Error::NotDurable("the persister stopped".into())),
+            Err(_) => Err(Error::NotDurable(
+                "the store did not acknowledge the change in time".into(),
+            )),
         }
     }
 
     /// Marks everything up to `seq` as written.
     pub fn mark_durable(&self, seq: u64) {
-        self.durable.send_if_modified(|d| {
-            if seq > *d {
-                *d = seq;
+        self.progress.send_if_modified(|p| {
+            if seq > p.durable {
+                p.durable = seq;
                 true
             } else {
                 false
@@ -313,9 +336,14 @@ impl Persistence {
         });
     }
 
+    /// Records a failed flush (wakes waiters, which give up if the circuit opened).
+    pub fn flush_failed(&self) {
+        self.progress.send_modify(|p| p.failures += 1);
+    }
+
     /// How far writes are acknowledged.
     #[cfg(feature = "chaos")]
     pub fn durable_seq(&self) -> u64 {
-        *self.durable.borrow()
+        self.progress.borrow().durable
     }
 }

@@ -122,7 +122,25 @@ struct Task {
     finished_at: Option<MonoMs>,
     result: Option<serde_json::Value>,
     error: Option<String>,
+    /// The client's request id of the `create` that made it (see [`WorkBook::create`]).
+    request_id: Option<String>,
 }
+
+/// What undoing a change the store did not acknowledge came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// Undone: memory is as if the call had not been made.
+    Undone,
+    /// Already gone by another path (a concurrent undo of the same request, or — for a claim —
+    /// a take-back when its worker departed): there is nothing left of it to undo.
+    Gone,
+    /// Not undone: something else has built on it meanwhile (a created task was claimed).
+    Kept,
+}
+
+/// A `create` whose request id is already taken by a task with other parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestIdTaken(pub TaskId);
 
 /// The pending order, the same everywhere: highest priority first, then oldest (creation
 /// order). A task put back keeps its creation sequence, so it goes back to its place.
@@ -143,6 +161,9 @@ pub(crate) struct WorkBook {
     finished: VecDeque<TaskId>,
     leases: LeaseTable,
     next_task: u64,
+    /// Tasks by the request id of the `create` that made them, for as long as the book holds
+    /// the task.
+    by_request: HashMap<String, TaskId>,
 }
 
 impl WorkBook {
@@ -156,10 +177,16 @@ impl WorkBook {
             finished: VecDeque::new(),
             leases: LeaseTable::default(),
             next_task: 0,
+            by_request: HashMap::new(),
         }
     }
 
-    /// Creates a pending task from validated parts.
+    /// Creates a pending task from validated parts, and answers it with `true` (created).
+    ///
+    /// With a `request_id` already used by a task the book still holds, nothing is created: the
+    /// answer is that task, with `false`, if it was created with the same payload, priority,
+    /// attempts and locks, and [`RequestIdTaken`] otherwise. This makes a retried create safe
+    /// when the first attempt's outcome is unknown.
     pub fn create(
         &mut self,
         op: &mut Op,
@@ -167,7 +194,23 @@ impl WorkBook {
         priority: u8,
         max_attempts: u32,
         locks: Vec<LockSpec>,
-    ) -> TaskView {
+        request_id: Option<String>,
+    ) -> Result<(TaskView, bool), RequestIdTaken> {
+        if let Some(existing) = request_id
+            .as_ref()
+            .and_then(|r| self.by_request.get(r))
+            .and_then(|id| self.tasks.get(id))
+        {
+            let same = existing.payload == payload
+                && existing.priority == priority
+                && existing.max_attempts == max_attempts
+                && existing.locks == locks;
+            return if same {
+                Ok((self.view(existing, op), false))
+            } else {
+                Err(RequestIdTaken(existing.id))
+            };
+        }
         self.next_task += 1;
         let task = Task {
             id: TaskId(self.next_task),
@@ -186,12 +229,62 @@ impl WorkBook {
             finished_at: None,
             result: None,
             error: None,
+            request_id,
         };
         self.pending.insert(pending_key(&task));
+        if let Some(r) = &task.request_id {
+            self.by_request.insert(r.clone(), task.id);
+        }
         op.task_event(EventKind::TaskCreated, &task, None);
         let view = self.view(&task, op);
         self.tasks.insert(task.id, task);
-        view
+        Ok((view, true))
+    }
+
+    /// Undoes the creation of `id`: removes it if it is still pending and untouched (never
+    /// claimed), with a `task.withdrawn` event. The event marks it for the store, which then
+    /// deletes whatever it may have received of it.
+    pub fn withdraw(&mut self, op: &mut Op, id: TaskId, why: &str) -> Undo {
+        let Some(task) = self.tasks.get(&id) else {
+            return Undo::Gone;
+        };
+        if task.status != TaskStatus::Pending || task.attempts > 0 {
+            return Undo::Kept;
+        }
+        self.pending.remove(&pending_key(task));
+        let task = self.tasks.remove(&id).expect("exists");
+        if let Some(r) = &task.request_id {
+            self.by_request.remove(r);
+        }
+        op.task_event(EventKind::TaskWithdrawn, &task, Some(why.to_string()));
+        Undo::Undone
+    }
+
+    /// Undoes the claim of `id` under `token`: releases the leases it took and puts the task
+    /// back to pending in its place, as if it had never been claimed (a claim counts no
+    /// attempt, so there is none to give back). The token is dead from here on. `Gone` when
+    /// the claim already ended (its worker departed and the task was taken back).
+    pub fn unclaim(&mut self, op: &mut Op, id: TaskId, token: &ClaimToken, why: &str) -> Undo {
+        let claimed = self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token));
+        if !claimed {
+            return Undo::Gone;
+        }
+        self.end_claim(op, id);
+        let task = self.tasks.get_mut(&id).expect("claimed task exists");
+        task.status = TaskStatus::Pending;
+        task.claimed_at = None;
+        task.heartbeat_at = None;
+        let task = task.clone();
+        // The event names the worker whose claim was undone; then the claim is forgotten.
+        op.task_event(EventKind::TaskReassigned, &task, Some(why.to_string()));
+        self.pending.insert(pending_key(&task));
+        let task = self.tasks.get_mut(&id).expect("exists");
+        task.assignee = None;
+        task.token = None;
+        Undo::Undone
     }
 
     /// A task by id.
@@ -232,6 +325,13 @@ impl WorkBook {
 
     /// How many tasks are live (pending or claimed): all but the finished ones kept for
     /// `get`/`list`.
+    /// Whether `request_id` names a task this book still holds.
+    pub fn knows_request(&self, request_id: &str) -> bool {
+        self.by_request
+            .get(request_id)
+            .is_some_and(|id| self.tasks.contains_key(id))
+    }
+
     pub fn live_tasks(&self) -> usize {
         self.tasks.len().saturating_sub(self.finished.len())
     }
@@ -603,7 +703,9 @@ impl WorkBook {
         self.finished.push_back(id);
         while self.finished.len() > self.settings.finished_retention {
             if let Some(old) = self.finished.pop_front() {
-                self.tasks.remove(&old);
+                if let Some(r) = self.tasks.remove(&old).and_then(|t| t.request_id) {
+                    self.by_request.remove(&r);
+                }
                 op.touched_tasks.push(old);
             }
         }
@@ -819,6 +921,7 @@ impl WorkBook {
             finished_at_ms: t.finished_at.map(|m| op.wall(m)),
             result: t.result.clone(),
             error: t.error.clone(),
+            request_id: t.request_id.clone(),
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct TaskRecord {
     pub result: Option<serde_json::Value>,
     /// Last error.
     pub error: Option<String>,
+    /// The request id of the create that made it (absent in records written before it
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl TaskRecord {
@@ -136,6 +140,7 @@ impl WorkBook {
             finished_at_ms: t.finished_at.map(wall),
             result: t.result.clone(),
             error: t.error.clone(),
+            request_id: t.request_id.clone(),
         })
     }
 
@@ -211,7 +216,11 @@ impl WorkBook {
                 finished_at: r.finished_at_ms.map(mono),
                 result: r.result,
                 error: r.error,
+                request_id: r.request_id,
             };
+            if let Some(request) = &task.request_id {
+                self.by_request.insert(request.clone(), task.id);
+            }
             match task.status {
                 TaskStatus::Pending => {
                     self.pending.insert(pending_key(&task));

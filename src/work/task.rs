@@ -47,6 +47,12 @@ pub struct TaskSpec {
     /// Locks to hold while it runs.
     #[serde(default)]
     pub requires_locks: Vec<LockSpec>,
+    /// The client's idempotency key (1–128 characters, no control characters): a create with a
+    /// request id the coordinator still knows returns that task instead of creating another
+    /// (and is refused if its parameters differ). Makes a retry safe when the outcome of the
+    /// first attempt is unknown (a timeout, a lost connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl TaskSpec {
@@ -67,6 +73,12 @@ impl TaskSpec {
     /// Sets the attempts.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Sets the request id (idempotency key).
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
         self
     }
 
@@ -115,6 +127,9 @@ pub struct TaskView {
     pub result: Option<serde_json::Value>,
     /// Last error (a failure, or why it was taken back).
     pub error: Option<String>,
+    /// The request id it was created with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// One task handed to a worker by a claim.

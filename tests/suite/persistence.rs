@@ -235,6 +235,7 @@ async fn redis_restarted_mid_load_loses_nothing_acknowledged() {
     let mut redis = RedisServer::start();
     let c = Coordinator::start(Config {
         call_timeout: Duration::from_millis(500),
+        store_wait: Duration::from_millis(300),
         ..config(&redis, |rc| {
             rc.flush_interval = Duration::from_millis(50);
             rc.breaker_open_for = Duration::from_millis(500);
@@ -255,7 +256,8 @@ async fn redis_restarted_mid_load_loses_nothing_acknowledged() {
                 let id = format!("w{i}");
                 match c.register(RegisterRequest::new(id.as_str())).await {
                     Ok(_) => acked_instances.push(id),
-                    Err(Error::StoreUnavailable(_)) => refused += 1,
+                    // Refused, or registered but not acknowledged: no promise either way.
+                    Err(Error::StoreUnavailable(_) | Error::NotDurable(_)) => refused += 1,
                     Err(e) => panic!("unexpected {e}"),
                 }
                 match c
@@ -958,6 +960,7 @@ async fn outage_then_crash(grace: RestartGrace) -> (usize, bool) {
     let config = config(&redis, |_| {});
     let cfg = || Config {
         call_timeout: Duration::from_millis(500),
+        store_wait: Duration::from_millis(300),
         ..with_redis(&config, |rc| {
             rc.flush_interval = Duration::from_millis(50);
             rc.response_timeout = Duration::from_millis(200);
@@ -1168,5 +1171,326 @@ async fn an_instances_principal_survives_a_restart() {
     )
     .await;
     assert_eq!(beat["result"]["alive"], true, "{beat}");
+    c.shutdown().await;
+}
+
+/// JSON-RPC over HTTP to one server, with the time each call took.
+struct Rpc {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Rpc {
+    fn new(base: &str) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            url: format!("{base}/rpc"),
+        }
+    }
+
+    async fn call(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.timed(method, params).await.0
+    }
+
+    async fn timed(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> (serde_json::Value, Duration) {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+        let sent = Instant::now();
+        let answer = self
+            .client
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        (answer, sent.elapsed())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SIGKILL: connections refused.
+    Killed,
+    /// SIGSTOP: connections open, nothing answered.
+    Frozen,
+}
+
+/// A store that stops answering, over the real HTTP server: each write-through call answers
+/// within the store wait — before the call timeout, never −32002 — with what happened:
+/// `system.register` −32006 (`applied: true`: registered, not yet durable), `task.create` and
+/// `task.claim` −32001 (`applied: false`: undone, nothing changed). When the store is back, a
+/// create retried with its request id is made once, the task is claimable, and the store
+/// equals memory.
+async fn an_outage_over_http(outage: Outage) {
+    use serde_json::json;
+    let mut redis = RedisServer::start();
+    let call_timeout = Duration::from_millis(1500);
+    let store_wait = Duration::from_millis(600);
+    let (url, c, stop) = crate::common::serve(
+        Config {
+            call_timeout,
+            store_wait,
+            ..config(&redis, |rc| {
+                rc.flush_interval = Duration::from_millis(50);
+                rc.response_timeout = Duration::from_millis(200);
+                // The circuit stays closed: under test is a call waiting on a store that does
+                // not answer, not the fast refusal of an open circuit (tested above).
+                rc.breaker_failures = 100_000;
+            })
+        },
+        vigil::server::ServerConfig {
+            // With the frozen store, a server timeout set below the store wait: the dispatcher
+            // raises it to the coordinator's call timeout, so it still never fires first.
+            call_timeout: match outage {
+                Outage::Killed => call_timeout,
+                Outage::Frozen => Duration::from_millis(200),
+            },
+            ..vigil::server::ServerConfig::default()
+        },
+    )
+    .await;
+    let rpc = Rpc::new(&url);
+    assert_eq!(
+        rpc.call("system.register", json!({"id": "w1"})).await["result"]["registered"],
+        true
+    );
+    let created = rpc
+        .call(
+            "task.create",
+            json!({"text": "first", "requiresLocks": ["repo/src"]}),
+        )
+        .await;
+    let t1 = created["result"]["id"].clone();
+    assert!(t1.is_string(), "{created}");
+
+    match outage {
+        Outage::Killed => redis.stop(),
+        Outage::Frozen => redis.pause(),
+    }
+    let quick = |took: Duration, what: &str| {
+        assert!(
+            took >= store_wait && took < call_timeout,
+            "{outage:?}: {what} answered after {took:?} (store wait {store_wait:?}, call timeout {call_timeout:?})"
+        );
+    };
+    // Registered, not yet durable.
+    let (answer, took) = rpc.timed("system.register", json!({"id": "w2"})).await;
+    assert_eq!(answer["error"]["code"], -32006, "{outage:?}: {answer}");
+    assert_eq!(answer["error"]["data"]["applied"], true, "{answer}");
+    quick(took, "system.register");
+    let beat = rpc
+        .call("system.heartbeat", json!({"instanceId": "w2"}))
+        .await;
+    assert_eq!(
+        beat["result"]["alive"], true,
+        "the registration stands: {beat}"
+    );
+    // Not created.
+    let (answer, took) = rpc
+        .timed(
+            "task.create",
+            json!({"text": "during", "requestId": "req-1"}),
+        )
+        .await;
+    assert_eq!(answer["error"]["code"], -32001, "{outage:?}: {answer}");
+    assert_eq!(answer["error"]["data"]["applied"], false, "{answer}");
+    quick(took, "task.create");
+    let listed = rpc.call("task.list", json!({})).await;
+    assert_eq!(
+        listed["result"]["tasks"].as_array().unwrap().len(),
+        1,
+        "only the first task exists: {listed}"
+    );
+    // Not claimed: the task is pending as before, its lock free.
+    let (answer, took) = rpc.timed("task.claim", json!({"workerId": "w1"})).await;
+    assert_eq!(answer["error"]["code"], -32001, "{outage:?}: {answer}");
+    assert_eq!(answer["error"]["data"]["applied"], false, "{answer}");
+    quick(took, "task.claim");
+    let task = rpc.call("task.get", json!({"taskId": t1})).await;
+    assert_eq!(task["result"]["status"], "pending", "{task}");
+    assert_eq!(task["result"]["attempts"], 0, "{task}");
+    assert_eq!(
+        task["result"]["assignee"],
+        serde_json::Value::Null,
+        "{task}"
+    );
+    let leases = rpc.call("lease.list", json!({})).await;
+    assert_eq!(leases["result"]["leases"], json!([]), "{leases}");
+
+    match outage {
+        Outage::Killed => redis.restart(), // empty
+        Outage::Frozen => redis.resume(),  // goes on with what it was sent meanwhile
+    }
+    let started = Instant::now();
+    while c.flush().await.is_err() || c.store_status().state != "ok" {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{outage:?}: the store did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The retried create is made once.
+    let first = rpc
+        .call(
+            "task.create",
+            json!({"text": "during", "requestId": "req-1"}),
+        )
+        .await;
+    let again = rpc
+        .call(
+            "task.create",
+            json!({"text": "during", "requestId": "req-1"}),
+        )
+        .await;
+    assert!(first["result"]["id"].is_string(), "{first}");
+    assert_eq!(again["result"]["id"], first["result"]["id"], "{again}");
+    assert_eq!(again["result"]["requestId"], "req-1", "{again}");
+    // The first task can be claimed, with its lock.
+    let claimed = rpc.call("task.claim", json!({"workerId": "w1"})).await;
+    assert_eq!(claimed["result"]["taskId"], t1, "{claimed}");
+    assert_eq!(
+        claimed["result"]["leases"][0]["key"], "repo/src",
+        "{claimed}"
+    );
+    let check = c.verify_store().await.unwrap();
+    assert!(
+        check.differences.is_empty(),
+        "{outage:?}: {:?}",
+        check.differences
+    );
+    assert_eq!((check.instances, check.tasks, check.leases), (2, 2, 1));
+    assert_redis_equals_memory(&c, &redis).await;
+    let _ = stop.send(());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_a_killed_store_answers_what_changed_before_the_call_timeout() {
+    an_outage_over_http(Outage::Killed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_a_frozen_store_answers_what_changed_before_the_call_timeout() {
+    an_outage_over_http(Outage::Frozen).await;
+}
+
+/// 50 000 tasks, a Redis that fails and comes back empty: the Persister rewrites everything,
+/// in parts of at most `FLUSH_PART` entities, each read under its own hold of the work lock —
+/// so a caller (here `get_task`, which takes that lock) never waits long — and the store
+/// equals memory afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_rewrite_of_50k_tasks_holds_the_work_lock_briefly() {
+    use vigil::store::{FLUSH_PART, WriteBatch};
+    use vigil::work::records::TaskRecord;
+    use vigil::work::task::TaskId;
+    const TASKS: u64 = 50_000;
+    let mut redis = RedisServer::start();
+    // Straight into the store, then a coordinator that recovers them.
+    let store = RedisStore::connect(&RedisConfig::new(redis.url()))
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let tasks = (1..=TASKS)
+        .map(|i| TaskRecord {
+            id: TaskId(i),
+            seq: i,
+            status: TaskStatus::Pending,
+            priority: 50,
+            payload: serde_json::json!({"n": i, "text": "x".repeat(200)}),
+            attempts: 0,
+            max_attempts: 3,
+            locks: Vec::new(),
+            assignee: None,
+            claim_token: None,
+            created_at_ms: now,
+            claimed_at_ms: None,
+            heartbeat_at_ms: None,
+            finished_at_ms: None,
+            result: None,
+            error: None,
+            request_id: None,
+        })
+        .collect();
+    store
+        .apply(&WriteBatch {
+            tasks,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.flush_interval = Duration::from_millis(100);
+        rc.response_timeout = Duration::from_millis(500);
+        rc.breaker_failures = 100_000;
+    }))
+    .await
+    .unwrap();
+    assert_eq!(c.recovery_report().unwrap().tasks, TASKS as usize);
+    redis.stop();
+    let started = Instant::now();
+    while c.store_status().state == "ok" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no failure seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile a caller on a thread of its own measures how long it waits for the work lock.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (c, stop) = (c.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = Instant::now();
+                assert!(c.get_task(TaskId(1)).is_some());
+                worst = worst.max(asked.elapsed());
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            worst
+        })
+    };
+    redis.restart(); // empty
+    let started = Instant::now();
+    loop {
+        let view = c.faults().inspect_persister().await.unwrap();
+        if view.resyncs > 0 && c.store_status().state == "ok" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the rewrite did not finish: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rewrite = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst_wait = probe.join().unwrap();
+    let view = c.faults().inspect_persister().await.unwrap();
+    eprintln!(
+        "rewrite of {TASKS} tasks: {rewrite:?}, {} parts, largest {} entities, longest work-lock \
+         hold {:?}, worst get_task wait {worst_wait:?}",
+        view.parts, view.largest_part, view.longest_lock_hold
+    );
+    assert!(view.largest_part <= FLUSH_PART, "{view:?}");
+    assert!(view.parts >= TASKS / FLUSH_PART as u64, "{view:?}");
+    assert!(
+        view.longest_lock_hold < Duration::from_millis(100),
+        "the work lock was held for {:?}",
+        view.longest_lock_hold
+    );
+    let check = c.verify_store().await.unwrap();
+    assert_eq!(check.tasks, TASKS as usize);
+    assert!(check.differences.is_empty(), "{:?}", check.differences);
     c.shutdown().await;
 }

@@ -126,6 +126,26 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server with SIGSTOP: connections stay open, nothing is answered (a hung
+    /// Redis). [`resume`](Self::resume) thaws it; `stop` and drop kill it either way.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT): it goes on with what it was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts it again on the same port: empty, or with its data if durable.
     pub fn restart(&mut self) {
         self.stop();

@@ -172,4 +172,19 @@ async fn a_bad_configuration_is_refused_at_start() {
         Err(Error::Config(e)) => assert_eq!(e.field, "max_tasks"),
         other => panic!("{other:?}"),
     }
+    // The store wait must end before the call timeout, so a caller gets the store's verdict.
+    for store_wait in [
+        Duration::ZERO,
+        Duration::from_secs(2),
+        Duration::from_secs(3),
+    ] {
+        let late = Config {
+            store_wait,
+            ..Config::default()
+        };
+        match vigil::Coordinator::start(late).await {
+            Err(Error::Config(e)) => assert_eq!(e.field, "store_wait", "{store_wait:?}"),
+            other => panic!("{store_wait:?}: {other:?}"),
+        }
+    }
 }
