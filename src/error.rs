@@ -74,7 +74,9 @@ pub enum Error {
     /// An actor could not be spawned or reached.
     #[error("actor failure: {0}")]
     Actor(String),
-    /// The store cannot take writes now (circuit open, or no acknowledgement in time).
+    /// The store cannot take writes now (circuit open, or no acknowledgement in time), or —
+    /// from [`Coordinator::start`](crate::Coordinator::start) — could not be read back or
+    /// reserve terms for recovery; the message names what failed.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
 }

@@ -142,6 +142,11 @@ impl Journal {
         });
     }
 
+    /// Marks the term changed without an event (the term a recovery resumes at).
+    pub fn touch_term(&self) {
+        self.mark(|d| d.term = true);
+    }
+
     /// Takes every mark, and the sequence they cover.
     pub fn take(&self) -> (Dirty, u64) {
         let mut dirty = self.dirty.lock();
