@@ -93,7 +93,9 @@ pub enum Error {
     Actor(String),
     /// The store cannot take writes now, and nothing was changed: the call was refused before
     /// changing anything (circuit open), or its change was undone because the store did not
-    /// acknowledge it (`create_task`, `claim`; see docs/persistence.md).
+    /// acknowledge it (`create_task`, `claim`; see docs/persistence.md). From
+    /// [`Coordinator::start`](crate::Coordinator::start): the store could not be read back or
+    /// reserve terms for recovery; the message names what failed.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
     /// The caller's principal may not act on this instance (or on a task or lease it holds);

@@ -200,10 +200,14 @@ impl PersisterState {
                 }
             }
             if part.counters {
+                let ceiling = ctx.leadership.ceiling();
                 batch.counters = Some(Counters {
                     work: work.counters(),
                     last_epoch: ctx.last_epoch(),
                     last_flush_ms: 0,
+                    // Reserved by the LeaderActor with its own write; carried here too so a
+                    // store that lost it (restarted empty) gets it back with the rest.
+                    term_reserved: if ceiling == u64::MAX { 0 } else { ceiling },
                 });
             }
             drop(work);

@@ -35,7 +35,7 @@ use crate::events::EventKind;
 use crate::model::{
     Authority, InstanceId, InstanceStatus, Registration, Unregistration, ValidRegistration,
 };
-use crate::registry::{InstanceSlot, Transition};
+use crate::registry::{InstanceSlot, Renewal, Transition};
 
 /// The ClusterSupervisor behaviour.
 #[derive(Debug, Default, Clone, Copy)]
@@ -111,9 +111,27 @@ pub struct SupervisorState {
     instance_restarts: u64,
     leader_restarts: u64,
     persister_restarts: u64,
+    /// Unit tests only: runs right after a re-registration's liveness check, where a
+    /// concurrent heartbeat may land.
+    #[cfg(test)]
+    after_refresh: tests::Hook,
 }
 
 impl SupervisorState {
+    fn new(ctx: Arc<ClusterContext>) -> Self {
+        Self {
+            ctx,
+            children: HashMap::new(),
+            leader: None,
+            persister: None,
+            instance_restarts: 0,
+            leader_restarts: 0,
+            persister_restarts: 0,
+            #[cfg(test)]
+            after_refresh: tests::Hook::default(),
+        }
+    }
+
     async fn spawn_instance(
         &mut self,
         myself: &ActorCell,
@@ -284,7 +302,11 @@ impl SupervisorState {
                     reason: request.authority.refusal(slot.owner.as_deref()),
                 });
             }
-            if slot.refresh(now, request.roles.clone(), request.metadata.clone(), ttl_ms) {
+            let verdict =
+                slot.refresh(now, request.roles.clone(), request.metadata.clone(), ttl_ms);
+            #[cfg(test)]
+            self.after_refresh.run(&slot);
+            if verdict == Renewal::Renewed {
                 if let Some(actor) = super::instance::actor_of(&slot) {
                     let _ = actor.cast(InstanceMsg::Reschedule);
                 }
@@ -292,11 +314,12 @@ impl SupervisorState {
                     .publish_instance_event(EventKind::InstanceRegistered, &slot);
                 return Ok(self.registration(&slot, true));
             }
-            // Its deadline passed (the actor just hasn't woken yet) or it is already terminal:
-            // this registration starts a new epoch, and the old one is finalized first.
-            if let Transition::Done | Transition::AlreadyTerminal(_) = slot.expire_if_due(now) {
-                self.finalize(&slot);
-            }
+            // Its deadline had passed (the actor just hasn't woken yet) or it was already
+            // terminal; either way the refresh left it terminal, in the same compare-and-swap
+            // that judged it, so no heartbeat can revive it now. It is finalized (removed, the
+            // LeaderActor told) before this registration starts a new epoch — never left alive
+            // beside the new one.
+            self.finalize(&slot);
         }
         let limit = self.ctx.config.limits.max_instances;
         if self.ctx.registry.len() >= limit {
@@ -440,15 +463,7 @@ impl Actor for ClusterSupervisor {
         _myself: ActorRef<Self::Msg>,
         ctx: Arc<ClusterContext>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SupervisorState {
-            ctx,
-            children: HashMap::new(),
-            leader: None,
-            persister: None,
-            instance_restarts: 0,
-            leader_restarts: 0,
-            persister_restarts: 0,
-        })
+        Ok(SupervisorState::new(ctx))
     }
 
     async fn post_start(
@@ -534,5 +549,140 @@ impl Actor for ClusterSupervisor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::model::RegisterRequest;
+    use crate::registry::Leadership;
+
+    /// A closure run at a point of the supervisor's code, for unit tests that must place a
+    /// concurrent event exactly there.
+    #[derive(Default)]
+    pub(super) struct Hook(Option<Box<HookFn>>);
+
+    type HookFn = dyn Fn(&InstanceSlot) + Send + Sync;
+
+    impl std::fmt::Debug for Hook {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(if self.0.is_some() {
+                "Hook(set)"
+            } else {
+                "Hook(none)"
+            })
+        }
+    }
+
+    impl Hook {
+        pub(super) fn run(&self, slot: &InstanceSlot) {
+            if let Some(hook) = &self.0 {
+                hook(slot);
+            }
+        }
+    }
+
+    /// A parent for the children of a hand-driven `SupervisorState`: it links them and does
+    /// nothing when one stops (no restart, no finalization), so only the calls a test makes
+    /// decide.
+    struct Inert;
+
+    impl Actor for Inert {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<()>,
+            _: (),
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle_supervisor_evt(
+            &self,
+            _: ActorRef<()>,
+            _: SupervisionEvent,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    fn request(ctx: &ClusterContext, id: &str) -> ValidRegistration {
+        RegisterRequest::new(id)
+            .ttl(Duration::from_secs(1))
+            .validate(&ctx.config.limits, ctx.config.ttl)
+            .unwrap()
+    }
+
+    /// Issue 14, point 10. A worker re-registers at its deadline while one of its heartbeats,
+    /// stamped by a coarse clock still a tick behind, lands just after the registration judged
+    /// the old epoch dead. The registration used to start a new epoch anyway and leave the old
+    /// slot alive outside the registry — still the recorded leader, but no heartbeat could reach
+    /// it, so nobody led until it expired a TTL later.
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_racing_a_registration_at_the_deadline_leaves_no_orphan_leader() {
+        let ctx = Arc::new(ClusterContext::new(Config::default(), None));
+        let (parent, parent_task) = Actor::spawn(None, Inert, ()).await.unwrap();
+        let cell = parent.get_cell();
+        let mut state = SupervisorState::new(Arc::clone(&ctx));
+        state.spawn_leader(&cell).await.unwrap();
+        let first = state.register(&cell, request(&ctx, "a")).await.unwrap();
+        assert!(first.is_leader);
+        let old = ctx.registry.get("a").map(|e| Arc::clone(&e.slot)).unwrap();
+        // Its InstanceActor stops, so nothing but the registration below judges the old epoch.
+        let actor = old.actor().unwrap();
+        actor.stop(None);
+        for _ in 0..100 {
+            if actor.get_status() == ractor::ActorStatus::Stopped {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(actor.get_status(), ractor::ActorStatus::Stopped);
+        let deadline = old.deadline_after(old.liveness().1);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            ctx.clock.precise_ms(),
+            deadline,
+            "re-registering at the deadline"
+        );
+        // The hot path's heartbeat: stamped `coarse + tick`, judged by the coarse clock, which
+        // still reads one tick before the deadline.
+        state.after_refresh = Hook(Some(Box::new(move |slot: &InstanceSlot| {
+            slot.touch(deadline, deadline - 1);
+        })));
+        let second = state.register(&cell, request(&ctx, "a")).await.unwrap();
+        // The registration waited for the LeaderActor to take its new epoch in (after any
+        // departure it sent before): the leadership below is settled.
+        let current = ctx.registry.get("a").map(|e| Arc::clone(&e.slot)).unwrap();
+        let record = ctx.leadership.record().slot.unwrap();
+        let term = ctx.leadership.term();
+        assert!(
+            Arc::ptr_eq(&record, &current),
+            "the leader is epoch {} but the registry holds epoch {} (registration: {second:?})",
+            record.epoch.0,
+            current.epoch.0,
+        );
+        assert!(second.is_leader, "{second:?}");
+        assert!(
+            Leadership::leads(&current, term),
+            "heartbeats of a say it leads"
+        );
+        if !Arc::ptr_eq(&old, &current) {
+            assert!(
+                !old.status().is_alive(),
+                "the replaced epoch is not left alive"
+            );
+        }
+        state.leader.take().unwrap().stop(None);
+        parent.stop(None);
+        let _ = parent_task.await;
     }
 }

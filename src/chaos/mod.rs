@@ -536,7 +536,7 @@ impl Driver {
                 (!claims.is_empty()).then(|| claims[rng.random_range(0..claims.len())].clone())
             };
             if let Some((task, token)) = leaked {
-                let (method, params) = if round % 2 == 0 {
+                let (method, params) = if round.is_multiple_of(2) {
                     (
                         "task.heartbeat",
                         json!({"taskId": task, "claimToken": token, "extendLeasesSec": 0}),

@@ -124,17 +124,12 @@ impl Coordinator {
         persistence: Option<Arc<crate::store::Persistence>>,
         started: std::time::Instant,
     ) -> Result<Self, Error> {
-        let snapshot = match &persistence {
-            Some(p) => Some(
-                p.store
-                    .load(config.recent_events)
-                    .await
-                    .map_err(|e| Error::StoreUnavailable(e.0))?,
-            ),
+        let loaded = match &persistence {
+            Some(p) => Some(recovery::load(p, config.recent_events).await?),
             None => None,
         };
         let ctx = Arc::new(ClusterContext::new(config, persistence));
-        let plan = snapshot.map(|snap| recovery::prepare(&ctx, snap, started));
+        let plan = loaded.map(|(snap, terms)| recovery::prepare(&ctx, snap, terms, started));
         let ticker = ctx.clock.spawn_ticker();
         let (supervisor, supervisor_task) = Actor::spawn(None, ClusterSupervisor, Arc::clone(&ctx))
             .await

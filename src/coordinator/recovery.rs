@@ -7,6 +7,13 @@
 //! ([`RestartGrace::FullTtl`]) every listed instance gets a full TTL from the restart, so no
 //! instance that kept heartbeating is ever expired early; [`RestartGrace::SinceLastFlush`]
 //! trusts the last flush instead and expires at once those whose TTL ran out since.
+//!
+//! Recovery never guesses. A read that fails, or a term or counter that does not parse, fails
+//! the start (the process supervisor retries it) instead of counting as "nothing stored" —
+//! which would hand out again epochs, task ids, fencing tokens and terms handed out before. A
+//! single malformed record is skipped, reported and left in the store (see
+//! `RedisStore::load`). Terms resume above the ceiling the store reserved, and the first block
+//! of the new run is reserved before the coordinator starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +24,10 @@ use crate::actors::supervisor::{RestoredInstance, SupervisorMsg};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{Event, EventKind};
-use crate::model::{Epoch, InstanceId};
+use crate::model::{Epoch, InstanceId, Term};
 #[cfg(feature = "redis")]
 use crate::store::RedisStore;
-use crate::store::{Persistence, RestartGrace, Snapshot, StoreConfig};
+use crate::store::{Persistence, RestartGrace, Snapshot, StoreConfig, TERM_BLOCK};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,9 +47,16 @@ pub struct RecoveryReport {
     pub leases: usize,
     /// Tasks taken back from instances that died meanwhile.
     pub tasks_reassigned: usize,
-    /// The term recovered.
+    /// The term recovered (`leader:term` as stored; 0 if none).
     pub term: u64,
-    /// Keys holding something unreadable, with the reason; skipped.
+    /// The term the coordinator resumed at, as a vacancy until the first election: one above
+    /// every term the store had reserved, so above every term handed out before the restart
+    /// (0 when the store held no term).
+    pub term_resumed: u64,
+    /// The highest term reserved for this run so far (before the first election).
+    pub term_ceiling: u64,
+    /// Records that could not be read, with the reason: skipped, and left in the store as
+    /// they are (see [`Snapshot::skipped`](crate::store::Snapshot::skipped)).
     pub skipped: Vec<(String, String)>,
     /// Time spent reading the store.
     pub loaded_in: Duration,
@@ -69,6 +83,59 @@ pub(super) async fn connect(config: &Config) -> Result<Option<Arc<Persistence>>,
     }
 }
 
+/// Where terms resume after the restart, and the ceiling reserved for them.
+pub(super) struct Terms {
+    resume: Option<Term>,
+    ceiling: u64,
+}
+
+/// Reads the store back and reserves the first block of terms of this run. Any failure is an
+/// error that names what could not be read or written: the coordinator does not start, and
+/// nothing has been changed in memory or in the store (apart from a reservation, which only
+/// ever skips terms).
+pub(super) async fn load(
+    p: &Persistence,
+    recent_events: usize,
+) -> Result<(Snapshot, Terms), Error> {
+    let refuse = |what: &str, e: crate::store::StoreError| {
+        Error::StoreUnavailable(format!(
+            "recovery could not {what}, so the coordinator does not start: {}",
+            e.0
+        ))
+    };
+    let snap = p
+        .store
+        .load(recent_events)
+        .await
+        .map_err(|e| refuse("read the store", e))?;
+    let stored = snap.term.as_ref().map_or(0, |t| t.term.0);
+    // Every term handed out lies at or below the reserved ceiling. A store written before
+    // reservations existed has none: then the old rule, `leader:term` plus a gap.
+    let last_possible = match snap.counters.term_reserved {
+        0 if stored > 0 => {
+            tracing::warn!(
+                stored,
+                gap = TERM_GAP_AFTER_RECOVERY,
+                "no term reservation in the store (written by an older version): resuming a gap above the stored term"
+            );
+            stored + TERM_GAP_AFTER_RECOVERY
+        }
+        reserved => reserved.max(stored),
+    };
+    let ceiling = p
+        .store
+        .reserve_terms(last_possible + TERM_BLOCK)
+        .await
+        .map_err(|e| refuse("reserve terms", e))?;
+    Ok((
+        snap,
+        Terms {
+            resume: (last_possible > 0).then(|| Term(last_possible + 1)),
+            ceiling,
+        },
+    ))
+}
+
 /// What is left to do once the actors run.
 pub(super) struct Plan {
     alive: Vec<RestoredInstance>,
@@ -78,7 +145,12 @@ pub(super) struct Plan {
 }
 
 /// Loads the snapshot into memory (before any actor runs).
-pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instant) -> Plan {
+pub(super) fn prepare(
+    ctx: &Arc<ClusterContext>,
+    snap: Snapshot,
+    terms: Terms,
+    started: Instant,
+) -> Plan {
     let clock = &ctx.clock;
     let now_wall = clock.now_wall_ms();
     let mut report = RecoveryReport {
@@ -89,7 +161,11 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
         ..RecoveryReport::default()
     };
     for (key, why) in &report.skipped {
-        tracing::warn!(key = %key, reason = %why, "unreadable key skipped during recovery");
+        tracing::error!(
+            key = %key,
+            reason = %why,
+            "unreadable record not recovered; left in the store as it is"
+        );
     }
     let (grace, retention_ms) = match &ctx.config.store {
         #[cfg(feature = "redis")]
@@ -151,15 +227,18 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
     ctx.work
         .lock()
         .restore(snap.tasks, snap.leases, snap.counters.work, clock);
-    if let Some(term) = snap.term {
-        report.term = term.term.0;
-        // Elections are not write-through: a term handed out in a heartbeat answer after the
-        // last flush is not in the store. Continuing from the stored term could hand the same
-        // term to a second leader; continuing far above it cannot, unless more than
-        // TERM_GAP_AFTER_RECOVERY elections happened between the last successful flush and the
-        // crash.
-        let resumed = crate::model::Term(term.term.0 + TERM_GAP_AFTER_RECOVERY);
+    report.term = snap.term.as_ref().map_or(0, |t| t.term.0);
+    // `leader:term` is written behind: a term announced after the last flush is not in it.
+    // The reserved ceiling is written before any term under it is used, so resuming above it
+    // hands out no term twice, however many elections the crash cut short.
+    ctx.leadership.set_ceiling(terms.ceiling);
+    report.term_ceiling = terms.ceiling;
+    if let Some(resumed) = terms.resume {
         ctx.leadership.install(resumed, None, clock.precise_ms());
+        report.term_resumed = resumed.0;
+        if let Some(p) = &ctx.persistence {
+            p.journal.touch_term();
+        }
     }
     ctx.events.restore(snap.events);
     Plan {
@@ -170,7 +249,9 @@ pub(super) fn prepare(ctx: &Arc<ClusterContext>, snap: Snapshot, started: Instan
     }
 }
 
-/// How far above the stored term a recovered coordinator resumes (see `prepare`).
+/// How far above the stored `leader:term` a recovered coordinator resumes when the store holds
+/// no term reservation — one written by a version before reservations (see `load`). With a
+/// reservation it resumes one above the reserved ceiling instead, which needs no gap.
 pub const TERM_GAP_AFTER_RECOVERY: u64 = 1000;
 
 /// Respawns the live instances and expires the lapsed ones.
@@ -223,6 +304,7 @@ pub(super) async fn finish(c: &Coordinator, plan: Plan) -> Result<RecoveryReport
         leases = report.leases,
         reassigned = report.tasks_reassigned,
         term = report.term,
+        term_resumed = report.term_resumed,
         skipped = report.skipped.len(),
         loaded_ms = report.loaded_in.as_millis() as u64,
         took_ms = report.took.as_millis() as u64,

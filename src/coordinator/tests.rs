@@ -117,6 +117,11 @@ impl Store for FakeStore {
     fn load(&self, _: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
         Box::pin(async { Ok(Snapshot::default()) })
     }
+
+    fn reserve_terms(&self, _: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        // Terms are not what these tests are about: unlimited, as in memory.
+        Box::pin(async { Ok(u64::MAX) })
+    }
 }
 
 fn not_durable<T>(r: &Result<T, Error>) -> bool {

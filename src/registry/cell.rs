@@ -62,6 +62,17 @@ pub enum Transition {
     AlreadyTerminal(InstanceStatus),
 }
 
+/// The outcome of [`HotCell::renew`]: a re-registration's verdict on the slot it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The instance was alive: it is refreshed as by a heartbeat at that time.
+    Renewed,
+    /// Its deadline had passed: it is now recorded as expired.
+    Expired,
+    /// It was already terminal (expired or unregistered).
+    Terminal(InstanceStatus),
+}
+
 /// One instance's hot words.
 #[derive(Debug, Default)]
 pub struct HotCell {
@@ -127,6 +138,39 @@ impl HotCell {
                 Ordering::Acquire,
             ) {
                 Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// A re-registration's verdict, reached in one compare-and-swap: an instance alive at `now`
+    /// is refreshed (as by a heartbeat at `now`), one whose deadline passed is recorded as
+    /// expired. Deciding both in one step is what keeps a heartbeat landing at the deadline
+    /// from slipping between "it is dead, start a new epoch" and the expiry — which used to
+    /// leave the old epoch alive beside the new one, still leading, with no heartbeat to reach
+    /// it.
+    pub fn renew(&self, now: MonoMs) -> Renewal {
+        let mut current = self.liveness.load(Ordering::Acquire);
+        loop {
+            let (status, seen) = unpack(current);
+            if !status.is_alive() {
+                return Renewal::Terminal(status);
+            }
+            let (next, verdict) = if now >= self.deadline_after(seen) {
+                (pack(InstanceStatus::Expired, seen), Renewal::Expired)
+            } else {
+                (
+                    pack(InstanceStatus::Active, seen.max(now)),
+                    Renewal::Renewed,
+                )
+            };
+            match self.liveness.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return verdict,
                 Err(actual) => current = actual,
             }
         }
@@ -316,6 +360,22 @@ mod tests {
         assert_eq!(s.status(), InstanceStatus::Suspect);
         assert!(s.touch(6_000, 6_000));
         assert_eq!(s.liveness(), (InstanceStatus::Active, 6_000));
+    }
+
+    #[test]
+    fn renewal_refreshes_before_the_deadline_and_expires_at_it() {
+        let s = cell(1000);
+        assert_eq!(s.renew(999), Renewal::Renewed);
+        assert_eq!(s.liveness(), (InstanceStatus::Active, 999));
+        // A heartbeat with a lagging coarse clock lands after the precise deadline...
+        assert!(s.touch(2000, 1998));
+        // ...and the renewal at the precise time sees it: alive, not expired.
+        assert_eq!(s.renew(1999), Renewal::Renewed);
+        assert_eq!(s.liveness(), (InstanceStatus::Active, 2000));
+        assert_eq!(s.renew(3000), Renewal::Expired);
+        assert_eq!(s.liveness(), (InstanceStatus::Expired, 2000));
+        assert!(!s.touch(3001, 2999), "no heartbeat revives it");
+        assert_eq!(s.renew(3001), Renewal::Terminal(InstanceStatus::Expired));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use ractor::ActorCell;
 
-pub use cell::{CellRef, HotArena, HotCell, Transition};
+pub use cell::{CellRef, HotArena, HotCell, Renewal, Transition};
 
 use crate::clock::MonoMs;
 use crate::model::{Epoch, InstanceId, LeaderView, Term};
@@ -124,25 +124,28 @@ impl InstanceSlot {
         }
     }
 
-    /// A re-registration of a live instance: records it as a heartbeat at the precise time
-    /// `now` and replaces roles, metadata and TTL. Returns false (and changes nothing) when the
-    /// slot is terminal or its deadline passed — the caller then starts a new epoch.
+    /// A re-registration: if the instance is alive at the precise time `now`, records it as a
+    /// heartbeat then and replaces roles, metadata and TTL ([`Renewal::Renewed`]); otherwise
+    /// the slot is terminal when this returns — expired now if its deadline had passed — and
+    /// the caller finalizes it and starts a new epoch. One compare-and-swap decides (see
+    /// [`HotCell::renew`]), so a concurrent heartbeat cannot leave it alive after a verdict of
+    /// death.
     pub fn refresh(
         &self,
         now: MonoMs,
         roles: Vec<String>,
         metadata: serde_json::Value,
         ttl_ms: u64,
-    ) -> bool {
+    ) -> Renewal {
         // Hold the info lock across the liveness change so a concurrent reader sees both.
         let mut info = self.info.write();
-        if !self.touch(now, now) {
-            return false;
+        let verdict = self.renew(now);
+        if verdict == Renewal::Renewed {
+            info.roles = roles;
+            info.metadata = metadata;
+            self.set_ttl_ms(ttl_ms);
         }
-        info.roles = roles;
-        info.metadata = metadata;
-        self.set_ttl_ms(ttl_ms);
-        true
+        verdict
     }
 
     /// Marks this slot as finalized (removed from the registry, leader told, event sent).
@@ -197,12 +200,27 @@ pub fn new_registry() -> Registry {
 }
 
 /// The shared leadership record. Written only by the `LeaderActor` (one at a time: a restarted
-/// one starts after the old one is gone), read by everyone. It outlives the actor, so a
-/// restarted `LeaderActor` goes on from the same term.
-#[derive(Debug, Default)]
+/// one starts after the old one is gone) — and by recovery, before any actor runs — read by
+/// everyone. It outlives the actor, so a restarted `LeaderActor` goes on from the same term.
+///
+/// It also holds the **term ceiling**: the highest term the store has durably reserved. A term
+/// above it is never installed, so a restart, resuming above the stored ceiling, never hands a
+/// term out twice. Without a durable store the ceiling is unbounded.
+#[derive(Debug)]
 pub struct Leadership {
     term: AtomicU64,
+    ceiling: AtomicU64,
     current: RwLock<LeaderRecord>,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Self {
+            term: AtomicU64::new(0),
+            ceiling: AtomicU64::new(u64::MAX),
+            current: RwLock::default(),
+        }
+    }
 }
 
 /// Who leads, as recorded in [`Leadership`].
@@ -226,8 +244,29 @@ impl Leadership {
         self.current.read().clone()
     }
 
-    /// Installs `slot` (or a vacancy) as leader of `term`.
+    /// The highest term that may be installed (`u64::MAX` without a durable store).
+    pub fn ceiling(&self) -> u64 {
+        self.ceiling.load(Ordering::Acquire)
+    }
+
+    /// Sets the term ceiling to what the store reserved (at start, before any election).
+    pub fn set_ceiling(&self, ceiling: u64) {
+        self.ceiling.store(ceiling, Ordering::Release);
+    }
+
+    /// Raises the term ceiling to `ceiling` once the store acknowledged that reservation.
+    pub fn raise_ceiling(&self, ceiling: u64) {
+        self.ceiling.fetch_max(ceiling, Ordering::AcqRel);
+    }
+
+    /// Installs `slot` (or a vacancy) as leader of `term`, which must lie within the ceiling.
     pub fn install(&self, term: Term, slot: Option<Arc<InstanceSlot>>, now: MonoMs) {
+        debug_assert!(
+            term.0 <= self.ceiling(),
+            "term {} above the reserved ceiling {}",
+            term.0,
+            self.ceiling()
+        );
         if let Some(slot) = &slot {
             slot.set_leads_term(term);
         }

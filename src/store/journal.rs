@@ -54,8 +54,9 @@ impl Dirty {
     }
 
     /// Splits the marks into parts of at most `max` entities each (instances first, then
-    /// tasks, then leases), appended to `parts`; the last part also carries the term, the
-    /// counters and the events. Nothing is appended when nothing is marked. `everything` is
+    /// tasks, then leases), appended to `parts`; the first part also carries the counters (so
+    /// that, written first, they are never behind a record already stored), the last part the
+    /// term and the events. Nothing is appended when nothing is marked. `everything` is
     /// left out: the caller turns it into concrete marks first.
     pub fn split_into(mut self, max: usize, parts: &mut Vec<Dirty>) {
         let max = max.max(1);
@@ -63,15 +64,18 @@ impl Dirty {
         if self.is_empty() {
             return;
         }
+        let mut counters = std::mem::take(&mut self.counters);
         loop {
-            let mut part = Dirty::default();
+            let mut part = Dirty {
+                counters: std::mem::take(&mut counters),
+                ..Dirty::default()
+            };
             let mut room = max;
             move_some(&mut self.instances, &mut part.instances, &mut room);
             move_some(&mut self.tasks, &mut part.tasks, &mut room);
             move_some(&mut self.leases, &mut part.leases, &mut room);
             if self.entities() == 0 {
                 part.term = self.term;
-                part.counters = self.counters;
                 part.events = std::mem::take(&mut self.events);
                 part.dropped_events = self.dropped_events;
                 parts.push(part);
@@ -232,6 +236,11 @@ impl Journal {
         });
     }
 
+    /// Marks the term changed without an event (the term a recovery resumes at).
+    pub fn touch_term(&self) {
+        self.mark(|d| d.term = true);
+    }
+
     /// Takes every mark, and the sequence they cover.
     pub fn take(&self) -> (Dirty, u64) {
         let mut dirty = self.dirty.lock();
@@ -265,7 +274,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_mark_set_splits_into_bounded_parts_the_scalars_last() {
+    fn a_large_mark_set_splits_into_bounded_parts_counters_first_term_last() {
         let mut d = Dirty::default();
         for i in 0..1234 {
             d.tasks.insert(TaskId(i));
@@ -289,13 +298,11 @@ mod tests {
         assert_eq!(parts.len(), 3); // 1245 entities
         assert!(parts.iter().all(|p| p.entities() <= 500));
         assert_eq!(parts.iter().map(Dirty::entities).sum::<usize>(), 1245);
-        let (last, first) = parts.split_last().unwrap();
-        assert!(last.term && last.counters && last.events.len() == 1);
-        assert!(
-            first
-                .iter()
-                .all(|p| !p.term && !p.counters && p.events.is_empty())
-        );
+        let (last, before) = parts.split_last().unwrap();
+        assert!(last.term && !last.counters && last.events.len() == 1);
+        assert!(parts[0].counters);
+        assert!(before.iter().all(|p| !p.term && p.events.is_empty()));
+        assert!(parts[1..].iter().all(|p| !p.counters));
         // Forgetting every acknowledged part leaves nothing to put back.
         let mut left = all;
         for p in &parts[..2] {

@@ -171,7 +171,19 @@ pub struct Counters {
     /// When heartbeat timestamps were last flushed (wall ms; read back on recovery only).
     #[serde(default)]
     pub last_flush_ms: u64,
+    /// The highest term reserved for use ([`Store::reserve_terms`]); 0 when none was ever
+    /// reserved (a store written before reservations existed). Every term handed out is at or
+    /// below it, so recovery resumes above it.
+    #[serde(default)]
+    pub term_reserved: u64,
 }
+
+/// How many terms the LeaderActor reserves in the store at a time. Terms are handed out only
+/// up to the reserved ceiling; when fewer than half a block remain, the next block is reserved
+/// ahead, in the background. A restart resumes above the ceiling, so it skips the unused rest
+/// of the reservation (at most one and a half blocks) — and never reuses a term, however many
+/// elections a crash interrupted.
+pub const TERM_BLOCK: u64 = 1000;
 
 /// What a heartbeat flush found: instances whose key was gone (expired in the store while
 /// memory still had them), to be written in full next time.
@@ -198,7 +210,9 @@ pub struct Snapshot {
     pub counters: Counters,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
-    /// Keys that held something unreadable, with the reason; skipped.
+    /// Records that could not be read (a malformed instance, task or lease hash, an invalid
+    /// id in `instances:active`, an event that does not parse), with the reason: left in the
+    /// store as they are, not loaded.
     pub skipped: Vec<(String, String)>,
 }
 
@@ -213,8 +227,16 @@ pub trait Store: Send + Sync + Debug {
     /// Writes one heartbeat now (write-through mode).
     fn heartbeat<'a>(&'a self, beat: &'a HeartbeatWrite) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Reads everything back.
+    /// Reads everything back. Any read that fails, and any counter or term that does not
+    /// parse, is an error (recovery must not take it for "nothing stored" and hand out again
+    /// what was handed out before); a malformed instance, task or lease record or event is
+    /// left in the store untouched and listed in [`Snapshot::skipped`].
     fn load(&self, recent_events: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
+
+    /// Durably raises the reserved term ceiling to at least `ceiling` and answers the ceiling
+    /// now stored (never lower than before). Awaited before any term above the previous
+    /// ceiling is used, so no term is handed out that a restart could hand out again.
+    fn reserve_terms(&self, ceiling: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// Keeps nothing: state lives in memory only.
@@ -233,6 +255,10 @@ impl Store for MemoryStore {
     }
     fn load(&self, _: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
         Box::pin(async { Ok(Snapshot::default()) })
+    }
+    /// Nothing survives a restart, so no term can be reused: every term is available.
+    fn reserve_terms(&self, _: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async { Ok(u64::MAX) })
     }
 }
 

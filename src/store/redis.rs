@@ -59,6 +59,7 @@ struct Scripts {
     lease_gone: Script,
     term: Script,
     counters: Script,
+    term_reserve: Script,
     events: Script,
     dump: Script,
 }
@@ -80,12 +81,13 @@ impl Scripts {
             lease_gone: script!("lease_gone"),
             term: script!("term"),
             counters: script!("counters"),
+            term_reserve: script!("term_reserve"),
             events: script!("events"),
             dump: script!("dump"),
         }
     }
 
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 12] {
         [
             &self.instance_put,
             &self.instance_gone,
@@ -96,6 +98,7 @@ impl Scripts {
             &self.lease_gone,
             &self.term,
             &self.counters,
+            &self.term_reserve,
             &self.events,
             &self.dump,
         ]
@@ -335,6 +338,25 @@ impl RedisStore {
 
     fn commands(&self, batch: &WriteBatch) -> (Vec<Cmd>, Vec<usize>) {
         let mut cmds = Vec::new();
+        // The counters first: a pipeline runs in order, so should it be cut off half-way (the
+        // connection lost), no record it wrote carries an epoch, task id or fencing token above
+        // the stored counters, which recovery continues past.
+        if let Some(c) = &batch.counters {
+            let mut args = vec![
+                "lastTask".to_string(),
+                c.work.last_task.to_string(),
+                "lastFencingToken".to_string(),
+                c.work.last_fencing_token.to_string(),
+                "lastEpoch".to_string(),
+                c.last_epoch.to_string(),
+            ];
+            if c.term_reserved > 0 {
+                // Normally written by `reserve_terms` already; rewritten so that a Redis that
+                // came back empty gets the ceiling back with everything else.
+                args.extend(["termReserved".to_string(), c.term_reserved.to_string()]);
+            }
+            cmds.push(self.scripts.counters.call(&[self.keys.counters()], args));
+        }
         for (record, expire) in &batch.instances {
             cmds.push(self.instance_put(record, *expire));
         }
@@ -385,19 +407,6 @@ impl RedisStore {
                     ],
                 ),
             );
-        }
-        if let Some(c) = &batch.counters {
-            cmds.push(self.scripts.counters.call(
-                &[self.keys.counters()],
-                [
-                    "lastTask".to_string(),
-                    c.work.last_task.to_string(),
-                    "lastFencingToken".to_string(),
-                    c.work.last_fencing_token.to_string(),
-                    "lastEpoch".to_string(),
-                    c.last_epoch.to_string(),
-                ],
-            ));
         }
         if let Some(at) = batch.flush_mark {
             // One key: a plain command. Recovery reads it to bound lost heartbeats.
@@ -478,9 +487,11 @@ impl RedisStore {
     }
 
     /// Every key's hash, read with the `dump` script [`BATCH`] keys per call, several calls
-    /// per pipeline; a key that is not a hash is reported, not fatal.
+    /// per pipeline. A key that is not a hash is listed in `skipped` (and left alone); a failed
+    /// read is an error naming `what` was being read.
     async fn hashes(
         &self,
+        what: &str,
         keys: &[String],
         skipped: &mut Vec<(String, String)>,
     ) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
@@ -500,13 +511,18 @@ impl RedisStore {
                 .iter()
                 .map(|chunk| self.scripts.dump.call(chunk, []))
                 .collect();
-            replies.extend(self.run(cmds).await?);
+            let read = self
+                .run(cmds)
+                .await
+                .map_err(|e| StoreError(format!("reading the {what} records: {}", e.0)))?;
+            replies.extend(read);
         }
         let mut out = Vec::with_capacity(keys.len());
         for (chunk, reply) in chunks.into_iter().zip(replies) {
-            let text: String = redis::from_redis_value(reply).map_err(|e| fail("dump", e))?;
-            let entries: Vec<Entry> =
-                serde_json::from_str(&text).map_err(|e| fail("dump reply", e))?;
+            let text: String = redis::from_redis_value(reply)
+                .map_err(|e| fail(&format!("reading the {what} records (dump)"), e))?;
+            let entries: Vec<Entry> = serde_json::from_str(&text)
+                .map_err(|e| fail(&format!("reading the {what} records (dump reply)"), e))?;
             for (key, entry) in chunk.iter().zip(entries) {
                 match entry {
                     Entry::Fields(flat) if flat.is_empty() => {} // expired since SCAN
@@ -526,11 +542,23 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Reads the whole state back for recovery.
+    ///
+    /// What fails the load, and with it the start: any read that fails (connection, timeout, a
+    /// key of the wrong type among `instances:active`, `leader:*`, `meta:counters` and the
+    /// event stream), and a term or counter that does not parse. Those guard what must never be
+    /// handed out twice — epochs, task ids, fencing tokens, terms — and taking an unreadable one
+    /// for "none stored" would start them over. What is skipped and reported instead: a single
+    /// malformed instance, task or lease record (or one of the wrong type, or filed under
+    /// another record's key), an invalid id in `instances:active`, an unreadable
+    /// `leader:current` / `leader:epoch` (recovery does not use them), an event that does not
+    /// parse. Skipped records stay in the store untouched, and the counters, written before
+    /// any record in every flush, already cover what they hold.
     async fn load_all(&self, recent_events: usize) -> Result<Snapshot, StoreError> {
         let mut snap = Snapshot::default();
         let mut scanned = self.scan().await?;
         let keys = scanned.remove("instance").unwrap_or_default();
-        for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
+        for (key, map) in self.hashes("instance", &keys, &mut snap.skipped).await? {
             match fields::from_fields::<InstanceRecord>(map, INSTANCE_TEXT) {
                 Ok(r) if self.keys.strip(&key, "instance") == Some(r.id.as_str()) => {
                     snap.instances.push(r)
@@ -541,41 +569,83 @@ impl RedisStore {
                 Err(e) => snap.skipped.push((key, e)),
             }
         }
+        // Ids whose record is there but unreadable: not "lapsed" (which would delete it).
+        let unreadable: std::collections::HashSet<String> = snap
+            .skipped
+            .iter()
+            .filter_map(|(key, _)| self.keys.strip(key, "instance").map(str::to_string))
+            .collect();
+        let active_key = self.keys.active();
         let active: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.active())
+            .arg(&active_key)
             .query_async(&mut self.connection.clone())
             .await
-            .map_err(|e| fail("SMEMBERS", e))?;
+            .map_err(|e| fail(&format!("reading {active_key} (SMEMBERS)"), e))?;
         let found: std::collections::HashSet<&str> =
             snap.instances.iter().map(|r| r.id.as_str()).collect();
         let limits = crate::config::Limits::default();
         let mut lapsed = Vec::new();
         for id in active {
-            if found.contains(id.as_str()) {
+            if found.contains(id.as_str()) || unreadable.contains(&id) {
                 continue;
             }
             match InstanceId::parse(&id, &limits) {
                 Ok(id) => lapsed.push(id),
                 Err(e) => snap
                     .skipped
-                    .push((self.keys.active(), format!("{id:?}: {e}"))),
+                    .push((active_key.clone(), format!("{id:?}: {e}"))),
             }
         }
         snap.lapsed = lapsed;
         let keys = scanned.remove("task").unwrap_or_default();
-        for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
+        for (key, map) in self.hashes("task", &keys, &mut snap.skipped).await? {
             match fields::from_fields::<TaskRecord>(map, TASK_TEXT) {
-                Ok(r) => snap.tasks.push(r),
+                Ok(r) if self.keys.strip(&key, "task") == Some(r.id.to_string().as_str()) => {
+                    snap.tasks.push(r)
+                }
+                Ok(r) => snap
+                    .skipped
+                    .push((key, format!("holds the record of task {}", r.id))),
                 Err(e) => snap.skipped.push((key, e)),
             }
         }
         let keys = scanned.remove("lease").unwrap_or_default();
-        for (key, map) in self.hashes(&keys, &mut snap.skipped).await? {
+        for (key, map) in self.hashes("lease", &keys, &mut snap.skipped).await? {
             match fields::from_fields::<LeaseRecord>(map, LEASE_TEXT) {
-                Ok(r) => snap.leases.push(r),
+                Ok(r) if self.keys.strip(&key, "lease") == Some(r.key.as_str()) => {
+                    snap.leases.push(r)
+                }
+                Ok(r) => snap
+                    .skipped
+                    .push((key, format!("holds the record of lease {}", r.key.as_str()))),
                 Err(e) => snap.skipped.push((key, e)),
             }
         }
+        snap.term = self.load_term(&mut snap.skipped).await?;
+        snap.counters = self.load_counters().await?;
+        if recent_events > 0 {
+            let stream = self.keys.stream();
+            let raw: Value = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(recent_events)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| fail(&format!("reading {stream} (XREVRANGE)"), e))?;
+            snap.events = parse_events(raw, &stream, &mut snap.skipped)?;
+            snap.events.reverse();
+        }
+        Ok(snap)
+    }
+
+    /// `leader:term` (a term that does not parse is an error), with `leader:current` and
+    /// `leader:epoch` (reported and dropped if unreadable: recovery does not use them).
+    async fn load_term(
+        &self,
+        skipped: &mut Vec<(String, String)>,
+    ) -> Result<Option<TermRecord>, StoreError> {
         let [term_key, current_key, epoch_key] = self.keys.leader();
         let (term, current, epoch): (Option<String>, Option<String>, Option<String>) =
             redis::pipe()
@@ -584,63 +654,115 @@ impl RedisStore {
                 .get(&epoch_key)
                 .query_async(&mut self.connection.clone())
                 .await
-                .map_err(|e| fail("GET leader", e))?;
-        if let Some(term) = term {
-            match term.parse::<u64>() {
-                Ok(t) => {
-                    snap.term = Some(TermRecord {
-                        term: Term(t),
-                        leader: current.and_then(|c| InstanceId::parse(&c, &limits).ok()),
-                        epoch: epoch.and_then(|e| e.parse().ok()).map(Epoch),
-                    })
-                }
-                Err(e) => snap.skipped.push((term_key, e.to_string())),
-            }
-        }
+                .map_err(|e| {
+                    fail(
+                        &format!("reading {term_key}, {current_key}, {epoch_key}"),
+                        e,
+                    )
+                })?;
+        let Some(term) = term else {
+            return Ok(None);
+        };
+        let term: u64 = term
+            .parse()
+            .map_err(|e| StoreError(format!("{term_key} holds {term:?}, not a term: {e}")))?;
+        let leader = current.and_then(|c| {
+            InstanceId::parse(&c, &crate::config::Limits::default())
+                .map_err(|e| skipped.push((current_key.clone(), format!("{c:?}: {e}"))))
+                .ok()
+        });
+        let epoch = epoch.and_then(|e| {
+            e.parse()
+                .map_err(|err| skipped.push((epoch_key.clone(), format!("{e:?}: {err}"))))
+                .ok()
+        });
+        Ok(Some(TermRecord {
+            term: Term(term),
+            leader,
+            epoch: epoch.map(Epoch),
+        }))
+    }
+
+    /// `meta:counters`. A field that is missing counts as 0 (nothing handed out yet); one that
+    /// does not parse is an error.
+    async fn load_counters(&self) -> Result<Counters, StoreError> {
+        let key = self.keys.counters();
         let counters: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.counters())
+            .arg(&key)
             .query_async(&mut self.connection.clone())
             .await
-            .unwrap_or_default();
-        let get = |k: &str| counters.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        snap.counters = Counters {
-            work: crate::work::records::WorkCounters {
-                last_task: get("lastTask"),
-                last_fencing_token: get("lastFencingToken"),
-            },
-            last_epoch: get("lastEpoch"),
-            last_flush_ms: get("lastFlush"),
+            .map_err(|e| fail(&format!("reading {key} (HGETALL)"), e))?;
+        let get = |field: &str| -> Result<u64, StoreError> {
+            match counters.get(field) {
+                None => Ok(0),
+                Some(v) => v.parse().map_err(|e| {
+                    StoreError(format!(
+                        "{key} field {field} holds {v:?}, not a counter: {e}"
+                    ))
+                }),
+            }
         };
-        if recent_events > 0 {
-            let raw: Value = redis::cmd("XREVRANGE")
-                .arg(self.keys.stream())
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(recent_events)
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(|e| fail("XREVRANGE", e))?;
-            snap.events = parse_events(raw);
-            snap.events.reverse();
-        }
-        Ok(snap)
+        Ok(Counters {
+            work: crate::work::records::WorkCounters {
+                last_task: get("lastTask")?,
+                last_fencing_token: get("lastFencingToken")?,
+            },
+            last_epoch: get("lastEpoch")?,
+            last_flush_ms: get("lastFlush")?,
+            term_reserved: get("termReserved")?,
+        })
+    }
+
+    async fn reserve(&self, ceiling: u64) -> Result<u64, StoreError> {
+        let key = self.keys.counters();
+        let cmd = self
+            .scripts
+            .term_reserve
+            .call(std::slice::from_ref(&key), [ceiling.to_string()]);
+        let reply = self
+            .run(vec![cmd])
+            .await
+            .map_err(|e| StoreError(format!("reserving terms up to {ceiling}: {}", e.0)))?;
+        let stored: String = reply
+            .into_iter()
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| fail("reserving terms (reply)", e))?
+            .ok_or_else(|| StoreError("reserving terms: no reply".into()))?;
+        stored.parse().map_err(|e| {
+            StoreError(format!(
+                "{key} field termReserved holds {stored:?}, not a term: {e}"
+            ))
+        })
     }
 }
 
-/// Events from an XREVRANGE reply; entries that do not parse are left out.
-fn parse_events(raw: Value) -> Vec<Event> {
-    let Value::Array(entries) = raw else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            let (_, fields): (String, HashMap<String, String>) =
-                redis::from_redis_value(entry).ok()?;
-            serde_json::from_str(fields.get("data")?).ok()
-        })
-        .collect()
+/// Events from an XREVRANGE reply of `stream`; an entry that does not parse is listed in
+/// `skipped` (by its entry id) and left out.
+fn parse_events(
+    raw: Value,
+    stream: &str,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<Vec<Event>, StoreError> {
+    let entries: Vec<Value> =
+        redis::from_redis_value(raw).map_err(|e| fail(&format!("reading {stream}"), e))?;
+    let mut events = Vec::with_capacity(entries.len());
+    for (n, entry) in entries.into_iter().enumerate() {
+        let parsed = redis::from_redis_value::<(String, HashMap<String, String>)>(entry)
+            .map_err(|e| (format!("entry {n} from the newest"), e.to_string()))
+            .and_then(|(id, fields)| {
+                let data = fields
+                    .get("data")
+                    .ok_or_else(|| (id.clone(), "no data field".to_string()))?;
+                serde_json::from_str::<Event>(data).map_err(|e| (id, e.to_string()))
+            });
+        match parsed {
+            Ok(event) => events.push(event),
+            Err((entry, why)) => skipped.push((format!("{stream} {entry}"), why)),
+        }
+    }
+    Ok(events)
 }
 
 impl Store for RedisStore {
@@ -662,5 +784,9 @@ impl Store for RedisStore {
 
     fn load(&self, recent_events: usize) -> BoxFuture<'_, Result<Snapshot, StoreError>> {
         Box::pin(self.load_all(recent_events))
+    }
+
+    fn reserve_terms(&self, ceiling: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.reserve(ceiling))
     }
 }

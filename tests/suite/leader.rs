@@ -1,6 +1,7 @@
 //! Leader election: who leads, when it changes, and the term as a fencing token.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::common::{Harness, of_kind, settle};
 #[cfg(feature = "chaos")]
@@ -204,4 +205,94 @@ async fn repeated_leader_actor_kills_never_give_two_leaders_in_one_term() {
     assert_one_leader_per_term(&events);
     let sup = h.coordinator.faults().inspect_supervisor().await.unwrap();
     assert_eq!(sup.leader_restarts, 60);
+}
+
+/// Issue 14, point 5, end to end: many instances, the leader among them, expire at the same
+/// instant while a younger one keeps heartbeating. Leadership moves once, to the live one, in
+/// one new term. (On the paused clock the InstanceActors record every expiry before the
+/// LeaderActor hears of the leader's; `actors::leader::tests` drives the LeaderActor's state
+/// with candidates past their deadline whose actors have not woken, the case that used to
+/// elect a chain of dead instances.)
+#[tokio::test(start_paused = true)]
+async fn a_mass_expiry_moves_leadership_once_to_the_live_instance() {
+    const DOOMED: usize = 200;
+    let mut h = Harness::default().await;
+    for i in 0..DOOMED {
+        h.coordinator
+            .register(
+                vigil::RegisterRequest::new(format!("doomed-{i}")).ttl(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+    }
+    h.coordinator
+        .register(vigil::RegisterRequest::new("survivor").ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(h.leader().as_deref(), Some("doomed-0"));
+    let term_before = h.coordinator.leader_view().term;
+    h.at(500).await;
+    assert!(h.coordinator.heartbeat("survivor").await.alive);
+    h.drain_events();
+    // Every doomed instance's deadline is this instant.
+    h.at(1_000).await;
+    for _ in 0..10 {
+        settle().await;
+    }
+    let events = h.drain_events();
+    assert_eq!(of_kind(&events, EventKind::InstanceExpired).len(), DOOMED);
+    let changes: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::LeaderElected | EventKind::LeaderVacant))
+        .map(|e| {
+            (
+                e.kind,
+                e.instance_id.as_ref().map(|i| i.to_string()),
+                e.term.0,
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![(
+            EventKind::LeaderElected,
+            Some("survivor".to_string()),
+            term_before.0 + 1
+        )],
+        "one change of leader, to the live instance"
+    );
+    let beat = h.coordinator.heartbeat("survivor").await;
+    assert!(beat.is_leader);
+    assert_eq!(beat.term, Term(term_before.0 + 1));
+}
+
+/// Issue 14, point 5, end to end: when every instance expires at once, leadership goes to a
+/// vacancy in one step — the term rises by one, not once per dead instance.
+#[tokio::test(start_paused = true)]
+async fn a_mass_expiry_of_everyone_is_one_vacancy() {
+    const DOOMED: usize = 200;
+    let mut h = Harness::default().await;
+    for i in 0..DOOMED {
+        h.coordinator
+            .register(
+                vigil::RegisterRequest::new(format!("doomed-{i}")).ttl(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+    }
+    let term_before = h.coordinator.leader_view().term;
+    h.drain_events();
+    h.at(1_000).await;
+    for _ in 0..10 {
+        settle().await;
+    }
+    let events = h.drain_events();
+    assert_eq!(of_kind(&events, EventKind::InstanceExpired).len(), DOOMED);
+    assert!(
+        of_kind(&events, EventKind::LeaderElected).is_empty(),
+        "{events:#?}"
+    );
+    assert_eq!(of_kind(&events, EventKind::LeaderVacant).len(), 1);
+    assert_eq!(h.coordinator.leader_view().term, Term(term_before.0 + 1));
+    assert_eq!(h.leader(), None);
 }

@@ -1494,3 +1494,336 @@ async fn a_full_rewrite_of_50k_tasks_holds_the_work_lock_briefly() {
     assert!(check.differences.is_empty(), "{:?}", check.differences);
     c.shutdown().await;
 }
+
+/// Registers w1, w2, w3 and unregisters w3, so its epoch (3) is in `meta:counters` only;
+/// acquires a lease (fencing token 1) and releases it, so the token is in the counters only.
+async fn counters_only_the_store_remembers(c: &Coordinator) {
+    for id in ["w1", "w2", "w3"] {
+        c.register(RegisterRequest::new(id)).await.unwrap();
+    }
+    assert!(c.unregister("w3").await.unwrap().unregistered);
+    let grant = match c
+        .acquire_lease(
+            "res/x",
+            LeaseOwner::Instance("w1".into()),
+            Default::default(),
+            None,
+        )
+        .await
+        .unwrap()
+    {
+        vigil::LeaseOutcome::Granted(g) => g,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(grant.fencing_token, 1);
+    assert!(
+        c.release_lease("res/x", LeaseOwner::Instance("w1".into()))
+            .await
+            .unwrap()
+    );
+}
+
+/// The error `Coordinator::start` fails with (a start that succeeds is shut down and fails the
+/// test).
+async fn refused(config: Config) -> Error {
+    match Coordinator::start(config).await {
+        Ok(c) => {
+            c.shutdown().await;
+            panic!("the coordinator started")
+        }
+        Err(e) => e,
+    }
+}
+
+/// Issue 14, point 4. A read error during recovery — here `meta:counters` holding the wrong
+/// Redis type, then a counter that does not parse, then a term that does not parse — fails the
+/// start with an error naming the key, instead of taking it for "no counters" and handing out
+/// epochs and fencing tokens again. Nothing is reset; once the key is readable, the start
+/// continues past every counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_counter_or_term_fails_the_start_and_resets_nothing() {
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    counters_only_the_store_remembers(&c).await;
+    c.shutdown().await;
+    let mut con = redis.connection().await;
+    let saved: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg("cb:meta:counters")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        saved.iter().any(|(k, v)| k == "lastEpoch" && v == "3"),
+        "{saved:?}"
+    );
+    let restore_counters = |mut con: redis::aio::MultiplexedConnection| {
+        let saved = saved.clone();
+        async move {
+            let _: () = redis::cmd("DEL")
+                .arg("cb:meta:counters")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg("cb:meta:counters");
+            for (k, v) in &saved {
+                cmd.arg(k).arg(v);
+            }
+            let _: () = cmd.query_async(&mut con).await.unwrap();
+        }
+    };
+    // 1. The wrong type.
+    let _: () = redis::cmd("DEL")
+        .arg("cb:meta:counters")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("cb:meta:counters")
+        .arg("not a hash")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let err = refused(config(&redis, |_| {})).await;
+    let text = err.to_string();
+    assert!(matches!(err, Error::StoreUnavailable(_)), "{err:?}");
+    assert!(text.contains("cb:meta:counters"), "{text}");
+    assert!(text.contains("does not start"), "{text}");
+    let kept: String = redis::cmd("GET")
+        .arg("cb:meta:counters")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(kept, "not a hash", "the failed start wrote nothing over it");
+    // 2. A counter that does not parse.
+    restore_counters(con.clone()).await;
+    let _: () = redis::cmd("HSET")
+        .arg("cb:meta:counters")
+        .arg("lastEpoch")
+        .arg("three")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let text = refused(config(&redis, |_| {})).await.to_string();
+    assert!(
+        text.contains("lastEpoch") && text.contains("three"),
+        "{text}"
+    );
+    // 3. A term that does not parse.
+    restore_counters(con.clone()).await;
+    let term: String = redis::cmd("GET")
+        .arg("cb:leader:term")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("cb:leader:term")
+        .arg("7th")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let text = refused(config(&redis, |_| {})).await.to_string();
+    assert!(
+        text.contains("cb:leader:term") && text.contains("7th"),
+        "{text}"
+    );
+    // Readable again: epochs and fencing tokens go on past the ones only the counters knew.
+    let _: () = redis::cmd("SET")
+        .arg("cb:leader:term")
+        .arg(&term)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let c = start(&redis).await;
+    let w4 = c.register(RegisterRequest::new("w4")).await.unwrap();
+    assert!(w4.epoch.0 > 3, "epoch {} handed out again", w4.epoch.0);
+    match c
+        .acquire_lease(
+            "res/y",
+            LeaseOwner::Instance("w4".into()),
+            Default::default(),
+            None,
+        )
+        .await
+        .unwrap()
+    {
+        vigil::LeaseOutcome::Granted(g) => assert!(g.fencing_token > 1, "{g:?}"),
+        other => panic!("{other:?}"),
+    }
+    c.shutdown().await;
+}
+
+/// Issue 14, point 4: a malformed record is not silently dropped. An instance record that does
+/// not parse (its id listed in `instances:active`) and an event entry that does not parse are
+/// listed in the recovery report and left in the store exactly as they were — the instance is
+/// not taken for lapsed and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_reported_and_left_in_the_store() {
+    let redis = RedisServer::start();
+    let c = start(&redis).await;
+    c.register(RegisterRequest::new("good")).await.unwrap();
+    c.shutdown().await;
+    let mut con = redis.connection().await;
+    let _: () = redis::cmd("HSET")
+        .arg("cb:instance:bad")
+        .arg("id")
+        .arg("bad")
+        .arg("epoch")
+        .arg("not a number")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg("cb:instances:active")
+        .arg("bad")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let entry: String = redis::cmd("XADD")
+        .arg("cb:stream:events")
+        .arg("*")
+        .arg("type")
+        .arg("instance.registered")
+        .arg("data")
+        .arg("{truncated")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let c = start(&redis).await;
+    let report = c.recovery_report().unwrap();
+    let skipped: BTreeMap<&str, &str> = report
+        .skipped
+        .iter()
+        .map(|(k, why)| (k.as_str(), why.as_str()))
+        .collect();
+    assert!(skipped["cb:instance:bad"].contains("epoch"), "{skipped:?}");
+    assert!(
+        skipped.contains_key(format!("cb:stream:events {entry}").as_str()),
+        "{skipped:?}"
+    );
+    assert_eq!(report.instances_restored, 1);
+    assert_eq!(
+        report.instances_expired, 0,
+        "the unreadable one is not lapsed"
+    );
+    c.flush().await.unwrap();
+    let epoch: String = redis::cmd("HGET")
+        .arg("cb:instance:bad")
+        .arg("epoch")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(epoch, "not a number", "left as it was");
+    let listed: bool = redis::cmd("SISMEMBER")
+        .arg("cb:instances:active")
+        .arg("bad")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(listed);
+    c.shutdown().await;
+}
+
+/// Issue 14, point 5. Redis stops taking writes (`CLIENT PAUSE WRITE`: flushes hang, nothing
+/// fails fast) while the leader leaves again and again — up to 1100 elections, more than the
+/// gap of 1000 a restart used to leave above the stored term — and then the coordinator
+/// crashes. Terms are reserved in the store before they are used, so elections stop at the
+/// reserved ceiling while the store cannot take the next reservation, and every term after
+/// the recovery lies above every term handed out before, none of which was flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_every_term_is_above_every_term_handed_out_before() {
+    const WORKERS: usize = 1100;
+    let redis = RedisServer::start();
+    let cfg = Config {
+        event_capacity: 8 * WORKERS,
+        call_timeout: Duration::from_millis(300),
+        store_wait: Duration::from_millis(200),
+        ..config(&redis, |rc| rc.flush_interval = Duration::from_secs(600))
+    };
+    let c = Coordinator::start(cfg.clone()).await.unwrap();
+    for i in 0..WORKERS {
+        c.register(RegisterRequest::new(format!("w{i:04}")))
+            .await
+            .unwrap();
+    }
+    let stored_term = c.leader_view().term.0;
+    let mut con = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // The leader unregisters; as soon as the next one is elected, it unregisters too. Each
+    // call waits for a flush that cannot happen (and fails after the call timeout), but its
+    // change — and the election — happened in memory at once.
+    let mut events = c.subscribe();
+    let mut announced = stored_term;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let Some(leader) = c.leader_view().leader else {
+            break;
+        };
+        let caller = c.clone();
+        calls.spawn(async move { caller.unregister(leader.as_str()).await });
+        let changed = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match events.recv().await {
+                    Ok(e)
+                        if matches!(
+                            e.kind,
+                            vigil::EventKind::LeaderElected | vigil::EventKind::LeaderVacant
+                        ) =>
+                    {
+                        break e.term.0;
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("event stream: {e}"),
+                }
+            }
+        })
+        .await;
+        match changed {
+            Ok(term) => announced = announced.max(term),
+            Err(_) => break, // no election: no reserved term left
+        }
+    }
+    eprintln!(
+        "{} terms handed out after the last flush",
+        announced - stored_term
+    );
+    c.faults().crash().await; // the Persister dies first
+    while let Some(call) = calls.join_next().await {
+        let _ = call.unwrap(); // each failed after the call timeout, or succeeded before
+    }
+    drop(c); // its connection closes: its blocked writes never run
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let in_store: u64 = redis::cmd("GET")
+        .arg("cb:leader:term")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_store, stored_term,
+        "no election after the pause was flushed"
+    );
+    let c = Coordinator::start(cfg).await.unwrap();
+    let report = c.recovery_report().unwrap();
+    assert_eq!(report.term, stored_term);
+    assert!(
+        report.term_resumed > announced,
+        "resumed at {}, {announced} was handed out before the crash",
+        report.term_resumed
+    );
+    let view = c.leader_view();
+    assert!(view.term.0 > announced, "{view:?} vs {announced}");
+    let fresh = c.register(RegisterRequest::new("fresh")).await.unwrap();
+    assert!(fresh.term.0 > announced, "{fresh:?} vs {announced}");
+    c.shutdown().await;
+}
