@@ -296,7 +296,7 @@ impl SupervisorState {
                     Transition::Done | Transition::AlreadyTerminal(_)
                 )
             {
-                tracing::warn!(instance = %slot.id, "registration refused: bound to another principal");
+                tracing::debug!(instance = %slot.id, "registration refused: bound to another principal");
                 return Err(Error::Forbidden {
                     instance: slot.id.to_string(),
                     reason: request.authority.refusal(slot.owner.as_deref()),
@@ -389,7 +389,7 @@ impl SupervisorState {
             return Ok(Unregistration::default());
         };
         if slot.status().is_alive() && !authority.permits(slot.owner.as_deref()) {
-            tracing::warn!(instance = %slot.id, "unregistration refused: bound to another principal");
+            tracing::debug!(instance = %slot.id, "unregistration refused: bound to another principal");
             return Err(Error::Forbidden {
                 instance: slot.id.to_string(),
                 reason: authority.refusal(slot.owner.as_deref()),

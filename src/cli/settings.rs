@@ -294,8 +294,20 @@ pub fn read_tokens(path: &Path) -> Result<Vec<crate::server::NamedToken>, String
             tracing::warn!(file = %path.display(), "the token file is readable by other users; chmod 600 it");
         }
     }
-    let file: TokenFile =
-        toml::from_str(&text).map_err(|e| format!("token file {}: {e}", path.display()))?;
+    // The error names the place and the rule, never the text: the line may hold a token.
+    let file: TokenFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        match line {
+            Some(line) => format!(
+                "token file {}, line {line}: {}",
+                path.display(),
+                e.message()
+            ),
+            None => format!("token file {}: {}", path.display(), e.message()),
+        }
+    })?;
     if file.token.is_empty() {
         return Err(format!(
             "token file {}: no [[token]] entries",
@@ -425,7 +437,16 @@ mod tests {
             "[[token]]\nname = \"x\"\nrole = \"admin\"\ntoken = \"0123456789abcdef\"\n",
         );
         let e = read_tokens(&role).unwrap_err();
-        assert!(e.contains("admin") && e.contains("role.toml"), "{e}");
+        assert!(
+            e.contains("admin") && e.contains("role.toml") && e.contains("line 3"),
+            "{e}"
+        );
+        let broken = write(
+            "broken.toml",
+            "[[token]]\nname = \"x\"\nrole = \"worker\"\ntoken = \"s3cret-0123456789abcdef\n",
+        );
+        let e = read_tokens(&broken).unwrap_err();
+        assert!(!e.contains("s3cret"), "the error shows no token: {e}");
         let empty = write("empty.toml", "");
         assert!(read_tokens(&empty).unwrap_err().contains("no [[token]]"));
         let extra = write(

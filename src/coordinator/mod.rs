@@ -374,6 +374,27 @@ impl Coordinator {
         }
     }
 
+    /// Refuses, with [`Error::Forbidden`], a worker `authority` acting as a live instance bound
+    /// to another principal (checked before the rate limiter, so that another principal's
+    /// refused heartbeats never spend the instance's budget). [`Authority::Any`] passes at once.
+    #[cfg(feature = "server")]
+    pub(crate) fn may_act_as(&self, id: &str, authority: &Authority) -> Result<(), Error> {
+        if *authority == Authority::Any {
+            return Ok(());
+        }
+        let Some(entry) = self.inner.ctx.registry.get(id) else {
+            return Ok(());
+        };
+        let owner = entry.slot.owner.as_deref();
+        if authority.permits(owner) || !entry.cell.status().is_alive() {
+            return Ok(());
+        }
+        Err(Error::Forbidden {
+            instance: id.to_string(),
+            reason: authority.refusal(owner),
+        })
+    }
+
     /// [`heartbeat_now`](Self::heartbeat_now) on `authority`, checked on the same registry
     /// entry it touches: [`Error::Forbidden`] (and nothing recorded) for a live instance bound
     /// to another principal. With [`Authority::Any`] it is `heartbeat_now` itself.

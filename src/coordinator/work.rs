@@ -438,6 +438,21 @@ impl Coordinator {
         self.store_ready()?;
         let outcome = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let holder = self.resolve_owner(work, op.now, &owner, authority)?;
+            if let LeaseHolder::Claim {
+                task_id,
+                claim_token,
+            } = &holder
+                && work.is_required_lock(*task_id, claim_token, &key)
+            {
+                return Err(ValidationError::new(
+                    "key",
+                    format!(
+                        "{key} is a lock task {task_id} requires: the claim holds it as the task \
+                         asked; extend it with task.heartbeat or lease.renew"
+                    ),
+                )
+                .into());
+            }
             Ok(match work.acquire_lease(op, key, mode, holder, ttl_ms) {
                 Ok(grant) => LeaseOutcome::Granted(grant),
                 Err(conflicts) => LeaseOutcome::Conflict(conflicts),

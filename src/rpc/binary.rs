@@ -166,6 +166,17 @@ impl Dispatcher {
         let mut results = Vec::with_capacity(n);
         for id in &frame.instance_ids {
             let started = Instant::now();
+            // Ownership first: another principal's refused heartbeat must not spend the
+            // instance's rate-limit budget.
+            if let Err(e) = self.coordinator.may_act_as(id, &self.authority) {
+                metrics::record(
+                    "system.heartbeat",
+                    metrics::outcome_label(Err(&super::RpcError::from(e))),
+                    started.elapsed(),
+                );
+                results.push(BeatResult::Forbidden);
+                continue;
+            }
             if let Some(guard) = &self.guard
                 && let Err(e) = guard.check("system.heartbeat", Some(id))
             {

@@ -80,9 +80,15 @@ impl Dispatcher {
             }
         };
         let started = std::time::Instant::now();
-        let refused = match &self.guard {
-            Some(guard) => guard.check("system.heartbeat", Some(&instance)).err(),
-            None => None,
+        // Ownership first: another principal's refused heartbeat must not spend the instance's
+        // rate-limit budget.
+        let refused = match (
+            &self.guard,
+            self.coordinator.may_act_as(&instance, &self.authority),
+        ) {
+            (_, Err(e)) => Some(super::RpcError::from(e)),
+            (Some(guard), Ok(())) => guard.check("system.heartbeat", Some(&instance)).err(),
+            (None, Ok(())) => None,
         };
         let beat = match refused {
             None => self

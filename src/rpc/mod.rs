@@ -498,6 +498,10 @@ impl Dispatcher {
             } else {
                 None
             };
+            if let Some(id) = instance {
+                // Another principal's refused heartbeat must not spend the instance's budget.
+                self.coordinator.may_act_as(id, &self.authority)?;
+            }
             guard.check(method, instance)?;
         }
         let timeout = self.limits.call_timeout;

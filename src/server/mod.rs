@@ -3,10 +3,7 @@
 //! with the guards of DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
 //! valid one) naming a principal whose role bounds what it may act on (−32004), a
 //! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
-//! (−32002).
-//! with the guards of DESIGN.md — a body limit (HTTP 413), an optional bearer
-//! token (HTTP 401), a per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a
-//! per-call timeout (−32002). [`Server`] also bounds connections: header, body and idle
+//! (−32002). [`Server`] also bounds connections: header, body and idle
 //! timeouts and a cap on open connections (see `conn.rs`).
 
 mod conn;
@@ -281,7 +278,9 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
     );
     dispatcher = dispatcher.with_chaos(config.chaos);
     if config.chaos && cfg!(feature = "fault-injection") {
-        tracing::warn!("chaos.* fault injection is enabled: any caller can kill actors");
+        tracing::warn!(
+            "chaos.* fault injection is enabled: any operator (any caller, without tokens) can kill actors"
+        );
     } else if config.chaos {
         tracing::warn!("chaos.* was asked for, but this build has no fault injection: refused");
     }

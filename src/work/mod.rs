@@ -323,8 +323,6 @@ impl WorkBook {
         }
     }
 
-    /// How many tasks are live (pending or claimed): all but the finished ones kept for
-    /// `get`/`list`.
     /// Whether `request_id` names a task this book still holds.
     pub fn knows_request(&self, request_id: &str) -> bool {
         self.by_request
@@ -332,6 +330,8 @@ impl WorkBook {
             .is_some_and(|id| self.tasks.contains_key(id))
     }
 
+    /// How many tasks are live (pending or claimed): all but the finished ones kept for
+    /// `get`/`list`.
     pub fn live_tasks(&self) -> usize {
         self.tasks.len().saturating_sub(self.finished.len())
     }
@@ -448,7 +448,6 @@ impl WorkBook {
         Some(granted)
     }
 
-    /// The claimed task `id` if `token` is its current claim token.
     /// The task if `token` is its current claim and the claim still holds every lock the task
     /// requires at `now` (a claim whose required lock lapsed is over: see
     /// [`settle_lapsed`](Self::settle_lapsed)).
@@ -796,7 +795,17 @@ impl WorkBook {
                 lapsed_claims.push((task_id, claim_token));
             }
         }
-        // A claim that lost a required lock is over (see `settle_lapsed`).
+        // A claim that lost a required lock is over (see `settle_lapsed`): the ones whose
+        // grant was just reaped, and any whose grant is gone altogether (a restart after the
+        // store let the lease's key expire).
+        let now = op.now;
+        lapsed_claims.extend(
+            self.tasks
+                .values()
+                .filter(|t| t.status == TaskStatus::Claimed && !t.locks.is_empty())
+                .filter(|t| !self.lapsed_locks(t, now).is_empty())
+                .filter_map(|t| Some((t.id, t.token.clone()?))),
+        );
         for (task_id, token) in lapsed_claims {
             if self.settle_lapsed(op, task_id, &token).is_some() {
                 report.zombies_reset += 1;
@@ -829,7 +838,12 @@ impl WorkBook {
         token: &ClaimToken,
         now: MonoMs,
     ) -> Option<(&InstanceId, Epoch, bool)> {
-        if let Some(task) = self.current_claim(task_id, token, now) {
+        let _ = now; // a claim whose lock lapsed still names its claimer (see check_claimer)
+        if let Some(task) = self
+            .tasks
+            .get(&task_id)
+            .filter(|t| t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token))
+        {
             let (instance, epoch) = task.assignee.as_ref()?;
             return Some((instance, *epoch, true));
         }

@@ -396,6 +396,22 @@ async fn a_required_lock_cannot_be_released_apart_from_its_claim() {
         other => panic!("{other:?}"),
     }
     assert_eq!(lease_keys(&h).await, ["repo/x"]);
+    // Nor weakened: acquiring it again under the claim (say, shared) is refused.
+    match h
+        .coordinator
+        .acquire_lease(
+            "repo/x",
+            owner.clone(),
+            Shared,
+            Some(Duration::from_secs(1)),
+        )
+        .await
+    {
+        Err(vigil::Error::Invalid(e)) => assert_eq!(e.field, "key"),
+        other => panic!("{other:?}"),
+    }
+    let held = h.coordinator.list_leases(None).unwrap();
+    assert_eq!(held[0].mode, Exclusive);
     // A lease the claim took on its own is its to release.
     h.coordinator
         .acquire_lease("scratch", owner.clone(), Exclusive, None)

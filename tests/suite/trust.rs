@@ -521,3 +521,84 @@ async fn bad_token_sets_are_refused_at_bind() {
     }
     coordinator.shutdown().await;
 }
+
+/// Another principal's refused heartbeats do not spend an instance's rate-limit budget: bob
+/// cannot starve alice's worker of heartbeats (and so have it expire and take its id), over
+/// JSON or binary frames.
+#[tokio::test]
+async fn refused_heartbeats_do_not_spend_the_owners_rate_limit() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use vigil::rpc::Role;
+    use vigil::rpc::binary::{AnswerFrame, BeatResult, HeartbeatFrame};
+    use vigil::server::NamedToken;
+    let named = |name: &str, token: &str| NamedToken {
+        name: name.into(),
+        role: Role::Worker,
+        token: token.into(),
+    };
+    let (url, coordinator, stop) = crate::common::serve(
+        Config::default(),
+        ServerConfig {
+            heartbeats_per_minute: 3,
+            tokens: vec![named("alice", ALICE), named("bob", BOB)],
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    call(
+        &http,
+        &url,
+        ALICE,
+        "system.register",
+        json!({"id": "w-alice"}),
+    )
+    .await;
+    for _ in 0..5 {
+        let answer = call(
+            &http,
+            &url,
+            BOB,
+            "system.heartbeat",
+            json!({"instanceId": "w-alice"}),
+        )
+        .await;
+        assert!(forbidden(&answer), "{answer}");
+    }
+    let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {BOB}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let beats = HeartbeatFrame::new(1, vec!["w-alice".into(); 5]).encode();
+    ws.send(Message::Binary(beats.into())).await.unwrap();
+    let Some(Ok(Message::Binary(bytes))) = ws.next().await else {
+        panic!("no answer")
+    };
+    match AnswerFrame::decode(&bytes).unwrap() {
+        AnswerFrame::Results { results, .. } => {
+            assert!(
+                results.iter().all(|r| *r == BeatResult::Forbidden),
+                "{results:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Alice's own budget is whole: three heartbeats a minute, all answered.
+    for _ in 0..3 {
+        let beat = call(
+            &http,
+            &url,
+            ALICE,
+            "system.heartbeat",
+            json!({"instanceId": "w-alice"}),
+        )
+        .await;
+        assert_eq!(beat["result"]["alive"], true, "{beat}");
+    }
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
