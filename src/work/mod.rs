@@ -950,3 +950,45 @@ pub(crate) struct Sweep {
     /// Lapsed leases removed.
     pub leases_reaped: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::LivenessClock;
+    use std::time::Duration;
+
+    /// A claim whose required grant is gone altogether (after a restart, the store had let the
+    /// lease's key expire) is ended by the next sweep, not left claimed until the step timeout.
+    #[tokio::test]
+    async fn the_sweep_ends_a_claim_whose_required_grant_is_gone() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut book = WorkBook::new(WorkSettings {
+            step_timeout_ms: 1_800_000,
+            claim_lease_ttl_ms: 900_000,
+            finished_retention: 100,
+            claim_scan_limit: 1000,
+        });
+        let mut op = Op::new(&clock, Term(1));
+        let lock = LockSpec {
+            key: LeaseKey::unchecked("repo/x"),
+            mode: LeaseMode::Exclusive,
+        };
+        let (task, _) = book
+            .create(&mut op, serde_json::json!(1), 50, 3, vec![lock], None)
+            .unwrap();
+        let worker = InstanceId::parse("w", &crate::config::Limits::default()).unwrap();
+        let claim = book.claim(&mut op, &worker, Epoch(1), 1).remove(0);
+        let holder = LeaseHolder::Claim {
+            task_id: task.id,
+            claim_token: claim.claim_token.clone(),
+        };
+        // What a recovery finds when the store no longer had the grant.
+        assert!(book.leases.release_holder(&holder).len() == 1);
+        let report = book.sweep(&mut op, |_, _| true);
+        assert_eq!(report.zombies_reset, 1);
+        let view = book.get(task.id, &op).unwrap();
+        assert_eq!(view.status, TaskStatus::Pending);
+        assert_eq!(view.attempts, 1);
+        assert!(!book.claim_is_current(task.id, &claim.claim_token, op.now));
+    }
+}
