@@ -63,6 +63,16 @@ impl Coordinator {
     /// created. Only if it was claimed meanwhile does it stay, answered
     /// [`Error::NotDurable`].
     pub async fn create_task(&self, spec: TaskSpec) -> Result<TaskView, Error> {
+        self.create_task_as(spec, &Authority::Any).await
+    }
+
+    /// [`create_task`](Self::create_task) on `authority`: its `request_id` lives in the scope
+    /// of `authority`'s principal, so no other principal can pre-empt or replay it.
+    pub(crate) async fn create_task_as(
+        &self,
+        spec: TaskSpec,
+        authority: &Authority,
+    ) -> Result<TaskView, Error> {
         let started = Instant::now();
         self.ensure_running()?;
         let limits = &self.ctx().config.limits;
@@ -122,29 +132,22 @@ impl Coordinator {
         let max_tasks = limits.max_tasks;
         // Counted under the work lock, before anything changes: a refused task leaves no trace
         // in memory, in the events or in the store. A repeated request is not a new task.
+        let request = spec
+            .request_id
+            .map(|id| (authority.binds().map(|name| name.to_string()), id));
         let (view, created) = self.ctx().with_work(|work, op| -> Result<_, Error> {
-            let repeat = spec
-                .request_id
-                .as_deref()
-                .is_some_and(|r| work.knows_request(r));
+            let repeat = request.as_ref().is_some_and(|r| work.knows_request(r));
             if !repeat && work.live_tasks() >= max_tasks {
                 return Err(Error::TooManyTasks(max_tasks));
             }
-            work.create(
-                op,
-                spec.payload,
-                priority,
-                max_attempts,
-                locks,
-                spec.request_id,
-            )
-            .map_err(|RequestIdTaken(id)| {
-                ValidationError::new(
-                    "requestId",
-                    format!("already used by task {id}, created with other parameters"),
-                )
-                .into()
-            })
+            work.create(op, spec.payload, priority, max_attempts, locks, request)
+                .map_err(|RequestIdTaken(id)| {
+                    ValidationError::new(
+                        "requestId",
+                        format!("already used by task {id}, created with other parameters"),
+                    )
+                    .into()
+                })
         })?;
         let written = self.written(started).await;
         if !created {

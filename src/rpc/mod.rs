@@ -524,7 +524,7 @@ impl Dispatcher {
             "system.check_health" => system::check_health(c, params).await,
             "system.get_state" => system::get_state(c, params).await,
             "system.health" => system::health(c, params).await,
-            "task.create" => task::create(c, params).await,
+            "task.create" => task::create(c, params, a).await,
             "task.claim" => task::claim(c, params, a).await,
             "task.heartbeat" => task::heartbeat(c, params, a).await,
             "task.complete" => task::complete(c, params, a).await,

@@ -43,7 +43,7 @@ fn parse_locks(p: &Params) -> Result<Vec<LockSpec>, RpcError> {
 /// `task.create {text|payload, priority?, maxAttempts?, requiresLocks?, requestId?}` →
 /// `{id, status, priority, createdAt, …}`. A `requestId` the coordinator still knows answers
 /// the task it created (a safe retry).
-pub async fn create(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
+pub async fn create(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let payload = match (p.opt_value(&["payload"]), p.opt_str(&["text"])?) {
         (Some(payload), _) => payload.clone(),
         (None, Some(text)) => json!({"text": text, "metadata": p.opt_value(&["metadata"])}),
@@ -63,7 +63,7 @@ pub async fn create(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
     }
     spec.requires_locks = parse_locks(&p)?;
     spec.request_id = p.opt_str(&["requestId", "request_id"])?.map(str::to_string);
-    let view = c.create_task(spec).await?;
+    let view = c.create_task_as(spec, a).await?;
     let mut value = to_json(&view)?;
     value["createdAt"] = json!(view.created_at_ms);
     Ok(value)

@@ -56,7 +56,14 @@ pub const EXTRAS: &[&str] = &["lastHeartbeat", "assignedTo", "text"];
 /// Instance fields kept as text.
 pub const INSTANCE_TEXT: &[&str] = &["id", "status", "owner"];
 /// Task fields kept as text.
-pub const TASK_TEXT: &[&str] = &["id", "status", "claimToken", "error", "requestId"];
+pub const TASK_TEXT: &[&str] = &[
+    "id",
+    "status",
+    "claimToken",
+    "error",
+    "requestId",
+    "requestOwner",
+];
 /// Lease fields kept as text.
 pub const LEASE_TEXT: &[&str] = &["key"];
 

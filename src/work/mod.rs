@@ -124,6 +124,19 @@ struct Task {
     error: Option<String>,
     /// The client's request id of the `create` that made it (see [`WorkBook::create`]).
     request_id: Option<String>,
+    /// The principal whose request it was (`None`: an operator's, or an open server's).
+    request_owner: Option<String>,
+}
+
+/// A request id in the scope of the principal that sent it: two principals never share one,
+/// so none can pre-empt or replay another's.
+pub(crate) type RequestKey = (Option<String>, String);
+
+impl Task {
+    /// Its request id in the scope of its principal.
+    fn request_key(&self) -> Option<RequestKey> {
+        Some((self.request_owner.clone(), self.request_id.clone()?))
+    }
 }
 
 /// What undoing a change the store did not acknowledge came to.
@@ -163,7 +176,7 @@ pub(crate) struct WorkBook {
     next_task: u64,
     /// Tasks by the request id of the `create` that made them, for as long as the book holds
     /// the task.
-    by_request: HashMap<String, TaskId>,
+    by_request: HashMap<RequestKey, TaskId>,
 }
 
 impl WorkBook {
@@ -194,9 +207,9 @@ impl WorkBook {
         priority: u8,
         max_attempts: u32,
         locks: Vec<LockSpec>,
-        request_id: Option<String>,
+        request: Option<RequestKey>,
     ) -> Result<(TaskView, bool), RequestIdTaken> {
-        if let Some(existing) = request_id
+        if let Some(existing) = request
             .as_ref()
             .and_then(|r| self.by_request.get(r))
             .and_then(|id| self.tasks.get(id))
@@ -229,11 +242,12 @@ impl WorkBook {
             finished_at: None,
             result: None,
             error: None,
-            request_id,
+            request_id: request.as_ref().map(|(_, id)| id.clone()),
+            request_owner: request.as_ref().and_then(|(owner, _)| owner.clone()),
         };
         self.pending.insert(pending_key(&task));
-        if let Some(r) = &task.request_id {
-            self.by_request.insert(r.clone(), task.id);
+        if let Some(key) = request {
+            self.by_request.insert(key, task.id);
         }
         op.task_event(EventKind::TaskCreated, &task, None);
         let view = self.view(&task, op);
@@ -253,8 +267,8 @@ impl WorkBook {
         }
         self.pending.remove(&pending_key(task));
         let task = self.tasks.remove(&id).expect("exists");
-        if let Some(r) = &task.request_id {
-            self.by_request.remove(r);
+        if let Some(key) = task.request_key() {
+            self.by_request.remove(&key);
         }
         op.task_event(EventKind::TaskWithdrawn, &task, Some(why.to_string()));
         Undo::Undone
@@ -323,10 +337,10 @@ impl WorkBook {
         }
     }
 
-    /// Whether `request_id` names a task this book still holds.
-    pub fn knows_request(&self, request_id: &str) -> bool {
+    /// Whether `request` names a task this book still holds.
+    pub fn knows_request(&self, request: &RequestKey) -> bool {
         self.by_request
-            .get(request_id)
+            .get(request)
             .is_some_and(|id| self.tasks.contains_key(id))
     }
 
@@ -702,8 +716,8 @@ impl WorkBook {
         self.finished.push_back(id);
         while self.finished.len() > self.settings.finished_retention {
             if let Some(old) = self.finished.pop_front() {
-                if let Some(r) = self.tasks.remove(&old).and_then(|t| t.request_id) {
-                    self.by_request.remove(&r);
+                if let Some(key) = self.tasks.remove(&old).and_then(|t| t.request_key()) {
+                    self.by_request.remove(&key);
                 }
                 op.touched_tasks.push(old);
             }

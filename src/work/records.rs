@@ -55,6 +55,9 @@ pub struct TaskRecord {
     /// existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The principal whose request id it is (absent: an operator's or an open server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_owner: Option<String>,
 }
 
 impl TaskRecord {
@@ -141,6 +144,7 @@ impl WorkBook {
             result: t.result.clone(),
             error: t.error.clone(),
             request_id: t.request_id.clone(),
+            request_owner: t.request_owner.clone(),
         })
     }
 
@@ -217,9 +221,10 @@ impl WorkBook {
                 result: r.result,
                 error: r.error,
                 request_id: r.request_id,
+                request_owner: r.request_owner,
             };
-            if let Some(request) = &task.request_id {
-                self.by_request.insert(request.clone(), task.id);
+            if let Some(key) = task.request_key() {
+                self.by_request.insert(key, task.id);
             }
             match task.status {
                 TaskStatus::Pending => {

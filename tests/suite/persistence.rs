@@ -1419,6 +1419,7 @@ async fn a_full_rewrite_of_50k_tasks_holds_the_work_lock_briefly() {
             result: None,
             error: None,
             request_id: None,
+            request_owner: None,
         })
         .collect();
     store

@@ -602,3 +602,43 @@ async fn refused_heartbeats_do_not_spend_the_owners_rate_limit() {
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
+
+/// A `requestId` lives in the scope of the principal that sent it: another principal using the
+/// same id gets a task of its own (it can neither pre-empt nor replay it), while a retry by the
+/// same principal returns the same task.
+#[tokio::test]
+async fn request_ids_are_scoped_by_principal() {
+    let (url, coordinator, stop) = with_principals().await;
+    let http = reqwest::Client::new();
+    let create = |token: &'static str, text: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            call(
+                &http,
+                &url,
+                token,
+                "task.create",
+                json!({"text": text, "requestId": "nightly-1"}),
+            )
+            .await
+        }
+    };
+    // Bob takes the id first, with other parameters.
+    let bobs = create(BOB, "bob's job").await;
+    assert!(bobs["result"]["id"].is_string(), "{bobs}");
+    let first = create(ALICE, "alice's job").await;
+    let retry = create(ALICE, "alice's job").await;
+    assert!(first["result"]["id"].is_string(), "{first}");
+    assert_eq!(
+        first["result"]["id"], retry["result"]["id"],
+        "a retry is the same task"
+    );
+    assert_ne!(
+        first["result"]["id"], bobs["result"]["id"],
+        "bob's id is his own"
+    );
+    let replay = create(BOB, "bob's job").await;
+    assert_eq!(replay["result"]["id"], bobs["result"]["id"]);
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
