@@ -441,21 +441,7 @@ impl Coordinator {
         self.store_ready()?;
         let outcome = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let holder = self.resolve_owner(work, op.now, &owner, authority)?;
-            if let LeaseHolder::Claim {
-                task_id,
-                claim_token,
-            } = &holder
-                && work.is_required_lock(*task_id, claim_token, &key)
-            {
-                return Err(ValidationError::new(
-                    "key",
-                    format!(
-                        "{key} is a lock task {task_id} requires: the claim holds it as the task \
-                         asked; extend it with task.heartbeat or lease.renew"
-                    ),
-                )
-                .into());
-            }
+            not_a_required_lock(work, &holder, &key, "re-acquired")?;
             Ok(match work.acquire_lease(op, key, mode, holder, ttl_ms) {
                 Ok(grant) => LeaseOutcome::Granted(grant),
                 Err(conflicts) => LeaseOutcome::Conflict(conflicts),
@@ -518,21 +504,7 @@ impl Coordinator {
         self.store_ready()?;
         let released = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let holder = self.resolve_owner(work, op.now, &owner, authority)?;
-            if let LeaseHolder::Claim {
-                task_id,
-                claim_token,
-            } = &holder
-                && work.is_required_lock(*task_id, claim_token, &key)
-            {
-                return Err(ValidationError::new(
-                    "key",
-                    format!(
-                        "{key} is a lock task {task_id} requires: it is held for the whole claim \
-                         and released by task.complete or task.fail"
-                    ),
-                )
-                .into());
-            }
+            not_a_required_lock(work, &holder, &key, "released")?;
             Ok(work.release_lease(op, &key, &holder).is_some())
         })?;
         if released {
@@ -709,6 +681,32 @@ impl Coordinator {
 
 /// Most characters of a task's request id.
 const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// Refuses a lease call under a claim on a lock its task requires: such a lease is held as the
+/// task asked for the whole claim (extended by `task.heartbeat` or `lease.renew`, released by
+/// `task.complete` or `task.fail`) and cannot be `what` on its own.
+fn not_a_required_lock(
+    work: &crate::work::WorkBook,
+    holder: &LeaseHolder,
+    key: &LeaseKey,
+    what: &str,
+) -> Result<(), Error> {
+    match holder {
+        LeaseHolder::Claim {
+            task_id,
+            claim_token,
+        } if work.is_required_lock(*task_id, claim_token, key) => Err(ValidationError::new(
+            "key",
+            format!(
+                "{key} is a lock task {task_id} requires: it is held as the task asked for the \
+                 whole claim (extended by task.heartbeat or lease.renew, released by \
+                 task.complete or task.fail) and cannot be {what} on its own"
+            ),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
 
 fn check_request_id(request: &str) -> Result<(), ValidationError> {
     let chars = request.chars().count();

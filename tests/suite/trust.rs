@@ -213,6 +213,21 @@ async fn call(
     answer.json().await.unwrap()
 }
 
+/// A WebSocket to the server at `url`, opened with `token`.
+async fn websocket_as(
+    url: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
 fn forbidden(answer: &Value) -> bool {
     answer["error"]["code"] == -32004 && answer["error"]["data"]["reason"].is_string()
 }
@@ -445,7 +460,7 @@ async fn a_leaked_claim_token_does_not_let_another_principal_act() {
 #[tokio::test]
 async fn a_websocket_acts_for_the_principal_that_opened_it() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
     use vigil::rpc::binary::{AnswerFrame, BeatResult, HeartbeatFrame};
     let (url, coordinator, stop) = with_principals().await;
     let http = reqwest::Client::new();
@@ -457,13 +472,7 @@ async fn a_websocket_acts_for_the_principal_that_opened_it() {
         json!({"id": "w-alice"}),
     )
     .await;
-    let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {BOB}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = websocket_as(&url, BOB).await;
     let frame = json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": "w-alice"}, "id": 1});
     ws.send(Message::Text(frame.to_string().into()))
         .await
@@ -528,7 +537,7 @@ async fn bad_token_sets_are_refused_at_bind() {
 #[tokio::test]
 async fn refused_heartbeats_do_not_spend_the_owners_rate_limit() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
     use vigil::rpc::Role;
     use vigil::rpc::binary::{AnswerFrame, BeatResult, HeartbeatFrame};
     use vigil::server::NamedToken;
@@ -566,13 +575,7 @@ async fn refused_heartbeats_do_not_spend_the_owners_rate_limit() {
         .await;
         assert!(forbidden(&answer), "{answer}");
     }
-    let mut request = format!("{}/ws", url.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {BOB}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut ws = websocket_as(&url, BOB).await;
     let beats = HeartbeatFrame::new(1, vec!["w-alice".into(); 5]).encode();
     ws.send(Message::Binary(beats.into())).await.unwrap();
     let Some(Ok(Message::Binary(bytes))) = ws.next().await else {
