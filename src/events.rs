@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::model::{Epoch, InstanceId, Term};
-use crate::model::{LeaseKey, TaskId};
+use crate::model::{LeaseKey, TaskBrief, TaskId};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,6 +112,9 @@ pub struct Event {
     /// For task events (and leases held by a claim): the task.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_id: Option<TaskId>,
+    /// For task events: the task after the event (text, status, priority, attempts).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub task: Option<Box<TaskBrief>>,
     /// For lease events: the key.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub lease_key: Option<LeaseKey>,
@@ -138,6 +141,7 @@ impl Event {
             previous_leader: None,
             last_seen_ms: None,
             task_id: None,
+            task: None,
             lease_key: None,
             fencing_token: None,
             reason: None,

@@ -12,7 +12,7 @@ pub mod work;
 
 pub use authority::Authority;
 pub use page::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, Page};
-pub use work::{ClaimToken, LeaseKey, TaskId};
+pub use work::{ClaimToken, LeaseKey, TaskBrief, TaskId, TaskStatus};
 
 use crate::config::Limits;
 use crate::error::ValidationError;

@@ -51,6 +51,63 @@ impl<'de> Deserialize<'de> for TaskId {
     }
 }
 
+/// Where a task stands. On the wire the names are ClaudeBench's: `pending`, `in_progress`,
+/// `completed`, `failed` (`claimed`, Vigil's earlier name, is still read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for a worker.
+    Pending,
+    /// Held by a worker under a claim token (`in_progress` on the wire).
+    #[serde(rename = "in_progress", alias = "claimed")]
+    Claimed,
+    /// Done (terminal).
+    Completed,
+    /// Out of attempts, or failed by an operator (terminal).
+    Failed,
+}
+
+impl TaskStatus {
+    /// The wire name (`in_progress` for a claimed task).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Claimed => "in_progress",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Reads a wire name; `claimed` is accepted for `in_progress`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "pending" => Some(Self::Pending),
+            "in_progress" | "claimed" => Some(Self::Claimed),
+            "completed" => Some(Self::Completed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What a task event says of its task, so a listener can show it without asking: the text
+/// (when the payload has one), status, priority and attempts. Never the claim token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskBrief {
+    /// `payload.text` when it is a string (ClaudeBench's task text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Status after the event.
+    pub status: TaskStatus,
+    /// Priority 0–100.
+    pub priority: u8,
+    /// Attempts used so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+}
+
 /// The fencing token of one claim: 128 random bits in hex. Every call on a claimed task must
 /// present it; a wrong or old one is answered `stale_claim` and changes nothing.
 ///

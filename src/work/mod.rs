@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::clock::{LivenessClock, MonoMs};
 use crate::events::{Event, EventKind};
 use crate::model::page::FirstAfter;
-use crate::model::{DEFAULT_LIST_LIMIT, Epoch, InstanceId, MAX_LIST_LIMIT, Page, Term};
+use crate::model::{DEFAULT_LIST_LIMIT, Epoch, InstanceId, MAX_LIST_LIMIT, Page, TaskBrief, Term};
 use lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode, LeaseTable};
 use task::{
     ClaimToken, ClaimedTask, CompleteStatus, Completion, FailStatus, Failure, LockSpec,
@@ -67,6 +67,17 @@ impl Op {
     fn task_event(&mut self, kind: EventKind, task: &Task, reason: Option<String>) {
         let mut event = Event::new(kind, self.term, self.wall(self.now));
         event.task_id = Some(task.id);
+        event.task = Some(Box::new(TaskBrief {
+            text: task
+                .payload
+                .get("text")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            status: task.status,
+            priority: task.priority,
+            attempts: task.attempts,
+            max_attempts: task.max_attempts,
+        }));
         if let Some((id, epoch)) = &task.assignee {
             event.instance_id = Some(id.clone());
             event.epoch = Some(*epoch);

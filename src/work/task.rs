@@ -5,21 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Epoch, InstanceId};
 use crate::work::lease::{LeaseGrant, LeaseKey, LeaseMode};
 
-pub use crate::model::work::{ClaimToken, TaskId};
-
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    /// Waiting for a worker.
-    Pending,
-    /// Held by a worker under a claim token.
-    Claimed,
-    /// Done (terminal).
-    Completed,
-    /// Out of attempts (terminal).
-    Failed,
-}
+pub use crate::model::work::{ClaimToken, TaskBrief, TaskId, TaskStatus};
 
 /// A lock a task needs while it runs: acquired, all or nothing, when it is claimed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
