@@ -54,6 +54,18 @@ pub enum EventKind {
     /// longer exists (`task.create` answered −32001).
     #[serde(rename = "task.withdrawn")]
     TaskWithdrawn,
+    /// An operator assigned a pending task to an instance (`task.assign`): only it claims it.
+    #[serde(rename = "task.assigned")]
+    TaskAssigned,
+    /// A pending task's assignment was removed (`task.unassign`, or its instance left).
+    #[serde(rename = "task.unassigned")]
+    TaskUnassigned,
+    /// An operator changed a task's text, priority, metadata or status (`task.update`).
+    #[serde(rename = "task.updated")]
+    TaskUpdated,
+    /// An operator deleted a task (`task.delete`); its claim, if any, is over.
+    #[serde(rename = "task.deleted")]
+    TaskDeleted,
     /// A lease was granted.
     #[serde(rename = "lease.acquired")]
     LeaseAcquired,
@@ -81,6 +93,10 @@ impl EventKind {
             Self::TaskFailed => "task.failed",
             Self::TaskReassigned => "task.reassigned",
             Self::TaskWithdrawn => "task.withdrawn",
+            Self::TaskAssigned => "task.assigned",
+            Self::TaskUnassigned => "task.unassigned",
+            Self::TaskUpdated => "task.updated",
+            Self::TaskDeleted => "task.deleted",
             Self::LeaseAcquired => "lease.acquired",
             Self::LeaseReleased => "lease.released",
             Self::LeaseExpired => "lease.expired",

@@ -533,7 +533,7 @@ impl Ledger {
             let attempts = task.get("attempts").and_then(Value::as_u64).unwrap_or(0);
             // A task whose attempts ran out ends `failed` and keeps its last assignee.
             let claimed = task.get("status").and_then(Value::as_str) == Some("in_progress");
-            let assignee = task.get("assignee").and_then(Value::as_str);
+            let assignee = task.get("assignedTo").and_then(Value::as_str);
             let held_by_dead = claimed
                 && assignee.is_some_and(|a| {
                     self.workers

@@ -622,6 +622,10 @@ impl Driver {
 /// by following `nextAfter`.
 async fn read_all(client: &Client, method: &str, field: &str) -> Result<Value, i64> {
     let mut params = json!({"limit": crate::model::MAX_LIST_LIMIT});
+    if method == "task.list" {
+        // The cursor pages through id order (task.list's own default is newest first).
+        params["order"] = json!("asc");
+    }
     let mut all = client.call(method, params.clone()).await?;
     let mut next = all.get("nextAfter").cloned();
     // Bounded: 10 000 pages are ten million items, far beyond any chaos run.

@@ -29,6 +29,7 @@ use crate::model::{
 };
 use crate::registry::Leadership;
 
+mod admin;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod recovery;
@@ -37,6 +38,7 @@ mod tests;
 mod verify;
 mod work;
 
+pub(crate) use admin::check_text;
 pub use recovery::{RecoveryReport, TERM_GAP_AFTER_RECOVERY};
 pub use verify::StoreCheck;
 pub use work::{LeaseOutcome, LeaseOwner};

@@ -171,7 +171,7 @@ fn assert_store_equals_memory(c: &Coordinator, store: &FakeStore) {
             ..TaskQuery::default()
         })
         .into_iter()
-        .map(|t| (t.id, (t.status, t.assignee.map(|a| a.to_string()))))
+        .map(|t| (t.id, (t.status, t.assigned_to.map(|a| a.to_string()))))
         .collect();
     let stored_tasks: BTreeMap<TaskId, (TaskStatus, Option<String>)> = store
         .tasks
@@ -220,7 +220,7 @@ async fn a_claim_the_store_does_not_acknowledge_is_undone() {
         let view = c.get_task(task.id).unwrap();
         assert_eq!(view.status, TaskStatus::Pending, "{mode:?}");
         assert_eq!(view.attempts, 0);
-        assert_eq!(view.assignee, None);
+        assert_eq!(view.assigned_to, None);
         assert_eq!(view.claimed_at_ms, None);
         assert!(c.list_leases(None).unwrap().is_empty());
         let mut kinds = Vec::new();

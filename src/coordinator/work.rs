@@ -544,7 +544,7 @@ impl Coordinator {
     }
 
     /// The epoch of `id` if it is a live instance `authority` may act as.
-    fn live_epoch(
+    pub(super) fn live_epoch(
         &self,
         id: &InstanceId,
         authority: &Authority,
@@ -659,7 +659,7 @@ impl Coordinator {
         Ok(ttl.as_millis() as u64)
     }
 
-    fn check_payload_size(
+    pub(super) fn check_payload_size(
         &self,
         field: &'static str,
         value: &serde_json::Value,

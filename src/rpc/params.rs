@@ -31,6 +31,11 @@ impl Params {
         Self(map)
     }
 
+    /// The names of every parameter given.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     /// The first of `names` present with a non-null value, with the name it was found under.
     pub fn find(&self, names: &[&'static str]) -> Option<(&'static str, &Value)> {
         names

@@ -63,6 +63,7 @@ pub const TASK_TEXT: &[&str] = &[
     "error",
     "requestId",
     "requestOwner",
+    "finishedBy",
 ];
 /// Lease fields kept as text.
 pub const LEASE_TEXT: &[&str] = &["key"];

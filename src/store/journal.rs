@@ -194,7 +194,7 @@ impl Journal {
                 }
                 LeaderElected | LeaderVacant => d.term = true,
                 TaskCreated | TaskClaimed | TaskCompleted | TaskFailed | TaskReassigned
-                | TaskWithdrawn => {
+                | TaskWithdrawn | TaskAssigned | TaskUnassigned | TaskUpdated | TaskDeleted => {
                     if let Some(id) = event.task_id {
                         d.tasks.insert(id);
                     }

@@ -10,6 +10,7 @@
 //!
 //! See `docs/work.md` for the model, the state machine and the fencing rules.
 
+pub(crate) mod admin;
 pub mod lease;
 pub mod records;
 pub mod task;
@@ -26,7 +27,7 @@ use crate::model::{DEFAULT_LIST_LIMIT, Epoch, InstanceId, MAX_LIST_LIMIT, Page, 
 use lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode, LeaseTable};
 use task::{
     ClaimToken, ClaimedTask, CompleteStatus, Completion, FailStatus, Failure, LockSpec,
-    StepHeartbeat, StepStatus, TaskId, TaskQuery, TaskStatus, TaskView,
+    StepHeartbeat, StepStatus, TaskId, TaskOrder, TaskQuery, TaskStatus, TaskView,
 };
 
 /// The context of one operation on the work book: the time it happens at, the term, and the
@@ -128,6 +129,12 @@ struct Task {
     assignee: Option<(InstanceId, Epoch)>,
     token: Option<ClaimToken>,
     created_at: MonoMs,
+    /// Last change of status, assignment or content (not step heartbeats).
+    updated_at: MonoMs,
+    /// Pending, but assigned by an operator to this instance (`task.assign`): only it claims it.
+    reserved: Option<(InstanceId, Epoch)>,
+    /// Who ended it, when not the claim's own token: `operator`, or the assignee's id.
+    finished_by: Option<String>,
     claimed_at: Option<MonoMs>,
     heartbeat_at: Option<MonoMs>,
     finished_at: Option<MonoMs>,
@@ -182,6 +189,8 @@ pub(crate) struct WorkBook {
     pending: BTreeSet<PendingKey>,
     /// Claimed tasks by holder, so a departure finds its tasks without a scan.
     claimed_by: BTreeMap<(InstanceId, Epoch), BTreeSet<TaskId>>,
+    /// Pending tasks assigned to an instance (`task.assign`), in the pending order.
+    reserved_by: BTreeMap<(InstanceId, Epoch), BTreeSet<PendingKey>>,
     finished: VecDeque<TaskId>,
     leases: LeaseTable,
     next_task: u64,
@@ -198,6 +207,7 @@ impl WorkBook {
             tasks: HashMap::new(),
             pending: BTreeSet::new(),
             claimed_by: BTreeMap::new(),
+            reserved_by: BTreeMap::new(),
             finished: VecDeque::new(),
             leases: LeaseTable::default(),
             next_task: 0,
@@ -248,6 +258,9 @@ impl WorkBook {
             assignee: None,
             token: None,
             created_at: op.now,
+            updated_at: op.now,
+            reserved: None,
+            finished_by: None,
             claimed_at: None,
             heartbeat_at: None,
             finished_at: None,
@@ -277,6 +290,7 @@ impl WorkBook {
             return Undo::Kept;
         }
         self.pending.remove(&pending_key(task));
+        self.unreserve(id);
         let task = self.tasks.remove(&id).expect("exists");
         if let Some(key) = task.request_key() {
             self.by_request.remove(&key);
@@ -302,6 +316,7 @@ impl WorkBook {
         task.status = TaskStatus::Pending;
         task.claimed_at = None;
         task.heartbeat_at = None;
+        task.updated_at = op.now;
         let task = task.clone();
         // The event names the worker whose claim was undone; then the claim is forgotten.
         op.task_event(EventKind::TaskReassigned, &task, Some(why.to_string()));
@@ -317,21 +332,63 @@ impl WorkBook {
         self.tasks.get(&id).map(|t| self.view(t, op))
     }
 
-    /// One page of the tasks matching `query`, in id order.
+    /// One page of the tasks matching `query`, in its order.
     pub fn list(&self, query: &TaskQuery, op: &Op) -> Page<TaskView> {
         let limit = query
             .limit
             .unwrap_or(DEFAULT_LIST_LIMIT)
             .min(MAX_LIST_LIMIT);
+        let matches = |t: &Task| {
+            query.status.is_none_or(|s| t.status == s)
+                && query.priority.is_none_or(|p| t.priority == p)
+                && query.assignee.as_deref().is_none_or(|a| {
+                    t.assignee
+                        .as_ref()
+                        .or(t.reserved.as_ref())
+                        .is_some_and(|(id, _)| id.as_str() == a)
+                })
+        };
+        if query.order_by != TaskOrder::CreatedAt || query.descending || query.offset > 0 {
+            let mut hits: Vec<&Task> = self.tasks.values().filter(|t| matches(t)).collect();
+            let total = hits.len();
+            let key = |t: &Task| -> (u64, u64, String) {
+                match query.order_by {
+                    TaskOrder::CreatedAt => (0, 0, String::new()),
+                    TaskOrder::UpdatedAt => (t.updated_at, 0, String::new()),
+                    TaskOrder::Priority => (u64::from(t.priority), 0, String::new()),
+                    TaskOrder::Status => (0, 0, t.status.as_str().to_string()),
+                    TaskOrder::AssignedTo => (
+                        0,
+                        0,
+                        t.assignee
+                            .as_ref()
+                            .or(t.reserved.as_ref())
+                            .map(|(id, _)| id.to_string())
+                            .unwrap_or_default(),
+                    ),
+                }
+            };
+            hits.sort_by_cached_key(|t| (key(t), t.id));
+            if query.descending {
+                hits.reverse();
+            }
+            let items: Vec<TaskView> = hits
+                .iter()
+                .skip(query.offset)
+                .take(limit)
+                .map(|t| self.view(t, op))
+                .collect();
+            let truncated = query.offset + items.len() < total;
+            return Page {
+                items,
+                total,
+                truncated,
+            };
+        }
         let mut page = FirstAfter::new(query.after, limit);
         let mut total = 0;
         for t in self.tasks.values() {
-            let matches = query.status.is_none_or(|s| t.status == s)
-                && query
-                    .assignee
-                    .as_deref()
-                    .is_none_or(|a| t.assignee.as_ref().is_some_and(|(id, _)| id.as_str() == a));
-            if matches {
+            if matches(t) {
                 total += 1;
                 page.offer(t.id, ());
             }
@@ -392,6 +449,20 @@ impl WorkBook {
         max: usize,
     ) -> Vec<ClaimedTask> {
         let mut claimed = Vec::new();
+        // Tasks an operator assigned to this instance first, in the pending order.
+        let mine: Vec<PendingKey> = self
+            .reserved_by
+            .get(&(worker.clone(), epoch))
+            .map(|keys| keys.iter().copied().collect())
+            .unwrap_or_default();
+        for key in mine {
+            if claimed.len() >= max {
+                break;
+            }
+            if let Some(task) = self.claim_one(op, key, worker, epoch) {
+                claimed.push(task);
+            }
+        }
         let mut cursor: Option<PendingKey> = None;
         let mut scanned = 0;
         while claimed.len() < max && scanned < self.settings.claim_scan_limit {
@@ -405,41 +476,57 @@ impl WorkBook {
             let Some(key) = next.cloned() else { break };
             scanned += 1;
             cursor = Some(key);
-            let id = key.2;
-            let token = ClaimToken::mint();
-            let holder = LeaseHolder::Claim {
-                task_id: id,
-                claim_token: token.clone(),
-            };
-            let Some(locks) = self.tasks.get(&id).map(|t| t.locks.clone()) else {
+            // A task assigned to another instance waits for it.
+            if self.tasks.get(&key.2).is_some_and(|t| t.reserved.is_some()) {
                 continue;
-            };
-            let Some(leases) = self.acquire_all(op, &locks, &holder) else {
-                continue; // conflicts: leave it pending, in its place
-            };
-            self.pending.remove(&key);
-            let task = self.tasks.get_mut(&id).expect("pending task exists");
-            task.status = TaskStatus::Claimed;
-            task.assignee = Some((worker.clone(), epoch));
-            task.token = Some(token.clone());
-            task.claimed_at = Some(op.now);
-            task.heartbeat_at = Some(op.now);
-            self.claimed_by
-                .entry((worker.clone(), epoch))
-                .or_default()
-                .insert(id);
-            let task = self.tasks.get(&id).expect("exists");
-            op.task_event(EventKind::TaskClaimed, task, None);
-            for grant in &leases {
-                op.lease_event(EventKind::LeaseAcquired, grant);
             }
-            claimed.push(ClaimedTask {
-                task: self.view(task, op),
-                claim_token: token,
-                leases,
-            });
+            if let Some(task) = self.claim_one(op, key, worker, epoch) {
+                claimed.push(task);
+            }
         }
         claimed
+    }
+
+    /// Claims the pending task at `key` for `worker` if its locks can all be had now.
+    fn claim_one(
+        &mut self,
+        op: &mut Op,
+        key: PendingKey,
+        worker: &InstanceId,
+        epoch: Epoch,
+    ) -> Option<ClaimedTask> {
+        let id = key.2;
+        let token = ClaimToken::mint();
+        let holder = LeaseHolder::Claim {
+            task_id: id,
+            claim_token: token.clone(),
+        };
+        let locks = self.tasks.get(&id).map(|t| t.locks.clone())?;
+        // On conflicts the task stays pending, in its place.
+        let leases = self.acquire_all(op, &locks, &holder)?;
+        self.pending.remove(&key);
+        self.unreserve(id);
+        let task = self.tasks.get_mut(&id).expect("pending task exists");
+        task.status = TaskStatus::Claimed;
+        task.assignee = Some((worker.clone(), epoch));
+        task.token = Some(token.clone());
+        task.claimed_at = Some(op.now);
+        task.heartbeat_at = Some(op.now);
+        task.updated_at = op.now;
+        self.claimed_by
+            .entry((worker.clone(), epoch))
+            .or_default()
+            .insert(id);
+        let task = self.tasks.get(&id).expect("exists");
+        op.task_event(EventKind::TaskClaimed, task, None);
+        for grant in &leases {
+            op.lease_event(EventKind::LeaseAcquired, grant);
+        }
+        Some(ClaimedTask {
+            task: self.view(task, op),
+            claim_token: token,
+            leases,
+        })
     }
 
     /// Acquires every lock or none.
@@ -605,6 +692,7 @@ impl WorkBook {
                 task.status = TaskStatus::Completed;
                 task.result = result;
                 task.finished_at = Some(op.now);
+                task.updated_at = op.now;
                 let task = self.tasks.get(&id).expect("exists");
                 op.task_event(EventKind::TaskCompleted, task, None);
                 self.retire(op, id);
@@ -685,6 +773,7 @@ impl WorkBook {
         let task = self.tasks.get_mut(&id).expect("claimed task exists");
         task.attempts += 1;
         task.error = Some(why.clone());
+        task.updated_at = op.now;
         let outcome = if task.attempts >= task.max_attempts {
             task.status = TaskStatus::Failed;
             task.finished_at = Some(op.now);
@@ -752,6 +841,24 @@ impl WorkBook {
         for task_id in &tasks {
             self.take_back(op, *task_id, format!("{why}: {id} (epoch {epoch})"), true);
         }
+        // Tasks assigned to it but not claimed yet go back to every worker.
+        let reserved = self
+            .reserved_by
+            .get(&(id.clone(), epoch))
+            .map(|keys| keys.iter().map(|k| k.2).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for task_id in reserved {
+            self.unreserve(task_id);
+            if let Some(task) = self.tasks.get_mut(&task_id) {
+                task.updated_at = op.now;
+                let task = task.clone();
+                op.task_event(
+                    EventKind::TaskUnassigned,
+                    &task,
+                    Some(format!("{why}: {id} (epoch {epoch})")),
+                );
+            }
+        }
         let holder = LeaseHolder::Instance {
             instance_id: id.clone(),
             epoch,
@@ -767,9 +874,10 @@ impl WorkBook {
     /// net for a departure whose notice was lost — and reaps lapsed leases.
     pub fn sweep(&mut self, op: &mut Op, is_live: impl Fn(&InstanceId, Epoch) -> bool) -> Sweep {
         let mut report = Sweep::default();
-        let gone: Vec<(InstanceId, Epoch)> = self
+        let gone: BTreeSet<(InstanceId, Epoch)> = self
             .claimed_by
             .keys()
+            .chain(self.reserved_by.keys())
             .filter(|(id, epoch)| !is_live(id, *epoch))
             .cloned()
             .collect();
@@ -944,22 +1052,31 @@ impl WorkBook {
     }
 
     fn view(&self, t: &Task, op: &Op) -> TaskView {
+        let holder = t.assignee.as_ref().or(t.reserved.as_ref());
+        let finished_at_ms = t.finished_at.map(|m| op.wall(m));
         TaskView {
             id: t.id,
+            text: task::text_of(&t.payload),
             status: t.status,
             priority: t.priority,
+            assigned_to: holder.map(|(id, _)| id.clone()),
+            assignee_epoch: holder.map(|(_, e)| *e),
+            metadata: t.payload.get("metadata").filter(|m| !m.is_null()).cloned(),
+            result: t.result.clone(),
+            error: t.error.clone(),
+            created_at: task::iso_ms(op.wall(t.created_at)),
+            updated_at: task::iso_ms(op.wall(t.updated_at)),
+            completed_at: finished_at_ms.map(task::iso_ms),
+            finished_by: t.finished_by.clone(),
             payload: t.payload.clone(),
             attempts: t.attempts,
             max_attempts: t.max_attempts,
             requires_locks: t.locks.clone(),
-            assignee: t.assignee.as_ref().map(|(id, _)| id.clone()),
-            assignee_epoch: t.assignee.as_ref().map(|(_, e)| *e),
             created_at_ms: op.wall(t.created_at),
+            updated_at_ms: op.wall(t.updated_at),
             claimed_at_ms: t.claimed_at.map(|m| op.wall(m)),
             heartbeat_at_ms: t.heartbeat_at.map(|m| op.wall(m)),
-            finished_at_ms: t.finished_at.map(|m| op.wall(m)),
-            result: t.result.clone(),
-            error: t.error.clone(),
+            finished_at_ms,
             request_id: t.request_id.clone(),
         }
     }

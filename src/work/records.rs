@@ -38,6 +38,16 @@ pub struct TaskRecord {
     /// Created at.
     #[serde(rename = "createdAt")]
     pub created_at_ms: u64,
+    /// Last change of status, assignment or content (absent in older records: the latest of
+    /// the other times).
+    #[serde(rename = "updatedAt", default)]
+    pub updated_at_ms: Option<u64>,
+    /// The instance a pending task is assigned to (`task.assign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_for: Option<(InstanceId, Epoch)>,
+    /// Who ended it without the claim's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_by: Option<String>,
     /// Claimed at.
     #[serde(rename = "claimedAt")]
     pub claimed_at_ms: Option<u64>,
@@ -138,6 +148,9 @@ impl WorkBook {
             assignee: t.assignee.clone(),
             claim_token: t.token.clone(),
             created_at_ms: wall(t.created_at),
+            updated_at_ms: Some(wall(t.updated_at)),
+            reserved_for: t.reserved.clone(),
+            finished_by: t.finished_by.clone(),
             claimed_at_ms: t.claimed_at.map(wall),
             heartbeat_at_ms: t.heartbeat_at.map(wall),
             finished_at_ms: t.finished_at.map(wall),
@@ -215,6 +228,14 @@ impl WorkBook {
                 assignee: r.assignee,
                 token: r.claim_token,
                 created_at: mono(r.created_at_ms),
+                updated_at: mono(r.updated_at_ms.unwrap_or_else(|| {
+                    [r.claimed_at_ms, r.finished_at_ms]
+                        .into_iter()
+                        .flatten()
+                        .fold(r.created_at_ms, u64::max)
+                })),
+                reserved: r.reserved_for,
+                finished_by: r.finished_by,
                 claimed_at: r.claimed_at_ms.map(mono),
                 heartbeat_at: r.heartbeat_at_ms.map(mono),
                 finished_at: r.finished_at_ms.map(mono),
@@ -229,6 +250,12 @@ impl WorkBook {
             match task.status {
                 TaskStatus::Pending => {
                     self.pending.insert(pending_key(&task));
+                    if let Some(holder) = &task.reserved {
+                        self.reserved_by
+                            .entry(holder.clone())
+                            .or_default()
+                            .insert(pending_key(&task));
+                    }
                 }
                 TaskStatus::Claimed => {
                     if let Some(holder) = &task.assignee {

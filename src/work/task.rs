@@ -79,16 +79,43 @@ impl TaskSpec {
     }
 }
 
-/// A task as callers see it (without its claim token, which only the claimer holds).
+/// A task as callers see it (without its claim token, which only the claimer holds), in
+/// ClaudeBench's shape — `text`, `status` (`pending`, `in_progress`, `completed`, `failed`),
+/// `assignedTo`, `metadata`, `result`, `error` and ISO-8601 `createdAt` / `updatedAt` /
+/// `completedAt` — with Vigil's own fields beside them (`payload`, `attempts`,
+/// `requiresLocks`, times in wall-clock ms).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     /// Id.
     pub id: TaskId,
+    /// ClaudeBench's task text: `payload.text` when it is a string, else the payload as
+    /// compact JSON (at most 500 characters).
+    pub text: String,
     /// Status.
     pub status: TaskStatus,
     /// Priority.
     pub priority: u8,
+    /// The instance it is assigned to or claimed by (`assignee` is read too).
+    #[serde(alias = "assignee")]
+    pub assigned_to: Option<InstanceId>,
+    /// That instance's epoch.
+    pub assignee_epoch: Option<Epoch>,
+    /// `payload.metadata`, when the payload has one.
+    pub metadata: Option<serde_json::Value>,
+    /// Result given on completion.
+    pub result: Option<serde_json::Value>,
+    /// Last error (a failure, or why it was taken back).
+    pub error: Option<String>,
+    /// Creation, ISO-8601.
+    pub created_at: String,
+    /// Last change of status, assignment or content, ISO-8601.
+    pub updated_at: String,
+    /// Completion or final failure, ISO-8601.
+    pub completed_at: Option<String>,
+    /// Who ended it without the claim's token: `operator`, or its assignee's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_by: Option<String>,
     /// Payload.
     pub payload: serde_json::Value,
     /// Attempts used so far (failed or taken back).
@@ -97,25 +124,55 @@ pub struct TaskView {
     pub max_attempts: u32,
     /// Locks it needs.
     pub requires_locks: Vec<LockSpec>,
-    /// The instance holding it.
-    pub assignee: Option<InstanceId>,
-    /// That instance's epoch.
-    pub assignee_epoch: Option<Epoch>,
     /// Wall ms of creation.
     pub created_at_ms: u64,
+    /// Wall ms of the last change.
+    #[serde(default)]
+    pub updated_at_ms: u64,
     /// Wall ms of the current claim.
     pub claimed_at_ms: Option<u64>,
     /// Wall ms of the last step heartbeat.
     pub heartbeat_at_ms: Option<u64>,
     /// Wall ms of completion or final failure.
     pub finished_at_ms: Option<u64>,
-    /// Result given on completion.
-    pub result: Option<serde_json::Value>,
-    /// Last error (a failure, or why it was taken back).
-    pub error: Option<String>,
     /// The request id it was created with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// What `task.update` changes; `None` leaves a part as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskUpdate {
+    /// New text (`payload.text`), 1–500 characters.
+    pub text: Option<String>,
+    /// New status, through the state machine (see docs/work.md).
+    pub status: Option<TaskStatus>,
+    /// New priority, 0–100.
+    pub priority: Option<u8>,
+    /// Keys merged into `payload.metadata`.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// ClaudeBench's text of a task with `payload`.
+pub(crate) fn text_of(payload: &serde_json::Value) -> String {
+    match payload.get("text").and_then(serde_json::Value::as_str) {
+        Some(text) => text.to_string(),
+        None => {
+            let mut text = payload.to_string();
+            if let Some((cut, _)) = text.char_indices().nth(500) {
+                text.truncate(cut);
+            }
+            text
+        }
+    }
+}
+
+/// Wall-clock `ms` as ISO-8601 (`2026-11-29T08:00:00.000Z`).
+pub(crate) fn iso_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+    )
+    .to_string()
 }
 
 /// One task handed to a worker by a claim.
@@ -203,18 +260,64 @@ pub struct Failure {
     pub can_retry: bool,
 }
 
-/// Which tasks to list.
+/// Which tasks to list, and in which order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskQuery {
     /// Only this status.
     pub status: Option<TaskStatus>,
-    /// Only tasks held by this instance.
+    /// Only tasks assigned to or claimed by this instance.
     pub assignee: Option<String>,
-    /// At most this many, in id order: [`DEFAULT_LIST_LIMIT`](crate::model::DEFAULT_LIST_LIMIT)
+    /// Only this priority.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// At most this many: [`DEFAULT_LIST_LIMIT`](crate::model::DEFAULT_LIST_LIMIT)
     /// (100) when `None`, at most [`MAX_LIST_LIMIT`](crate::model::MAX_LIST_LIMIT) (1000; a
     /// larger limit is taken as that).
     pub limit: Option<usize>,
-    /// Only tasks whose id is above this one (the last id of the previous page).
+    /// Only tasks whose id is above this one (the last id of the previous page); only with the
+    /// default order.
     pub after: Option<TaskId>,
+    /// Skip this many matching tasks first (ClaudeBench's `offset`).
+    #[serde(default)]
+    pub offset: usize,
+    /// The order: by creation (the default; creation order is id order), last update,
+    /// priority, status or assignee, ties by id.
+    #[serde(default)]
+    pub order_by: TaskOrder,
+    /// Newest / highest first. The Rust API's default is ascending (id order, the one `after`
+    /// pages through); ClaudeBench's `task.list` defaults to descending.
+    #[serde(default)]
+    pub descending: bool,
+}
+
+/// What [`TaskQuery`] orders by (ClaudeBench's `orderBy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskOrder {
+    /// Creation time, which is id order.
+    #[default]
+    CreatedAt,
+    /// Last change of status, assignment or content.
+    UpdatedAt,
+    /// Priority.
+    Priority,
+    /// Status (`pending`, `in_progress`, `completed`, `failed`, by name).
+    Status,
+    /// Assignee id (unassigned first).
+    AssignedTo,
+}
+
+impl TaskOrder {
+    /// Reads ClaudeBench's `orderBy` name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "createdAt" => Some(Self::CreatedAt),
+            "updatedAt" => Some(Self::UpdatedAt),
+            "priority" => Some(Self::Priority),
+            "status" => Some(Self::Status),
+            "assignedTo" => Some(Self::AssignedTo),
+            _ => None,
+        }
+    }
 }

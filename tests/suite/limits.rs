@@ -189,8 +189,20 @@ async fn lists_have_a_default_and_a_maximum_limit() {
     assert_eq!(all["truncated"], false);
     assert!(all.get("nextAfter").is_none());
 
+    // ClaudeBench's default order is newest first, paged by offset.
     let tasks = result(&url, "task.list", json!({})).await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        (tasks["totalCount"].clone(), tasks["hasMore"].clone()),
+        (json!(150), json!(true))
+    );
+    assert_eq!(tasks["tasks"][0]["id"], "t-150");
+    assert!(
+        tasks.get("nextAfter").is_none(),
+        "a cursor pages id order only"
+    );
+    // Vigil's cursor pages upwards through id order.
+    let tasks = result(&url, "task.list", json!({"order": "asc"})).await;
     assert_eq!(
         (tasks["total"].clone(), tasks["truncated"].clone()),
         (json!(150), json!(true))
@@ -321,12 +333,19 @@ async fn paging_returns_every_item_exactly_once() {
             .map(|id| format!("{:05}", id[2..].parse::<u32>().unwrap()))
             .collect()
     };
-    let tasks = every_page(&url, "task.list", json!({"limit": 7}), "tasks", task_number).await;
+    let tasks = every_page(
+        &url,
+        "task.list",
+        json!({"limit": 7, "order": "asc"}),
+        "tasks",
+        task_number,
+    )
+    .await;
     assert_once("tasks", &tasks, by_number(&task_ids));
     let pending = every_page(
         &url,
         "task.list",
-        json!({"limit": 7, "status": "pending"}),
+        json!({"limit": 7, "status": "pending", "order": "asc"}),
         "tasks",
         task_number,
     )

@@ -89,7 +89,7 @@ async fn memory_view(c: &Coordinator) -> View {
             .iter()
             .map(|t| {
                 let holder = t
-                    .assignee
+                    .assigned_to
                     .as_ref()
                     .zip(t.assignee_epoch)
                     .map(|(id, e)| (id.to_string(), e.0));
@@ -1413,6 +1413,9 @@ async fn a_full_rewrite_of_50k_tasks_holds_the_work_lock_briefly() {
             assignee: None,
             claim_token: None,
             created_at_ms: now,
+            updated_at_ms: None,
+            reserved_for: None,
+            finished_by: None,
             claimed_at_ms: None,
             heartbeat_at_ms: None,
             finished_at_ms: None,

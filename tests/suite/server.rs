@@ -119,7 +119,8 @@ async fn a_claudebench_shaped_session() {
         .call("task.create", json!({"text": "review PR", "priority": 70}))
         .await;
     assert_eq!(task["status"], "pending");
-    assert!(task["createdAt"].is_u64());
+    assert!(task["createdAt"].is_string());
+    assert!(task["createdAtMs"].is_u64());
     let claim = s
         .call("task.claim", json!({"workerId": "worker-claude-001"}))
         .await;

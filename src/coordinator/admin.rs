@@ -1,0 +1,292 @@
+//! Task calls of ClaudeBench's clients beyond claiming: `update`, `assign`, `unassign`,
+//! `delete` (operator actions), and completing or failing a task without its claim token —
+//! only as the task's live assignee (same id and epoch) or as an operator, so fencing holds:
+//! a zombie or a re-registered incarnation is refused, and an operator's action makes the
+//! holder's token stale. See docs/work.md, "Without a claim token".
+
+use tokio::time::Instant;
+
+use super::Coordinator;
+use crate::error::{Error, ValidationError};
+use crate::model::{Authority, InstanceId};
+use crate::work::admin::Actor;
+use crate::work::task::{Completion, Failure, TaskId, TaskUpdate, TaskView};
+
+/// Longest task text (ClaudeBench's limit).
+pub const MAX_TEXT_CHARS: usize = 500;
+
+impl Coordinator {
+    /// Completes task `id` without its claim token. With `worker`, the call is the task's
+    /// assignee speaking: `worker` must be live and hold the task's claim (or be the instance
+    /// it is assigned to) in its current epoch. Without, it is an operator's action, recorded
+    /// as such on the task (`finishedBy`) and in its event. Either way the claim's token is
+    /// stale afterwards and its leases are released. Completing a finished task, or a pending
+    /// task assigned to nobody, is [`Error::Invalid`].
+    pub async fn complete_without_token(
+        &self,
+        id: TaskId,
+        worker: Option<&str>,
+        result: Option<serde_json::Value>,
+    ) -> Result<Completion, Error> {
+        self.complete_without_token_as(id, worker, result, &Authority::Any)
+            .await
+    }
+
+    /// [`complete_without_token`](Self::complete_without_token) on `authority`: acting as
+    /// `worker` needs the right to act as it; acting as nobody needs an operator.
+    pub(crate) async fn complete_without_token_as(
+        &self,
+        id: TaskId,
+        worker: Option<&str>,
+        result: Option<serde_json::Value>,
+        authority: &Authority,
+    ) -> Result<Completion, Error> {
+        let started = Instant::now();
+        if let Some(result) = &result {
+            self.check_payload_size("result", result)?;
+        }
+        let worker = self.worker(worker)?;
+        self.store_ready()?;
+        let done = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            let actor = self.actor(worker.as_ref(), authority, id)?;
+            Ok(work.complete_without_token(op, id, &actor, result, "id")?)
+        })?;
+        tracing::info!(task = %id, by = worker.as_ref().map_or("operator", |w| w.as_str()), "task completed without a claim token");
+        self.written(started).await?;
+        Ok(done)
+    }
+
+    /// Reports a failed attempt of task `id` without its claim token, on the same terms as
+    /// [`complete_without_token`](Self::complete_without_token). The attempt counts: the task
+    /// goes back to pending for every worker, or fails for good when out of attempts.
+    pub async fn fail_without_token(
+        &self,
+        id: TaskId,
+        worker: Option<&str>,
+        error: Option<String>,
+    ) -> Result<Failure, Error> {
+        self.fail_without_token_as(id, worker, error, &Authority::Any)
+            .await
+    }
+
+    /// [`fail_without_token`](Self::fail_without_token) on `authority`.
+    pub(crate) async fn fail_without_token_as(
+        &self,
+        id: TaskId,
+        worker: Option<&str>,
+        error: Option<String>,
+        authority: &Authority,
+    ) -> Result<Failure, Error> {
+        let started = Instant::now();
+        if let Some(error) = &error
+            && error.len() > 8 * 1024
+        {
+            return Err(ValidationError::new("error", "at most 8192 bytes").into());
+        }
+        let worker = self.worker(worker)?;
+        self.store_ready()?;
+        let failed = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            let actor = self.actor(worker.as_ref(), authority, id)?;
+            Ok(work.fail_without_token(op, id, &actor, error, "id")?)
+        })?;
+        self.written(started).await?;
+        Ok(failed)
+    }
+
+    /// Assigns pending task `id` to the live instance `instance` (an operator pushing work):
+    /// the task stays pending and only that instance claims it — first, at its next claim.
+    /// Answers the instance it was already assigned to (the same one: assigning twice changes
+    /// nothing). Refused for a claimed or finished task, one assigned to another instance, or
+    /// an instance that is not live. If the instance leaves before claiming it, the task goes
+    /// back to every worker.
+    pub async fn assign_task(
+        &self,
+        id: TaskId,
+        instance: &str,
+    ) -> Result<Option<InstanceId>, Error> {
+        self.assign_task_as(id, instance, &Authority::Any).await
+    }
+
+    /// [`assign_task`](Self::assign_task) on `authority`, which must be an operator's.
+    pub(crate) async fn assign_task_as(
+        &self,
+        id: TaskId,
+        instance: &str,
+        authority: &Authority,
+    ) -> Result<Option<InstanceId>, Error> {
+        let started = Instant::now();
+        operator_only(authority, id)?;
+        let instance =
+            InstanceId::parse(instance, &self.ctx().config.limits).map_err(|mut e| {
+                e.field = "instanceId".into();
+                e
+            })?;
+        self.store_ready()?;
+        let previous = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            let epoch = self
+                .live_epoch(&instance, &Authority::Any)
+                .map_err(|e| match e {
+                    Error::NotAlive(_) => ValidationError::new(
+                        "instanceId",
+                        format!("instance {instance} is not registered and alive"),
+                    )
+                    .into(),
+                    e => e,
+                })?;
+            Ok(work.assign(op, id, &instance, epoch)?)
+        })?;
+        self.written(started).await?;
+        Ok(previous)
+    }
+
+    /// Removes task `id`'s assignment: a pending task goes back to every worker; a claimed
+    /// task is taken from its holder (its token stale, leases released, no attempt counted)
+    /// and is pending again. Answers the instance it was assigned to, if any.
+    pub async fn unassign_task(&self, id: TaskId) -> Result<Option<InstanceId>, Error> {
+        self.unassign_task_as(id, &Authority::Any).await
+    }
+
+    /// [`unassign_task`](Self::unassign_task) on `authority`, which must be an operator's.
+    pub(crate) async fn unassign_task_as(
+        &self,
+        id: TaskId,
+        authority: &Authority,
+    ) -> Result<Option<InstanceId>, Error> {
+        let started = Instant::now();
+        operator_only(authority, id)?;
+        self.store_ready()?;
+        let previous = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            Ok(work.unassign(op, id, "unassigned by an operator")?)
+        })?;
+        self.written(started).await?;
+        Ok(previous)
+    }
+
+    /// Deletes task `id`, whatever its state; a claim on it is over (token stale, leases
+    /// released) and the store's record is deleted.
+    pub async fn delete_task(&self, id: TaskId) -> Result<(), Error> {
+        self.delete_task_as(id, &Authority::Any).await
+    }
+
+    /// [`delete_task`](Self::delete_task) on `authority`, which must be an operator's.
+    pub(crate) async fn delete_task_as(
+        &self,
+        id: TaskId,
+        authority: &Authority,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        operator_only(authority, id)?;
+        self.store_ready()?;
+        self.ctx()
+            .with_work(|work, op| -> Result<_, Error> { Ok(work.delete(op, id)?) })?;
+        self.written(started).await?;
+        Ok(())
+    }
+
+    /// Changes task `id`'s text, priority, metadata (merged) or status (ClaudeBench's
+    /// `task.update`). A status goes through the state machine: `Pending` takes a claim back
+    /// (no attempt counted) or reopens a finished task with fresh attempts; `Claimed`
+    /// (`in_progress`) claims an assigned task for its assignee; `Completed` / `Failed` end it
+    /// as an operator. Refused parts change nothing.
+    pub async fn update_task(&self, id: TaskId, update: TaskUpdate) -> Result<TaskView, Error> {
+        self.update_task_as(id, update, &Authority::Any).await
+    }
+
+    /// [`update_task`](Self::update_task) on `authority`, which must be an operator's.
+    pub(crate) async fn update_task_as(
+        &self,
+        id: TaskId,
+        update: TaskUpdate,
+        authority: &Authority,
+    ) -> Result<TaskView, Error> {
+        let started = Instant::now();
+        operator_only(authority, id)?;
+        if let Some(text) = &update.text {
+            check_text(text, "updates.text")?;
+        }
+        if let Some(priority) = update.priority
+            && priority > 100
+        {
+            return Err(ValidationError::new(
+                "updates.priority",
+                format!("must lie within 0..=100, got {priority}"),
+            )
+            .into());
+        }
+        if let Some(metadata) = &update.metadata {
+            self.check_payload_size(
+                "updates.metadata",
+                &serde_json::Value::Object(metadata.clone()),
+            )?;
+        }
+        self.store_ready()?;
+        let view = self
+            .ctx()
+            .with_work(|work, op| -> Result<_, Error> { Ok(work.update(op, id, &update)?) })?;
+        self.written(started).await?;
+        Ok(view)
+    }
+
+    /// The worker a tokenless call names, parsed; acting as it is checked under the work lock.
+    fn worker(&self, worker: Option<&str>) -> Result<Option<InstanceId>, Error> {
+        worker
+            .map(|w| {
+                InstanceId::parse(w, &self.ctx().config.limits).map_err(|mut e| {
+                    e.field = "workerId".into();
+                    Error::from(e)
+                })
+            })
+            .transpose()
+    }
+
+    /// Who a tokenless call acts as: the named worker, live in its current epoch and one
+    /// `authority` may act as; or, naming none, an operator.
+    fn actor(
+        &self,
+        worker: Option<&InstanceId>,
+        authority: &Authority,
+        id: TaskId,
+    ) -> Result<Actor, Error> {
+        match worker {
+            Some(worker) => {
+                let epoch = self.live_epoch(worker, authority).map_err(|e| match e {
+                    Error::NotAlive(_) => ValidationError::new(
+                        "workerId",
+                        format!("instance {worker} is not registered and alive"),
+                    )
+                    .into(),
+                    e => e,
+                })?;
+                Ok(Actor::Assignee(worker.clone(), epoch))
+            }
+            None => {
+                operator_only(authority, id)?;
+                Ok(Actor::Operator)
+            }
+        }
+    }
+}
+
+/// Refuses an action on task `id` unless `authority` is an operator's (or the server has no
+/// tokens).
+fn operator_only(authority: &Authority, id: TaskId) -> Result<(), Error> {
+    if *authority == Authority::Any {
+        return Ok(());
+    }
+    Err(Error::Forbidden {
+        instance: id.to_string(),
+        reason: "only an operator may do this to a task",
+    })
+}
+
+/// A task text: 1–500 characters.
+pub(crate) fn check_text(text: &str, field: &'static str) -> Result<(), ValidationError> {
+    let chars = text.chars().count();
+    if chars == 0 || chars > MAX_TEXT_CHARS {
+        return Err(ValidationError::new(
+            field,
+            format!("must have 1 to {MAX_TEXT_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(())
+}

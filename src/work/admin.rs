@@ -1,0 +1,462 @@
+//! What ClaudeBench's clients do to tasks besides claiming them: edit, assign, unassign and
+//! delete them (operator actions), and end them without the claim token — accepted only from
+//! the task's live assignee or an operator, and never leaving the holder's token usable
+//! (docs/work.md, "Without a claim token").
+
+use super::*;
+use crate::error::ValidationError;
+use task::TaskUpdate;
+
+/// Who ends a task without presenting its claim token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Actor {
+    /// The instance the task is assigned to or claimed by, checked live in this epoch by the
+    /// caller: a zombie (an older epoch) or another instance is refused.
+    Assignee(InstanceId, Epoch),
+    /// An operator (or a caller of a server without tokens), on no worker's behalf.
+    Operator,
+}
+
+impl Actor {
+    fn name(&self) -> String {
+        match self {
+            Actor::Assignee(id, _) => id.to_string(),
+            Actor::Operator => "operator".to_string(),
+        }
+    }
+
+    /// Whether this actor may end a task held or reserved by `holder`.
+    fn may_end(&self, holder: &(InstanceId, Epoch)) -> bool {
+        match self {
+            Actor::Assignee(id, epoch) => holder.0 == *id && holder.1 == *epoch,
+            Actor::Operator => true,
+        }
+    }
+}
+
+fn refuse(field: &'static str, rule: impl Into<String>) -> ValidationError {
+    ValidationError::new(field, rule)
+}
+
+fn finished_rule(id: TaskId, status: TaskStatus) -> String {
+    format!("task {id} is already {}", status.as_str())
+}
+
+impl WorkBook {
+    fn existing(&self, id: TaskId, field: &'static str) -> Result<&Task, ValidationError> {
+        self.tasks
+            .get(&id)
+            .ok_or_else(|| refuse(field, format!("no task {id}")))
+    }
+
+    /// Marks pending task `id` as reserved for its `reserved` holder in the index.
+    fn reserve(&mut self, id: TaskId) {
+        if let Some(task) = self.tasks.get(&id)
+            && let Some(holder) = task.reserved.clone()
+        {
+            self.reserved_by
+                .entry(holder)
+                .or_default()
+                .insert(pending_key(task));
+        }
+    }
+
+    /// Clears the reservation of `id`, if any (task and index).
+    pub(super) fn unreserve(&mut self, id: TaskId) -> Option<(InstanceId, Epoch)> {
+        let task = self.tasks.get_mut(&id)?;
+        let holder = task.reserved.take()?;
+        let key = pending_key(task);
+        if let Some(keys) = self.reserved_by.get_mut(&holder) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.reserved_by.remove(&holder);
+            }
+        }
+        Some(holder)
+    }
+
+    /// Ends task `id` as `status` (completed or failed for good) on `actor`'s word: its claim,
+    /// if any, is over (leases released, the token stale: the holder's later calls answer
+    /// `stale_claim`), its reservation is dropped, and it is retired.
+    fn finish_without_token(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        status: TaskStatus,
+        actor: &Actor,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+    ) {
+        let was = self.tasks[&id].status;
+        if was == TaskStatus::Claimed {
+            self.end_claim(op, id);
+        } else {
+            self.pending.remove(&pending_key(&self.tasks[&id]));
+            self.unreserve(id);
+        }
+        let task = self.tasks.get_mut(&id).expect("exists");
+        task.status = status;
+        task.token = None;
+        task.finished_at = Some(op.now);
+        task.updated_at = op.now;
+        task.finished_by = Some(actor.name());
+        if status == TaskStatus::Completed {
+            task.result = result;
+        } else {
+            task.error = error.or_else(|| Some(format!("failed by {}", actor.name())));
+        }
+        let task = self.tasks[&id].clone();
+        let kind = if status == TaskStatus::Completed {
+            EventKind::TaskCompleted
+        } else {
+            EventKind::TaskFailed
+        };
+        op.task_event(
+            kind,
+            &task,
+            Some(format!("without a claim token, by {}", actor.name())),
+        );
+        self.retire(op, id);
+    }
+
+    /// The holder (claim) or assignee (reservation) of unfinished task `id` that `actor` must
+    /// match, after settling a claim whose required lock lapsed.
+    fn holder_for(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        field: &'static str,
+    ) -> Result<(InstanceId, Epoch), ValidationError> {
+        if let Some(token) = self.existing(id, field)?.token.clone() {
+            self.settle_lapsed(op, id, &token);
+        }
+        let task = self.existing(id, field)?;
+        match task.status {
+            TaskStatus::Completed | TaskStatus::Failed => {
+                Err(refuse(field, finished_rule(id, task.status)))
+            }
+            TaskStatus::Claimed => Ok(task.assignee.clone().expect("a claimed task has a holder")),
+            TaskStatus::Pending => task.reserved.clone().ok_or_else(|| {
+                refuse(
+                    field,
+                    format!(
+                        "task {id} is not assigned to any instance: claim it, or assign it first"
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Completes `id` without its claim token (ClaudeBench's `task.complete {id, result}`):
+    /// from its live assignee, or an operator. Completing a finished task again is refused.
+    pub fn complete_without_token(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        actor: &Actor,
+        result: Option<serde_json::Value>,
+        field: &'static str,
+    ) -> Result<Completion, ValidationError> {
+        let holder = self.holder_for(op, id, field)?;
+        if !actor.may_end(&holder) {
+            return Err(refuse(
+                "workerId",
+                format!("task {id} is not assigned to this instance (in this epoch)"),
+            ));
+        }
+        self.finish_without_token(op, id, TaskStatus::Completed, actor, result, None);
+        Ok(Completion {
+            status: CompleteStatus::Completed,
+            task_id: id,
+        })
+    }
+
+    /// Reports a failed attempt of `id` without its claim token: from its live assignee, or an
+    /// operator. As with a token, the attempt counts; the task goes back to pending (to every
+    /// worker) until it is out of attempts.
+    pub fn fail_without_token(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        actor: &Actor,
+        error: Option<String>,
+        field: &'static str,
+    ) -> Result<Failure, ValidationError> {
+        let holder = self.holder_for(op, id, field)?;
+        if !actor.may_end(&holder) {
+            return Err(refuse(
+                "workerId",
+                format!("task {id} is not assigned to this instance (in this epoch)"),
+            ));
+        }
+        let why = error.unwrap_or_else(|| format!("failed by {}", actor.name()));
+        let status = if self.tasks[&id].status == TaskStatus::Claimed {
+            self.take_back(op, id, why, false)
+        } else {
+            // Assigned, never claimed: the attempt counts all the same.
+            self.unreserve(id);
+            let task = self.tasks.get_mut(&id).expect("exists");
+            task.attempts += 1;
+            if task.attempts >= task.max_attempts {
+                self.finish_without_token(op, id, TaskStatus::Failed, actor, None, Some(why));
+                FailStatus::Failed
+            } else {
+                task.error = Some(why.clone());
+                task.updated_at = op.now;
+                let task = task.clone();
+                op.task_event(EventKind::TaskFailed, &task, Some(why));
+                FailStatus::Pending
+            }
+        };
+        if let Some(task) = self.tasks.get_mut(&id)
+            && status == FailStatus::Failed
+        {
+            task.finished_by = Some(actor.name());
+        }
+        let task = &self.tasks[&id];
+        Ok(Failure {
+            status,
+            task_id: id,
+            retry_count: task.attempts,
+            max_retries: task.max_attempts,
+            can_retry: status == FailStatus::Pending,
+        })
+    }
+
+    /// Assigns pending task `id` to the live instance `(instance, epoch)`: it stays pending,
+    /// and only that instance claims it (its next `task.claim` takes it first). Assigning it
+    /// again to the same instance changes nothing; to another, or once claimed, is refused.
+    pub fn assign(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        instance: &InstanceId,
+        epoch: Epoch,
+    ) -> Result<Option<InstanceId>, ValidationError> {
+        let task = self.existing(id, "taskId")?;
+        match task.status {
+            TaskStatus::Pending => {}
+            TaskStatus::Claimed => {
+                return Err(refuse(
+                    "taskId",
+                    format!("task {id} is already in progress on an instance; unassign it first"),
+                ));
+            }
+            status => return Err(refuse("taskId", finished_rule(id, status))),
+        }
+        match &task.reserved {
+            Some((current, e)) if current == instance && *e == epoch => {
+                return Ok(Some(current.clone()));
+            }
+            Some(_) => {
+                return Err(refuse(
+                    "taskId",
+                    format!("task {id} is already assigned to another instance; unassign it first"),
+                ));
+            }
+            None => {}
+        }
+        let task = self.tasks.get_mut(&id).expect("exists");
+        task.reserved = Some((instance.clone(), epoch));
+        task.updated_at = op.now;
+        self.reserve(id);
+        let mut task = self.tasks[&id].clone();
+        // The event names the instance it is assigned to.
+        task.assignee = Some((instance.clone(), epoch));
+        op.task_event(EventKind::TaskAssigned, &task, None);
+        Ok(None)
+    }
+
+    /// Removes the assignment of `id`: a pending task goes back to every worker; a claimed one
+    /// is taken from its holder (its token stale, its leases released, no attempt counted) and
+    /// is pending again. Answers the instance it was assigned to (`None`: it was not).
+    pub fn unassign(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        why: &str,
+    ) -> Result<Option<InstanceId>, ValidationError> {
+        let task = self.existing(id, "taskId")?;
+        match task.status {
+            TaskStatus::Pending => {
+                let Some(previous) = self.unreserve(id) else {
+                    return Ok(None);
+                };
+                let task = self.tasks.get_mut(&id).expect("exists");
+                task.updated_at = op.now;
+                let mut task = task.clone();
+                task.assignee = Some(previous.clone());
+                op.task_event(EventKind::TaskUnassigned, &task, Some(why.to_string()));
+                Ok(Some(previous.0))
+            }
+            TaskStatus::Claimed => {
+                let previous = task.assignee.clone();
+                let token = task.token.clone().expect("a claimed task has a token");
+                self.unclaim(op, id, &token, why);
+                Ok(previous.map(|(id, _)| id))
+            }
+            status => Err(refuse("taskId", finished_rule(id, status))),
+        }
+    }
+
+    /// Deletes task `id` whatever its state: a claim on it is over (token stale, leases
+    /// released). The store deletes its record.
+    pub fn delete(&mut self, op: &mut Op, id: TaskId) -> Result<(), ValidationError> {
+        let status = self.existing(id, "id")?.status;
+        match status {
+            TaskStatus::Claimed => self.end_claim(op, id),
+            TaskStatus::Pending => {
+                self.pending.remove(&pending_key(&self.tasks[&id]));
+                self.unreserve(id);
+            }
+            TaskStatus::Completed | TaskStatus::Failed => self.finished.retain(|t| *t != id),
+        }
+        let task = self.tasks.remove(&id).expect("exists");
+        if let Some(key) = task.request_key() {
+            self.by_request.remove(&key);
+        }
+        op.task_event(EventKind::TaskDeleted, &task, None);
+        Ok(())
+    }
+
+    /// Applies `update` to task `id` (ClaudeBench's `task.update`): text, priority and metadata
+    /// (merged into `payload.metadata`) on any task; a status change through the state machine:
+    /// `pending` takes a claim back (no attempt counted) or reopens a finished task with fresh
+    /// attempts; `in_progress` claims an assigned task for its assignee; `completed` and
+    /// `failed` end it as an operator would. Nothing changes when any part is refused.
+    pub fn update(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        update: &TaskUpdate,
+    ) -> Result<TaskView, ValidationError> {
+        let task = self.existing(id, "id")?;
+        let from = task.status;
+        if (update.text.is_some() || update.metadata.is_some()) && !task.payload.is_object() {
+            return Err(refuse(
+                "updates",
+                format!(
+                    "task {id}'s payload is not an object: its text and metadata cannot be set"
+                ),
+            ));
+        }
+        let to = update.status.filter(|s| *s != from);
+        match (from, to) {
+            (TaskStatus::Pending, Some(TaskStatus::Claimed)) if task.reserved.is_none() => {
+                return Err(refuse(
+                    "updates.status",
+                    format!(
+                        "task {id} goes in_progress when a worker claims it: assign it to an instance first"
+                    ),
+                ));
+            }
+            (TaskStatus::Completed | TaskStatus::Failed, Some(s)) if s != TaskStatus::Pending => {
+                return Err(refuse(
+                    "updates.status",
+                    format!(
+                        "{}; reopen it (status pending) first",
+                        finished_rule(id, from)
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        // The status first: it is the only part that can still be refused (locks held).
+        let mut changes = Vec::new();
+        if let Some(to) = to {
+            self.change_status(op, id, from, to)?;
+            changes.push("status");
+        }
+        // Then the content; the pending key moves with the priority.
+        let pending = self.tasks[&id].status == TaskStatus::Pending;
+        let reserved = if pending {
+            let key = pending_key(&self.tasks[&id]);
+            self.pending.remove(&key);
+            self.unreserve(id)
+        } else {
+            None
+        };
+        let task = self.tasks.get_mut(&id).expect("exists");
+        if let Some(text) = &update.text {
+            task.payload["text"] = serde_json::Value::String(text.clone());
+            changes.push("text");
+        }
+        if let Some(metadata) = &update.metadata {
+            let merged = task
+                .payload
+                .as_object_mut()
+                .expect("checked: an object")
+                .entry("metadata")
+                .or_insert_with(|| serde_json::json!({}));
+            if !merged.is_object() {
+                *merged = serde_json::json!({});
+            }
+            let merged = merged.as_object_mut().expect("an object");
+            for (k, v) in metadata {
+                merged.insert(k.clone(), v.clone());
+            }
+            changes.push("metadata");
+        }
+        if let Some(priority) = update.priority {
+            task.priority = priority;
+            changes.push("priority");
+        }
+        task.updated_at = op.now;
+        if pending {
+            task.reserved = reserved;
+            let key = pending_key(task);
+            self.pending.insert(key);
+            self.reserve(id);
+        }
+        let task = self.tasks[&id].clone();
+        op.task_event(EventKind::TaskUpdated, &task, Some(changes.join(",")));
+        Ok(self.view(&task, op))
+    }
+
+    /// The status part of [`update`](Self::update), `from` ≠ `to`, already checked allowed.
+    fn change_status(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        from: TaskStatus,
+        to: TaskStatus,
+    ) -> Result<(), ValidationError> {
+        match to {
+            TaskStatus::Pending if from == TaskStatus::Claimed => {
+                let token = self.tasks[&id].token.clone().expect("claimed");
+                self.unclaim(op, id, &token, "set pending by an operator");
+            }
+            TaskStatus::Pending => {
+                // Reopen a finished task with fresh attempts.
+                self.finished.retain(|t| *t != id);
+                let task = self.tasks.get_mut(&id).expect("exists");
+                task.status = TaskStatus::Pending;
+                task.attempts = 0;
+                task.token = None;
+                task.assignee = None;
+                task.claimed_at = None;
+                task.heartbeat_at = None;
+                task.finished_at = None;
+                task.finished_by = None;
+                task.result = None;
+                task.updated_at = op.now;
+                let key = pending_key(task);
+                self.pending.insert(key);
+            }
+            TaskStatus::Claimed => {
+                let (worker, epoch) = self.tasks[&id].reserved.clone().expect("checked: assigned");
+                let key = pending_key(&self.tasks[&id]);
+                if self.claim_one(op, key, &worker, epoch).is_none() {
+                    return Err(refuse(
+                        "updates.status",
+                        format!("task {id}'s required locks are held now; it stays pending"),
+                    ));
+                }
+            }
+            TaskStatus::Completed | TaskStatus::Failed => {
+                self.finish_without_token(op, id, to, &Actor::Operator, None, None);
+            }
+        }
+        Ok(())
+    }
+}
