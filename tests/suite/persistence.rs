@@ -751,10 +751,11 @@ async fn over_http_an_open_circuit_is_minus_32001_and_degraded_health() {
         rpc("system.register", json!({"roles": ["worker"], "id": "w1"})).await["result"]["registered"],
         true
     );
-    assert_eq!(
-        rpc("system.health", json!({})).await["result"]["status"],
-        "healthy"
-    );
+    let health = rpc("system.health", json!({})).await;
+    assert_eq!(health["result"]["status"], "healthy", "{health}");
+    // ClaudeBench's `services.redis`: a Redis store, answering.
+    assert_eq!(health["result"]["services"]["redis"], true, "{health}");
+    assert_eq!(health["result"]["services"]["postgres"], false, "{health}");
     redis.stop();
     let started = Instant::now();
     while c.store_status().state != "open" {
@@ -772,6 +773,7 @@ async fn over_http_an_open_circuit_is_minus_32001_and_degraded_health() {
     let health = rpc("system.health", json!({})).await;
     assert_eq!(health["result"]["status"], "degraded", "{health}");
     assert_eq!(health["result"]["services"]["storeState"], "open");
+    assert_eq!(health["result"]["services"]["redis"], false, "{health}");
     let _ = stop.send(());
     c.shutdown().await;
 }
