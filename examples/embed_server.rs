@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo run --example embed_server                  # listens on 127.0.0.1:7421
 //! curl -s localhost:7421/hello
-//! curl -s localhost:7421/vigil/rpc -d '{"jsonrpc":"2.0","method":"system.register","params":{"id":"w1"},"id":1}'
+//! curl -s localhost:7421/vigil/rpc -d '{"jsonrpc":"2.0","method":"system.register","params":{"id":"w1","roles":["worker"]},"id":1}'
 //! ```
 //!
 //! A first argument changes the address (`cargo run --example embed_server -- 127.0.0.1:9000`).

@@ -21,13 +21,13 @@ pub mod code {
     /// (circuit open), or the change was undone because the store did not acknowledge it.
     /// `data.applied` is `false`.
     pub const STORE_UNAVAILABLE: i64 = -32001;
-    /// The call timed out; its outcome is unknown (it may or may not have taken effect).
-    pub const TIMEOUT: i64 = -32002;
+    /// Not authorized: the caller's principal may not act on this instance (or on a task or
+    /// lease it holds), or the method needs an operator; nothing changed. `data.reason`,
+    /// `data.instanceId`. ClaudeBench's `UNAUTHORIZED` code.
+    pub const UNAUTHORIZED: i64 = -32002;
     /// A capacity limit is reached (`--max-tasks` live tasks); `data.reason`, `data.limit`.
     /// Nothing changed; retry once work has drained.
     pub const CAPACITY: i64 = -32003;
-    /// Not authorized.
-    pub const UNAUTHORIZED: i64 = -32004;
     /// This answer would take the response past its byte budget (`--max-answer-bytes`); the
     /// call only read, and may be asked again alone or for fewer items. `data.reason` is
     /// `answer_budget`.
@@ -36,6 +36,9 @@ pub mod code {
     /// acknowledge it in time; it is written when the store is back. Retrying the call is safe.
     /// `data.applied` is `true`.
     pub const NOT_DURABLE: i64 = -32006;
+    /// The call timed out; its outcome is unknown (it may or may not have taken effect).
+    /// (ClaudeBench uses −32002 for `UNAUTHORIZED`, so the timeout has a code of its own.)
+    pub const TIMEOUT: i64 = -32007;
 }
 
 /// A piece of input that broke a rule. `field` is the name the caller used (`id`, `roles[3]`,

@@ -23,7 +23,7 @@
 //! * the store equals memory after the run (`chaos.verify_store`; with Redis only);
 //! * an adversary — another principal, a worker token of its own — can act as no worker: it
 //!   unregisters, re-registers, heartbeats, claims and takes leases as live workers, and tries
-//!   their live claim tokens as if they had leaked, and every call must be refused (−32004);
+//!   their live claim tokens as if they had leaked, and every call must be refused (−32002);
 //! * no answer or event the adversary reads carries a claim token.
 
 pub mod disrupt;
@@ -507,7 +507,10 @@ impl Driver {
                 let key = format!("chaos/{}", rng.random_range(0..20));
                 let (method, params) = match round % 7 {
                     0 => ("system.unregister", json!({"instanceId": id})),
-                    1 => ("system.register", json!({"id": id, "ttlMs": 1000})),
+                    1 => (
+                        "system.register",
+                        json!({"id": id, "roles": ["worker"], "ttlMs": 1000}),
+                    ),
                     2 => ("system.heartbeat", json!({"instanceId": id})),
                     3 => ("task.claim", json!({"workerId": id})),
                     4 => (
@@ -524,6 +527,8 @@ impl Driver {
                 let refused = match &result {
                     Err(code) if *code == crate::rpc::code::UNAUTHORIZED => Some(true),
                     Err(_) => None,
+                    // The victim died meanwhile: the (idempotent) unregister changed nothing.
+                    Ok(answer) if answer["wasRegistered"] == false => Some(true),
                     Ok(_) => Some(false),
                 };
                 self.ledger

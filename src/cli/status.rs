@@ -90,7 +90,12 @@ pub fn render(state: &Value) -> String {
         rows.push([
             i["id"].as_str().unwrap_or("?").to_string(),
             roles.join(","),
-            i["status"].as_str().unwrap_or("?").to_string(),
+            // Vigil's liveness (`status` holds ClaudeBench's name for it).
+            i["state"]
+                .as_str()
+                .or(i["status"].as_str())
+                .unwrap_or("?")
+                .to_string(),
             ago(now, i["lastSeenMs"].as_u64().unwrap_or(0)),
             i["epoch"].to_string(),
             if i["isLeader"] == true {
@@ -120,10 +125,10 @@ pub fn render(state: &Value) -> String {
     }
     let leader = state["leader"].as_str().unwrap_or("none");
     out.push_str(&format!("\nleader: {leader}  term: {}\n", state["term"]));
-    let t = &state["tasks"];
+    let t = &state["taskCounts"];
     out.push_str(&format!(
-        "tasks:  pending {}  claimed {}  completed {}  failed {}\n",
-        t["pending"], t["claimed"], t["completed"], t["failed"]
+        "tasks:  pending {}  in_progress {}  completed {}  failed {}\n",
+        t["pending"], t["in_progress"], t["completed"], t["failed"]
     ));
     out
 }

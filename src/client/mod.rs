@@ -126,7 +126,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// A code for every error: the JSON-RPC code of [`Rpc`](Self::Rpc), `-32004` for
+    /// A code for every error: the JSON-RPC code of [`Rpc`](Self::Rpc), `-32002` for
     /// [`Unauthorized`](Self::Unauthorized), −1 otherwise.
     pub fn code(&self) -> i64 {
         match self {
@@ -523,10 +523,24 @@ impl Client {
             .await
     }
 
-    /// `system.unregister`.
+    /// `system.unregister`. [`Unregistration::unregistered`] is whether the instance was
+    /// registered and alive (the server's `wasRegistered`; its `unregistered` is always true,
+    /// as ClaudeBench's).
     pub async fn unregister(&self, id: &str) -> Result<Unregistration, ClientError> {
-        self.typed("system.unregister", json!({"instanceId": id}))
-            .await
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            unregistered: bool,
+            tasks_reassigned: usize,
+            was_registered: Option<bool>,
+        }
+        let wire: Wire = self
+            .typed("system.unregister", json!({"instanceId": id}))
+            .await?;
+        Ok(Unregistration {
+            unregistered: wire.was_registered.unwrap_or(wire.unregistered),
+            tasks_reassigned: wire.tasks_reassigned,
+        })
     }
 
     /// `system.get_state`: at most `limit` instances, ordered by id (the server's default, 100,
@@ -756,8 +770,10 @@ pub struct LeaseRenewal {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterView {
-    /// Registered instances, ordered by id (at most the limit asked for).
-    #[serde(default)]
+    /// Registered instances, ordered by id (at most the limit asked for). The server shows
+    /// ClaudeBench's status names under `status` and Vigil's under `state`; this reads the
+    /// latter.
+    #[serde(default, deserialize_with = "vigil_instances")]
     pub instances: Vec<InstanceView>,
     /// How many instances are registered in all.
     pub instance_count: usize,
@@ -773,19 +789,46 @@ pub struct ClusterView {
     pub term: Term,
     /// The leader, its epoch, the term and when leadership last changed.
     pub leadership: LeaderView,
-    /// Task counts by status (`pending`, `claimed`, `completed`, `failed`).
-    #[serde(default)]
-    pub tasks: Map<String, Value>,
+    /// Task counts by status (`pending`, `in_progress`, `completed`, `failed`): the server's
+    /// `taskCounts`.
+    #[serde(default, rename = "taskCounts")]
+    pub task_counts: Map<String, Value>,
     /// The most recent events, oldest first.
     #[serde(default)]
     pub recent_events: Vec<Event>,
 }
 
 impl ClusterView {
-    /// The count of tasks in `status` (`pending`, `claimed`, `completed`, `failed`).
+    /// The count of tasks in `status` (`pending`, `in_progress` — also asked as `claimed` —,
+    /// `completed`, `failed`).
     pub fn task_count(&self, status: &str) -> u64 {
-        self.tasks.get(status).and_then(Value::as_u64).unwrap_or(0)
+        let status = if status == "claimed" {
+            "in_progress"
+        } else {
+            status
+        };
+        self.task_counts
+            .get(status)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
     }
+}
+
+/// `system.get_state`'s instances as [`InstanceView`]s: Vigil's own status is under `state`
+/// (`status` holds ClaudeBench's `ACTIVE`/`IDLE`/`BUSY`/`OFFLINE`).
+fn vigil_instances<'de, D>(d: D) -> Result<Vec<InstanceView>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = Vec::<Map<String, Value>>::deserialize(d)?;
+    raw.into_iter()
+        .map(|mut i| {
+            if let Some(state) = i.remove("state") {
+                i.insert("status".into(), state);
+            }
+            serde_json::from_value(Value::Object(i)).map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 /// An [`InstanceId`] for an id the server already accepted (no validation here).

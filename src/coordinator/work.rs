@@ -218,6 +218,16 @@ impl Coordinator {
         self.ctx().work.lock().live_tasks()
     }
 
+    /// How many tasks each of `instances` (id and epoch) holds claimed, in their order, read
+    /// under one lock.
+    pub fn claims_held(&self, instances: &[(InstanceId, crate::model::Epoch)]) -> Vec<usize> {
+        let work = self.ctx().work.lock();
+        instances
+            .iter()
+            .map(|(id, epoch)| work.claims_held(id, *epoch))
+            .collect()
+    }
+
     /// Counts of tasks by status (`pending`, `claimed`, `completed`, `failed`).
     pub fn task_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
         self.ctx().work.lock().counts()

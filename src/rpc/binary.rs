@@ -76,7 +76,7 @@ pub enum BeatResult {
         /// When the next heartbeat will be accepted.
         retry_after_ms: u64,
     },
-    /// Refused: the instance is bound to another principal (−32004 on the JSON path); nothing
+    /// Refused: the instance is bound to another principal (−32002 on the JSON path); nothing
     /// changed.
     Forbidden,
 }
@@ -162,6 +162,15 @@ impl Dispatcher {
                 ),
             );
         }
+        // ClaudeBench's `instanceId: z.string().min(1)`: an empty id refuses the frame, as
+        // the JSON path refuses the call (−32602).
+        if let Some(i) = frame.instance_ids.iter().position(|id| id.is_empty()) {
+            return AnswerFrame::error(
+                frame.seq,
+                code::INVALID_PARAMS,
+                format!("instanceIds[{i}]: must be at least 1 character long"),
+            );
+        }
         let write_through = self.coordinator.heartbeats_write_through();
         let mut results = Vec::with_capacity(n);
         for id in &frame.instance_ids {
@@ -174,6 +183,8 @@ impl Dispatcher {
                     metrics::outcome_label(Err(&super::RpcError::from(e))),
                     started.elapsed(),
                 );
+                self.stats
+                    .record_slot(super::stats::HEARTBEAT, false, started.elapsed());
                 results.push(BeatResult::Forbidden);
                 continue;
             }
@@ -185,6 +196,8 @@ impl Dispatcher {
                     metrics::outcome_label(Err(&e)),
                     started.elapsed(),
                 );
+                self.stats
+                    .record_slot(super::stats::HEARTBEAT, false, started.elapsed());
                 let retry_after_ms = e
                     .data
                     .as_ref()
@@ -207,14 +220,16 @@ impl Dispatcher {
                         metrics::outcome_label(Err(&super::RpcError::from(e))),
                         started.elapsed(),
                     );
+                    self.stats
+                        .record_slot(super::stats::HEARTBEAT, false, started.elapsed());
                     results.push(BeatResult::Forbidden);
                     continue;
                 }
             };
+            let took = started.elapsed();
             self.heartbeat_metrics.ok.increment(1);
-            self.heartbeat_metrics
-                .duration
-                .record(started.elapsed().as_secs_f64());
+            self.heartbeat_metrics.duration.record(took.as_secs_f64());
+            self.stats.record_slot(super::stats::HEARTBEAT, true, took);
             results.push(BeatResult::Beat {
                 alive: beat.alive,
                 is_leader: beat.is_leader,

@@ -68,6 +68,9 @@ impl Dispatcher {
         }
         let params: HeartbeatParams<'_> = serde_json::from_str(envelope.params?.get()).ok()?;
         let instance = params.instance_id.or(params.id)?;
+        if instance.is_empty() {
+            return None; // −32602 from the general path
+        }
         let id = match envelope.id {
             None => None,
             Some(raw) => {
@@ -100,11 +103,13 @@ impl Dispatcher {
         let beat = match beat {
             Ok(beat) => beat,
             Err(e) => {
+                let took = started.elapsed();
                 super::metrics::record(
                     "system.heartbeat",
                     super::metrics::outcome_label(Err(&e)),
-                    started.elapsed(),
+                    took,
                 );
+                self.stats.record_slot(super::stats::HEARTBEAT, false, took);
                 let id = id?; // a refused notification is dropped silently
                 let error = serde_json::to_vec(&e.to_value()).ok()?;
                 let mut out = Vec::with_capacity(64 + error.len());
@@ -116,10 +121,10 @@ impl Dispatcher {
                 return Some(Fast::Answer(out));
             }
         };
+        let took = started.elapsed();
         self.heartbeat_metrics.ok.increment(1);
-        self.heartbeat_metrics
-            .duration
-            .record(started.elapsed().as_secs_f64());
+        self.heartbeat_metrics.duration.record(took.as_secs_f64());
+        self.stats.record_slot(super::stats::HEARTBEAT, true, took);
         let Some(id) = id else {
             return Some(Fast::Silent);
         };

@@ -8,11 +8,13 @@
 pub mod binary;
 #[cfg(feature = "fault-injection")]
 mod chaos;
+mod discover;
 mod fast;
 mod lease;
 pub(crate) mod metrics;
 mod params;
 mod principal;
+mod stats;
 mod system;
 mod task;
 
@@ -133,7 +135,7 @@ impl From<Error> for RpcError {
 pub struct RpcLimits {
     /// Most requests in one batch (default 1000).
     pub max_batch: usize,
-    /// Time allowed per call (default 2 s); past it the call answers −32002 (outcome unknown).
+    /// Time allowed per call (default 2 s); past it the call answers −32007 (outcome unknown).
     /// [`Dispatcher::new`] raises it to the coordinator's own
     /// [`Config::call_timeout`](crate::Config::call_timeout) if it is shorter, so that a
     /// write-through call always answers with the store's verdict (its store wait ends at
@@ -167,6 +169,8 @@ pub const READ_ONLY_METHODS: &[&str] = &[
     "system.check_health",
     "system.get_state",
     "system.health",
+    "system.metrics",
+    "system.discover",
     "task.get",
     "task.list",
     "lease.list",
@@ -196,6 +200,8 @@ pub struct Dispatcher {
     guard: Option<std::sync::Arc<dyn Guard>>,
     heartbeat_metrics: metrics::HeartbeatMetrics,
     chaos: bool,
+    mcp: bool,
+    stats: std::sync::Arc<stats::CallStats>,
     principal: Principal,
     authority: crate::model::Authority,
 }
@@ -217,6 +223,8 @@ pub const METHODS: &[&str] = &[
     "system.check_health",
     "system.get_state",
     "system.health",
+    "system.metrics",
+    "system.discover",
     "task.create",
     "task.claim",
     "task.heartbeat",
@@ -257,6 +265,8 @@ impl Dispatcher {
             guard: None,
             heartbeat_metrics: metrics::HeartbeatMetrics::resolve(),
             chaos: false,
+            mcp: false,
+            stats: std::sync::Arc::new(stats::CallStats::new()),
             principal: Principal::anonymous(),
             authority: crate::model::Authority::Any,
         }
@@ -265,7 +275,7 @@ impl Dispatcher {
     /// The same dispatcher acting for `principal` (the default is [`Principal::anonymous`],
     /// an operator). A worker principal may act only on the instances it registered, and on
     /// the tasks and leases they hold; a call acting for another principal's instance is
-    /// −32004 with `data.reason`, and `chaos.*` needs an operator.
+    /// −32002 with `data.reason`, and `chaos.*` needs an operator.
     pub fn for_principal(&self, principal: Principal) -> Self {
         let mut dispatcher = self.clone();
         dispatcher.authority = principal.authority();
@@ -282,6 +292,19 @@ impl Dispatcher {
     pub fn with_chaos(mut self, enabled: bool) -> Self {
         self.chaos = enabled;
         self
+    }
+
+    /// Reports the MCP endpoint as served (`system.health`'s `services.mcp`; default off).
+    /// The one switch to flip where `/mcp` is mounted.
+    pub fn with_mcp(mut self, served: bool) -> Self {
+        self.mcp = served;
+        self
+    }
+
+    /// Counts one call of `method` (`events.subscribe` and other methods answered outside
+    /// [`call`](Self::call)) in the figures `system.metrics` reads.
+    pub fn record_call(&self, method: &str, ok: bool, took: Duration) {
+        self.stats.record(method, ok, took);
     }
 
     /// Installs a guard (rate limiting).
@@ -487,11 +510,13 @@ impl Dispatcher {
     pub async fn call(&self, method: &str, params: Params) -> Result<Value, RpcError> {
         let started = Instant::now();
         let result = self.call_unmetered(method, params).await;
+        let took = started.elapsed();
         metrics::record(
             metrics::method_label(method),
             metrics::outcome_label(result.as_ref().map(|_| ())),
-            started.elapsed(),
+            took,
         );
+        self.stats.record(method, result.is_ok(), took);
         result
     }
 
@@ -527,7 +552,11 @@ impl Dispatcher {
             "system.unregister" => system::unregister(c, params, a).await,
             "system.check_health" => system::check_health(c, params).await,
             "system.get_state" => system::get_state(c, params).await,
-            "system.health" => system::health(c, params).await,
+            "system.health" => system::health(c, params, self.mcp).await,
+            "system.metrics" => system::metrics(c, params, &self.stats).await,
+            "system.discover" => {
+                discover::discover(&params, self.chaos && cfg!(feature = "fault-injection"))
+            }
             "task.create" => task::create(c, params, a).await,
             "task.claim" => task::claim(c, params, a).await,
             "task.heartbeat" => task::heartbeat(c, params, a).await,
@@ -634,6 +663,9 @@ mod tests {
             r#"{"id":-3,"params":{"instanceId":"w1","extra":true},"method":"system.heartbeat","jsonrpc":"2.0"}"#,
             r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"}}"#,
             r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{},"id":2}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":""},"id":2}"#,
+            r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"","id":"w1"},"id":2}"#,
+            r#"[{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":""},"id":5}]"#,
             r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":5},"id":3}"#,
             r#"{"jsonrpc":"1.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":4}"#,
             r#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":[1]}"#,
@@ -651,6 +683,28 @@ mod tests {
             // Parse errors carry serde's message, identical on both paths.
             assert_eq!(fast, general, "{body}");
         }
+        c.shutdown().await;
+    }
+
+    /// Every method the dispatcher lists (and `system.discover` shows) is routed: called with
+    /// no parameters it answers something other than "method not found" (chaos served).
+    #[tokio::test]
+    async fn every_listed_method_is_dispatched() {
+        let c = Coordinator::start(Config::default()).await.unwrap();
+        let d = Dispatcher::new(c.clone(), RpcLimits::default()).with_chaos(true);
+        for method in METHODS {
+            if cfg!(not(feature = "fault-injection")) && method.starts_with("chaos.") {
+                continue;
+            }
+            let answer = d.call(method, Params::default()).await;
+            let not_found = matches!(&answer, Err(e) if e.code == code::METHOD_NOT_FOUND);
+            assert!(
+                !not_found,
+                "{method} is listed but not dispatched: {answer:?}"
+            );
+        }
+        let unknown = d.call("no.such", Params::default()).await.unwrap_err();
+        assert_eq!(unknown.code, code::METHOD_NOT_FOUND);
         c.shutdown().await;
     }
 

@@ -69,6 +69,48 @@ impl Params {
         self.opt_str(names)?.ok_or_else(|| Self::missing(names))
     }
 
+    /// A required string of at least one character (ClaudeBench's `z.string().min(1)`): an
+    /// empty one is −32602, not a lookup of nobody.
+    pub fn non_empty_str(&self, names: &[&'static str]) -> Result<&str, RpcError> {
+        self.opt_non_empty_str(names)?
+            .ok_or_else(|| Self::missing(names))
+    }
+
+    /// An optional string that, when present, has at least one character.
+    pub fn opt_non_empty_str(&self, names: &[&'static str]) -> Result<Option<&str>, RpcError> {
+        match self.find(names) {
+            Some((name, Value::String(s))) if s.is_empty() => Err(RpcError::invalid_params(
+                name,
+                "must be at least 1 character long",
+            )),
+            _ => self.opt_str(names),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&self, names: &[&'static str]) -> Result<Option<bool>, RpcError> {
+        match self.find(names) {
+            None => Ok(None),
+            Some((_, Value::Bool(b))) => Ok(Some(*b)),
+            Some((name, v)) => Err(RpcError::invalid_params(
+                name,
+                format!("must be a boolean, got {}", type_name(v)),
+            )),
+        }
+    }
+
+    /// An optional number (any JSON number).
+    pub fn opt_number(&self, names: &[&'static str]) -> Result<Option<f64>, RpcError> {
+        match self.find(names) {
+            None => Ok(None),
+            Some((_, Value::Number(n))) => Ok(n.as_f64()),
+            Some((name, v)) => Err(RpcError::invalid_params(
+                name,
+                format!("must be a number, got {}", type_name(v)),
+            )),
+        }
+    }
+
     /// An optional non-negative integer within `max`.
     pub fn opt_u64(&self, names: &[&'static str], max: u64) -> Result<Option<u64>, RpcError> {
         match self.find(names) {
@@ -93,6 +135,11 @@ impl Params {
         Ok(self
             .opt_u64(&["limit"], MAX_LIST_LIMIT as u64)?
             .map_or(DEFAULT_LIST_LIMIT, |n| n as usize))
+    }
+
+    /// A required array of strings.
+    pub fn strings(&self, names: &[&'static str]) -> Result<Vec<String>, RpcError> {
+        self.opt_strings(names)?.ok_or_else(|| Self::missing(names))
     }
 
     /// An optional array of strings.

@@ -1,9 +1,9 @@
 //! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
 //! `GET /ws` (with pushed events), health at `GET /healthz`, Prometheus text at `GET /metrics`,
 //! with the guards of DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
-//! valid one) naming a principal whose role bounds what it may act on (−32004), a
+//! valid one) naming a principal whose role bounds what it may act on (−32002), a
 //! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
-//! (−32002). [`Server`] also bounds connections: header, body and idle
+//! (−32007). [`Server`] also bounds connections: header, body and idle
 //! timeouts and a cap on open connections (see `conn.rs`).
 
 mod conn;

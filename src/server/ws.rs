@@ -168,11 +168,15 @@ async fn handle_text(
     {
         let started = std::time::Instant::now();
         let result = subscribe(state, &value, subscription);
+        let took = started.elapsed();
         metrics::record(
             "events.subscribe",
             metrics::outcome_label(result.as_ref().map(|_| ())),
-            started.elapsed(),
+            took,
         );
+        state
+            .dispatcher
+            .record_call("events.subscribe", result.is_ok(), took);
         let Some(id) = value.get("id").cloned() else {
             return Reply::Nothing;
         };

@@ -183,11 +183,6 @@ fn fail(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{context}: {e}"))
 }
 
-fn iso(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
-
 fn flatten(fields: Vec<(String, String)>) -> impl Iterator<Item = String> {
     fields.into_iter().flat_map(|(k, v)| [k, v])
 }
@@ -274,7 +269,10 @@ impl RedisStore {
     fn instance_put(&self, record: &InstanceRecord, expire_in_ms: u64) -> Cmd {
         let id = record.id.as_str();
         let mut f = fields::to_fields(record, INSTANCE_TEXT);
-        f.push(("lastHeartbeat".into(), iso(record.last_seen_ms)));
+        f.push((
+            "lastHeartbeat".into(),
+            crate::work::task::iso_ms(record.last_seen_ms),
+        ));
         self.scripts.instance_put.call(
             &[self.keys.instance(id), self.keys.active()],
             [
@@ -294,7 +292,7 @@ impl RedisStore {
         let args = beats.iter().flat_map(|b| {
             [
                 b.last_seen_ms.to_string(),
-                iso(b.last_seen_ms),
+                crate::work::task::iso_ms(b.last_seen_ms),
                 b.status.as_str().to_string(),
                 (b.expire_in_ms.max(1) + self.retention_ms).to_string(),
             ]

@@ -869,6 +869,13 @@ impl WorkBook {
         tasks.len()
     }
 
+    /// How many tasks the instance `id` holds claimed in `epoch`.
+    pub fn claims_held(&self, id: &InstanceId, epoch: Epoch) -> usize {
+        self.claimed_by
+            .get(&(id.clone(), epoch))
+            .map_or(0, BTreeSet::len)
+    }
+
     /// The periodic sweep: takes back claims whose step heartbeat is older than the step
     /// timeout, claims (and instance leases) of instances that are no longer live — a safety
     /// net for a departure whose notice was lost — and reaps lapsed leases.

@@ -250,7 +250,7 @@ async fn a_flood_starves_no_one_and_grows_no_memory() {
     for id in ["flooder", "polite"] {
         let r: Value = client
             .post(&url)
-            .json(&json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": id}, "id": 1}))
+            .json(&json!({"jsonrpc": "2.0", "method": "system.register", "params": {"roles": ["worker"], "id": id}, "id": 1}))
             .send()
             .await
             .unwrap()

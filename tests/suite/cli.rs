@@ -153,7 +153,8 @@ fn serve_reads_a_toml_config_file_and_flags_win() {
         }
     };
     use std::io::{Read, Write};
-    let body = r#"{"jsonrpc":"2.0","method":"system.register","params":{"id":"w"},"id":1}"#;
+    let body =
+        r#"{"jsonrpc":"2.0","method":"system.register","params":{"id":"w","roles":[]},"id":1}"#;
     write!(
         stream,
         "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -97,7 +97,7 @@ async fn a_batch_of_get_state_stays_within_the_answer_budget() {
         let mut batch: Vec<Value> = (0..60)
             .map(|i| json!({"jsonrpc": "2.0", "method": "system.get_state", "id": i}))
             .collect();
-        batch.push(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": late}, "id": "reg"}));
+        batch.push(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"roles": ["worker"], "id": late}, "id": "reg"}));
         batch.push(json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": late}, "id": "hb"}));
         let body = Value::Array(batch).to_string();
         let text = match transport {
@@ -420,7 +420,12 @@ async fn task_create_beyond_max_tasks_is_refused_and_creates_nothing() {
     assert_eq!(created, 3, "the refused task published no event");
 
     // A finished task does not count: complete one and there is room for one more.
-    result(&url, "system.register", json!({"id": "w"})).await;
+    result(
+        &url,
+        "system.register",
+        json!({"roles": ["worker"], "id": "w"}),
+    )
+    .await;
     let claim = result(&url, "task.claim", json!({"workerId": "w"})).await;
     let done = json!({"taskId": claim["taskId"], "claimToken": claim["claimToken"]});
     result(&url, "task.complete", done).await;

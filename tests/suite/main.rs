@@ -15,6 +15,8 @@ mod chaos;
 mod cli;
 #[cfg(all(feature = "client", feature = "server"))]
 mod client;
+#[cfg(all(feature = "client", feature = "server"))]
+mod compat_system;
 #[cfg(feature = "server")]
 mod compat_tasks;
 #[cfg(feature = "server")]

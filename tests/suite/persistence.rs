@@ -577,8 +577,16 @@ async fn a_server_killed_with_sigkill_recovers_everything_acknowledged() {
     };
     let mut server = spawn();
     wait_up().await;
-    call("system.register", json!({"id": "stays", "ttlMs": 60_000})).await;
-    call("system.register", json!({"id": "dies", "ttlMs": 1_000})).await;
+    call(
+        "system.register",
+        json!({"roles": ["worker"], "id": "stays", "ttlMs": 60_000}),
+    )
+    .await;
+    call(
+        "system.register",
+        json!({"roles": ["worker"], "id": "dies", "ttlMs": 1_000}),
+    )
+    .await;
     let mut task_ids = Vec::new();
     for i in 0..4 {
         let t = call("task.create", json!({"text": format!("job {i}")})).await;
@@ -740,13 +748,14 @@ async fn over_http_an_open_circuit_is_minus_32001_and_degraded_health() {
         }
     };
     assert_eq!(
-        rpc("system.register", json!({"id": "w1"})).await["result"]["registered"],
+        rpc("system.register", json!({"roles": ["worker"], "id": "w1"})).await["result"]["registered"],
         true
     );
-    assert_eq!(
-        rpc("system.health", json!({})).await["result"]["status"],
-        "healthy"
-    );
+    let health = rpc("system.health", json!({})).await;
+    assert_eq!(health["result"]["status"], "healthy", "{health}");
+    // ClaudeBench's `services.redis`: a Redis store, answering.
+    assert_eq!(health["result"]["services"]["redis"], true, "{health}");
+    assert_eq!(health["result"]["services"]["postgres"], false, "{health}");
     redis.stop();
     let started = Instant::now();
     while c.store_status().state != "open" {
@@ -764,6 +773,7 @@ async fn over_http_an_open_circuit_is_minus_32001_and_degraded_health() {
     let health = rpc("system.health", json!({})).await;
     assert_eq!(health["result"]["status"], "degraded", "{health}");
     assert_eq!(health["result"]["services"]["storeState"], "open");
+    assert_eq!(health["result"]["services"]["redis"], false, "{health}");
     let _ = stop.send(());
     c.shutdown().await;
 }
@@ -1139,7 +1149,7 @@ async fn an_instances_principal_survives_a_restart() {
     let reg = call(
         &alice,
         "system.register",
-        serde_json::json!({"id": "w1", "ttlMs": 60_000}),
+        serde_json::json!({"id": "w1", "roles": ["worker"], "ttlMs": 60_000}),
     )
     .await;
     assert_eq!(reg["result"]["registered"], true, "{reg}");
@@ -1162,7 +1172,7 @@ async fn an_instances_principal_survives_a_restart() {
         serde_json::json!({"instanceId": "w1"}),
     )
     .await;
-    assert_eq!(refused["error"]["code"], -32004, "{refused}");
+    assert_eq!(refused["error"]["code"], -32002, "{refused}");
     let alice = bob.for_principal(Principal::worker("alice"));
     let beat = call(
         &alice,
@@ -1223,7 +1233,7 @@ enum Outage {
 }
 
 /// A store that stops answering, over the real HTTP server: each write-through call answers
-/// within the store wait — before the call timeout, never −32002 — with what happened:
+/// within the store wait — before the call timeout, never −32007 — with what happened:
 /// `system.register` −32006 (`applied: true`: registered, not yet durable), `task.create` and
 /// `task.claim` −32001 (`applied: false`: undone, nothing changed). When the store is back, a
 /// create retried with its request id is made once, the task is claimable, and the store
@@ -1258,7 +1268,8 @@ async fn an_outage_over_http(outage: Outage) {
     .await;
     let rpc = Rpc::new(&url);
     assert_eq!(
-        rpc.call("system.register", json!({"id": "w1"})).await["result"]["registered"],
+        rpc.call("system.register", json!({"roles": ["worker"], "id": "w1"}))
+            .await["result"]["registered"],
         true
     );
     let created = rpc
@@ -1281,7 +1292,9 @@ async fn an_outage_over_http(outage: Outage) {
         );
     };
     // Registered, not yet durable.
-    let (answer, took) = rpc.timed("system.register", json!({"id": "w2"})).await;
+    let (answer, took) = rpc
+        .timed("system.register", json!({"roles": ["worker"], "id": "w2"}))
+        .await;
     assert_eq!(answer["error"]["code"], -32006, "{outage:?}: {answer}");
     assert_eq!(answer["error"]["data"]["applied"], true, "{answer}");
     quick(took, "system.register");

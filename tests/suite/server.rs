@@ -128,7 +128,9 @@ async fn a_claudebench_shaped_session() {
     assert_eq!(claim["taskId"], task["id"]);
     let state = s.call("system.get_state", json!({})).await;
     assert_eq!(state["leader"], "worker-claude-001");
-    assert_eq!(state["tasks"]["claimed"], 1);
+    assert_eq!(state["taskCounts"]["in_progress"], 1);
+    assert_eq!(state["instances"][0]["status"], "BUSY", "{state}");
+    assert_eq!(state["tasks"][0]["id"], task["id"], "{state}");
     let health = s
         .call("system.check_health", json!({"timeout": 60000}))
         .await;
@@ -139,7 +141,10 @@ async fn a_claudebench_shaped_session() {
             json!({"instanceId": "worker-claude-001", "sessionId": "s-1", "timestamp": 1}),
         )
         .await;
-    assert_eq!(out, json!({"unregistered": true, "tasksReassigned": 1}));
+    assert_eq!(
+        out,
+        json!({"unregistered": true, "tasksReassigned": 1, "wasRegistered": true})
+    );
     let task = s.call("task.get", json!({"id": task["id"]})).await;
     assert_eq!(task["status"], "pending");
     assert_eq!(
@@ -258,7 +263,10 @@ async fn json_rpc_to_the_letter() {
     }
     // Bad params name the field.
     let err = s
-        .call_err("system.register", json!({"id": "has space"}))
+        .call_err(
+            "system.register",
+            json!({"roles": ["worker"], "id": "has space"}),
+        )
         .await;
     assert_eq!(err["code"], -32602);
     assert_eq!(err["data"]["field"], "id");
@@ -354,7 +362,8 @@ async fn heartbeats_are_rate_limited_per_instance() {
     })
     .await;
     for w in ["noisy", "calm"] {
-        s.call("system.register", json!({"id": w})).await;
+        s.call("system.register", json!({"roles": ["worker"], "id": w}))
+            .await;
     }
     for _ in 0..5 {
         assert_eq!(
@@ -424,7 +433,7 @@ async fn metrics_page_counts_calls_and_shows_state() {
     let unknown = r#"vigil_rpc_calls_total{method="unknown",outcome="method_not_found"}"#;
     let count = |page: &str, name: &str| sample(page, name).unwrap_or(0.0);
     for id in ["a", "b", "c"] {
-        rpc(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": id}, "id": 1}))
+        rpc(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"roles": ["worker"], "id": id}, "id": 1}))
             .await
             .unwrap();
     }
@@ -433,7 +442,7 @@ async fn metrics_page_counts_calls_and_shows_state() {
             .await
             .unwrap();
     }
-    rpc(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": ""}, "id": 1}))
+    rpc(json!({"jsonrpc": "2.0", "method": "system.register", "params": {"roles": ["worker"], "id": ""}, "id": 1}))
         .await
         .unwrap();
     rpc(json!({"jsonrpc": "2.0", "method": "no.such", "id": 1}))
@@ -535,7 +544,7 @@ mod websocket {
     async fn json_rpc_over_websocket_and_pushed_events() {
         let s = TestServer::default().await;
         let mut ws = connect(&s).await;
-        send(&mut ws, json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": "w1"}, "id": "r1"})).await;
+        send(&mut ws, json!({"jsonrpc": "2.0", "method": "system.register", "params": {"roles": ["worker"], "id": "w1"}, "id": "r1"})).await;
         let answer = recv(&mut ws).await;
         assert_eq!(answer["id"], "r1");
         assert_eq!(answer["result"]["registered"], true);
@@ -543,7 +552,8 @@ mod websocket {
         let sub = recv(&mut ws).await;
         assert_eq!(sub["result"]["subscribed"], true);
         // Another client acts; this one is told.
-        s.call("system.register", json!({"id": "w2"})).await;
+        s.call("system.register", json!({"roles": ["worker"], "id": "w2"}))
+            .await;
         let event = recv(&mut ws).await;
         assert_eq!(event["method"], "event");
         assert_eq!(event["params"]["type"], "instance.registered");
@@ -615,8 +625,10 @@ mod websocket {
             ..ServerConfig::default()
         })
         .await;
-        s.call("system.register", json!({"id": "b1"})).await;
-        s.call("system.register", json!({"id": "b2"})).await;
+        s.call("system.register", json!({"roles": ["worker"], "id": "b1"}))
+            .await;
+        s.call("system.register", json!({"roles": ["worker"], "id": "b2"}))
+            .await;
         let term = s.coordinator.leader_view().term.0;
         let mut ws = connect(&s).await;
         let ids = vec![

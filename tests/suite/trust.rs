@@ -25,7 +25,13 @@ async fn a_claim_token_is_shown_only_to_its_claimer() {
     let mut events = coordinator.subscribe();
     let http = reqwest::Client::new();
     for id in ["worker-a", "intruder"] {
-        rpc(&http, &url, "system.register", json!({"id": id})).await;
+        rpc(
+            &http,
+            &url,
+            "system.register",
+            json!({"roles": ["worker"], "id": id}),
+        )
+        .await;
     }
     let created = rpc(
         &http,
@@ -149,7 +155,13 @@ async fn only_registered_instances_are_rate_limited() {
         .await;
         assert_eq!(beat["result"]["alive"], false, "{beat}");
     }
-    rpc(&http, &url, "system.register", json!({"id": "w1"})).await;
+    rpc(
+        &http,
+        &url,
+        "system.register",
+        json!({"roles": ["worker"], "id": "w1"}),
+    )
+    .await;
     let codes: Vec<Value> = {
         let mut out = Vec::new();
         for _ in 0..3 {
@@ -229,7 +241,7 @@ async fn websocket_as(
 }
 
 fn forbidden(answer: &Value) -> bool {
-    answer["error"]["code"] == -32004 && answer["error"]["data"]["reason"].is_string()
+    answer["error"]["code"] == -32002 && answer["error"]["data"]["reason"].is_string()
 }
 
 /// A worker principal can do nothing as another principal's instance: not unregister it,
@@ -245,11 +257,18 @@ async fn a_worker_cannot_act_as_another_principals_instance() {
         &url,
         ALICE,
         "system.register",
-        json!({"id": "w-alice", "ttlMs": 60_000}),
+        json!({"id": "w-alice", "roles": ["worker"], "ttlMs": 60_000}),
     )
     .await;
     assert_eq!(reg["result"]["registered"], true, "{reg}");
-    let reg = call(&http, &url, BOB, "system.register", json!({"id": "w-bob"})).await;
+    let reg = call(
+        &http,
+        &url,
+        BOB,
+        "system.register",
+        json!({"roles": ["worker"], "id": "w-bob"}),
+    )
+    .await;
     assert_eq!(reg["result"]["registered"], true, "{reg}");
     let lease = call(
         &http,
@@ -264,7 +283,10 @@ async fn a_worker_cannot_act_as_another_principals_instance() {
 
     let attempts = [
         ("system.unregister", json!({"instanceId": "w-alice"})),
-        ("system.register", json!({"id": "w-alice", "ttlMs": 1000})),
+        (
+            "system.register",
+            json!({"roles": ["worker"], "id": "w-alice", "ttlMs": 1000}),
+        ),
         ("system.heartbeat", json!({"instanceId": "w-alice"})),
         ("task.claim", json!({"workerId": "w-alice"})),
         (
@@ -298,7 +320,8 @@ async fn a_worker_cannot_act_as_another_principals_instance() {
     )
     .await;
     let instance = &state["result"]["instances"][0];
-    assert_eq!(instance["status"], "active", "{state}");
+    assert_eq!(instance["state"], "active", "{state}");
+    assert_eq!(instance["status"], "ACTIVE", "{state}");
     assert_eq!(instance["ttlMs"], 60_000, "{state}");
     assert_eq!(instance["owner"], "alice", "{state}");
     let leases = call(&http, &url, OPS, "lease.list", json!({})).await;
@@ -344,7 +367,14 @@ async fn a_worker_cannot_act_as_another_principals_instance() {
     .await;
     assert_eq!(beat["result"]["alive"], true, "{beat}");
     // A worker cannot act on an instance an operator registered either.
-    call(&http, &url, OPS, "system.register", json!({"id": "w-ops"})).await;
+    call(
+        &http,
+        &url,
+        OPS,
+        "system.register",
+        json!({"roles": ["worker"], "id": "w-ops"}),
+    )
+    .await;
     let answer = call(
         &http,
         &url,
@@ -370,7 +400,7 @@ async fn a_worker_cannot_act_as_another_principals_instance() {
         &url,
         BOB,
         "system.register",
-        json!({"id": "w-alice"}),
+        json!({"id": "w-alice", "roles": ["worker"]}),
     )
     .await;
     assert_eq!(again["result"]["registered"], true, "{again}");
@@ -390,7 +420,7 @@ async fn a_leaked_claim_token_does_not_let_another_principal_act() {
         &url,
         ALICE,
         "system.register",
-        json!({"id": "w-alice"}),
+        json!({"id": "w-alice", "roles": ["worker"]}),
     )
     .await;
     let created = call(&http, &url, BOB, "task.create", json!({"text": "job"})).await;
@@ -469,7 +499,7 @@ async fn a_websocket_acts_for_the_principal_that_opened_it() {
         &url,
         ALICE,
         "system.register",
-        json!({"id": "w-alice"}),
+        json!({"id": "w-alice", "roles": ["worker"]}),
     )
     .await;
     let mut ws = websocket_as(&url, BOB).await;
@@ -561,7 +591,7 @@ async fn refused_heartbeats_do_not_spend_the_owners_rate_limit() {
         &url,
         ALICE,
         "system.register",
-        json!({"id": "w-alice"}),
+        json!({"id": "w-alice", "roles": ["worker"]}),
     )
     .await;
     for _ in 0..5 {
