@@ -303,12 +303,14 @@ impl RedisStore {
     fn task_put(&self, record: &TaskRecord) -> Cmd {
         let id = record.id.to_string();
         let mut f = fields::to_fields(record, TASK_TEXT);
-        if let Some((who, _)) = &record.assignee {
+        // ClaudeBench's names, for its tooling: the holder or the assigned instance, the text.
+        if let Some((who, _)) = record.assignee.as_ref().or(record.reserved_for.as_ref()) {
             f.push(("assignedTo".into(), who.to_string()));
         }
-        if let serde_json::Value::String(text) = &record.payload {
-            f.push(("text".into(), text.clone()));
-        }
+        f.push((
+            "text".into(),
+            crate::work::task::text_of(&record.payload),
+        ));
         let score = match record.status {
             crate::work::task::TaskStatus::Pending => record.pending_score().to_string(),
             _ => String::new(),
