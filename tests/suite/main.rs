@@ -16,6 +16,8 @@ mod cli;
 #[cfg(all(feature = "client", feature = "server"))]
 mod client;
 #[cfg(feature = "server")]
+mod compat_ws;
+#[cfg(feature = "server")]
 mod connections;
 mod events;
 mod leader;
