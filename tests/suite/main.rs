@@ -15,6 +15,8 @@ mod chaos;
 mod cli;
 #[cfg(all(feature = "client", feature = "server"))]
 mod client;
+#[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
+mod compat_events;
 #[cfg(feature = "server")]
 mod compat_ws;
 #[cfg(feature = "server")]
