@@ -260,13 +260,15 @@ impl EventBus {
 ///   by the event's domain (the part of its name before the dot), so a kind added later is
 ///   shaped without a change here: every `task.*` event has `id` and `taskId` (the task),
 ///   `text` (when the payload has one), `status` (wire name), `priority`, `attempts`,
-///   `maxAttempts`, `instanceId` (its worker, when it has one) and `<verb>At` (ISO 8601:
-///   `createdAt` for `task.created`, `updatedAt` for `task.updated`, …), and `task.claimed` adds
-///   ClaudeBench's `workerId`; every `instance.*` event has `id` and `instanceId`, `epoch`,
-///   `lastSeen` (ms), `timestamp` and, on registration, `roles`; `leader.*` events have
-///   `leaderId`/`instanceId` and `epoch` of the new leader (absent when vacant),
-///   `previousLeader` and `term`; `lease.*` events have `key`, `fencingToken` and the holder
-///   (`taskId` or `instanceId`). `reason` is there whenever the event has one.
+///   `maxAttempts`, `assignedTo` (its worker, when it has one) and `<verb>At` (ISO 8601:
+///   `createdAt` for `task.created`, `updatedAt` for `task.updated`, …); `task.claimed` adds
+///   ClaudeBench's `workerId`, `task.assigned` its `instanceId`. Every `instance.*` event has
+///   `id`, `epoch`, `lastSeen` (ms), `timestamp` and, on registration, `roles`; `leader.*`
+///   events have `leaderId` and `epoch` of the new leader (absent when vacant) and
+///   `previousLeader`; `lease.*` events have `key`, `fencingToken` and the holder (`taskId`
+///   or `holderId`). Every payload has `term`, and `reason` whenever the event has one.
+///   `instanceId` appears only where ClaudeBench puts it (`task.assigned`): ClaudeBench's relay
+///   drops events whose `payload.instanceId` is its own instance.
 /// * `metadata` is `{"source": "vigil", "seq", "term"}`, plus ClaudeBench's `completedBy` on
 ///   `task.completed`.
 ///
@@ -300,9 +302,11 @@ pub(crate) fn claudebench_envelope(event: &Event) -> serde_json::Value {
                 put("maxAttempts", json!(task.max_attempts));
             }
             if let Some(worker) = &instance {
-                put("instanceId", worker.clone());
-                if event.kind == EventKind::TaskClaimed {
-                    put("workerId", worker.clone());
+                put("assignedTo", worker.clone());
+                match verb {
+                    "claimed" => put("workerId", worker.clone()),
+                    "assigned" => put("instanceId", worker.clone()),
+                    _ => {}
                 }
             }
             if !verb.is_empty() {
@@ -312,7 +316,6 @@ pub(crate) fn claudebench_envelope(event: &Event) -> serde_json::Value {
         "instance" => {
             if let Some(id) = &instance {
                 put("id", id.clone());
-                put("instanceId", id.clone());
             }
             if let Some(roles) = &event.roles {
                 put("roles", json!(roles));
@@ -322,10 +325,17 @@ pub(crate) fn claudebench_envelope(event: &Event) -> serde_json::Value {
         "leader" => {
             if let Some(id) = &instance {
                 put("leaderId", id.clone());
-                put("instanceId", id.clone());
             }
             if let Some(previous) = &event.previous_leader {
                 put("previousLeader", json!(previous.as_str()));
+            }
+        }
+        "lease" => {
+            if let Some(id) = event.task_id {
+                put("taskId", json!(id));
+            }
+            if let Some(id) = &instance {
+                put("holderId", id.clone());
             }
         }
         _ => {

@@ -108,7 +108,9 @@ async fn control_plane_events_reach_pub_sub_and_per_type_streams() {
     );
     assert_eq!(event["type"], "instance.registered", "{event}");
     assert_eq!(event["payload"]["id"], "w1");
-    assert_eq!(event["payload"]["instanceId"], "w1");
+    // ClaudeBench's relay drops events whose payload.instanceId is its own; ClaudeBench's
+    // instance.registered has none, so neither has Vigil's.
+    assert!(event["payload"].get("instanceId").is_none(), "{event}");
     assert_eq!(event["payload"]["roles"], json!(["relay"]));
 
     let created = rpc(

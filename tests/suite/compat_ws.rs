@@ -215,6 +215,9 @@ async fn a_task_wildcard_gets_claudebench_envelopes_until_unsubscribed() {
     assert_eq!(claimed["data"]["payload"]["taskId"], task_id.as_str());
     assert_eq!(claimed["data"]["payload"]["workerId"], "w1");
     assert_eq!(claimed["data"]["payload"]["status"], "in_progress");
+    assert_eq!(claimed["data"]["payload"]["assignedTo"], "w1");
+    // Not `instanceId`: ClaudeBench's relay would drop it as its own instance's event.
+    assert!(claimed["data"]["payload"].get("instanceId").is_none());
     let done = rpc(
         &url,
         None,
