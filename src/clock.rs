@@ -115,6 +115,15 @@ impl LivenessClock {
     }
 }
 
+/// Wall-clock `ms` as ISO-8601 UTC with milliseconds (`2026-11-29T08:00:00.000Z`), as
+/// JavaScript's `Date.toISOString` writes them (ClaudeBench's times).
+pub(crate) fn iso_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+    )
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,6 +125,9 @@ pub struct Event {
     /// For instance events: wall-clock ms of the instance's last heartbeat.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_seen_ms: Option<u64>,
+    /// For `instance.registered`: the instance's roles.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub roles: Option<Vec<String>>,
     /// For task events (and leases held by a claim): the task.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub task_id: Option<TaskId>,
@@ -156,6 +159,7 @@ impl Event {
             term,
             previous_leader: None,
             last_seen_ms: None,
+            roles: None,
             task_id: None,
             task: None,
             lease_key: None,
@@ -258,5 +262,206 @@ impl EventBus {
         let recent = self.recent.lock();
         let skip = recent.events.len().saturating_sub(limit);
         recent.events.iter().skip(skip).cloned().collect()
+    }
+}
+
+/// The event as ClaudeBench's event bus shapes it, `{id, type, payload, metadata, timestamp}`:
+/// what its Redis pub/sub channels and `{prefix}stream:<type>` streams carry, and the `data`
+/// of its WebSocket `{"type":"event"}` frames. The one place that shape is built.
+///
+/// * `id` is `evt-<atMs>-<seq>`: the same for every copy of one event (WebSocket, pub/sub,
+///   stream), so a consumer that sees one twice can tell.
+/// * `type` is Vigil's event name ([`EventKind::as_str`]); `timestamp` is `atMs`.
+/// * `payload` holds the facts the event carries, named as ClaudeBench's handlers name them,
+///   by the event's domain (the part of its name before the dot), so a kind added later is
+///   shaped without a change here: every `task.*` event has `id` and `taskId` (the task),
+///   `text` (when the payload has one), `status` (wire name), `priority`, `attempts`,
+///   `maxAttempts`, `assignedTo` (its worker, when it has one) and `<verb>At` (ISO 8601:
+///   `createdAt` for `task.created`, `updatedAt` for `task.updated`, …); `task.claimed` adds
+///   ClaudeBench's `workerId`, `task.assigned` its `instanceId`. Every `instance.*` event has
+///   `id`, `epoch`, `lastSeen` (ms), `timestamp` and, on registration, `roles`; `leader.*`
+///   events have `leaderId` and `epoch` of the new leader (absent when vacant) and
+///   `previousLeader`; `lease.*` events have `key`, `fencingToken` and the holder (`taskId`
+///   or `holderId`). Every payload has `term`, and `reason` whenever the event has one.
+///   `instanceId` appears only where ClaudeBench puts it (`task.assigned`): ClaudeBench's relay
+///   drops events whose `payload.instanceId` is its own instance.
+/// * `metadata` is `{"source": "vigil", "seq", "term"}`, plus ClaudeBench's `completedBy` on
+///   `task.completed`.
+///
+/// Claim tokens are never part of an [`Event`], so they cannot appear here.
+#[cfg_attr(
+    not(any(feature = "server", feature = "redis")),
+    allow(dead_code, reason = "used by the WebSocket push and the Redis store")
+)]
+pub(crate) fn claudebench_envelope(event: &Event) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let name = event.kind.as_str();
+    let (domain, verb) = name.split_once('.').unwrap_or((name, ""));
+    let mut p = Map::new();
+    let mut put = |key: &str, value: Value| {
+        p.insert(key.to_string(), value);
+    };
+    let instance = event.instance_id.as_ref().map(|i| Value::from(i.as_str()));
+    match domain {
+        "task" => {
+            if let Some(id) = event.task_id {
+                put("id", json!(id));
+                put("taskId", json!(id));
+            }
+            if let Some(task) = &event.task {
+                if let Some(text) = &task.text {
+                    put("text", json!(text));
+                }
+                put("status", json!(task.status.as_str()));
+                put("priority", json!(task.priority));
+                put("attempts", json!(task.attempts));
+                put("maxAttempts", json!(task.max_attempts));
+            }
+            if let Some(worker) = &instance {
+                put("assignedTo", worker.clone());
+                match verb {
+                    "claimed" => put("workerId", worker.clone()),
+                    "assigned" => put("instanceId", worker.clone()),
+                    _ => {}
+                }
+            }
+            if !verb.is_empty() {
+                put(
+                    &format!("{verb}At"),
+                    json!(crate::clock::iso_ms(event.at_ms)),
+                );
+            }
+        }
+        "instance" => {
+            if let Some(id) = &instance {
+                put("id", id.clone());
+            }
+            if let Some(roles) = &event.roles {
+                put("roles", json!(roles));
+            }
+            put("timestamp", json!(event.at_ms));
+        }
+        "leader" => {
+            if let Some(id) = &instance {
+                put("leaderId", id.clone());
+            }
+            if let Some(previous) = &event.previous_leader {
+                put("previousLeader", json!(previous.as_str()));
+            }
+        }
+        "lease" => {
+            if let Some(id) = event.task_id {
+                put("taskId", json!(id));
+            }
+            if let Some(id) = &instance {
+                put("holderId", id.clone());
+            }
+        }
+        _ => {
+            if let Some(id) = event.task_id {
+                put("taskId", json!(id));
+            }
+            if let Some(id) = &instance {
+                put("instanceId", id.clone());
+            }
+        }
+    }
+    if let Some(epoch) = event.epoch {
+        put("epoch", json!(epoch.0));
+    }
+    if let Some(seen) = event.last_seen_ms {
+        put("lastSeen", json!(seen));
+    }
+    if let Some(key) = &event.lease_key {
+        put("key", json!(key.as_str()));
+    }
+    if let Some(token) = event.fencing_token {
+        put("fencingToken", json!(token));
+    }
+    if let Some(reason) = &event.reason {
+        put("reason", json!(reason));
+    }
+    put("term", json!(event.term.0));
+    let mut metadata = json!({"source": "vigil", "seq": event.seq, "term": event.term.0});
+    if event.kind == EventKind::TaskCompleted
+        && let Some(worker) = instance
+    {
+        metadata["completedBy"] = worker;
+    }
+    json!({
+        "id": format!("evt-{}-{}", event.at_ms, event.seq),
+        "type": name,
+        "payload": p,
+        "metadata": metadata,
+        "timestamp": event.at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TaskBrief, TaskStatus};
+
+    #[test]
+    fn iso_8601_matches_javascript_to_iso_string() {
+        assert_eq!(crate::clock::iso_ms(0), "1970-01-01T00:00:00.000Z");
+        // new Date(1709251199999).toISOString() (a leap year's last day of February)
+        assert_eq!(
+            crate::clock::iso_ms(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            crate::clock::iso_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            crate::clock::iso_ms(4_102_444_800_123),
+            "2100-01-01T00:00:00.123Z"
+        );
+    }
+
+    #[test]
+    fn task_created_has_claudebench_payload_and_no_claim_token() {
+        let mut e = Event::new(EventKind::TaskCreated, Term(3), 1_709_251_199_999);
+        e.seq = 7;
+        e.task_id = Some(TaskId(42));
+        e.task = Some(Box::new(TaskBrief {
+            text: Some("write docs".into()),
+            status: TaskStatus::Pending,
+            priority: 60,
+            attempts: 0,
+            max_attempts: 3,
+        }));
+        let v = claudebench_envelope(&e);
+        assert_eq!(v["id"], "evt-1709251199999-7");
+        assert_eq!(v["type"], "task.created");
+        assert_eq!(v["timestamp"], 1_709_251_199_999u64);
+        let p = &v["payload"];
+        assert_eq!(p["id"], "t-42");
+        assert_eq!(p["text"], "write docs");
+        assert_eq!(p["status"], "pending");
+        assert_eq!(p["priority"], 60);
+        assert_eq!(p["createdAt"], "2024-02-29T23:59:59.999Z");
+        assert_eq!(v["metadata"]["seq"], 7);
+        assert!(!v.to_string().to_lowercase().contains("token"), "{v}");
+    }
+
+    #[test]
+    fn claimed_names_the_worker_and_a_new_kind_is_shaped_by_its_domain() {
+        let mut e = Event::new(EventKind::TaskClaimed, Term(1), 5);
+        e.task_id = Some(TaskId(9));
+        e.instance_id = Some(InstanceId::parse("w1", &crate::config::Limits::default()).unwrap());
+        e.epoch = Some(Epoch(2));
+        let v = claudebench_envelope(&e);
+        assert_eq!(v["payload"]["taskId"], "t-9");
+        assert_eq!(v["payload"]["workerId"], "w1");
+        assert_eq!(v["payload"]["claimedAt"], "1970-01-01T00:00:00.005Z");
+
+        let mut r = Event::new(EventKind::InstanceRegistered, Term(1), 5);
+        r.instance_id = Some(InstanceId::parse("w1", &crate::config::Limits::default()).unwrap());
+        r.roles = Some(vec!["worker".into()]);
+        let v = claudebench_envelope(&r);
+        assert_eq!(v["payload"]["id"], "w1");
+        assert_eq!(v["payload"]["roles"], serde_json::json!(["worker"]));
     }
 }

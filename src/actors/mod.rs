@@ -145,6 +145,9 @@ impl ClusterContext {
         event.instance_id = Some(slot.id.clone());
         event.epoch = Some(slot.epoch);
         event.last_seen_ms = Some(self.clock.wall_ms(seen));
+        if kind == EventKind::InstanceRegistered {
+            event.roles = Some(slot.roles());
+        }
         self.events.publish(event);
     }
 }

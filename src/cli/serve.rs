@@ -212,7 +212,7 @@ impl ServeArgs {
 /// What the event logger receives: an event, or how many it missed.
 #[derive(Debug, PartialEq)]
 enum Logged {
-    Event(crate::Event),
+    Event(Box<crate::Event>),
     Missed(u64),
 }
 
@@ -226,7 +226,7 @@ async fn relay_events(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match events.recv().await {
-            Ok(event) => log(Logged::Event(event)),
+            Ok(event) => log(Logged::Event(Box::new(event))),
             Err(RecvError::Lagged(missed)) => log(Logged::Missed(missed)),
             Err(RecvError::Closed) => return,
         }
@@ -372,11 +372,11 @@ mod tests {
             let _ = seen_tx.send(l);
         }));
         assert_eq!(seen.recv().await, Some(Logged::Missed(3)));
-        assert_eq!(seen.recv().await, Some(Logged::Event(event(4))));
-        assert_eq!(seen.recv().await, Some(Logged::Event(event(5))));
+        assert_eq!(seen.recv().await, Some(Logged::Event(Box::new(event(4)))));
+        assert_eq!(seen.recv().await, Some(Logged::Event(Box::new(event(5)))));
         // Still listening after the lag.
         tx.send(event(6)).unwrap();
-        assert_eq!(seen.recv().await, Some(Logged::Event(event(6))));
+        assert_eq!(seen.recv().await, Some(Logged::Event(Box::new(event(6)))));
         drop(tx);
         relay.await.unwrap();
         assert_eq!(seen.recv().await, None, "it stops when the bus closes");

@@ -4,9 +4,9 @@ pub mod store;
 
 use std::time::Duration;
 
-#[cfg(feature = "redis")]
-pub use store::RedisConfig;
 pub use store::{PersistMode, RestartGrace, StoreConfig};
+#[cfg(feature = "redis")]
+pub use store::{RedisConfig, TYPE_STREAM_MAX_LEN};
 
 /// Limits on what a caller may register. Every violation is reported as a
 /// [`ValidationError`](crate::ValidationError) naming the field and the rule.

@@ -45,6 +45,11 @@ pub enum StoreConfig {
     Redis(RedisConfig),
 }
 
+/// Default cap of each per-type event stream `{prefix}stream:<type>`
+/// ([`RedisConfig::type_stream_max_len`]).
+#[cfg(feature = "redis")]
+pub const TYPE_STREAM_MAX_LEN: usize = 1000;
+
 /// Settings of the Redis store.
 #[cfg(feature = "redis")]
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +64,12 @@ pub struct RedisConfig {
     pub persist: PersistMode,
     /// Most events kept in the capped stream (default 10 000).
     pub stream_max_len: usize,
+    /// Most events kept in each of ClaudeBench's per-type streams `{prefix}stream:<type>`
+    /// (`XADD … MAXLEN ~`, default [`TYPE_STREAM_MAX_LEN`]); 0 writes none.
+    pub type_stream_max_len: usize,
+    /// `PUBLISH` each event's ClaudeBench envelope on the channel named by its type
+    /// (`task.created`, no prefix), where ClaudeBench's relay listens (default true).
+    pub publish_events: bool,
     /// Time allowed for one Redis round trip before it counts as a failure (default 1 s).
     pub response_timeout: Duration,
     /// Consecutive failures that open the circuit breaker (default 20).
@@ -86,6 +97,8 @@ impl RedisConfig {
             flush_interval: Duration::from_millis(250),
             persist: PersistMode::WriteBehind,
             stream_max_len: 10_000,
+            type_stream_max_len: TYPE_STREAM_MAX_LEN,
+            publish_events: true,
             response_timeout: Duration::from_secs(1),
             breaker_failures: BREAKER_FAILURES,
             breaker_open_for: BREAKER_OPEN_FOR,

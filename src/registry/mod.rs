@@ -159,6 +159,11 @@ impl InstanceSlot {
         self.info.read().clone()
     }
 
+    /// A copy of the roles alone (without the metadata [`info`](Self::info) also copies).
+    pub fn roles(&self) -> Vec<String> {
+        self.info.read().roles.clone()
+    }
+
     /// The actor currently running this slot (untyped: the registry does not know the actor's
     /// messages; the actors module turns it back into its typed reference).
     pub fn actor(&self) -> Option<ActorCell> {

@@ -1,5 +1,6 @@
 //! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
-//! `GET /ws` (with pushed events), health at `GET /healthz`, Prometheus text at `GET /metrics`,
+//! `GET /ws` (with pushed events, and ClaudeBench's WebSocket protocol beside it; `GET
+//! /ws/stats` counts the sockets), health at `GET /healthz`, Prometheus text at `GET /metrics`,
 //! with the guards of DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
 //! valid one) naming a principal whose role bounds what it may act on (−32002), a
 //! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
@@ -253,6 +254,8 @@ struct AppState {
     idle_timeout: Duration,
     /// Turns `true` when the [`Server`] shuts down: WebSockets then close.
     closing: Arc<watch::Sender<bool>>,
+    /// The open WebSockets, for `/ws/stats`.
+    ws_clients: Arc<ws::WsClients>,
 }
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
@@ -294,12 +297,14 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
         max_body_bytes: config.max_body_bytes,
         idle_timeout: config.idle_timeout,
         closing: Arc::new(watch::channel(false).0),
+        ws_clients: Arc::default(),
     };
     let closing = state.closing.clone();
     let mut rpc = Router::new()
         .route("/rpc", post(rpc_any))
         .route("/rpc/batch", post(rpc_batch))
         .route("/ws", get(ws::upgrade))
+        .route("/ws/stats", get(ws::stats))
         .route("/metrics", get(metrics_page));
     // Without tokens there is nothing to check: no middleware on the per-request path, and
     // every caller is the anonymous operator.

@@ -36,9 +36,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-#[cfg(feature = "redis")]
-pub use crate::config::RedisConfig;
 pub use crate::config::{PersistMode, RestartGrace, StoreConfig};
+#[cfg(feature = "redis")]
+pub use crate::config::{RedisConfig, TYPE_STREAM_MAX_LEN};
 pub(crate) use breaker::{Admission, Breaker, BreakerState};
 pub(crate) use journal::{Dirty, Journal};
 #[cfg(feature = "redis")]

@@ -150,6 +150,10 @@ impl Keys {
     pub fn stream(&self) -> String {
         format!("{}stream:events", self.prefix)
     }
+    /// `{p}stream:{type}`: ClaudeBench's stream of the events of one type.
+    pub fn type_stream(&self, kind: &str) -> String {
+        format!("{}stream:{kind}", self.prefix)
+    }
     /// A SCAN pattern for every key under the prefix, its glob characters escaped.
     fn pattern_all(&self) -> String {
         let mut out = String::new();
@@ -175,6 +179,10 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     keys: Keys,
     stream_max_len: usize,
+    /// Cap of each per-type stream (0: none written).
+    type_stream_max_len: usize,
+    /// Whether events are PUBLISHed on their type's channel.
+    publish_events: bool,
     /// Added to an instance record's remaining TTL to give its key's lifetime.
     retention_ms: u64,
 }
@@ -204,6 +212,8 @@ impl RedisStore {
             scripts: Arc::new(Scripts::new()),
             keys: Keys::new(config.prefix.clone()),
             stream_max_len: config.stream_max_len.max(1),
+            type_stream_max_len: config.type_stream_max_len,
+            publish_events: config.publish_events,
             retention_ms: config.record_retention.as_millis() as u64,
         };
         store.load_scripts().await?;
@@ -307,10 +317,7 @@ impl RedisStore {
         if let Some((who, _)) = record.assignee.as_ref().or(record.reserved_for.as_ref()) {
             f.push(("assignedTo".into(), who.to_string()));
         }
-        f.push((
-            "text".into(),
-            crate::work::task::text_of(&record.payload),
-        ));
+        f.push(("text".into(), crate::work::task::text_of(&record.payload)));
         let score = match record.status {
             crate::work::task::TaskStatus::Pending => record.pending_score().to_string(),
             _ => String::new(),
@@ -425,7 +432,38 @@ impl RedisStore {
             );
             cmds.push(self.scripts.events.call(&[self.keys.stream()], args));
         }
+        self.claudebench_events(&batch.events, &mut cmds);
         (cmds, heartbeat_calls)
+    }
+
+    /// Where ClaudeBench's tools listen: each event's envelope
+    /// ([`claudebench_envelope`](crate::events::claudebench_envelope)) appended to its type's
+    /// capped stream `{p}stream:<type>` (field `data`) and PUBLISHed on the channel named by its
+    /// type, after the writes of the state it describes (a pipeline runs in order).
+    fn claudebench_events(&self, events: &[Event], cmds: &mut Vec<Cmd>) {
+        if self.type_stream_max_len == 0 && !self.publish_events {
+            return;
+        }
+        for event in events {
+            let kind = event.kind.as_str();
+            let envelope = crate::events::claudebench_envelope(event).to_string();
+            if self.type_stream_max_len > 0 {
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(self.keys.type_stream(kind))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.type_stream_max_len)
+                    .arg("*")
+                    .arg("data")
+                    .arg(&envelope);
+                cmds.push(xadd);
+            }
+            if self.publish_events {
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(kind).arg(envelope);
+                cmds.push(publish);
+            }
+        }
     }
 
     async fn apply_batch(&self, batch: &WriteBatch) -> Result<Applied, StoreError> {

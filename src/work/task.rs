@@ -167,13 +167,7 @@ pub(crate) fn text_of(payload: &serde_json::Value) -> String {
     }
 }
 
-/// Wall-clock `ms` as ISO-8601 (`2026-11-29T08:00:00.000Z`).
-pub(crate) fn iso_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(
-        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-    )
-    .to_string()
-}
+pub(crate) use crate::clock::iso_ms;
 
 /// One task handed to a worker by a claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -131,3 +131,25 @@ pub fn http(target: impl Into<String>, batch: usize) -> vigil::load::Transport {
         batch,
     }
 }
+
+#[cfg(feature = "server")]
+/// Reads the welcome every WebSocket on `/ws` receives first — a JSON-RPC notification
+/// `connected` that is also ClaudeBench's `{"type":"connected"}` — and answers it.
+pub async fn welcome<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("a welcome within 5 s")
+        .expect("a frame")
+        .expect("a readable frame");
+    let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
+        panic!("the welcome is a text frame: {frame:?}");
+    };
+    let welcome: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+    assert_eq!(welcome["type"], "connected", "{welcome}");
+    assert_eq!(welcome["method"], "connected", "{welcome}");
+    welcome
+}

@@ -89,6 +89,7 @@ async fn an_empty_instance_id_is_invalid_params_everywhere() {
         tokio_tungstenite::connect_async(format!("{}/ws", url.replacen("http", "ws", 1)))
             .await
             .unwrap();
+    crate::common::welcome(&mut ws).await;
     let frame = json!({"jsonrpc": "2.0", "method": "system.heartbeat", "params": {"instanceId": ""}, "id": 3});
     ws.send(Message::Text(frame.to_string().into()))
         .await

@@ -285,9 +285,34 @@ async fn an_idle_websocket_is_pinged_then_closed_after_the_idle_timeout() {
     // A raw client that upgrades, then neither sends nor answers anything.
     let mut silent = TcpStream::connect(addr).await.unwrap();
     silent.write_all(WS_HANDSHAKE).await.unwrap();
-    let (head, _) = read_response(&mut silent).await;
+    // The head byte by byte: what follows it (the welcome) stays unread.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(LIMIT, silent.read_exact(&mut byte))
+            .await
+            .expect("the upgrade's head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let upgraded = Instant::now();
+    // The welcome: an unmasked text frame (0x81) of 126 to 65 535 bytes (a 16-bit length).
+    let mut head = [0u8; 4];
+    timeout(LIMIT, silent.read_exact(&mut head))
+        .await
+        .expect("the welcome")
+        .unwrap();
+    assert_eq!(
+        head[..2],
+        [0x81, 126],
+        "a text frame with a 16-bit length first"
+    );
+    let mut welcome = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]]))];
+    silent.read_exact(&mut welcome).await.unwrap();
+    let welcome: serde_json::Value = serde_json::from_slice(&welcome).unwrap();
+    assert_eq!(welcome["type"], "connected", "{welcome}");
     let mut first = [0u8; 2];
     timeout(LIMIT, silent.read_exact(&mut first))
         .await
@@ -315,6 +340,7 @@ async fn an_idle_websocket_is_pinged_then_closed_after_the_idle_timeout() {
     let (mut listener, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
+    crate::common::welcome(&mut listener).await;
     let until = Instant::now() + idle * 3;
     let mut pings = 0;
     loop {
@@ -432,6 +458,7 @@ async fn shutdown_answers_requests_in_flight_and_is_not_held_by_stalled_clients(
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();
+    crate::common::welcome(&mut ws).await;
 
     let stopping = Instant::now();
     stop.send(()).unwrap();

@@ -44,6 +44,7 @@ async fn result(url: &str, method: &str, params: Value) -> Value {
 async fn over_websocket(url: &str, body: String) -> String {
     let ws_url = format!("{}/ws", url.replacen("http://", "ws://", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    crate::common::welcome(&mut ws).await;
     ws.send(Message::Text(body.into())).await.unwrap();
     let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
         .await

@@ -15,10 +15,14 @@ mod chaos;
 mod cli;
 #[cfg(all(feature = "client", feature = "server"))]
 mod client;
+#[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
+mod compat_events;
 #[cfg(all(feature = "client", feature = "server"))]
 mod compat_system;
 #[cfg(feature = "server")]
 mod compat_tasks;
+#[cfg(feature = "server")]
+mod compat_ws;
 #[cfg(feature = "server")]
 mod connections;
 mod events;

@@ -518,9 +518,10 @@ mod websocket {
     >;
 
     async fn connect(s: &TestServer) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr))
             .await
             .unwrap();
+        crate::common::welcome(&mut ws).await;
         ws
     }
 
@@ -594,6 +595,7 @@ mod websocket {
             .headers_mut()
             .insert("authorization", "Bearer t0k".parse().unwrap());
         let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        crate::common::welcome(&mut ws).await;
         send(
             &mut ws,
             json!({"jsonrpc": "2.0", "method": "system.health", "id": 1}),

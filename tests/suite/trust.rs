@@ -237,7 +237,9 @@ async fn websocket_as(
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
+    let mut ws = tokio_tungstenite::connect_async(request).await.unwrap().0;
+    crate::common::welcome(&mut ws).await;
+    ws
 }
 
 fn forbidden(answer: &Value) -> bool {
