@@ -345,3 +345,85 @@ async fn per_type_streams_are_capped_and_publishing_can_be_turned_off() {
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
+
+/// One session the way ClaudeBench's relay (`scripts/claude_event_relay.py`) drives it:
+/// register with roles and a working directory, heartbeat, `PSUBSCRIBE` its four patterns and
+/// read each message's `type` and `payload`; re-register when a heartbeat answers `alive:
+/// false`; unregister with `sessionId` and `timestamp` at the end (idempotently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_session_end_to_end() {
+    let redis = RedisServer::start();
+    let (url, _coordinator, stop) =
+        crate::common::serve(config(&redis), ServerConfig::default()).await;
+    let mut messages = listen(&redis, &["task.*", "hook.*", "system.*", "instance.*"]).await;
+    let register = json!({
+        "id": "relay-1",
+        "roles": ["general", "backend", "relay"],
+        "metadata": {"workingDirectory": "/tmp/project"},
+    });
+    assert_eq!(
+        rpc(&url, "system.register", register.clone()).await["registered"],
+        true
+    );
+    let seen = until(&mut messages, "instance.registered").await;
+    let (_, pattern, event) = seen.last().unwrap();
+    assert_eq!(pattern, "instance.*");
+    assert_eq!(event["payload"]["id"], "relay-1");
+    assert_eq!(
+        event["payload"]["roles"],
+        json!(["general", "backend", "relay"])
+    );
+    assert_eq!(
+        rpc(&url, "system.heartbeat", json!({"instanceId": "relay-1"})).await["alive"],
+        true
+    );
+
+    // Work made by someone else reaches the relay, not filtered as its own.
+    let task = rpc(&url, "task.create", json!({"text": "index the docs"})).await;
+    let seen = until(&mut messages, "task.created").await;
+    let (_, pattern, event) = seen.last().unwrap();
+    assert_eq!(pattern, "task.*");
+    assert_eq!(
+        (
+            event["payload"]["id"].clone(),
+            event["payload"]["text"].clone()
+        ),
+        (task["id"].clone(), json!("index the docs"))
+    );
+    assert_ne!(event["payload"]["instanceId"], "relay-1");
+
+    // The relay was dropped (here: unregistered by someone else): its heartbeat says so, and it
+    // registers again, as the relay does.
+    rpc(&url, "system.unregister", json!({"instanceId": "relay-1"})).await;
+    until(&mut messages, "instance.unregistered").await;
+    assert_eq!(
+        rpc(&url, "system.heartbeat", json!({"instanceId": "relay-1"})).await["alive"],
+        false
+    );
+    assert_eq!(
+        rpc(&url, "system.register", register).await["registered"],
+        true
+    );
+    until(&mut messages, "instance.registered").await;
+    assert_eq!(
+        rpc(&url, "system.heartbeat", json!({"instanceId": "relay-1"})).await["alive"],
+        true
+    );
+
+    let bye = json!({"instanceId": "relay-1", "sessionId": "session-1", "timestamp": 1_764_000_000_000u64});
+    assert_eq!(
+        rpc(&url, "system.unregister", bye.clone()).await["unregistered"],
+        true
+    );
+    assert_eq!(
+        rpc(&url, "system.unregister", bye).await["unregistered"],
+        true,
+        "idempotent"
+    );
+    let seen = until(&mut messages, "instance.unregistered").await;
+    assert!(
+        seen.iter()
+            .all(|(_, _, e)| !e.to_string().contains("claimToken"))
+    );
+    let _ = stop.send(());
+}

@@ -492,3 +492,143 @@ async fn a_plain_get_is_426_and_stats_count_the_open_sockets() {
     }
     let _ = stop.send(());
 }
+
+/// The next pushed event of type `kind` (others skipped), within 5 s.
+async fn event_of(ws: &mut Ws, kind: &str) -> Value {
+    for _ in 0..100 {
+        let frame = recv(ws).await;
+        if frame["type"] == "event" && frame["event"] == kind {
+            return frame;
+        }
+    }
+    panic!("no {kind} event among 100 frames");
+}
+
+/// One session the way ClaudeBench's web app drives it (`apps/web/src/services/event-client.ts`
+/// and its components): a WebSocket subscribed to everything, a health + state batch on `/rpc`
+/// with the client's top-level `metadata` member, create, list, assign, move the card to
+/// in progress, complete without a token, and the events of each step on the socket.
+#[tokio::test]
+async fn a_web_app_session_end_to_end() {
+    let (url, stop) = serve().await;
+    let (mut ws, welcome) = open(&url, None).await;
+    assert_eq!(welcome["type"], "connected");
+    send(
+        &mut ws,
+        json!({"action": "subscribe", "events": ["*"]}).to_string(),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+
+    let meta = json!({"sessionId": "web-1", "timestamp": 1});
+    let batch: Value = reqwest::Client::new()
+        .post(format!("{url}/rpc"))
+        .json(&json!([
+            {"jsonrpc": "2.0", "method": "system.health", "params": {}, "id": 1, "metadata": meta},
+            {"jsonrpc": "2.0", "method": "system.get_state", "params": {}, "id": 2, "metadata": meta},
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let health = &batch[0]["result"];
+    assert_eq!(
+        health["services"]["redis"], false,
+        "no Redis configured: {health}"
+    );
+    assert_eq!(health["services"]["postgres"], false);
+    assert!(batch[1]["result"]["instances"].is_array(), "{batch}");
+    assert!(batch[1]["result"]["tasks"].is_array(), "{batch}");
+
+    let ok = |v: Value| {
+        assert!(v.get("error").is_none(), "{v}");
+        v["result"].clone()
+    };
+    ok(rpc(
+        &url,
+        None,
+        "system.register",
+        json!({"id": "w1", "roles": ["worker"]}),
+    )
+    .await);
+    let task = ok(rpc(
+        &url,
+        None,
+        "task.create",
+        json!({"text": "Fix the login page", "priority": 75, "metadata": {"board": "web"}}),
+    )
+    .await);
+    let created = event_of(&mut ws, "task.created").await;
+    assert_eq!(created["data"]["payload"]["text"], "Fix the login page");
+    let listed = ok(rpc(&url, None, "task.list", json!({"limit": 50})).await);
+    assert_eq!(listed["totalCount"], 1);
+    let card = &listed["tasks"][0];
+    assert_eq!(
+        (card["text"].clone(), card["status"].clone()),
+        (json!("Fix the login page"), json!("pending"))
+    );
+    assert!(
+        card["createdAt"].as_str().is_some_and(|s| s.ends_with('Z')),
+        "{card}"
+    );
+
+    ok(rpc(
+        &url,
+        None,
+        "task.assign",
+        json!({"taskId": task["id"], "instanceId": "w1"}),
+    )
+    .await);
+    let assigned = event_of(&mut ws, "task.assigned").await;
+    assert_eq!(assigned["data"]["payload"]["taskId"], task["id"]);
+    assert_eq!(assigned["data"]["payload"]["instanceId"], "w1");
+    let moved = ok(rpc(
+        &url,
+        None,
+        "task.update",
+        json!({"id": task["id"], "updates": {"status": "in_progress"}}),
+    )
+    .await);
+    assert_eq!(
+        (moved["status"].clone(), moved["assignedTo"].clone()),
+        (json!("in_progress"), json!("w1"))
+    );
+    event_of(&mut ws, "task.updated").await;
+    let done = ok(rpc(
+        &url,
+        None,
+        "task.complete",
+        json!({"id": task["id"], "result": {"fixed": true}}),
+    )
+    .await);
+    assert_eq!(done["status"], "completed");
+    let completed = event_of(&mut ws, "task.completed").await;
+    assert_eq!(completed["data"]["payload"]["status"], "completed");
+    assert!(!completed.to_string().contains("claimToken"), "{completed}");
+
+    // The web app's own calls over the socket, answered in JSON-RPC.
+    send(
+        &mut ws,
+        json!({"action": "execute", "request": {"jsonrpc": "2.0", "method": "task.list", "params": {"status": "completed"}, "id": 9}})
+            .to_string(),
+    )
+    .await;
+    let answer = loop {
+        let frame = recv(&mut ws).await;
+        if frame["id"] == 9 {
+            break frame;
+        }
+    };
+    assert_eq!(answer["result"]["totalCount"], 1, "{answer}");
+    let state = ok(rpc(&url, None, "system.get_state", json!({})).await);
+    assert_eq!(state["instances"][0]["status"], "ACTIVE", "{state}");
+    assert_eq!(state["tasks"][0]["status"], "completed", "{state}");
+    let metrics = ok(rpc(&url, None, "system.metrics", json!({})).await);
+    assert!(
+        metrics["eventsProcessed"].as_u64().is_some_and(|n| n >= 8),
+        "{metrics}"
+    );
+    let _ = stop.send(());
+}
