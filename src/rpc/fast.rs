@@ -54,9 +54,45 @@ pub(super) enum Fast {
     Silent,
 }
 
+/// Fast-path heartbeats of one body, counted locally and recorded once.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    ok: u64,
+    errors: u64,
+    took: std::time::Duration,
+}
+
+impl Tally {
+    fn add(&mut self, ok: bool, took: std::time::Duration) {
+        if ok {
+            self.ok += 1;
+        } else {
+            self.errors += 1;
+        }
+        self.took += took;
+    }
+}
+
 impl Dispatcher {
+    /// Records the heartbeats of one body in the counters behind `GET /metrics` and
+    /// `system.metrics`.
+    fn record_tally(&self, tally: &Tally) {
+        if tally.ok + tally.errors == 0 {
+            return;
+        }
+        self.heartbeat_metrics.ok.increment(tally.ok);
+        self.stats.record_many(
+            super::stats::HEARTBEAT,
+            tally.ok + tally.errors,
+            tally.errors,
+            tally.took,
+        );
+    }
+
     /// Handles `raw` if it is a plain `system.heartbeat`; `None` sends it down the general path.
-    pub(super) fn fast_heartbeat(&self, raw: &[u8]) -> Option<Fast> {
+    /// Its outcome is added to `tally` (recorded once per body by the caller: a batch of 100
+    /// heartbeats touches the shared counters once, not 100 times).
+    pub(super) fn fast_heartbeat(&self, raw: &[u8], tally: &mut Tally) -> Option<Fast> {
         if self.coordinator.heartbeats_write_through() {
             return None; // each heartbeat awaits its store write: the general path
         }
@@ -109,7 +145,7 @@ impl Dispatcher {
                     super::metrics::outcome_label(Err(&e)),
                     took,
                 );
-                self.stats.record_slot(super::stats::HEARTBEAT, false, took);
+                tally.add(false, took);
                 let id = id?; // a refused notification is dropped silently
                 let error = serde_json::to_vec(&e.to_value()).ok()?;
                 let mut out = Vec::with_capacity(64 + error.len());
@@ -122,9 +158,8 @@ impl Dispatcher {
             }
         };
         let took = started.elapsed();
-        self.heartbeat_metrics.ok.increment(1);
         self.heartbeat_metrics.duration.record(took.as_secs_f64());
-        self.stats.record_slot(super::stats::HEARTBEAT, true, took);
+        tally.add(true, took);
         let Some(id) = id else {
             return Some(Fast::Silent);
         };
@@ -144,11 +179,16 @@ impl Dispatcher {
     pub async fn handle_body_bytes(&self, body: &[u8]) -> Option<Vec<u8>> {
         let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
         match first {
-            Some(b'{') => match self.fast_heartbeat(body) {
-                Some(Fast::Answer(bytes)) => Some(bytes),
-                Some(Fast::Silent) => None,
-                None => self.general(body).await,
-            },
+            Some(b'{') => {
+                let mut tally = Tally::default();
+                let fast = self.fast_heartbeat(body, &mut tally);
+                self.record_tally(&tally);
+                match fast {
+                    Some(Fast::Answer(bytes)) => Some(bytes),
+                    Some(Fast::Silent) => None,
+                    None => self.general(body).await,
+                }
+            }
             Some(b'[') => {
                 let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
                     return self.general(body).await;
@@ -160,13 +200,14 @@ impl Dispatcher {
                 let mut out = Vec::with_capacity(items.len() * 80 + 2);
                 out.push(b'[');
                 let mut any = false;
+                let mut tally = Tally::default();
                 for item in items {
                     let mark = out.len();
                     if any {
                         out.push(b',');
                     }
                     let start = out.len();
-                    match self.fast_heartbeat(item.get().as_bytes()) {
+                    match self.fast_heartbeat(item.get().as_bytes(), &mut tally) {
                         Some(Fast::Answer(bytes)) => out.extend_from_slice(&bytes),
                         Some(Fast::Silent) => {}
                         None => {
@@ -197,6 +238,7 @@ impl Dispatcher {
                         any = true;
                     }
                 }
+                self.record_tally(&tally);
                 out.push(b']');
                 any.then_some(out)
             }

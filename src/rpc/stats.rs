@@ -91,6 +91,17 @@ impl CallStats {
             .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
+    /// Counts `calls` calls in `slot`, `errors` of them failed, `took` in all.
+    pub fn record_many(&self, slot: usize, calls: u64, errors: u64, took: Duration) {
+        let s = &self.slots[slot.min(UNKNOWN)];
+        s.calls.fetch_add(calls, Relaxed);
+        if errors > 0 {
+            s.errors.fetch_add(errors, Relaxed);
+        }
+        s.nanos
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
     /// Counts one call to `method`.
     pub fn record(&self, method: &str, ok: bool, took: Duration) {
         self.record_slot(Self::slot_of(method), ok, took);
