@@ -38,6 +38,7 @@ mod tests;
 mod verify;
 mod work;
 
+#[cfg(feature = "server")]
 pub(crate) use admin::check_text;
 pub use recovery::{RecoveryReport, TERM_GAP_AFTER_RECOVERY};
 pub use verify::StoreCheck;
