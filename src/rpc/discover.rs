@@ -119,7 +119,7 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
         input_schema: r#"{"type":"object","properties":{
             "taskId":{"type":["string","integer"],"x-aliases":["id","stepId","step_id"]},
             "claimToken":{"type":"string","x-aliases":["claim_token"]},
-            "workerId":{"type":"string","minLength":1},
+            "workerId":{"type":"string","minLength":1,"x-aliases":["worker_id","instanceId"]},
             "result":{}},
             "required":["taskId"]}"#,
     },
@@ -129,7 +129,7 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
         input_schema: r#"{"type":"object","properties":{
             "taskId":{"type":["string","integer"],"x-aliases":["id","stepId","step_id"]},
             "claimToken":{"type":"string","x-aliases":["claim_token"]},
-            "workerId":{"type":"string","minLength":1},
+            "workerId":{"type":"string","minLength":1,"x-aliases":["worker_id","instanceId"]},
             "error":{}},
             "required":["taskId"]}"#,
     },
@@ -170,15 +170,15 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
         name: "task.assign",
         description: "Assign a pending task to an instance",
         input_schema: r#"{"type":"object","properties":{
-            "taskId":{"type":["string","integer"]},
-            "instanceId":{"type":"string","minLength":1}},
+            "taskId":{"type":["string","integer"],"x-aliases":["id"]},
+            "instanceId":{"type":"string","minLength":1,"x-aliases":["workerId"]}},
             "required":["taskId","instanceId"]}"#,
     },
     MethodDoc {
         name: "task.unassign",
         description: "Take a task back from its assignee: pending again",
         input_schema: r#"{"type":"object","properties":{
-            "taskId":{"type":["string","integer"]}},
+            "taskId":{"type":["string","integer"],"x-aliases":["id"]}},
             "required":["taskId"]}"#,
     },
     MethodDoc {
