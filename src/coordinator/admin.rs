@@ -10,7 +10,9 @@ use super::Coordinator;
 use crate::error::{Error, ValidationError};
 use crate::model::{Authority, InstanceId};
 use crate::work::admin::Actor;
-use crate::work::task::{Completion, Failure, TaskId, TaskUpdate, TaskView};
+use crate::work::task::{
+    Completion, Failure, StepHeartbeat, TaskId, TaskStatus, TaskUpdate, TaskView,
+};
 
 /// Longest task text (ClaudeBench's limit).
 pub const MAX_TEXT_CHARS: usize = 500;
@@ -54,6 +56,48 @@ impl Coordinator {
         tracing::info!(task = %id, by = worker.as_ref().map_or("operator", |w| w.as_str()), "task completed without a claim token");
         self.written(started).await?;
         Ok(done)
+    }
+
+    /// A step heartbeat of task `id` without its claim token, from `worker`, which must be live
+    /// and hold the task's claim in its current epoch (else `stale_claim`, as for a wrong
+    /// token). For claims whose token went to nobody (`update_task` to `in_progress`) and for
+    /// ClaudeBench-style workers that never saw a token.
+    pub async fn task_heartbeat_without_token(
+        &self,
+        id: TaskId,
+        worker: &str,
+        extend_leases: std::time::Duration,
+    ) -> Result<StepHeartbeat, Error> {
+        self.task_heartbeat_without_token_as(id, worker, extend_leases, &Authority::Any)
+            .await
+    }
+
+    /// [`task_heartbeat_without_token`](Self::task_heartbeat_without_token) on `authority`,
+    /// which must be allowed to act as `worker`.
+    pub(crate) async fn task_heartbeat_without_token_as(
+        &self,
+        id: TaskId,
+        worker: &str,
+        extend_leases: std::time::Duration,
+        authority: &Authority,
+    ) -> Result<StepHeartbeat, Error> {
+        let started = Instant::now();
+        let worker = self.worker(Some(worker))?.expect("given");
+        let extend_ms = extend_leases.as_millis() as u64;
+        self.store_ready()?;
+        let beat = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            let epoch = self.live_epoch(&worker, authority).map_err(|e| match e {
+                Error::NotAlive(_) => ValidationError::new(
+                    "workerId",
+                    format!("instance {worker} is not registered and alive"),
+                )
+                .into(),
+                e => e,
+            })?;
+            Ok(work.step_heartbeat_without_token(op, id, &(worker.clone(), epoch), extend_ms))
+        })?;
+        self.written(started).await?;
+        Ok(beat)
     }
 
     /// Reports a failed attempt of task `id` without its claim token, on the same terms as
@@ -220,9 +264,19 @@ impl Coordinator {
             )?;
         }
         self.store_ready()?;
-        let view = self
-            .ctx()
-            .with_work(|work, op| -> Result<_, Error> { Ok(work.update(op, id, &update)?) })?;
+        let limits = &self.ctx().config.limits;
+        let (max_payload, max_tasks) = (limits.max_payload_bytes, limits.max_tasks);
+        let view = self.ctx().with_work(|work, op| -> Result<_, Error> {
+            // Reopening a finished task makes it live again: the cap on live tasks holds.
+            let reopens = update.status == Some(TaskStatus::Pending)
+                && work
+                    .status_of(id)
+                    .is_some_and(|s| matches!(s, TaskStatus::Completed | TaskStatus::Failed));
+            if reopens && work.live_tasks() >= max_tasks {
+                return Err(Error::TooManyTasks(max_tasks));
+            }
+            Ok(work.update(op, id, &update, max_payload)?)
+        })?;
         self.written(started).await?;
         Ok(view)
     }

@@ -173,6 +173,7 @@ impl Dispatcher {
         }
         let write_through = self.coordinator.heartbeats_write_through();
         let mut results = Vec::with_capacity(n);
+        let mut tally = super::fast::Tally::default();
         for id in &frame.instance_ids {
             let started = Instant::now();
             // Ownership first: another principal's refused heartbeat must not spend the
@@ -183,8 +184,7 @@ impl Dispatcher {
                     metrics::outcome_label(Err(&super::RpcError::from(e))),
                     started.elapsed(),
                 );
-                self.stats
-                    .record_slot(super::stats::HEARTBEAT, false, started.elapsed());
+                tally.add(false, started.elapsed());
                 results.push(BeatResult::Forbidden);
                 continue;
             }
@@ -196,8 +196,7 @@ impl Dispatcher {
                     metrics::outcome_label(Err(&e)),
                     started.elapsed(),
                 );
-                self.stats
-                    .record_slot(super::stats::HEARTBEAT, false, started.elapsed());
+                tally.add(false, started.elapsed());
                 let retry_after_ms = e
                     .data
                     .as_ref()
@@ -220,22 +219,21 @@ impl Dispatcher {
                         metrics::outcome_label(Err(&super::RpcError::from(e))),
                         started.elapsed(),
                     );
-                    self.stats
-                        .record_slot(super::stats::HEARTBEAT, false, started.elapsed());
+                    tally.add(false, started.elapsed());
                     results.push(BeatResult::Forbidden);
                     continue;
                 }
             };
             let took = started.elapsed();
-            self.heartbeat_metrics.ok.increment(1);
             self.heartbeat_metrics.duration.record(took.as_secs_f64());
-            self.stats.record_slot(super::stats::HEARTBEAT, true, took);
+            tally.add(true, took);
             results.push(BeatResult::Beat {
                 alive: beat.alive,
                 is_leader: beat.is_leader,
                 term: beat.term.0,
             });
         }
+        self.record_tally(&tally);
         AnswerFrame::Results {
             version: VERSION,
             seq: frame.seq,

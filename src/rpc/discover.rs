@@ -110,8 +110,10 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
         input_schema: r#"{"type":"object","properties":{
             "taskId":{"type":["string","integer"],"x-aliases":["id","stepId","step_id"]},
             "claimToken":{"type":"string","x-aliases":["claim_token"]},
+            "workerId":{"type":"string","minLength":1,"x-aliases":["worker_id","instanceId"]},
             "extendLeasesSec":{"type":"integer","minimum":0,"maximum":86400,"default":900,"x-aliases":["extend_leases_sec"]}},
-            "required":["taskId","claimToken"]}"#,
+            "required":["taskId"],
+            "x-oneOfRequired":["claimToken","workerId"]}"#,
     },
     MethodDoc {
         name: "task.complete",

@@ -63,7 +63,7 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, ok: bool, took: std::time::Duration) {
+    pub(super) fn add(&mut self, ok: bool, took: std::time::Duration) {
         if ok {
             self.ok += 1;
         } else {
@@ -76,7 +76,7 @@ impl Tally {
 impl Dispatcher {
     /// Records the heartbeats of one body in the counters behind `GET /metrics` and
     /// `system.metrics`.
-    fn record_tally(&self, tally: &Tally) {
+    pub(super) fn record_tally(&self, tally: &Tally) {
         if tally.ok + tally.errors == 0 {
             return;
         }

@@ -92,17 +92,28 @@ pub async fn claim(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, R
     Ok(value)
 }
 
-/// `task.heartbeat {taskId|stepId|step_id, claimToken, extendLeasesSec?=900}` →
+/// `task.heartbeat {taskId|stepId|step_id, claimToken | workerId, extendLeasesSec?=900}` →
 /// `{status: ok|stale_claim, taskId, step_id, lostLeases}`.
 pub async fn heartbeat(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let id = p.task_id(TASK_ID)?;
-    let token = p.str(TOKEN)?;
     let extend = p
         .opt_u64(&["extendLeasesSec", "extend_leases_sec"], 24 * 3600)?
         .unwrap_or(900);
-    let answer = c
-        .task_heartbeat_as(id, token, Duration::from_secs(extend), a)
-        .await?;
+    let extend = Duration::from_secs(extend);
+    let answer = match (p.opt_str(TOKEN)?, p.opt_str(WORKER)?) {
+        (Some(token), _) => c.task_heartbeat_as(id, token, extend, a).await?,
+        // The live holder of the claim, without the token (see docs/work.md).
+        (None, Some(worker)) => {
+            c.task_heartbeat_without_token_as(id, worker, extend, a)
+                .await?
+        }
+        (None, None) => {
+            return Err(RpcError::invalid_params(
+                "claimToken",
+                "is required (also accepted as claim_token), or workerId for the claim's live holder",
+            ));
+        }
+    };
     let mut value = to_json(&answer)?;
     value["step_id"] = json!(id.0);
     Ok(value)
@@ -269,7 +280,6 @@ const LIST_PARAMS: &[&str] = &[
     "after",
     "sessionId",
     "timestamp",
-    "metadata",
 ];
 
 const STATUSES: &str = "pending, in_progress, completed or failed";

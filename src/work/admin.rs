@@ -43,25 +43,43 @@ fn finished_rule(id: TaskId, status: TaskStatus) -> String {
 }
 
 impl WorkBook {
+    /// The status of task `id`, if the book has it.
+    pub fn status_of(&self, id: TaskId) -> Option<TaskStatus> {
+        self.tasks.get(&id).map(|t| t.status)
+    }
+
     fn existing(&self, id: TaskId, field: &'static str) -> Result<&Task, ValidationError> {
         self.tasks
             .get(&id)
             .ok_or_else(|| refuse(field, format!("no task {id}")))
     }
 
-    /// Marks pending task `id` as reserved for its `reserved` holder in the index.
+    /// Files pending task `id` under its `reserved` holder: it leaves the shared pending queue
+    /// (no other worker's claim scans it) for the holder's own.
     fn reserve(&mut self, id: TaskId) {
         if let Some(task) = self.tasks.get(&id)
             && let Some(holder) = task.reserved.clone()
         {
-            self.reserved_by
-                .entry(holder)
-                .or_default()
-                .insert(pending_key(task));
+            let key = pending_key(task);
+            self.pending.remove(&key);
+            self.reserved_by.entry(holder).or_default().insert(key);
         }
     }
 
-    /// Clears the reservation of `id`, if any (task and index).
+    /// Ends the reservation of pending task `id`: it goes back to the shared pending queue, in
+    /// its place. Answers the instance it was reserved for.
+    pub(super) fn release_reservation(&mut self, id: TaskId) -> Option<(InstanceId, Epoch)> {
+        let holder = self.unreserve(id)?;
+        if let Some(task) = self.tasks.get(&id)
+            && task.status == TaskStatus::Pending
+        {
+            self.pending.insert(pending_key(task));
+        }
+        Some(holder)
+    }
+
+    /// Clears the reservation of `id`, if any (task and index), and leaves it out of every
+    /// queue: the caller claims, finishes or removes it, or queues it again.
     pub(super) fn unreserve(&mut self, id: TaskId) -> Option<(InstanceId, Epoch)> {
         let task = self.tasks.get_mut(&id)?;
         let holder = task.reserved.take()?;
@@ -88,12 +106,13 @@ impl WorkBook {
         error: Option<String>,
     ) {
         let was = self.tasks[&id].status;
-        if was == TaskStatus::Claimed {
+        let reserved = if was == TaskStatus::Claimed {
             self.end_claim(op, id);
+            None
         } else {
             self.pending.remove(&pending_key(&self.tasks[&id]));
-            self.unreserve(id);
-        }
+            self.unreserve(id)
+        };
         let task = self.tasks.get_mut(&id).expect("exists");
         task.status = status;
         task.token = None;
@@ -105,7 +124,10 @@ impl WorkBook {
         } else {
             task.error = error.or_else(|| Some(format!("failed by {}", actor.name())));
         }
-        let task = self.tasks[&id].clone();
+        let mut task = self.tasks[&id].clone();
+        if task.assignee.is_none() {
+            task.assignee = reserved; // the event names the instance it was assigned to
+        }
         let kind = if status == TaskStatus::Completed {
             EventKind::TaskCompleted
         } else {
@@ -147,6 +169,33 @@ impl WorkBook {
         }
     }
 
+    /// A step heartbeat of `id` without its claim token, from the live instance holding its
+    /// claim (a claim made for it by `task.update {status: in_progress}`, whose token went to
+    /// nobody, stays alive this way). Anything else — another instance, an older epoch, a task
+    /// not claimed — is `stale_claim`, as a wrong token is.
+    pub fn step_heartbeat_without_token(
+        &mut self,
+        op: &mut Op,
+        id: TaskId,
+        worker: &(InstanceId, Epoch),
+        extend_ms: u64,
+    ) -> StepHeartbeat {
+        let token = self
+            .tasks
+            .get(&id)
+            .filter(|t| t.status == TaskStatus::Claimed && t.assignee.as_ref() == Some(worker))
+            .and_then(|t| t.token.clone());
+        match token {
+            Some(token) => self.step_heartbeat(op, id, &token, extend_ms),
+            None => StepHeartbeat {
+                status: StepStatus::StaleClaim,
+                task_id: id,
+                lost_leases: Vec::new(),
+                leases_expire_at_ms: None,
+            },
+        }
+    }
+
     /// Completes `id` without its claim token (ClaudeBench's `task.complete {id, result}`):
     /// from its live assignee, or an operator. Completing a finished task again is refused.
     pub fn complete_without_token(
@@ -162,6 +211,17 @@ impl WorkBook {
             return Err(refuse(
                 "workerId",
                 format!("task {id} is not assigned to this instance (in this epoch)"),
+            ));
+        }
+        let task = &self.tasks[&id];
+        if matches!(actor, Actor::Assignee(..))
+            && task.status == TaskStatus::Pending
+            && !task.locks.is_empty()
+        {
+            // Its work must run under its locks, which only a claim takes.
+            return Err(refuse(
+                field,
+                format!("task {id} requires locks: claim it (task.claim) before completing it"),
             ));
         }
         self.finish_without_token(op, id, TaskStatus::Completed, actor, result, None);
@@ -193,8 +253,9 @@ impl WorkBook {
         let status = if self.tasks[&id].status == TaskStatus::Claimed {
             self.take_back(op, id, why, false)
         } else {
-            // Assigned, never claimed: the attempt counts all the same.
-            self.unreserve(id);
+            // Assigned, never claimed: the attempt counts all the same, and the task goes back
+            // to every worker.
+            let holder = self.release_reservation(id);
             let task = self.tasks.get_mut(&id).expect("exists");
             task.attempts += 1;
             if task.attempts >= task.max_attempts {
@@ -203,7 +264,8 @@ impl WorkBook {
             } else {
                 task.error = Some(why.clone());
                 task.updated_at = op.now;
-                let task = task.clone();
+                let mut task = task.clone();
+                task.assignee = holder;
                 op.task_event(EventKind::TaskFailed, &task, Some(why));
                 FailStatus::Pending
             }
@@ -279,7 +341,7 @@ impl WorkBook {
         let task = self.existing(id, "taskId")?;
         match task.status {
             TaskStatus::Pending => {
-                let Some(previous) = self.unreserve(id) else {
+                let Some(previous) = self.release_reservation(id) else {
                     return Ok(None);
                 };
                 let task = self.tasks.get_mut(&id).expect("exists");
@@ -329,6 +391,7 @@ impl WorkBook {
         op: &mut Op,
         id: TaskId,
         update: &TaskUpdate,
+        max_payload_bytes: usize,
     ) -> Result<TaskView, ValidationError> {
         let task = self.existing(id, "id")?;
         let from = task.status;
@@ -361,29 +424,16 @@ impl WorkBook {
             }
             _ => {}
         }
-        // The status first: it is the only part that can still be refused (locks held).
+        // The new payload, checked before anything changes: merges must not grow it past the
+        // limit a create has.
+        let mut payload = task.payload.clone();
         let mut changes = Vec::new();
-        if let Some(to) = to {
-            self.change_status(op, id, from, to)?;
-            changes.push("status");
-        }
-        // Then the content; the pending key moves with the priority.
-        let pending = self.tasks[&id].status == TaskStatus::Pending;
-        let reserved = if pending {
-            let key = pending_key(&self.tasks[&id]);
-            self.pending.remove(&key);
-            self.unreserve(id)
-        } else {
-            None
-        };
-        let task = self.tasks.get_mut(&id).expect("exists");
         if let Some(text) = &update.text {
-            task.payload["text"] = serde_json::Value::String(text.clone());
+            payload["text"] = serde_json::Value::String(text.clone());
             changes.push("text");
         }
         if let Some(metadata) = &update.metadata {
-            let merged = task
-                .payload
+            let merged = payload
                 .as_object_mut()
                 .expect("checked: an object")
                 .entry("metadata")
@@ -397,15 +447,40 @@ impl WorkBook {
             }
             changes.push("metadata");
         }
+        let size = serde_json::to_vec(&payload).map_or(usize::MAX, |v| v.len());
+        if size > max_payload_bytes {
+            return Err(refuse(
+                "updates",
+                format!(
+                    "the task's payload would be {size} bytes serialized; at most {max_payload_bytes}"
+                ),
+            ));
+        }
+        // The status first: it is the only part that can still be refused (locks held).
+        if let Some(to) = to {
+            self.change_status(op, id, from, to)?;
+            changes.push("status");
+        }
+        // Then the content; the queue key moves with the priority.
+        let pending = self.tasks[&id].status == TaskStatus::Pending;
+        let reserved = if pending {
+            let key = pending_key(&self.tasks[&id]);
+            self.pending.remove(&key);
+            self.unreserve(id)
+        } else {
+            None
+        };
+        let task = self.tasks.get_mut(&id).expect("exists");
+        task.payload = payload;
         if let Some(priority) = update.priority {
             task.priority = priority;
             changes.push("priority");
         }
         task.updated_at = op.now;
         if pending {
-            task.reserved = reserved;
             let key = pending_key(task);
             self.pending.insert(key);
+            task.reserved = reserved;
             self.reserve(id);
         }
         let task = self.tasks[&id].clone();
@@ -439,6 +514,7 @@ impl WorkBook {
                 task.finished_at = None;
                 task.finished_by = None;
                 task.result = None;
+                task.error = None;
                 task.updated_at = op.now;
                 let key = pending_key(task);
                 self.pending.insert(key);
@@ -458,5 +534,237 @@ impl WorkBook {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::LivenessClock;
+    use crate::model::Term;
+    use std::time::Duration;
+
+    fn book() -> WorkBook {
+        WorkBook::new(WorkSettings {
+            step_timeout_ms: 1_800_000,
+            claim_lease_ttl_ms: 900_000,
+            finished_retention: 100,
+            claim_scan_limit: 1000,
+        })
+    }
+
+    fn id(name: &str) -> InstanceId {
+        InstanceId::parse(name, &crate::config::Limits::default()).unwrap()
+    }
+
+    /// Every index agrees with the tasks: a pending task is in exactly one queue — the shared
+    /// one, or its assignee's — under its current key; claimed tasks are filed under their
+    /// holder; finished tasks are in the retention list once; nothing else is anywhere.
+    fn check(book: &WorkBook) {
+        for t in book.tasks.values() {
+            let key = pending_key(t);
+            let in_pending = book.pending.contains(&key);
+            let in_reserved = book.reserved_by.values().any(|keys| keys.contains(&key));
+            match t.status {
+                TaskStatus::Pending => {
+                    assert!(t.assignee.is_none() && t.token.is_none(), "{t:?}");
+                    match &t.reserved {
+                        Some(holder) => {
+                            assert!(!in_pending, "reserved {} also shared", t.id);
+                            assert!(book.reserved_by[holder].contains(&key), "{t:?}");
+                        }
+                        None => assert!(in_pending && !in_reserved, "{t:?}"),
+                    }
+                }
+                TaskStatus::Claimed => {
+                    let holder = t.assignee.as_ref().expect("a holder");
+                    assert!(t.token.is_some() && t.reserved.is_none(), "{t:?}");
+                    assert!(book.claimed_by[holder].contains(&t.id), "{t:?}");
+                    assert!(!in_pending && !in_reserved, "{t:?}");
+                }
+                TaskStatus::Completed | TaskStatus::Failed => {
+                    assert_eq!(book.finished.iter().filter(|f| **f == t.id).count(), 1);
+                    assert!(!in_pending && !in_reserved && t.reserved.is_none(), "{t:?}");
+                }
+            }
+        }
+        let queued =
+            book.pending.len() + book.reserved_by.values().map(BTreeSet::len).sum::<usize>();
+        let pending = book
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Pending)
+            .count();
+        assert_eq!(queued, pending, "no stale queue entries");
+        assert!(book.reserved_by.values().all(|k| !k.is_empty()));
+        assert!(book.finished.iter().all(|f| book.tasks.contains_key(f)));
+        let claimed: usize = book.claimed_by.values().map(BTreeSet::len).sum();
+        let held = book
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Claimed)
+            .count();
+        assert_eq!(claimed, held);
+    }
+
+    fn create(book: &mut WorkBook, op: &mut Op, text: &str, priority: u8) -> TaskId {
+        let payload = serde_json::json!({"text": text});
+        book.create(op, payload, priority, 3, Vec::new(), None)
+            .unwrap()
+            .0
+            .id
+    }
+
+    /// Assignment, priority changes, claims, unassignment, tokenless endings, reopening,
+    /// deletion and departures keep every index consistent, step by step.
+    #[tokio::test]
+    async fn operator_actions_keep_every_index_consistent() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut op = Op::new(&clock, Term(1));
+        let mut b = book();
+        let (w1, w2) = (id("w1"), id("w2"));
+        let a = create(&mut b, &mut op, "a", 90);
+        let c = create(&mut b, &mut op, "c", 10);
+        b.assign(&mut op, a, &w2, Epoch(1)).unwrap();
+        check(&b);
+        // w1 does not see w2's task, although it is the best one.
+        let got = b.claim(&mut op, &w1, Epoch(1), 5);
+        assert_eq!(got.iter().map(|t| t.task.id).collect::<Vec<_>>(), [c]);
+        check(&b);
+        // A priority change moves the reserved task within its assignee's queue.
+        let update = TaskUpdate {
+            priority: Some(5),
+            ..TaskUpdate::default()
+        };
+        b.update(&mut op, a, &update, 65_536).unwrap();
+        check(&b);
+        assert!(
+            b.reserved_by[&(w2.clone(), Epoch(1))]
+                .iter()
+                .any(|k| k.2 == a && k.0.0 == 5)
+        );
+        // An older epoch of w2 may not end it; the live one may.
+        let zombie = Actor::Assignee(w2.clone(), Epoch(0));
+        assert!(
+            b.complete_without_token(&mut op, a, &zombie, None, "id")
+                .is_err()
+        );
+        let failed = b
+            .fail_without_token(
+                &mut op,
+                a,
+                &Actor::Assignee(w2.clone(), Epoch(1)),
+                None,
+                "id",
+            )
+            .unwrap();
+        assert_eq!(
+            (failed.status, failed.retry_count),
+            (FailStatus::Pending, 1)
+        );
+        check(&b);
+        assert!(
+            b.tasks[&a].reserved.is_none(),
+            "a failure ends the assignment"
+        );
+        // Assign again, then w2 leaves: the task is everyone's again.
+        b.assign(&mut op, a, &w2, Epoch(1)).unwrap();
+        b.release_instance(&mut op, &w2, Epoch(1), "expired");
+        check(&b);
+        assert!(b.pending.iter().any(|k| k.2 == a));
+        // Claimed by w1, completed by an operator: the token is stale.
+        let claim = b.claim(&mut op, &w1, Epoch(1), 1).remove(0);
+        assert_eq!(claim.task.id, a);
+        b.complete_without_token(&mut op, a, &Actor::Operator, None, "id")
+            .unwrap();
+        check(&b);
+        let again = b.complete(&mut op, a, &claim.claim_token, None);
+        assert_eq!(again.status, CompleteStatus::StaleClaim);
+        assert!(
+            b.complete_without_token(&mut op, a, &Actor::Operator, None, "id")
+                .is_err()
+        );
+        // Reopen, then set in_progress for an assignee, then unassign (no attempt counted).
+        let reopen = TaskUpdate {
+            status: Some(TaskStatus::Pending),
+            ..TaskUpdate::default()
+        };
+        b.update(&mut op, a, &reopen, 65_536).unwrap();
+        check(&b);
+        assert_eq!(b.tasks[&a].attempts, 0);
+        b.assign(&mut op, a, &w1, Epoch(1)).unwrap();
+        let start = TaskUpdate {
+            status: Some(TaskStatus::Claimed),
+            ..TaskUpdate::default()
+        };
+        b.update(&mut op, a, &start, 65_536).unwrap();
+        check(&b);
+        let beat = b.step_heartbeat_without_token(&mut op, a, &(w1.clone(), Epoch(1)), 0);
+        assert_eq!(beat.status, StepStatus::Ok);
+        let beat = b.step_heartbeat_without_token(&mut op, a, &(w2.clone(), Epoch(1)), 0);
+        assert_eq!(beat.status, StepStatus::StaleClaim);
+        assert_eq!(b.unassign(&mut op, a, "test").unwrap(), Some(w1.clone()));
+        check(&b);
+        assert_eq!(b.tasks[&a].attempts, 0);
+        // Delete: a claimed one, a reserved one, a finished one.
+        b.claim(&mut op, &w1, Epoch(1), 1);
+        b.delete(&mut op, a).unwrap();
+        check(&b);
+        let d = create(&mut b, &mut op, "d", 50);
+        b.assign(&mut op, d, &w1, Epoch(1)).unwrap();
+        b.delete(&mut op, d).unwrap();
+        check(&b);
+        b.complete_without_token(
+            &mut op,
+            c,
+            &Actor::Assignee(w1.clone(), Epoch(1)),
+            None,
+            "id",
+        )
+        .unwrap();
+        b.delete(&mut op, c).unwrap();
+        check(&b);
+        assert!(b.tasks.is_empty());
+    }
+
+    /// The assignee cannot complete an assigned task that requires locks without claiming it:
+    /// its work must run under them. An update cannot grow the payload past the limit.
+    #[tokio::test]
+    async fn locks_and_payload_limits_hold_without_a_token() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut op = Op::new(&clock, Term(1));
+        let mut b = book();
+        let w1 = id("w1");
+        let lock = LockSpec {
+            key: LeaseKey::unchecked("db/migrate"),
+            mode: LeaseMode::Exclusive,
+        };
+        let payload = serde_json::json!({"text": "migrate"});
+        let (t, _) = b.create(&mut op, payload, 50, 3, vec![lock], None).unwrap();
+        b.assign(&mut op, t.id, &w1, Epoch(1)).unwrap();
+        let assignee = Actor::Assignee(w1.clone(), Epoch(1));
+        let refused = b.complete_without_token(&mut op, t.id, &assignee, None, "id");
+        assert!(refused.unwrap_err().rule.contains("requires locks"));
+        // Once claimed (under its lock), the assignee completes it without the token.
+        b.claim(&mut op, &w1, Epoch(1), 1);
+        b.complete_without_token(&mut op, t.id, &assignee, None, "id")
+            .unwrap();
+        check(&b);
+        // Metadata merges stop at the payload limit, and nothing changes.
+        let big =
+            serde_json::Map::from_iter([("k".to_string(), serde_json::json!("x".repeat(900)))]);
+        let update = TaskUpdate {
+            metadata: Some(big),
+            ..TaskUpdate::default()
+        };
+        assert!(b.update(&mut op, t.id, &update, 1024).is_ok());
+        let more =
+            serde_json::Map::from_iter([("k2".to_string(), serde_json::json!("y".repeat(900)))]);
+        let update = TaskUpdate {
+            metadata: Some(more),
+            ..TaskUpdate::default()
+        };
+        assert!(b.update(&mut op, t.id, &update, 1024).is_err());
+        assert!(b.tasks[&t.id].payload["metadata"].get("k2").is_none());
     }
 }

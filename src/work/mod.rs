@@ -349,29 +349,38 @@ impl WorkBook {
                 })
         };
         if query.order_by != TaskOrder::CreatedAt || query.descending || query.offset > 0 {
+            // Only the first `offset + limit` in order are sorted: a selection, then a sort of
+            // that head, with keys compared in place (no allocation per task).
             let mut hits: Vec<&Task> = self.tasks.values().filter(|t| matches(t)).collect();
             let total = hits.len();
-            let key = |t: &Task| -> (u64, u64, String) {
-                match query.order_by {
-                    TaskOrder::CreatedAt => (0, 0, String::new()),
-                    TaskOrder::UpdatedAt => (t.updated_at, 0, String::new()),
-                    TaskOrder::Priority => (u64::from(t.priority), 0, String::new()),
-                    TaskOrder::Status => (0, 0, t.status.as_str().to_string()),
-                    TaskOrder::AssignedTo => (
-                        0,
-                        0,
-                        t.assignee
-                            .as_ref()
-                            .or(t.reserved.as_ref())
-                            .map(|(id, _)| id.to_string())
-                            .unwrap_or_default(),
-                    ),
+            let by_key = |a: &&Task, b: &&Task| -> std::cmp::Ordering {
+                let key = match query.order_by {
+                    TaskOrder::CreatedAt => std::cmp::Ordering::Equal,
+                    TaskOrder::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+                    TaskOrder::Priority => a.priority.cmp(&b.priority),
+                    TaskOrder::Status => a.status.as_str().cmp(b.status.as_str()),
+                    TaskOrder::AssignedTo => {
+                        let (x, y) = (
+                            a.assignee.as_ref().or(a.reserved.as_ref()),
+                            b.assignee.as_ref().or(b.reserved.as_ref()),
+                        );
+                        x.map(|(id, _)| id.as_str())
+                            .cmp(&y.map(|(id, _)| id.as_str()))
+                    }
+                };
+                let order = key.then(a.id.cmp(&b.id));
+                if query.descending {
+                    order.reverse()
+                } else {
+                    order
                 }
             };
-            hits.sort_by_cached_key(|t| (key(t), t.id));
-            if query.descending {
-                hits.reverse();
+            let head = (query.offset + limit).min(total);
+            if head < total {
+                hits.select_nth_unstable_by(head, by_key);
+                hits.truncate(head);
             }
+            hits.sort_unstable_by(by_key);
             let items: Vec<TaskView> = hits
                 .iter()
                 .skip(query.offset)
@@ -476,10 +485,6 @@ impl WorkBook {
             let Some(key) = next.cloned() else { break };
             scanned += 1;
             cursor = Some(key);
-            // A task assigned to another instance waits for it.
-            if self.tasks.get(&key.2).is_some_and(|t| t.reserved.is_some()) {
-                continue;
-            }
             if let Some(task) = self.claim_one(op, key, worker, epoch) {
                 claimed.push(task);
             }
@@ -848,10 +853,11 @@ impl WorkBook {
             .map(|keys| keys.iter().map(|k| k.2).collect::<Vec<_>>())
             .unwrap_or_default();
         for task_id in reserved {
-            self.unreserve(task_id);
+            let holder = self.release_reservation(task_id);
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 task.updated_at = op.now;
-                let task = task.clone();
+                let mut task = task.clone();
+                task.assignee = holder; // the event names the instance that left
                 op.task_event(
                     EventKind::TaskUnassigned,
                     &task,

@@ -216,7 +216,7 @@ impl WorkBook {
         let mut last_task = counters.last_task;
         for r in tasks {
             last_task = last_task.max(r.id.0).max(r.seq);
-            let task = Task {
+            let mut task = Task {
                 id: r.id,
                 seq: r.seq,
                 status: r.status,
@@ -244,26 +244,39 @@ impl WorkBook {
                 request_id: r.request_id,
                 request_owner: r.request_owner,
             };
+            if task.status == TaskStatus::Claimed
+                && (task.assignee.is_none() || task.token.is_none())
+            {
+                // A claim nobody can present or that names no holder: pending again, in its
+                // place (records written by hand or by a broken writer).
+                task.status = TaskStatus::Pending;
+                task.assignee = None;
+                task.token = None;
+                task.claimed_at = None;
+                task.heartbeat_at = None;
+            }
+            if task.status != TaskStatus::Pending {
+                task.reserved = None;
+            }
             if let Some(key) = task.request_key() {
                 self.by_request.insert(key, task.id);
             }
             match task.status {
-                TaskStatus::Pending => {
-                    self.pending.insert(pending_key(&task));
-                    if let Some(holder) = &task.reserved {
+                TaskStatus::Pending => match &task.reserved {
+                    // An assigned task waits in its instance's own queue.
+                    Some(holder) => {
                         self.reserved_by
                             .entry(holder.clone())
                             .or_default()
                             .insert(pending_key(&task));
                     }
-                }
-                TaskStatus::Claimed => {
-                    if let Some(holder) = &task.assignee {
-                        self.claimed_by
-                            .entry(holder.clone())
-                            .or_default()
-                            .insert(task.id);
+                    None => {
+                        self.pending.insert(pending_key(&task));
                     }
+                },
+                TaskStatus::Claimed => {
+                    let holder = task.assignee.clone().expect("checked above");
+                    self.claimed_by.entry(holder).or_default().insert(task.id);
                 }
                 TaskStatus::Completed | TaskStatus::Failed => self.finished.push_back(task.id),
             }

@@ -171,6 +171,7 @@ async fn task_list_filters_orders_and_pages_as_claudebench() {
     ok(&url, "task.list", json!({"sessionId": "s", "timestamp": 1})).await;
     for (params, field) in [
         (json!({"assigned_to": "w1"}), "assigned_to"),
+        (json!({"metadata": {"board": "web"}}), "metadata"),
         (json!({"status": "INVALID"}), "status"),
         (json!({"orderBy": "text"}), "orderBy"),
         (json!({"order": "up"}), "order"),
@@ -249,6 +250,29 @@ async fn task_update_edits_and_moves_tasks_through_the_state_machine() {
         (moved["status"].clone(), moved["assignedTo"].clone()),
         (json!("in_progress"), json!("w1"))
     );
+    // Nobody holds that claim's token: its live holder keeps it alive without one.
+    let beat = ok(
+        &url,
+        "task.heartbeat",
+        json!({"taskId": id, "workerId": "w1"}),
+    )
+    .await;
+    assert_eq!(beat["status"], "ok");
+    ok(
+        &url,
+        "system.register",
+        json!({"id": "w9", "roles": ["worker"]}),
+    )
+    .await;
+    let beat = ok(
+        &url,
+        "task.heartbeat",
+        json!({"taskId": id, "workerId": "w9"}),
+    )
+    .await;
+    assert_eq!(beat["status"], "stale_claim", "another instance");
+    let e = refused(&url, None, "task.heartbeat", json!({"taskId": id})).await;
+    assert_eq!(e["data"]["field"], "claimToken");
     // completed by an operator: recorded as such.
     let done = ok(
         &url,
@@ -640,6 +664,31 @@ async fn completing_without_a_token_keeps_fencing() {
     )
     .await;
     assert_eq!(done["result"]["status"], "completed", "{done}");
+    // Unless it requires locks, which only a claim takes.
+    let locked = call(
+        &url,
+        ops,
+        "task.create",
+        json!({"text": "migrate", "requiresLocks": ["db/main"]}),
+    )
+    .await;
+    let locked = locked["result"]["id"].clone();
+    call(
+        &url,
+        ops,
+        "task.assign",
+        json!({"taskId": locked, "instanceId": "w2"}),
+    )
+    .await;
+    let e = refused(
+        &url,
+        alice,
+        "task.complete",
+        json!({"id": locked, "workerId": "w2"}),
+    )
+    .await;
+    assert_eq!(e["data"]["field"], "id", "{e}");
+    call(&url, ops, "task.delete", json!({"id": locked})).await;
 
     // task.fail without a token: the attempt counts, the task is pending for everyone.
     let t4 = create("four").await;
