@@ -86,14 +86,7 @@ impl Coordinator {
         let extend_ms = extend_leases.as_millis() as u64;
         self.store_ready()?;
         let beat = self.ctx().with_work(|work, op| -> Result<_, Error> {
-            let epoch = self.live_epoch(&worker, authority).map_err(|e| match e {
-                Error::NotAlive(_) => ValidationError::new(
-                    "workerId",
-                    format!("instance {worker} is not registered and alive"),
-                )
-                .into(),
-                e => e,
-            })?;
+            let epoch = self.live_epoch_named(&worker, authority, "workerId")?;
             Ok(work.step_heartbeat_without_token(op, id, &(worker.clone(), epoch), extend_ms))
         })?;
         self.written(started).await?;
@@ -167,16 +160,7 @@ impl Coordinator {
             })?;
         self.store_ready()?;
         let previous = self.ctx().with_work(|work, op| -> Result<_, Error> {
-            let epoch = self
-                .live_epoch(&instance, &Authority::Any)
-                .map_err(|e| match e {
-                    Error::NotAlive(_) => ValidationError::new(
-                        "instanceId",
-                        format!("instance {instance} is not registered and alive"),
-                    )
-                    .into(),
-                    e => e,
-                })?;
+            let epoch = self.live_epoch_named(&instance, &Authority::Any, "instanceId")?;
             Ok(work.assign(op, id, &instance, epoch)?)
         })?;
         self.written(started).await?;
@@ -303,14 +287,7 @@ impl Coordinator {
     ) -> Result<Actor, Error> {
         match worker {
             Some(worker) => {
-                let epoch = self.live_epoch(worker, authority).map_err(|e| match e {
-                    Error::NotAlive(_) => ValidationError::new(
-                        "workerId",
-                        format!("instance {worker} is not registered and alive"),
-                    )
-                    .into(),
-                    e => e,
-                })?;
+                let epoch = self.live_epoch_named(worker, authority, "workerId")?;
                 Ok(Actor::Assignee(worker.clone(), epoch))
             }
             None => {
@@ -318,6 +295,25 @@ impl Coordinator {
                 Ok(Actor::Operator)
             }
         }
+    }
+}
+
+impl Coordinator {
+    /// The epoch of live instance `id` that `authority` may act as; an instance that is not
+    /// live is −32602 naming `field` (the parameter the caller named it in).
+    fn live_epoch_named(
+        &self,
+        id: &InstanceId,
+        authority: &Authority,
+        field: &'static str,
+    ) -> Result<crate::model::Epoch, Error> {
+        self.live_epoch(id, authority).map_err(|e| match e {
+            Error::NotAlive(_) => {
+                ValidationError::new(field, format!("instance {id} is not registered and alive"))
+                    .into()
+            }
+            e => e,
+        })
     }
 }
 
