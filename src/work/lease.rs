@@ -13,7 +13,7 @@
 //!
 //! A key's ancestors are looked up one by one (at most one per separator in it); its
 //! descendants lie in two ranges of the ordered table, `key/…` and `key§…`
-//! ([`LeaseKey::descendant_ranges`]), so no conflict check scans the table.
+//! (`LeaseKey::descendant_ranges`), so no conflict check scans the table.
 //!
 //! A holder never conflicts with itself. Every grant carries a fencing token from one counter
 //! that only grows, so a resource can refuse a write that presents an older token than one it
