@@ -316,6 +316,10 @@ async fn failing_a_step_puts_it_back_until_out_of_attempts() {
         )
         .await;
         assert_eq!(claim["tasks"].as_array().unwrap().len(), 1, "{claim}");
+        assert_eq!(
+            claim["task"], claim["tasks"][0]["task"],
+            "the first at the top too"
+        );
         let token = claim["claim_token"].as_str().unwrap();
         let failed = ok(
             &server,

@@ -278,7 +278,7 @@ struct FailOut {
 }
 
 /// A lock a task needs.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
 struct LockOut {
     /// The lease key.
@@ -288,7 +288,7 @@ struct LockOut {
 }
 
 /// A task (a step), never with its claim token.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
 struct TaskOut {
     /// The step: the N of `t-N`.
@@ -392,7 +392,7 @@ struct RegisterOut {
 }
 
 /// A lease.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
 struct LeaseOut {
     /// The key.
@@ -409,7 +409,7 @@ struct LeaseOut {
 }
 
 /// Who holds a lease.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
 struct HolderOut {
     /// `claim` or `instance`.
@@ -482,7 +482,7 @@ struct ClaimOut {
     task: Option<TaskOut>,
     /// The leases taken for its locks.
     leases: Vec<LeaseOut>,
-    /// Every step claimed, when max_tasks > 1.
+    /// Every step claimed (the first included), when max_tasks > 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     tasks: Option<Vec<ClaimedOut>>,
 }
@@ -1156,16 +1156,18 @@ async fn claim_step<B: Backend>(
         leases: Vec::new(),
         tasks: None,
     };
+    if let Some(first) = claimed.first() {
+        answer.step_id = Some(first.step_id);
+        answer.claim_token = Some(first.claim_token.clone());
+    }
     if max > 1 {
-        if let Some(first) = claimed.first() {
-            answer.step_id = Some(first.step_id);
-            answer.claim_token = Some(first.claim_token.clone());
-        }
-        // The first in full beside the list would say everything twice: the list has it.
+        answer.task = claimed.first().map(|c| c.task.clone());
+        answer.leases = claimed
+            .first()
+            .map(|c| c.leases.clone())
+            .unwrap_or_default();
         answer.tasks = Some(claimed);
     } else if let Some(first) = claimed.into_iter().next() {
-        answer.step_id = Some(first.step_id);
-        answer.claim_token = Some(first.claim_token);
         answer.task = Some(first.task);
         answer.leases = first.leases;
     }
