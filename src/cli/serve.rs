@@ -157,7 +157,8 @@ impl ServeArgs {
                 return std::process::ExitCode::from(2);
             }
         };
-        init_logging(settings.log_format, "info");
+        // rmcp logs every stateless /mcp request's service start and end at info.
+        init_logging(settings.log_format, "info,rmcp=warn");
         let server_config = match server_config(&settings) {
             Ok(c) => c,
             Err(e) => {
