@@ -435,7 +435,8 @@ async fn a_silent_instance_is_idle_and_the_cluster_degraded() {
 }
 
 /// `system.health` reports `services` as ClaudeBench's clients read them: `redis` false
-/// without Redis, `postgres` false, `mcp` false (no MCP endpoint yet), Vigil's details beside.
+/// without Redis, `postgres` false, `mcp` true exactly when `/mcp` is served (with the `mcp`
+/// feature, unless `ServerConfig::mcp` is off), Vigil's details beside.
 #[tokio::test]
 async fn health_reports_claudebench_services_truthfully() {
     let (url, coordinator, stop) = serve().await;
@@ -447,7 +448,7 @@ async fn health_reports_claudebench_services_truthfully() {
     let services = &health["services"];
     assert_eq!(services["redis"], false, "{health}");
     assert_eq!(services["postgres"], false);
-    assert_eq!(services["mcp"], false);
+    assert_eq!(services["mcp"], cfg!(feature = "mcp"));
     assert_eq!(services["store"], "memory");
     assert_eq!(services["storeState"], "ok");
     assert_eq!(services["coordinator"], "up");
