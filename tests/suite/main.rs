@@ -33,6 +33,8 @@ mod limits;
 mod liveness;
 #[cfg(feature = "cli")]
 mod load;
+#[cfg(all(feature = "server", feature = "cli"))]
+mod mcp_python;
 #[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
 mod persistence;
 #[cfg(all(feature = "redis", feature = "chaos"))]
