@@ -31,6 +31,8 @@
 //!   with the `redis` feature, [`RedisStore`](store::RedisStore);
 //! * with `server`: [`server`] — the JSON-RPC server, and [`server::router`] to mount its routes
 //!   into an application's own axum router; [`rpc`] — the dispatcher and error codes;
+//! * with `mcp`: [`mcp`] — the MCP tools (Sortie's and Vigil's) for LLM agents, served at
+//!   `POST /mcp` and by `vigil mcp` over stdio;
 //! * with `client`: [`client`] — the worker client (sessions, elections, claims, leases);
 //! * with `chaos`: [`faults`] — kill and inspect actors, for chaos tests.
 //!
@@ -42,9 +44,10 @@
 //! | `redis` | the Redis store and recovery from it | yes |
 //! | `metrics` | counters through the `metrics` facade | via `server` |
 //! | `server` | JSON-RPC over HTTP and WebSocket, `GET /metrics` | yes |
+//! | `mcp` | MCP tools: `POST /mcp` on the server, `vigil mcp` over stdio (implies `server`) | yes |
 //! | `client` | the worker client | yes |
 //! | `chaos` | fault injection in the API ([`faults`]), for chaos tests | no |
-//! | `cli` | the `vigil` binary: `serve`, `load`, `chaos`, `status` | yes |
+//! | `cli` | the `vigil` binary: `serve`, `mcp`, `load`, `chaos`, `status` | yes |
 //!
 //! An embedder that wants only the core writes
 //! `vigil = { version = "0.1", default-features = false }`. The architecture — which module
@@ -69,6 +72,9 @@ pub mod work;
 pub mod rpc;
 #[cfg(feature = "server")]
 pub mod server;
+
+#[cfg(feature = "mcp")]
+pub mod mcp;
 
 #[cfg(feature = "client")]
 pub mod client;

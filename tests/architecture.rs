@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["actors"],
     &["coordinator"],
     &["rpc"],
+    &["mcp"],
     &["server", "client"],
     &["load"],
     &["chaos"],

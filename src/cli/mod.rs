@@ -3,6 +3,7 @@
 
 mod chaos;
 mod load;
+mod mcp;
 mod serve;
 pub mod settings;
 mod status;
@@ -48,6 +49,11 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// Show a running coordinator's instances, leader and tasks as a table.
     Status(status::StatusArgs),
+    /// MCP server over stdio for one agent process: Sortie's step tools and Vigil's, each
+    /// forwarded to a running coordinator (--target) over JSON-RPC. Falls back to
+    /// SORTIE_STEP_ID and SORTIE_CLAIM_TOKEN for a step tool's step and claim token. Logs go
+    /// to stderr; stdout carries the protocol only.
+    Mcp(mcp::McpArgs),
     /// Load harness: register workers, send heartbeats open loop at --rate, report latency
     /// percentiles (from each call's intended send time), errors and the achieved rate.
     Load(load::LoadArgs),
@@ -67,6 +73,20 @@ fn init_logging(format: settings::LogFormat, default_level: &str) {
     }
 }
 
+/// Logging to stderr only (`vigil mcp`, whose stdout is the protocol's), without colours.
+fn init_logging_to_stderr(format: settings::LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match format {
+        settings::LogFormat::Human => builder.init(),
+        settings::LogFormat::Json => builder.json().init(),
+    }
+}
+
 /// Parses the command line, builds the runtime the subcommand wants and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -74,7 +94,7 @@ pub fn main() -> ExitCode {
     // `run`, on the smallest runtime.
     let threads = match &cli.command {
         Command::Serve(args) => args.settings(cli.log_format).map_or(1, |s| s.threads),
-        Command::Status(_) => 1,
+        Command::Status(_) | Command::Mcp(_) => 1,
         Command::Load(_) | Command::Chaos(_) => {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
@@ -109,6 +129,10 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Status(args) => {
             init_logging(log_format, "info");
+            args.run().await
+        }
+        Command::Mcp(args) => {
+            init_logging_to_stderr(log_format, "warn");
             args.run().await
         }
         Command::Serve(args) => args.run(cli.log_format).await,

@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// memory), for chaos tests; never on a production server.
     #[arg(long, env = "VIGIL_CHAOS")]
     chaos: bool,
+    /// Serve MCP (streamable HTTP, stateless) at POST /mcp, behind the same tokens and body
+    /// limit as /rpc; `--mcp false` turns it off [default: true].
+    #[arg(long, env = "VIGIL_MCP", action = clap::ArgAction::Set, value_name = "BOOL")]
+    mcp: Option<bool>,
 }
 
 impl ServeArgs {
@@ -129,6 +133,7 @@ impl ServeArgs {
             record_retention: self.record_retention,
             restart_grace: self.restart_grace,
             chaos: self.chaos.then_some(true),
+            mcp: self.mcp,
         };
         let settings = flags.over(file).resolve();
         if settings.max_answer_bytes < MIN_ANSWER_BYTES {
@@ -323,6 +328,7 @@ fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig
         max_answer_bytes: settings.max_answer_bytes,
         heartbeats_per_minute: settings.heartbeat_rate,
         chaos: settings.chaos,
+        mcp: settings.mcp,
         header_read_timeout: settings.header_timeout,
         body_read_timeout: settings.body_timeout,
         idle_timeout: settings.idle_timeout,
@@ -396,6 +402,7 @@ mod tests {
         assert_eq!(core.limits, crate::Limits::default());
         assert_eq!(ours.heartbeats_per_minute, server.heartbeats_per_minute);
         assert_eq!(ours.chaos, server.chaos);
+        assert_eq!(ours.mcp, server.mcp);
         assert_eq!(ours.header_read_timeout, server.header_read_timeout);
         assert_eq!(ours.body_read_timeout, server.body_read_timeout);
         assert_eq!(ours.idle_timeout, server.idle_timeout);

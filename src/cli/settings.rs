@@ -27,6 +27,7 @@
 //! record-retention = "10m"            # how long a record outlives its TTL in Redis
 //! restart-grace = "ttl"               # or "last-flush"
 //! chaos = false                       # serve chaos.* fault injection (tests only)
+//! mcp = true                          # serve MCP at POST /mcp
 //! ```
 //!
 //! An unknown key or a value of the wrong type is an error naming the key, never ignored.
@@ -107,6 +108,8 @@ pub struct ServeLayer {
     pub restart_grace: Option<RestartGrace>,
     /// Serve the chaos.* fault-injection methods.
     pub chaos: Option<bool>,
+    /// Serve MCP at `POST /mcp`.
+    pub mcp: Option<bool>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -155,6 +158,7 @@ impl ServeLayer {
             record_retention: self.record_retention.or(lower.record_retention),
             restart_grace: self.restart_grace.or(lower.restart_grace),
             chaos: self.chaos.or(lower.chaos),
+            mcp: self.mcp.or(lower.mcp),
         }
     }
 
@@ -185,6 +189,7 @@ impl ServeLayer {
             record_retention: self.record_retention.unwrap_or(d.record_retention),
             restart_grace: self.restart_grace.unwrap_or(d.restart_grace),
             chaos: self.chaos.unwrap_or(d.chaos),
+            mcp: self.mcp.unwrap_or(d.mcp),
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct ServeSettings {
     pub restart_grace: RestartGrace,
     /// Serve chaos.* (off).
     pub chaos: bool,
+    /// Serve MCP at `POST /mcp` (on).
+    pub mcp: bool,
 }
 
 impl Default for ServeSettings {
@@ -270,6 +277,7 @@ impl Default for ServeSettings {
             record_retention: redis.record_retention,
             restart_grace: redis.restart_grace,
             chaos: false,
+            mcp: true,
         }
     }
 }

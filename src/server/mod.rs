@@ -1,7 +1,8 @@
 //! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
 //! `GET /ws` (with pushed events, and ClaudeBench's WebSocket protocol beside it; `GET
 //! /ws/stats` counts the sockets), health at `GET /healthz`, Prometheus text at `GET /metrics`,
-//! with the guards of DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
+//! MCP at `POST /mcp` (with the `mcp` feature; see [`crate::mcp`]), with the guards of
+//! DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
 //! valid one) naming a principal whose role bounds what it may act on (−32002), a
 //! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
 //! (−32007). [`Server`] also bounds connections: header, body and idle
@@ -83,6 +84,9 @@ pub struct ServerConfig {
     pub heartbeats_per_minute: u32,
     /// Serve the `chaos.*` fault-injection methods (default off).
     pub chaos: bool,
+    /// Serve MCP at `POST /mcp` (default on; needs the `mcp` feature), behind the same
+    /// bearer tokens and body limit as `/rpc`. `system.health` reports it as `services.mcp`.
+    pub mcp: bool,
     /// How long a client has to send a request's head — request line and headers — counted
     /// from the connection's opening for its first request and from the first byte for later
     /// ones (default 10 s); then the connection is closed without an answer. Bytes trickling
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             max_answer_bytes: crate::rpc::DEFAULT_MAX_ANSWER_BYTES,
             heartbeats_per_minute: 1000,
             chaos: false,
+            mcp: true,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
@@ -280,6 +285,11 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
         },
     );
     dispatcher = dispatcher.with_chaos(config.chaos);
+    let mcp = config.mcp && cfg!(feature = "mcp");
+    if config.mcp && !mcp {
+        tracing::warn!("MCP was asked for, but this build has no `mcp` feature: /mcp not served");
+    }
+    dispatcher = dispatcher.with_mcp(mcp);
     if config.chaos && cfg!(feature = "fault-injection") {
         tracing::warn!(
             "chaos.* fault injection is enabled: any operator (any caller, without tokens) can kill actors"
@@ -306,6 +316,18 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
         .route("/ws", get(ws::upgrade))
         .route("/ws/stats", get(ws::stats))
         .route("/metrics", get(metrics_page));
+    #[cfg(feature = "mcp")]
+    if mcp {
+        // The in-process backend acts for the principal `require_token` puts in the request.
+        let server = crate::mcp::VigilMcp::new(
+            crate::mcp::DispatcherBackend::new(state.dispatcher.clone()),
+            crate::mcp::Fallbacks::none(),
+        );
+        rpc = rpc.route_service(
+            "/mcp",
+            crate::mcp::http_service(server, config.max_body_bytes, config.listen),
+        );
+    }
     // Without tokens there is nothing to check: no middleware on the per-request path, and
     // every caller is the anonymous operator.
     if state.identities.is_some() {

@@ -1,0 +1,104 @@
+//! `vigil mcp`: an MCP server over stdio, one per agent process, forwarding every tool to a
+//! running `vigil serve` over JSON-RPC (`POST /rpc`). stdout carries the protocol only; logs go
+//! to stderr.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::client::{Client, ClientError};
+use crate::mcp::{Backend, Fallbacks, VigilMcp};
+use crate::rpc::{Principal, RpcError};
+
+/// `vigil mcp` arguments.
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// The coordinator's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
+    target: String,
+    /// Bearer token, if the server requires one: every tool acts as its principal.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Time allowed per call to the coordinator.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+/// The remote backend: JSON-RPC calls to `target` through the worker client, connected at the
+/// first call (so the agent host can start this before the coordinator is up).
+pub struct RemoteBackend {
+    target: String,
+    token: Option<String>,
+    timeout: Duration,
+    client: OnceCell<Client>,
+}
+
+impl RemoteBackend {
+    /// Calls will go to `target` with `token`.
+    pub fn new(target: impl Into<String>, token: Option<String>, timeout: Duration) -> Self {
+        Self {
+            target: target.into(),
+            token,
+            timeout,
+            client: OnceCell::new(),
+        }
+    }
+}
+
+fn from_client(target: &str, e: ClientError) -> RpcError {
+    match e {
+        ClientError::Rpc {
+            code,
+            message,
+            data,
+        } => RpcError {
+            code,
+            message,
+            data,
+        },
+        other => RpcError::new(other.code(), format!("{target}: {other}")),
+    }
+}
+
+impl Backend for RemoteBackend {
+    async fn call(
+        &self,
+        method: &str,
+        params: Value,
+        _principal: Option<&Principal>,
+    ) -> Result<Value, RpcError> {
+        let client = self
+            .client
+            .get_or_try_init(|| {
+                Client::builder()
+                    .url(self.target.clone())
+                    .token_opt(self.token.clone())
+                    .timeout(self.timeout)
+                    .connect()
+            })
+            .await
+            .map_err(|e| from_client(&self.target, e))?;
+        client
+            .call(method, params)
+            .await
+            .map_err(|e| from_client(&self.target, e))
+    }
+}
+
+impl McpArgs {
+    /// Serves MCP on stdin/stdout until stdin closes.
+    pub async fn run(self) -> ExitCode {
+        let backend = RemoteBackend::new(self.target.clone(), self.token, self.timeout);
+        let server = VigilMcp::new(backend, Fallbacks::from_env());
+        tracing::info!(target = %self.target, "vigil mcp: serving MCP on stdio");
+        match crate::mcp::serve_stdio(server).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil mcp: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the tool router over an in-process backend.
