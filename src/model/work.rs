@@ -146,8 +146,19 @@ impl ClaimToken {
     }
 }
 
-/// Separates the levels of a lease key.
+/// Separates the levels of a lease key (`repo/src/main.rs`).
 pub const SEPARATOR: char = '/';
+
+/// Sortie's level separator, `§` (U+00A7, two bytes in UTF-8): it separates levels exactly as
+/// [`SEPARATOR`] does, and the two mix freely (`file:ch01.tex§PLXDX`, `repo/src§lock`).
+pub const SORTIE_SEPARATOR: char = '\u{a7}';
+
+/// Every character that separates the levels of a lease key, in ascending order.
+pub const SEPARATORS: [char; 2] = [SEPARATOR, SORTIE_SEPARATOR];
+
+/// Each separator with the character that follows it: `[key + sep, key + next)` holds exactly
+/// the keys that start with `key + sep`, because no character lies between the two.
+const SEPARATOR_BOUNDS: [(char, char); 2] = [('/', '0'), ('\u{a7}', '\u{a8}')];
 
 /// Longest lease key, in characters.
 pub const MAX_KEY_CHARS: usize = 512;
@@ -158,8 +169,8 @@ pub const MAX_KEY_CHARS: usize = 512;
 pub struct LeaseKey(String);
 
 impl LeaseKey {
-    /// Validates `key`: 1–512 characters, no control characters, no empty level (`a//b`, a
-    /// leading or trailing separator).
+    /// Validates `key`: 1–512 characters, no control characters, no empty level (`a//b`,
+    /// `a§§b`, `a/§b`, a leading or trailing separator — `/` or `§`).
     pub fn parse(key: &str) -> Result<Self, ValidationError> {
         Self::parse_field(key, "key")
     }
@@ -178,10 +189,13 @@ impl LeaseKey {
                 "a lease key must not contain control characters",
             ));
         }
-        if key.split(SEPARATOR).any(str::is_empty) {
+        if key.split(SEPARATORS).any(str::is_empty) {
             return Err(ValidationError::new(
                 field.to_string(),
-                format!("a lease key's levels, split by '{SEPARATOR}', must not be empty"),
+                format!(
+                    "a lease key's levels, split by '{SEPARATOR}' or '{SORTIE_SEPARATOR}', must \
+                     not be empty"
+                ),
             ));
         }
         Ok(Self(key.to_string()))
@@ -197,21 +211,23 @@ impl LeaseKey {
         &self.0
     }
 
-    /// Proper ancestors, nearest last (`a`, `a/b` for `a/b/c`).
+    /// Proper ancestors, nearest last (`a`, `a/b` for `a/b/c`; `a`, `a/b` for `a/b§c`): the
+    /// key cut before each separator, `/` or `§`. Byte indices of the separators are char
+    /// boundaries, so the cuts are valid text.
     pub(crate) fn ancestors(&self) -> impl Iterator<Item = &str> {
         self.0
-            .match_indices(SEPARATOR)
+            .match_indices(SEPARATORS)
             .map(move |(i, _)| &self.0[..i])
     }
 
-    /// The range of keys that are descendants: everything starting with `key/`. Since
-    /// `SEPARATOR` + 1 is the next character, `[key/, key0)` holds exactly those.
-    pub(crate) fn descendant_range(&self) -> (String, String) {
-        let next = char::from_u32(SEPARATOR as u32 + 1).unwrap_or(SEPARATOR);
-        (
-            format!("{}{SEPARATOR}", self.0),
-            format!("{}{next}", self.0),
-        )
+    /// The ranges of keys that are descendants, one per separator, in ascending key order:
+    /// `[key/, key0)` holds exactly the keys starting with `key/` (`0` follows `/`), and
+    /// `[key§, key¨)` exactly those starting with `key§` (`¨`, U+00A8, follows `§`, U+00A7;
+    /// in UTF-8 both are `0xC2` and one byte that differs by one, so the byte order agrees).
+    /// Every key of the first range sorts before every key of the second (`0` < `0xC2`).
+    pub(crate) fn descendant_ranges(&self) -> [(String, String); 2] {
+        SEPARATOR_BOUNDS
+            .map(|(sep, next)| (format!("{}{sep}", self.0), format!("{}{next}", self.0)))
     }
 }
 
@@ -237,5 +253,90 @@ mod tests {
         let shown = format!("{token:?} {:?}", Some(vec![token.clone()]));
         assert!(!shown.contains(token.as_str()), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    fn key(k: &str) -> LeaseKey {
+        LeaseKey::parse(k).unwrap()
+    }
+
+    #[test]
+    fn each_separators_bound_is_the_next_character() {
+        for (i, (sep, next)) in SEPARATOR_BOUNDS.into_iter().enumerate() {
+            assert_eq!(sep, SEPARATORS[i]);
+            assert_eq!(char::from_u32(sep as u32 + 1), Some(next));
+        }
+        assert_eq!(SORTIE_SEPARATOR, '§');
+        assert_eq!(SORTIE_SEPARATOR.len_utf8(), 2);
+    }
+
+    #[test]
+    fn both_separators_split_levels_and_empty_levels_are_refused() {
+        for bad in [
+            "a§§b", "§a", "a§", "§", "a/§b", "a§/b", "a//b", "/a", "a/", "/",
+        ] {
+            let err = LeaseKey::parse(bad).unwrap_err();
+            assert_eq!(err.field, "key", "{bad:?}");
+            assert!(err.rule.contains("must not be empty"), "{bad:?}: {err:?}");
+        }
+        for good in ["file:ch01.tex§PLXDX", "repo/src§lock", "a§b/c§d"] {
+            assert!(LeaseKey::parse(good).is_ok(), "{good:?}");
+        }
+        // `§` counts as one character of the 512.
+        let longest = format!("{}a", "a§".repeat(255)); // 511 characters, 766 bytes
+        assert!(LeaseKey::parse(&format!("{longest}b")).is_ok());
+        assert!(
+            LeaseKey::parse(&format!("{longest}§b")).is_err(),
+            "513 characters"
+        );
+    }
+
+    #[test]
+    fn ancestors_cut_at_either_separator() {
+        let k = key("file:a/b.tex§sec1§PLXDX");
+        assert_eq!(
+            k.ancestors().collect::<Vec<_>>(),
+            ["file:a", "file:a/b.tex", "file:a/b.tex§sec1"]
+        );
+        assert_eq!(key("a/b/c").ancestors().collect::<Vec<_>>(), ["a", "a/b"]);
+        assert_eq!(key("a§b/c").ancestors().collect::<Vec<_>>(), ["a", "a§b"]);
+        assert_eq!(key("plain").ancestors().count(), 0);
+    }
+
+    #[test]
+    fn the_descendant_ranges_hold_exactly_the_descendants() {
+        let ranges = key("a").descendant_ranges();
+        // The `/` range is byte for byte what it always was.
+        assert_eq!(ranges[0], ("a/".to_string(), "a0".to_string()));
+        assert_eq!(ranges[1], ("a§".to_string(), "a¨".to_string()));
+        assert!(ranges[0].1 < ranges[1].0, "ascending, disjoint");
+        let keys = [
+            "a",
+            "a/b",
+            "a/b§c",
+            "a§b",
+            "a§b/c",
+            "a§§",
+            "a0",
+            "a¢",
+            "a¨",
+            "a©",
+            "ab",
+            "a.",
+            "a-",
+            "a/",
+            "a§",
+            "aé",
+            "b",
+            "b/a",
+            "b§a",
+            "a\u{10000}",
+        ];
+        for k in keys {
+            let by_text = k.starts_with("a/") || k.starts_with("a§");
+            let by_range = ranges
+                .iter()
+                .any(|(from, to)| from.as_str() <= k && k < to.as_str());
+            assert_eq!(by_text, by_range, "{k:?}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Resource leases: time-limited holds on hierarchical keys.
 //!
-//! Keys are paths split by [`SEPARATOR`] (`repo/src/main.rs`). Two holds conflict when their
+//! Keys are paths split by [`SEPARATOR`] (`repo/src/main.rs`) or Sortie's
+//! [`SORTIE_SEPARATOR`] `§` (`file:ch01.tex§PLXDX`), mixed freely. Two holds conflict when their
 //! keys are equal or one is an ancestor of the other, and at least one of them is exclusive:
 //!
 //! | held \ wanted           | shared        | exclusive |
@@ -9,6 +10,10 @@
 //! | exclusive, same key     | conflict      | conflict  |
 //! | ancestor or descendant  | as above      | as above  |
 //! | sibling (`a/x` vs `a/y`)| ok            | ok        |
+//!
+//! A key's ancestors are looked up one by one (at most one per separator in it); its
+//! descendants lie in two ranges of the ordered table, `key/…` and `key§…`
+//! ([`LeaseKey::descendant_ranges`]), so no conflict check scans the table.
 //!
 //! A holder never conflicts with itself. Every grant carries a fencing token from one counter
 //! that only grows, so a resource can refuse a write that presents an older token than one it
@@ -23,7 +28,7 @@ use crate::clock::MonoMs;
 use crate::model::work::{ClaimToken, TaskId};
 use crate::model::{Epoch, InstanceId, Page};
 
-pub use crate::model::work::{LeaseKey, MAX_KEY_CHARS, SEPARATOR};
+pub use crate::model::work::{LeaseKey, MAX_KEY_CHARS, SEPARATOR, SEPARATORS, SORTIE_SEPARATOR};
 
 /// Exclusive or shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -114,7 +119,22 @@ fn conflicts(wanted: LeaseMode, held: LeaseMode) -> bool {
     wanted == LeaseMode::Exclusive || held == LeaseMode::Exclusive
 }
 
+type Entry<'a> = (&'a LeaseKey, &'a Vec<LeaseGrant>);
+
 impl LeaseTable {
+    /// The entries of `key`'s descendants in key order: those under `key/`, then those under
+    /// `key§` (every key of the first range sorts before every key of the second). Two range
+    /// lookups in the ordered map, never a scan.
+    fn descendants<'a>(&'a self, key: &LeaseKey) -> impl Iterator<Item = Entry<'a>> + use<'a> {
+        use std::ops::Bound;
+        key.descendant_ranges()
+            .into_iter()
+            .flat_map(move |(from, to)| {
+                self.by_key
+                    .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
+            })
+    }
+
     /// The holds that would refuse `holder` a `mode` lease on `key` at `now`.
     pub fn conflicts(
         &self,
@@ -142,11 +162,7 @@ impl LeaseTable {
                 check(grants);
             }
         }
-        let (from, to) = key.descendant_range();
-        for (_, grants) in self.by_key.range::<str, _>((
-            std::ops::Bound::Included(from.as_str()),
-            std::ops::Bound::Excluded(to.as_str()),
-        )) {
+        for (_, grants) in self.descendants(key) {
             check(grants);
         }
         found
@@ -291,23 +307,14 @@ impl LeaseTable {
     pub fn list(&self, prefix: Option<&LeaseKey>) -> Vec<LeaseGrant> {
         match prefix {
             None => self.by_key.values().flatten().cloned().collect(),
-            Some(key) => {
-                let (from, to) = key.descendant_range();
-                self.by_key
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .chain(
-                        self.by_key
-                            .range::<str, _>((
-                                std::ops::Bound::Included(from.as_str()),
-                                std::ops::Bound::Excluded(to.as_str()),
-                            ))
-                            .flat_map(|(_, g)| g),
-                    )
-                    .cloned()
-                    .collect()
-            }
+            Some(key) => self
+                .by_key
+                .get(key)
+                .into_iter()
+                .flatten()
+                .chain(self.descendants(key).flat_map(|(_, g)| g))
+                .cloned()
+                .collect(),
         }
     }
 
@@ -319,26 +326,17 @@ impl LeaseTable {
         after: Option<(&str, u64)>,
         limit: usize,
     ) -> Page<LeaseGrant> {
-        use std::ops::Bound;
-        // The prefix itself, then its descendants: a contiguous run of keys in key order.
-        let (own, range) = match prefix {
-            None => (
-                None,
+        // The prefix itself, then its descendants under `/`, then under `§`: ascending key
+        // order, which the cursor relies on.
+        let keys: Box<dyn Iterator<Item = Entry<'_>>> = match prefix {
+            None => Box::new(self.by_key.iter()),
+            Some(key) => Box::new(
                 self.by_key
-                    .range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
+                    .get_key_value(key)
+                    .into_iter()
+                    .chain(self.descendants(key)),
             ),
-            Some(key) => {
-                let (from, to) = key.descendant_range();
-                (
-                    self.by_key.get_key_value(key),
-                    self.by_key.range::<str, _>((
-                        Bound::Included(from.as_str()),
-                        Bound::Excluded(to.as_str()),
-                    )),
-                )
-            }
         };
-        let keys = own.into_iter().chain(range);
         let mut items = Vec::new();
         let mut total = 0;
         let mut truncated = false;
@@ -473,11 +471,12 @@ mod tests {
 
     #[test]
     fn keys_are_validated() {
-        for bad in ["", "/a", "a/", "a//b", "a\nb"] {
+        for bad in ["", "/a", "a/", "a//b", "a\nb", "a§§b", "§a", "a§", "a/§b"] {
             assert!(LeaseKey::parse(bad).is_err(), "{bad:?}");
         }
         assert!(LeaseKey::parse(&"k".repeat(513)).is_err());
         assert!(LeaseKey::parse("repo/src/main.rs").is_ok());
+        assert!(LeaseKey::parse("file:ch01.tex§PLXDX").is_ok());
     }
 
     #[test]
@@ -493,5 +492,107 @@ mod tests {
             .collect();
         assert_eq!(under_a, ["a", "a/b", "a/c/d"]);
         assert_eq!(t.list(None).len(), 5);
+    }
+
+    #[test]
+    fn sorties_separator_separates_levels_like_the_slash() {
+        use LeaseMode::{Exclusive as X, Shared as S};
+        // (held key, held mode, wanted key, wanted mode, granted?)
+        let cases = [
+            ("file:ch01.tex", X, "file:ch01.tex§PLXDX", S, false), // ancestor exclusive
+            ("file:ch01.tex", S, "file:ch01.tex§PLXDX", X, false), // ancestor shared vs excl.
+            ("file:ch01.tex", S, "file:ch01.tex§PLXDX", S, true),  // shared all the way
+            ("file:ch01.tex§PLXDX", S, "file:ch01.tex", X, false), // descendant
+            ("file:ch01.tex§PLXDX", X, "file:ch01.tex", S, false),
+            ("file:ch01.tex§PLXDX", S, "file:ch01.tex", S, true),
+            ("file:ch01.tex§sec1§PLXDX", X, "file:ch01.tex", X, false), // two levels down
+            ("file:ch01.tex§A", X, "file:ch01.tex§B", X, true),         // siblings
+            ("a§b", X, "a§bc", X, true),                                // a prefix of the text only
+            ("a§b", X, "a¨", X, true),                                  // the range's upper bound
+            ("a¢", X, "a", X, true), // a two-byte char before `§`
+            // Mixed freely, either way round.
+            ("repo", X, "repo/src§lock", X, false),
+            ("repo/src", X, "repo/src§lock", S, false),
+            ("repo§x", X, "repo§x/y", X, false),
+            ("repo/src§lock", S, "repo", X, false),
+            ("repo/src§lock", X, "repo/src/lock", X, true), // siblings across separators
+            ("repo/src§lock", X, "repo§src/lock", X, true), // different ancestors
+            ("a/b", X, "a§b", X, true),
+        ];
+        for (held, held_mode, wanted, wanted_mode, granted) in cases {
+            let mut t = LeaseTable::default();
+            assert!(acquire(&mut t, held, held_mode, 1));
+            assert_eq!(
+                acquire(&mut t, wanted, wanted_mode, 2),
+                granted,
+                "{held} {held_mode:?} then {wanted} {wanted_mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicts_are_found_under_both_separators_at_once() {
+        let mut t = LeaseTable::default();
+        for (k, h) in [
+            ("a/x", 1),
+            ("a§y", 2),
+            ("a0", 3),
+            ("ab", 4),
+            ("a¨", 5),
+            ("a", 6),
+        ] {
+            assert!(acquire(&mut t, k, LeaseMode::Shared, h));
+        }
+        let found = t.conflicts(&key("a"), LeaseMode::Exclusive, &holder(9), 0);
+        let mut keys: Vec<&str> = found.iter().map(|c| c.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "a/x", "a§y"]);
+        // The holder of `a` itself sees only the others.
+        let found = t.conflicts(&key("a"), LeaseMode::Exclusive, &holder(6), 0);
+        assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn list_and_page_by_prefix_cover_both_separators_in_key_order() {
+        let mut t = LeaseTable::default();
+        let held = [
+            "a", "a/b", "a/c§d", "a0", "a¢", "a§b", "a§b/c", "a¨", "ab", "b", "b§a",
+        ];
+        for (h, k) in held.into_iter().enumerate() {
+            assert!(acquire(&mut t, k, LeaseMode::Shared, h as u64));
+        }
+        let under_a: Vec<String> = t
+            .list(Some(&key("a")))
+            .into_iter()
+            .map(|g| g.key.to_string())
+            .collect();
+        assert_eq!(under_a, ["a", "a/b", "a/c§d", "a§b", "a§b/c"]);
+        // Paged two at a time, the cursor walks the same keys in the same order.
+        let mut paged = Vec::new();
+        let mut after: Option<(String, u64)> = None;
+        loop {
+            let page = t.page(
+                Some(&key("a")),
+                after.as_ref().map(|(k, f)| (k.as_str(), *f)),
+                2,
+            );
+            assert_eq!(page.total, 5);
+            let last = page
+                .items
+                .last()
+                .map(|g| (g.key.to_string(), g.fencing_token));
+            paged.extend(page.items.into_iter().map(|g| g.key.to_string()));
+            if !page.truncated {
+                break;
+            }
+            after = last;
+        }
+        assert_eq!(paged, under_a);
+        let under_ab: Vec<String> = t
+            .list(Some(&key("a§b")))
+            .into_iter()
+            .map(|g| g.key.to_string())
+            .collect();
+        assert_eq!(under_ab, ["a§b", "a§b/c"]);
     }
 }

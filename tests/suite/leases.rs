@@ -83,6 +83,121 @@ async fn the_conflict_matrix_through_the_api() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn sorties_section_separator_conflicts_across_levels_and_at_claim() {
+    let h = Harness::default().await;
+    for w in ["a", "b", "c", "runner"] {
+        h.register(w).await;
+    }
+    // `§` separates levels like `/`, and the two mix.
+    assert!(granted(&h, "file:ch01.tex§PLXDX", "a", Shared).await);
+    assert!(
+        granted(&h, "file:ch01.tex", "b", Shared).await,
+        "shared ancestor vs shared descendant"
+    );
+    assert!(
+        !granted(&h, "file:ch01.tex", "c", Exclusive).await,
+        "exclusive ancestor vs a shared hold below it"
+    );
+    assert!(
+        !granted(&h, "file:ch01.tex§PLXDX§fig1", "c", Exclusive).await,
+        "exclusive descendant vs shared ancestors"
+    );
+    assert!(
+        granted(&h, "file:ch01.tex§QRSTU", "c", Shared).await,
+        "a sibling section, shared like its ancestor"
+    );
+    assert!(granted(&h, "file:ch03.tex§A", "a", Exclusive).await);
+    assert!(
+        granted(&h, "file:ch03.tex§B", "c", Exclusive).await,
+        "exclusive sibling sections"
+    );
+    assert!(
+        !granted(&h, "file:ch03.tex", "b", Shared).await,
+        "shared ancestor vs exclusive descendants"
+    );
+    assert!(
+        granted(&h, "file:ch01.texx", "c", Exclusive).await,
+        "a text prefix, not a child"
+    );
+    assert!(granted(&h, "repo/src§lock", "c", Exclusive).await);
+    assert!(
+        !granted(&h, "repo", "a", Shared).await,
+        "ancestor across both separators"
+    );
+    assert!(
+        granted(&h, "repo/src/lock", "a", Exclusive).await,
+        "`repo/src/lock` and `repo/src§lock` are siblings"
+    );
+    // The refused acquirer is told what is in the way, under either separator.
+    match h
+        .coordinator
+        .acquire_lease("repo/src", inst("b"), Exclusive, None)
+        .await
+        .unwrap()
+    {
+        LeaseOutcome::Conflict(found) => {
+            let mut keys: Vec<String> = found.iter().map(|c| c.key.to_string()).collect();
+            keys.sort();
+            assert_eq!(keys, ["repo/src/lock", "repo/src§lock"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Empty levels are refused, as `a//b` is.
+    for bad in ["a§§b", "§a", "a§", "a/§b"] {
+        let err = h
+            .coordinator
+            .acquire_lease(bad, inst("a"), Exclusive, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, vigil::Error::Invalid(_)), "{bad:?}: {err:?}");
+    }
+    // A listing by prefix includes the descendants under `§`.
+    let listed: Vec<String> = h
+        .coordinator
+        .list_leases(Some("file:ch01.tex"))
+        .unwrap()
+        .into_iter()
+        .map(|g| g.key.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "file:ch01.tex",
+            "file:ch01.tex§PLXDX",
+            "file:ch01.tex§QRSTU"
+        ]
+    );
+    // A task's required `§` locks conflict at claim: the task whose section is held stays
+    // pending; the one on another section is claimed.
+    let blocked = h
+        .coordinator
+        .create_task(TaskSpec::new(json!("edit PLXDX")).lock("file:ch01.tex§PLXDX", Exclusive))
+        .await
+        .unwrap();
+    let free = h
+        .coordinator
+        .create_task(TaskSpec::new(json!("edit ch02")).lock("file:ch02.tex§PLXDX", Exclusive))
+        .await
+        .unwrap();
+    let claimed = h.coordinator.claim("runner", 2).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].task.id, free.id);
+    assert_eq!(
+        h.coordinator.get_task(blocked.id).unwrap().status,
+        vigil::work::task::TaskStatus::Pending
+    );
+    // Its locks now block the ancestor file, exclusive or shared.
+    assert!(!granted(&h, "file:ch02.tex", "a", Shared).await);
+    // Once the shared holds on the section and the file are gone, the blocked task is claimed.
+    for (key, who) in [("file:ch01.tex§PLXDX", "a"), ("file:ch01.tex", "b")] {
+        assert!(h.coordinator.release_lease(key, inst(who)).await.unwrap());
+    }
+    let next = h.coordinator.claim("runner", 1).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].task.id, blocked.id);
+}
+
+#[tokio::test(start_paused = true)]
 async fn fencing_tokens_grow_with_every_grant() {
     let h = Harness::default().await;
     h.register("a").await;
