@@ -33,7 +33,7 @@ mod limits;
 mod liveness;
 #[cfg(feature = "cli")]
 mod load;
-#[cfg(all(feature = "server", feature = "cli"))]
+#[cfg(all(feature = "mcp", feature = "cli"))]
 mod mcp_python;
 #[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
 mod persistence;
