@@ -800,7 +800,7 @@ mod input {
     #[derive(JsonSchema)]
     #[schemars(crate = "rmcp::schemars")]
     pub struct ListLeases {
-        /// Only keys starting with this.
+        /// Only this key and its descendants (`a/b` lists `a/b` and `a/b/c`).
         prefix: Option<String>,
         /// Most leases to list (at most 1000).
         #[schemars(extend("default" = 100))]
@@ -931,8 +931,8 @@ pub(crate) fn list() -> Vec<Tool> {
         ),
         tool::<ListLeases, ListLeasesOut>(
             "list_leases",
-            "List the live leases (optionally those whose key starts with prefix): who holds \
-             what, until when. Changes nothing.",
+            "List the live leases (optionally those under the key prefix: that key and its \
+             descendants): who holds what, until when. Changes nothing.",
             reads(),
         ),
         tool::<ClusterState, ClusterOut>(

@@ -33,6 +33,8 @@ mod limits;
 mod liveness;
 #[cfg(feature = "cli")]
 mod load;
+#[cfg(feature = "mcp")]
+mod mcp;
 #[cfg(all(feature = "mcp", feature = "cli"))]
 mod mcp_python;
 #[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
