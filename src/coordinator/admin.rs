@@ -11,7 +11,7 @@ use crate::error::{Error, ValidationError};
 use crate::model::{Authority, InstanceId};
 use crate::work::admin::Actor;
 use crate::work::task::{
-    Completion, Failure, StepHeartbeat, TaskId, TaskStatus, TaskUpdate, TaskView,
+    Completion, Failure, StepHeartbeat, StepStatus, TaskId, TaskStatus, TaskUpdate, TaskView,
 };
 
 /// Longest task text (ClaudeBench's limit).
@@ -61,7 +61,8 @@ impl Coordinator {
     /// A step heartbeat of task `id` without its claim token, from `worker`, which must be live
     /// and hold the task's claim in its current epoch (else `stale_claim`, as for a wrong
     /// token). For claims whose token went to nobody (`update_task` to `in_progress`) and for
-    /// ClaudeBench-style workers that never saw a token.
+    /// ClaudeBench-style workers that never saw a token. An `ok` one refreshes `worker`'s
+    /// liveness, as [`task_heartbeat`](Self::task_heartbeat) does.
     pub async fn task_heartbeat_without_token(
         &self,
         id: TaskId,
@@ -85,7 +86,7 @@ impl Coordinator {
         let worker = self.worker(Some(worker))?.expect("given");
         let extend_ms = extend_leases.as_millis() as u64;
         self.store_ready()?;
-        let beat = self.ctx().with_work(|work, op| -> Result<_, Error> {
+        let (beat, refreshed) = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let epoch = self.live_epoch(&worker, authority).map_err(|e| match e {
                 Error::NotAlive(_) => ValidationError::new(
                     "workerId",
@@ -94,8 +95,17 @@ impl Coordinator {
                 .into(),
                 e => e,
             })?;
-            Ok(work.step_heartbeat_without_token(op, id, &(worker.clone(), epoch), extend_ms))
+            let beat =
+                work.step_heartbeat_without_token(op, id, &(worker.clone(), epoch), extend_ms);
+            // As with the token: the claim's holder is alive as long as its step heartbeats.
+            let refreshed = (beat.status == StepStatus::Ok)
+                .then(|| self.refresh_claim_holder(&worker, epoch))
+                .flatten();
+            Ok((beat, refreshed))
         })?;
+        if let Some(holder) = refreshed {
+            self.write_liveness_through(holder.as_str()).await;
+        }
         self.written(started).await?;
         Ok(beat)
     }

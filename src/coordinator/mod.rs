@@ -30,6 +30,8 @@ use crate::model::{
 use crate::registry::Leadership;
 
 mod admin;
+#[cfg(test)]
+mod claim_liveness;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod recovery;
@@ -305,14 +307,21 @@ impl Coordinator {
 
     /// Writes a heartbeat that was just recorded through to the store, in write-through mode.
     async fn write_through(&self, id: &str, beat: Heartbeat) -> Heartbeat {
-        if beat.alive
-            && let Some(p) = &self.inner.ctx.persistence
+        if beat.alive {
+            self.write_liveness_through(id).await;
+        }
+        beat
+    }
+
+    /// In write-through mode, writes the liveness of `id` — just refreshed — to the store now;
+    /// otherwise nothing (write-behind flushes it with the other heartbeats).
+    async fn write_liveness_through(&self, id: &str) {
+        if let Some(p) = &self.inner.ctx.persistence
             && p.mode == crate::store::PersistMode::WriteThrough
             && let Some(admission) = p.breaker.admit()
         {
             self.write_heartbeat_through(p, admission, id).await;
         }
-        beat
     }
 
     async fn write_heartbeat_through(

@@ -18,8 +18,8 @@ use crate::error::{Error, ValidationError};
 use crate::model::{Authority, InstanceId, MAX_LIST_LIMIT, Page};
 use crate::work::lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode};
 use crate::work::task::{
-    ClaimToken, ClaimedTask, Completion, Failure, StepHeartbeat, TaskId, TaskQuery, TaskSpec,
-    TaskView,
+    ClaimToken, ClaimedTask, Completion, Failure, StepHeartbeat, StepStatus, TaskId, TaskQuery,
+    TaskSpec, TaskView,
 };
 use crate::work::{RequestIdTaken, Undo};
 
@@ -307,6 +307,12 @@ impl Coordinator {
     /// `claim_token` is the task's current claim, `stale_claim` otherwise (also for an unknown
     /// task). Extends the claim's leases to now + `extend_leases` (zero: heartbeat only) and
     /// reports leases that had already lapsed.
+    ///
+    /// An `ok` step heartbeat also refreshes the liveness of the instance holding the claim,
+    /// in the claim's epoch, as its own heartbeat would (not counted by the server's
+    /// heartbeat rate limit): a short-lived runner may register, claim and exit while the
+    /// agent's step heartbeats keep the claim alive. It never revives an instance already
+    /// expired, nor one re-registered in another epoch; a stale token refreshes nothing.
     pub async fn task_heartbeat(
         &self,
         id: TaskId,
@@ -342,12 +348,44 @@ impl Coordinator {
         let token = ClaimToken::from_presented(claim_token);
         let extend_ms = extend_leases.as_millis() as u64;
         self.store_ready()?;
-        let beat = self.ctx().with_work(|work, op| -> Result<_, Error> {
+        let (beat, holder) = self.ctx().with_work(|work, op| -> Result<_, Error> {
             self.check_claimer(work, op.now, id, &token, authority)?;
-            Ok(work.step_heartbeat(op, id, &token, extend_ms))
+            let beat = work.step_heartbeat(op, id, &token, extend_ms);
+            let holder = match work.claimer(id, &token, op.now) {
+                Some((instance, epoch, true)) if beat.status == StepStatus::Ok => {
+                    self.refresh_claim_holder(instance, epoch)
+                }
+                _ => None,
+            };
+            Ok((beat, holder))
         })?;
+        if let Some(holder) = holder {
+            self.write_liveness_through(holder.as_str()).await;
+        }
         self.written(started).await?;
         Ok(beat)
+    }
+
+    /// Refreshes the liveness of `instance` in `epoch`, the holder of a claim that just had an
+    /// `ok` step heartbeat: a registry lookup and the hot cell's touch, as
+    /// [`heartbeat_now`](Self::heartbeat_now) does — no actor message, no rate limit (it is
+    /// not a client heartbeat). Nothing happens if the id is registered in another epoch, or
+    /// if the instance is no longer alive: a touch never revives an expired cell (its
+    /// departure takes the claim back). Returns the instance when it was refreshed.
+    pub(super) fn refresh_claim_holder(
+        &self,
+        instance: &InstanceId,
+        epoch: crate::model::Epoch,
+    ) -> Option<InstanceId> {
+        let ctx = self.ctx();
+        let entry = ctx
+            .registry
+            .get(instance.as_str())
+            .filter(|e| e.slot.epoch == epoch)?;
+        entry
+            .cell
+            .touch(ctx.clock.heartbeat_stamp(), ctx.clock.coarse_ms())
+            .then(|| instance.clone())
     }
 
     /// Completes a task under its claim; idempotent for the same token, `stale_claim` for any

@@ -353,6 +353,21 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_cell_ignores_touches_however_early_the_coarse_clock_says_it_is() {
+        // The actor expired it at the precise deadline; a touch whose coarse clock lags a tick
+        // behind would still be within the deadline, and must not revive it.
+        let s = cell(1000);
+        assert_eq!(s.expire_if_due(1000), Transition::Done);
+        assert!(!s.touch(1000, 999));
+        assert_eq!(s.liveness(), (InstanceStatus::Expired, 0));
+        // Unregistered long before its deadline: the same.
+        let s = cell(1000);
+        assert_eq!(s.unregister(), Transition::Done);
+        assert!(!s.touch(10, 9));
+        assert_eq!(s.liveness(), (InstanceStatus::Unregistered, 0));
+    }
+
+    #[test]
     fn suspect_is_cleared_by_a_heartbeat() {
         let s = cell(10_000);
         assert!(!s.mark_suspect(4_999, 5_000));

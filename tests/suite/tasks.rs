@@ -563,3 +563,126 @@ async fn live_tasks_are_capped_and_a_refused_creation_changes_nothing() {
     let listed = h.coordinator.list_tasks_page(&TaskQuery::default());
     assert_eq!((listed.total, listed.truncated), (3, false));
 }
+
+/// Registers `id` with a short TTL, as a Sortie-style runner would before claiming and exiting.
+async fn register_runner(h: &Harness, id: &str, ttl: Duration) -> vigil::Registration {
+    h.coordinator
+        .register(RegisterRequest::new(id).roles(["worker"]).ttl(ttl))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn step_heartbeats_keep_a_short_lived_runners_claim_alive_until_they_stop() {
+    const TTL: u64 = 10_000;
+    let mut h = Harness::default().await;
+    let registered = register_runner(&h, "runner", Duration::from_millis(TTL)).await;
+    let task = h
+        .coordinator
+        .create_task(TaskSpec::new(json!("agent step")).max_attempts(3))
+        .await
+        .unwrap();
+    let claim = h.coordinator.claim("runner", 1).await.unwrap().remove(0);
+    let token = claim.claim_token.as_str();
+    // The runner exits: no instance heartbeat from now on. Only the agent's step heartbeats
+    // arrive, every TTL/2, for six TTLs — with the token, and tokenless from the holder.
+    let mut t = 0;
+    for n in 1..=12 {
+        t = n * TTL / 2;
+        h.at(t).await;
+        let beat = if n % 2 == 0 {
+            h.coordinator
+                .task_heartbeat(task.id, token, Duration::ZERO)
+                .await
+                .unwrap()
+        } else {
+            h.coordinator
+                .task_heartbeat_without_token(task.id, "runner", Duration::ZERO)
+                .await
+                .unwrap()
+        };
+        assert_eq!(beat.status, StepStatus::Ok, "at {t} ms");
+        let status = h.status_of("runner");
+        assert!(
+            status.is_some_and(|s| s.is_alive()),
+            "at {t} ms: {status:?}"
+        );
+    }
+    let view = h.coordinator.get_task(task.id).unwrap();
+    assert_eq!(view.status, TaskStatus::Claimed);
+    assert_eq!(view.attempts, 0);
+    let state = h.coordinator.state();
+    let runner = state.instances.iter().find(|i| i.id.as_str() == "runner");
+    assert_eq!(
+        runner.unwrap().epoch,
+        registered.epoch,
+        "the same incarnation"
+    );
+    // The agent dies: the heartbeats stop. The instance lives out its TTL, then expires and
+    // the task is taken back, its attempt counted.
+    h.at(t + TTL - 1_000).await;
+    assert!(h.status_of("runner").is_some_and(|s| s.is_alive()));
+    assert_eq!(
+        h.coordinator.get_task(task.id).unwrap().status,
+        TaskStatus::Claimed
+    );
+    h.at(t + TTL + 1_000).await;
+    assert_eq!(h.status_of("runner"), None, "expired and removed");
+    let view = h.coordinator.get_task(task.id).unwrap();
+    assert_eq!(view.status, TaskStatus::Pending);
+    assert_eq!(view.attempts, 1, "the lost attempt counts");
+    let events = h.drain_events();
+    assert_eq!(of_kind(&events, EventKind::TaskReassigned).len(), 1);
+    // A late step heartbeat or completion changes nothing.
+    let late = h
+        .coordinator
+        .task_heartbeat(task.id, token, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(late.status, StepStatus::StaleClaim);
+    let late = h
+        .coordinator
+        .complete_task(task.id, token, Some(json!("late")))
+        .await
+        .unwrap();
+    assert_eq!(late.status, CompleteStatus::StaleClaim);
+    assert_eq!(h.status_of("runner"), None, "nothing brought it back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_step_heartbeat_refreshes_no_instance() {
+    const TTL: u64 = 10_000;
+    let h = Harness::default().await;
+    register_runner(&h, "first", Duration::from_millis(TTL)).await;
+    register_runner(&h, "second", Duration::from_millis(TTL)).await;
+    let task = h
+        .coordinator
+        .create_task(TaskSpec::new(json!("step")).max_attempts(3))
+        .await
+        .unwrap();
+    let old = h.coordinator.claim("first", 1).await.unwrap().remove(0);
+    let failed = h
+        .coordinator
+        .fail_task(task.id, old.claim_token.as_str(), Some("gave up".into()))
+        .await
+        .unwrap();
+    assert_eq!(failed.status, FailStatus::Pending);
+    let current = h.coordinator.claim("second", 1).await.unwrap().remove(0);
+    assert_eq!(current.task.id, task.id);
+    // Only the old token beats: it is stale, and keeps neither its former holder nor the
+    // current one alive.
+    for t in (TTL / 2..=2 * TTL).step_by((TTL / 2) as usize) {
+        h.at(t).await;
+        let beat = h
+            .coordinator
+            .task_heartbeat(task.id, old.claim_token.as_str(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(beat.status, StepStatus::StaleClaim, "at {t} ms");
+    }
+    assert_eq!(h.status_of("first"), None, "expired after its TTL");
+    assert_eq!(h.status_of("second"), None, "expired after its TTL");
+    let view = h.coordinator.get_task(task.id).unwrap();
+    assert_eq!(view.status, TaskStatus::Pending);
+    assert_eq!(view.attempts, 2, "the failure and the take-back");
+}
