@@ -317,14 +317,15 @@ async def scenario_runner(t: Transport, mode: str, opts: dict[str, Any]) -> dict
 
 
 async def scenario_dead_agent(t: Transport, mode: str, opts: dict[str, Any]) -> dict[str, Any]:
-    """An agent claims, heartbeats once, dies: its instance expires after its TTL, the step is
-    taken back and claimed by another worker; the dead agent's late heartbeat and completion
-    are stale_claim and change nothing."""
+    """An agent claims and heartbeats its step for 1.5 TTLs of its instance, which its step
+    heartbeats keep alive (no instance heartbeat: a short-lived runner registered it); then it
+    dies: its instance expires after its TTL, the step is taken back and claimed by another
+    worker; the dead agent's late heartbeat, completion and failure are stale_claim and change
+    nothing."""
     ttl_ms = int(opts["ttl_ms"])
     dead = f"dead-{t.name()}-{mode}"
     live = f"live-{t.name()}-{mode}"
     async with t.connect(mode) as s:
-        registered_at = time.monotonic()
         await s.call("register", instance_id=dead, roles=["worker"], ttl_ms=ttl_ms)
         await s.call("register", instance_id=live, roles=["worker"])
         task = await s.call("create_task", text=f"long job ({mode})", max_attempts=3)
@@ -332,8 +333,19 @@ async def scenario_dead_agent(t: Transport, mode: str, opts: dict[str, Any]) -> 
         claim = await s.call("claim_step", worker_id=dead)
         check(claim.get("claimed") is True and claim.get("step_id") == step, "the doomed agent claims", claim)
         dead_token = claim["claim_token"]
+        # While it heartbeats its step (every eighth of a TTL, for 1.5 TTLs) its instance stays
+        # alive through the step heartbeats alone, and the step stays its own.
+        beats = 0
+        alive_until = time.monotonic() + 1.5 * ttl_ms / 1000
+        while time.monotonic() < alive_until:
+            hb = await s.call("heartbeat", step_id=step, claim_token=dead_token)
+            check(hb.get("status") == "ok", "a heartbeat of the live agent", hb)
+            beats += 1
+            await asyncio.sleep(ttl_ms / 8000)
+        held = await s.call("claim_step", worker_id=live)
+        check(held.get("claimed") is False, "step heartbeats kept the claim past the TTL", held)
         hb = await s.call("heartbeat", step_id=step, claim_token=dead_token)
-        check(hb.get("status") == "ok", "its first heartbeat", hb)
+        check(hb.get("status") == "ok", "its last heartbeat", hb)
         died_at = time.monotonic()
 
         # Bounded: the instance expires after its TTL, the next sweep takes the claim back.
@@ -350,8 +362,7 @@ async def scenario_dead_agent(t: Transport, mode: str, opts: dict[str, Any]) -> 
         check(taken is not None, f"the step is taken back within {opts.get('wait_s', 5.0)} s", polls)
         waited_ms = int((time.monotonic() - died_at) * 1000)
         check(taken.get("step_id") == step, "the live worker claims the dead agent's step", taken)
-        alive_ms = int((time.monotonic() - registered_at) * 1000)
-        check(alive_ms >= ttl_ms, "not taken back before the TTL", alive_ms)
+        check(waited_ms >= ttl_ms, "not taken back before a TTL after the last heartbeat", waited_ms)
         live_token = taken["claim_token"]
         check(live_token != dead_token, "a fresh claim token", taken)
 
@@ -374,7 +385,14 @@ async def scenario_dead_agent(t: Transport, mode: str, opts: dict[str, Any]) -> 
         check(dead not in ids and live in ids, "the dead agent left the cluster", ids)
         done = await s.call("complete_step", step_id=step, claim_token=live_token, summary="finished")
         check(done.get("status") == "done", "the live worker completes", done)
-        return {"step_id": step, "late": statuses, "waited_ms": waited_ms, "polls": polls, "attempts": ctx["attempts"]}
+        return {
+            "step_id": step,
+            "beats": beats,
+            "late": statuses,
+            "waited_ms": waited_ms,
+            "polls": polls,
+            "attempts": ctx["attempts"],
+        }
 
 
 async def scenario_locks(t: Transport, mode: str, _opts: dict[str, Any]) -> dict[str, Any]:

@@ -320,8 +320,9 @@ async fn http_runner_claim_is_worked_with_arguments() {
     a_runner_claim_is_worked_through_mcp(Transport::Http).await;
 }
 
-/// A dead agent: its instance expires, its step goes to another worker, its late calls are
-/// stale.
+/// A short-lived runner's instance (600 ms TTL) kept alive by the agent's step heartbeats alone
+/// for 1.5 TTLs; then the agent dies: its instance expires, its step goes to another worker,
+/// its late calls are stale.
 async fn a_dead_agents_step_is_reassigned(transport: Transport) {
     let (url, _c, _stop) = crate::common::serve(fast_sweep(), ServerConfig::default()).await;
     let report = run(
@@ -329,7 +330,7 @@ async fn a_dead_agents_step_is_reassigned(transport: Transport) {
         transport,
         &url,
         None,
-        json!({"ttl_ms": 400, "wait_s": 4}),
+        json!({"ttl_ms": 600, "wait_s": 4}),
     )
     .await;
     for mode in ["legacy", "auto"] {
@@ -339,6 +340,8 @@ async fn a_dead_agents_step_is_reassigned(transport: Transport) {
             json!(["stale_claim", "stale_claim", "stale_claim"]),
             "{observed}"
         );
+        // It did heartbeat past its instance's TTL (every 75 ms for 900 ms).
+        assert!(observed["beats"].as_u64().unwrap() >= 5, "{observed}");
         let step = observed["step_id"].as_u64().unwrap();
         let task = rpc(&url, None, "task.get", json!({"id": format!("t-{step}")})).await;
         assert_eq!(task["status"], "completed", "{task}");
