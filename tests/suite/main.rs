@@ -35,6 +35,8 @@ mod liveness;
 mod load;
 #[cfg(feature = "mcp")]
 mod mcp;
+#[cfg(all(feature = "mcp", feature = "cli"))]
+mod mcp_python;
 #[cfg(all(feature = "redis", feature = "server", feature = "chaos"))]
 mod persistence;
 #[cfg(all(feature = "redis", feature = "chaos"))]
