@@ -63,9 +63,28 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-fn init_logging(format: settings::LogFormat, default_level: &str) {
+/// The log filter: `VIGIL_LOG`, else `default_level`. When that asks for `debug` or more, rmcp
+/// is held at `info`: at `debug` it logs whole MCP requests and results — claim tokens
+/// included.
+fn log_filter(default_level: &str) -> EnvFilter {
     let filter =
         EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    if filter
+        .max_level_hint()
+        .is_some_and(|level| level > tracing_subscriber::filter::LevelFilter::INFO)
+    {
+        ["rmcp=info", "rmcp::service=info"]
+            .into_iter()
+            .fold(filter, |f, d| {
+                f.add_directive(d.parse().expect("a valid directive"))
+            })
+    } else {
+        filter
+    }
+}
+
+fn init_logging(format: settings::LogFormat, default_level: &str) {
+    let filter = log_filter(default_level);
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         settings::LogFormat::Human => builder.init(),
@@ -75,8 +94,7 @@ fn init_logging(format: settings::LogFormat, default_level: &str) {
 
 /// Logging to stderr only (`vigil mcp`, whose stdout is the protocol's), without colours.
 fn init_logging_to_stderr(format: settings::LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = log_filter(default_level);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -54,12 +54,24 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct DispatcherBackend {
     dispatcher: Dispatcher,
+    require_principal: bool,
 }
 
 impl DispatcherBackend {
     /// Calls go to `dispatcher` (which acts for its own principal when a call names none).
     pub fn new(dispatcher: Dispatcher) -> Self {
-        Self { dispatcher }
+        Self {
+            dispatcher,
+            require_principal: false,
+        }
+    }
+
+    /// With `required`, a call that names no principal is refused (−32002) instead of acting
+    /// for the dispatcher's own: a server with tokens must never serve an unidentified call as
+    /// its operator, whatever path a request took through the MCP transport.
+    pub fn requiring_principal(mut self, required: bool) -> Self {
+        self.require_principal = required;
+        self
     }
 }
 
@@ -81,6 +93,10 @@ impl Backend for DispatcherBackend {
                     .call(method, params)
                     .await
             }
+            None if self.require_principal => Err(RpcError::new(
+                crate::rpc::code::UNAUTHORIZED,
+                "no principal for this call: send the bearer token",
+            )),
             None => self.dispatcher.call(method, params).await,
         }
     }
@@ -212,17 +228,18 @@ impl<B: Backend> VigilMcp<B> {
     }
 }
 
-/// A tool error: `{"error": {code, message, data}}` as structured content, and the code and
-/// message as text.
+/// A tool error: text only — `error <code>: <message>`, then `{"error": {code, message,
+/// data}}` as JSON in a second block. No `structuredContent`: hosts on the TypeScript SDK
+/// check structured content against the tool's `outputSchema` even on errors, and would
+/// replace the refusal with their own schema error.
 fn tool_error(e: &RpcError) -> CallToolResult {
-    let mut result = CallToolResult::structured_error(json!({
+    let detail = json!({
         "error": {"code": e.code, "message": e.message, "data": e.data},
-    }));
-    result.content = vec![ContentBlock::text(format!(
-        "error {}: {}",
-        e.code, e.message
-    ))];
-    result
+    });
+    CallToolResult::error(vec![
+        ContentBlock::text(format!("error {}: {}", e.code, e.message)),
+        ContentBlock::text(detail.to_string()),
+    ])
 }
 
 impl<B: Backend> ServerHandler for VigilMcp<B> {

@@ -103,7 +103,8 @@ async fn ok<B: Backend>(server: &VigilMcp<B>, name: &str, args: Value) -> Value 
     value
 }
 
-/// Calls `name`, expecting a tool error: its structured error object, with the text checked.
+/// Calls `name`, expecting a tool error: its error object (the second text block), with the
+/// first text block checked.
 async fn err<B: Backend>(server: &VigilMcp<B>, name: &str, args: Value) -> Value {
     err_as(server, name, args, None).await
 }
@@ -119,7 +120,13 @@ async fn err_as<B: Backend>(
         .await
         .expect("a tool");
     assert_eq!(result.is_error, Some(true), "{name}: {result:?}");
-    let error = result.structured_content.clone().unwrap()["error"].clone();
+    assert!(
+        result.structured_content.is_none(),
+        "{name}: no structured content on an error (TS hosts check it against the schema)"
+    );
+    let detail: Value =
+        serde_json::from_str(&result.content[1].as_text().unwrap().text).expect("JSON detail");
+    let error = detail["error"].clone();
     let text = &result.content[0].as_text().unwrap().text;
     assert!(
         text.contains(&error["code"].to_string())
@@ -696,4 +703,28 @@ fn allowed_hosts_follow_the_listen_address() {
     assert_eq!(at("10.1.2.3:7420").unwrap(), vec!["10.1.2.3".to_string()]);
     assert_eq!(at("0.0.0.0:7420"), None);
     assert_eq!(at("[::]:7420"), None);
+}
+
+/// On a server with tokens, a call that reaches the backend without a principal is refused:
+/// it is never served as the operator.
+#[tokio::test]
+async fn a_call_without_a_principal_is_refused_where_tokens_exist() {
+    let c = Coordinator::start(Config::default()).await.unwrap();
+    let dispatcher = Dispatcher::new(c.clone(), RpcLimits::default());
+    let strict = DispatcherBackend::new(dispatcher.clone()).requiring_principal(true);
+    let refused = strict
+        .call("system.health", json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, crate::rpc::code::UNAUTHORIZED);
+    let alice = Principal::worker("alice");
+    assert!(
+        strict
+            .call("system.health", json!({}), Some(&alice))
+            .await
+            .is_ok()
+    );
+    let open = DispatcherBackend::new(dispatcher);
+    assert!(open.call("system.health", json!({}), None).await.is_ok());
+    c.shutdown().await;
 }

@@ -1391,7 +1391,11 @@ async fn cluster_state<B: Backend>(
     let a = Args::new(args, &["limit"])?;
     let limit = a.opt_int("limit", 0, 1000)?.unwrap_or(100);
     let state = cx
-        .rpc("system.get_state", json!({"limit": limit}), &[])
+        .rpc(
+            "system.get_state",
+            json!({"limit": limit, "taskLimit": 0}),
+            &[],
+        )
         .await?;
     let instances = state
         .get("instances")

@@ -64,6 +64,7 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
         input_schema: r#"{"type":"object","properties":{
             "instanceId":{"type":"string","minLength":1,"x-aliases":["id"]},
             "limit":{"type":"integer","minimum":0,"maximum":1000,"default":100},
+            "taskLimit":{"type":"integer","minimum":0,"maximum":1000},
             "after":{"type":"string"}},"required":[]}"#,
     },
     MethodDoc {

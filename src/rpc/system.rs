@@ -150,11 +150,16 @@ pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         .zip(claims)
         .map(|(view, claims)| instance_json(view, claims))
         .collect::<Result<Vec<_>, _>>()?;
-    let tasks = if limit == 0 {
+    // `taskLimit` (default: `limit`) bounds the tasks alone: 0 leaves them out, for callers
+    // that want the instances (the MCP `cluster_state` tool).
+    let task_limit = p
+        .opt_u64(&["taskLimit"], crate::model::MAX_LIST_LIMIT as u64)?
+        .map_or(limit, |n| n as usize);
+    let tasks = if task_limit == 0 {
         Vec::new()
     } else {
         c.list_tasks_page(&TaskQuery {
-            limit: Some(limit),
+            limit: Some(task_limit),
             ..TaskQuery::default()
         })
         .items

@@ -319,10 +319,11 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
     #[cfg(feature = "mcp")]
     if mcp {
         // The in-process backend acts for the principal `require_token` puts in the request.
-        let server = crate::mcp::VigilMcp::new(
-            crate::mcp::DispatcherBackend::new(state.dispatcher.clone()),
-            crate::mcp::Fallbacks::none(),
-        );
+        // With tokens, a call that arrives without a principal is refused, never served as
+        // the operator.
+        let backend = crate::mcp::DispatcherBackend::new(state.dispatcher.clone())
+            .requiring_principal(state.identities.is_some());
+        let server = crate::mcp::VigilMcp::new(backend, crate::mcp::Fallbacks::none());
         rpc = rpc.route_service(
             "/mcp",
             crate::mcp::http_service(server, config.max_body_bytes, config.listen),

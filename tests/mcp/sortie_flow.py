@@ -52,7 +52,7 @@ VIGIL_TOOLS = {
 
 # Every call and every mode is bounded: a hung server fails the script, never the suite's clock.
 CALL_TIMEOUT_S = 5.0
-MODE_TIMEOUT_S = 8.0
+MODE_TIMEOUT_S = 20.0
 
 
 class Check(AssertionError):
@@ -93,6 +93,7 @@ class Session:
         result = await self.raw(tool, **arguments)
         text = "".join(c.text for c in result.content if getattr(c, "type", None) == "text")
         check(result.is_error is True, f"{tool}({arguments}) is a tool error", text)
+        check(result.structured_content is None, f"{tool}: no structuredContent on an error", text)
         return text
 
 
@@ -326,14 +327,15 @@ async def scenario_dead_agent(t: Transport, mode: str, opts: dict[str, Any]) -> 
     dead = f"dead-{t.name()}-{mode}"
     live = f"live-{t.name()}-{mode}"
     async with t.connect(mode) as s:
-        await s.call("register", instance_id=dead, roles=["worker"], ttl_ms=ttl_ms)
         await s.call("register", instance_id=live, roles=["worker"])
         task = await s.call("create_task", text=f"long job ({mode})", max_attempts=3)
+        # Registered last, just before it claims: its TTL runs from here.
+        await s.call("register", instance_id=dead, roles=["worker"], ttl_ms=ttl_ms)
         step = task["step_id"]
         claim = await s.call("claim_step", worker_id=dead)
         check(claim.get("claimed") is True and claim.get("step_id") == step, "the doomed agent claims", claim)
         dead_token = claim["claim_token"]
-        # While it heartbeats its step (every eighth of a TTL, for 1.5 TTLs) its instance stays
+        # While it heartbeats its step (every quarter of a TTL, for 1.5 TTLs) its instance stays
         # alive through the step heartbeats alone, and the step stays its own.
         beats = 0
         alive_until = time.monotonic() + 1.5 * ttl_ms / 1000
@@ -341,12 +343,14 @@ async def scenario_dead_agent(t: Transport, mode: str, opts: dict[str, Any]) -> 
             hb = await s.call("heartbeat", step_id=step, claim_token=dead_token)
             check(hb.get("status") == "ok", "a heartbeat of the live agent", hb)
             beats += 1
-            await asyncio.sleep(ttl_ms / 8000)
+            await asyncio.sleep(ttl_ms / 4000)
         held = await s.call("claim_step", worker_id=live)
         check(held.get("claimed") is False, "step heartbeats kept the claim past the TTL", held)
+        # Taken before the last heartbeat is sent: the server counts the TTL from when it
+        # handled it, which is later, so the wait measured below cannot undercut the TTL.
+        died_at = time.monotonic()
         hb = await s.call("heartbeat", step_id=step, claim_token=dead_token)
         check(hb.get("status") == "ok", "its last heartbeat", hb)
-        died_at = time.monotonic()
 
         # Bounded: the instance expires after its TTL, the next sweep takes the claim back.
         deadline = died_at + float(opts.get("wait_s", 5.0))

@@ -94,11 +94,15 @@ async fn tool(
     )
     .await;
     let text = result["content"][0]["text"].as_str().unwrap().to_string();
-    let structured = result["structuredContent"].clone();
     let is_error = result["isError"] == true;
-    if !is_error {
-        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), structured);
+    if is_error {
+        // No structured content on an error: the detail is JSON in the second text block.
+        assert!(result.get("structuredContent").is_none(), "{result}");
+        let detail = result["content"][1]["text"].as_str().unwrap();
+        return (true, serde_json::from_str(detail).unwrap());
     }
+    let structured = result["structuredContent"].clone();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), structured);
     (is_error, structured)
 }
 
@@ -377,6 +381,9 @@ async fn mcp_over_stdio_forwards_to_the_server() {
                "params": {"name": "heartbeat", "arguments": {}}}),
         json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
                "params": {"name": "get_my_context", "arguments": {}}}),
+        // The token as an argument: even at debug it must not reach the logs.
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+               "params": {"name": "heartbeat", "arguments": {"step_id": step, "claim_token": token}}}),
     ];
     let run = |bearer: &'static str| {
         let lines = lines.clone();
@@ -422,6 +429,11 @@ async fn mcp_over_stdio_forwards_to_the_server() {
 
     let (answers, stderr) = run(ALICE).await;
     assert!(!stderr.is_empty(), "logs go to stderr");
+    assert_eq!(answers[4]["result"]["structuredContent"]["status"], "ok");
+    assert!(
+        !stderr.contains(&token),
+        "no claim token in the logs, even at debug"
+    );
     assert_eq!(answers[0]["result"]["serverInfo"]["name"], "vigil");
     assert_eq!(
         answers[1]["result"]["tools"].as_array().unwrap().len(),
@@ -440,10 +452,9 @@ async fn mcp_over_stdio_forwards_to_the_server() {
     let (answers, _) = run(BOB).await;
     let refused = &answers[2]["result"];
     assert_eq!(refused["isError"], true, "{refused}");
-    assert_eq!(
-        refused["structuredContent"]["error"]["code"],
-        vigil::rpc::code::UNAUTHORIZED
-    );
+    let detail: Value =
+        serde_json::from_str(refused["content"][1]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["error"]["code"], vigil::rpc::code::UNAUTHORIZED);
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
