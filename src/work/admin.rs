@@ -424,38 +424,43 @@ impl WorkBook {
             }
             _ => {}
         }
-        // The new payload, checked before anything changes: merges must not grow it past the
-        // limit a create has.
-        let mut payload = task.payload.clone();
+        // The new payload (only when text or metadata change), checked before anything
+        // changes: merges must not grow it past the limit a create has.
         let mut changes = Vec::new();
-        if let Some(text) = &update.text {
-            payload["text"] = serde_json::Value::String(text.clone());
-            changes.push("text");
-        }
-        if let Some(metadata) = &update.metadata {
-            let merged = payload
-                .as_object_mut()
-                .expect("checked: an object")
-                .entry("metadata")
-                .or_insert_with(|| serde_json::json!({}));
-            if !merged.is_object() {
-                *merged = serde_json::json!({});
+        let payload = if update.text.is_some() || update.metadata.is_some() {
+            let mut payload = task.payload.clone();
+            if let Some(text) = &update.text {
+                payload["text"] = serde_json::Value::String(text.clone());
+                changes.push("text");
             }
-            let merged = merged.as_object_mut().expect("an object");
-            for (k, v) in metadata {
-                merged.insert(k.clone(), v.clone());
+            if let Some(metadata) = &update.metadata {
+                let merged = payload
+                    .as_object_mut()
+                    .expect("checked: an object")
+                    .entry("metadata")
+                    .or_insert_with(|| serde_json::json!({}));
+                if !merged.is_object() {
+                    *merged = serde_json::json!({});
+                }
+                let merged = merged.as_object_mut().expect("an object");
+                for (k, v) in metadata {
+                    merged.insert(k.clone(), v.clone());
+                }
+                changes.push("metadata");
             }
-            changes.push("metadata");
-        }
-        let size = serde_json::to_vec(&payload).map_or(usize::MAX, |v| v.len());
-        if size > max_payload_bytes {
-            return Err(refuse(
-                "updates",
-                format!(
-                    "the task's payload would be {size} bytes serialized; at most {max_payload_bytes}"
-                ),
-            ));
-        }
+            let size = serde_json::to_vec(&payload).map_or(usize::MAX, |v| v.len());
+            if size > max_payload_bytes {
+                return Err(refuse(
+                    "updates",
+                    format!(
+                        "the task's payload would be {size} bytes serialized; at most {max_payload_bytes}"
+                    ),
+                ));
+            }
+            Some(payload)
+        } else {
+            None
+        };
         // The status first: it is the only part that can still be refused (locks held).
         if let Some(to) = to {
             self.change_status(op, id, from, to)?;
@@ -471,7 +476,9 @@ impl WorkBook {
             None
         };
         let task = self.tasks.get_mut(&id).expect("exists");
-        task.payload = payload;
+        if let Some(payload) = payload {
+            task.payload = payload;
+        }
         if let Some(priority) = update.priority {
             task.priority = priority;
             changes.push("priority");
