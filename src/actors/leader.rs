@@ -187,9 +187,28 @@ impl LeaderState {
     /// killed, it fires into a dead mailbox and its replacement arms its own.
     fn sweep(&mut self, myself: &ActorRef<LeaderMsg>) {
         let ctx = &self.ctx;
-        let report = ctx.with_work(|work, op| work.sweep(op, |id, epoch| ctx.is_live(id, epoch)));
+        let report = ctx.with_work(|work, op| {
+            work.sweep(op, crate::work::SWEEP_CHUNK, |id, epoch| {
+                ctx.is_live(id, epoch)
+            })
+        });
         self.sweeps += 1;
-        if report != crate::work::Sweep::default() {
+        if report.more {
+            // More is due than one chunk: the next chunk at once, in its own message, so the
+            // work lock is held one chunk at a time and other messages interleave.
+            tracing::debug!("sweep continues in another chunk");
+            if myself.cast(LeaderMsg::Sweep).is_ok() {
+                self.log_sweep(report);
+                return;
+            }
+        }
+        self.log_sweep(report);
+        let interval = ctx.config.sweep_interval;
+        self.sweep_timer = Some(myself.send_after(interval, || LeaderMsg::Sweep));
+    }
+
+    fn log_sweep(&self, report: crate::work::Sweep) {
+        if report.orphans_reassigned + report.zombies_reset + report.leases_reaped > 0 {
             tracing::info!(
                 zombies = report.zombies_reset,
                 orphans = report.orphans_reassigned,
@@ -197,8 +216,6 @@ impl LeaderState {
                 "sweep took work back"
             );
         }
-        let interval = ctx.config.sweep_interval;
-        self.sweep_timer = Some(myself.send_after(interval, || LeaderMsg::Sweep));
     }
 
     /// Keeps the current leader if it is still a live candidate, elects a new one otherwise:

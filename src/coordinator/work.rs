@@ -586,9 +586,24 @@ impl Coordinator {
     }
 
     /// Runs one sweep now (the LeaderActor runs one every `sweep_interval`).
+    /// All of it: chunk after chunk, each under its own hold of the work lock, until nothing
+    /// due is left and the safety net has been round every holder once.
     pub(crate) fn sweep_now(&self) -> crate::work::Sweep {
         let ctx = self.ctx();
-        ctx.with_work(|work, op| work.sweep(op, |id, epoch| ctx.is_live(id, epoch)))
+        let mut total = crate::work::Sweep::default();
+        ctx.work.lock().restart_sweep_round();
+        loop {
+            let (report, round_done) = ctx.with_work(|work, op| {
+                let report = work.sweep(op, crate::work::SWEEP_CHUNK, |id, epoch| {
+                    ctx.is_live(id, epoch)
+                });
+                (report, work.sweep_round_done())
+            });
+            total += report;
+            if !report.more && round_done {
+                return total;
+            }
+        }
     }
 
     /// The epoch of `id` if it is a live instance `authority` may act as.

@@ -163,10 +163,11 @@ const SEPARATOR_BOUNDS: [(char, char); 2] = [('/', '0'), ('\u{a7}', '\u{a8}')];
 /// Longest lease key, in characters.
 pub const MAX_KEY_CHARS: usize = 512;
 
-/// A validated, hierarchical resource key.
+/// A validated, hierarchical resource key. Shared text: the lease table's indexes hold copies
+/// of it, and a copy is a reference count, not an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct LeaseKey(String);
+pub struct LeaseKey(std::sync::Arc<str>);
 
 impl LeaseKey {
     /// Validates `key`: 1–512 characters, no control characters, no empty level (`a//b`,
@@ -198,12 +199,12 @@ impl LeaseKey {
                 ),
             ));
         }
-        Ok(Self(key.to_string()))
+        Ok(Self(key.into()))
     }
 
     /// A key taken as given, for builders; validation happens where it is used.
     pub(crate) fn unchecked(key: &str) -> Self {
-        Self(key.to_string())
+        Self(key.into())
     }
 
     /// The key as text.

@@ -114,7 +114,6 @@ impl WorkBook {
             self.unreserve(id)
         };
         let task = self.tasks.get_mut(&id).expect("exists");
-        task.status = status;
         task.token = None;
         task.finished_at = Some(op.now);
         task.updated_at = op.now;
@@ -124,6 +123,7 @@ impl WorkBook {
         } else {
             task.error = error.or_else(|| Some(format!("failed by {}", actor.name())));
         }
+        self.transition(id, status);
         let mut task = self.tasks[&id].clone();
         if task.assignee.is_none() {
             task.assignee = reserved; // the event names the instance it was assigned to
@@ -371,9 +371,9 @@ impl WorkBook {
                 self.pending.remove(&pending_key(&self.tasks[&id]));
                 self.unreserve(id);
             }
-            TaskStatus::Completed | TaskStatus::Failed => self.finished.retain(|t| *t != id),
+            TaskStatus::Completed | TaskStatus::Failed => {}
         }
-        let task = self.tasks.remove(&id).expect("exists");
+        let task = self.remove_task(id).expect("exists");
         if let Some(key) = task.request_key() {
             self.by_request.remove(&key);
         }
@@ -510,9 +510,8 @@ impl WorkBook {
             }
             TaskStatus::Pending => {
                 // Reopen a finished task with fresh attempts.
-                self.finished.retain(|t| *t != id);
+                self.transition(id, TaskStatus::Pending);
                 let task = self.tasks.get_mut(&id).expect("exists");
-                task.status = TaskStatus::Pending;
                 task.attempts = 0;
                 task.token = None;
                 task.assignee = None;
@@ -564,54 +563,8 @@ mod tests {
         InstanceId::parse(name, &crate::config::Limits::default()).unwrap()
     }
 
-    /// Every index agrees with the tasks: a pending task is in exactly one queue — the shared
-    /// one, or its assignee's — under its current key; claimed tasks are filed under their
-    /// holder; finished tasks are in the retention list once; nothing else is anywhere.
     fn check(book: &WorkBook) {
-        for t in book.tasks.values() {
-            let key = pending_key(t);
-            let in_pending = book.pending.contains(&key);
-            let in_reserved = book.reserved_by.values().any(|keys| keys.contains(&key));
-            match t.status {
-                TaskStatus::Pending => {
-                    assert!(t.assignee.is_none() && t.token.is_none(), "{t:?}");
-                    match &t.reserved {
-                        Some(holder) => {
-                            assert!(!in_pending, "reserved {} also shared", t.id);
-                            assert!(book.reserved_by[holder].contains(&key), "{t:?}");
-                        }
-                        None => assert!(in_pending && !in_reserved, "{t:?}"),
-                    }
-                }
-                TaskStatus::Claimed => {
-                    let holder = t.assignee.as_ref().expect("a holder");
-                    assert!(t.token.is_some() && t.reserved.is_none(), "{t:?}");
-                    assert!(book.claimed_by[holder].contains(&t.id), "{t:?}");
-                    assert!(!in_pending && !in_reserved, "{t:?}");
-                }
-                TaskStatus::Completed | TaskStatus::Failed => {
-                    assert_eq!(book.finished.iter().filter(|f| **f == t.id).count(), 1);
-                    assert!(!in_pending && !in_reserved && t.reserved.is_none(), "{t:?}");
-                }
-            }
-        }
-        let queued =
-            book.pending.len() + book.reserved_by.values().map(BTreeSet::len).sum::<usize>();
-        let pending = book
-            .tasks
-            .values()
-            .filter(|t| t.status == TaskStatus::Pending)
-            .count();
-        assert_eq!(queued, pending, "no stale queue entries");
-        assert!(book.reserved_by.values().all(|k| !k.is_empty()));
-        assert!(book.finished.iter().all(|f| book.tasks.contains_key(f)));
-        let claimed: usize = book.claimed_by.values().map(BTreeSet::len).sum();
-        let held = book
-            .tasks
-            .values()
-            .filter(|t| t.status == TaskStatus::Claimed)
-            .count();
-        assert_eq!(claimed, held);
+        book.check_indexes();
     }
 
     fn create(book: &mut WorkBook, op: &mut Op, text: &str, priority: u8) -> TaskId {

@@ -20,7 +20,7 @@
 //! has already seen. A lease past its expiry counts as gone for conflicts at once; the sweep
 //! reaps it and publishes `lease.expired`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,10 +108,19 @@ pub struct LeaseConflict {
     pub mode: LeaseMode,
 }
 
-/// Every lease, by key.
+/// Every lease, by key, with two indexes so no operation walks the table: the keys each holder
+/// holds (a claim's or an instance's leases are found and released without a scan) and the
+/// grants in order of expiry (the sweep reaps only what is due).
 #[derive(Debug, Default)]
 pub(crate) struct LeaseTable {
     by_key: BTreeMap<LeaseKey, Vec<LeaseGrant>>,
+    by_holder: HashMap<LeaseHolder, BTreeSet<LeaseKey>, ahash::RandomState>,
+    /// The instances (with their epochs) that hold leases, in order: the sweep's safety net
+    /// walks them a bounded chunk at a time.
+    instance_holders: BTreeSet<(InstanceId, Epoch)>,
+    /// Grants by (expiry, fencing token): a fencing token names one grant (a holder's
+    /// re-acquisition keeps its token), so the pair is unique.
+    by_expiry: BTreeMap<(MonoMs, u64), LeaseKey>,
     next_fencing_token: u64,
 }
 
@@ -122,9 +131,6 @@ fn conflicts(wanted: LeaseMode, held: LeaseMode) -> bool {
 type Entry<'a> = (&'a LeaseKey, &'a Vec<LeaseGrant>);
 
 impl LeaseTable {
-    /// The entries of `key`'s descendants in key order: those under `key/`, then those under
-    /// `key§` (every key of the first range sorts before every key of the second). Two range
-    /// lookups in the ordered map, never a scan.
     fn descendants<'a>(&'a self, key: &LeaseKey) -> impl Iterator<Item = Entry<'a>> + use<'a> {
         use std::ops::Bound;
         key.descendant_ranges()
@@ -135,7 +141,7 @@ impl LeaseTable {
             })
     }
 
-    /// The holds that would refuse `holder` a `mode` lease on `key` at `now`.
+    /// The live holds that stand in the way of `holder` taking `key` in `mode` at `now`.
     pub fn conflicts(
         &self,
         key: &LeaseKey,
@@ -168,7 +174,7 @@ impl LeaseTable {
         found
     }
 
-    /// The grants on `key`, if any.
+    /// The grants on exactly `key`.
     pub fn grants(&self, key: &LeaseKey) -> Option<&[LeaseGrant]> {
         self.by_key
             .get(key)
@@ -176,7 +182,7 @@ impl LeaseTable {
             .filter(|g| !g.is_empty())
     }
 
-    /// Every key held.
+    /// Every key with a grant.
     pub fn keys(&self) -> impl Iterator<Item = &LeaseKey> {
         self.by_key.keys()
     }
@@ -186,22 +192,53 @@ impl LeaseTable {
         self.next_fencing_token
     }
 
-    /// Makes the next fencing token greater than `last`.
+    /// Moves the fencing counter forward to at least `last` (never back).
     pub fn advance_fencing_token(&mut self, last: u64) {
         self.next_fencing_token = self.next_fencing_token.max(last);
     }
 
-    /// Puts back a grant recovered from the store, as it was.
+    /// Puts back a grant recovered from the store.
     pub fn restore(&mut self, grant: LeaseGrant) {
         self.next_fencing_token = self.next_fencing_token.max(grant.fencing_token);
+        self.insert(grant);
+    }
+
+    /// Files a new grant in the table and its indexes.
+    fn insert(&mut self, grant: LeaseGrant) {
+        self.index_holder(&grant.holder, &grant.key);
+        self.by_expiry
+            .insert((grant.expires_at, grant.fencing_token), grant.key.clone());
         self.by_key
             .entry(grant.key.clone())
             .or_default()
             .push(grant);
     }
 
-    /// Grants `holder` a lease, or reports what conflicts. A holder acquiring a key it already
-    /// holds gets its grant back with the new mode and expiry, and the same fencing token.
+    fn index_holder(&mut self, holder: &LeaseHolder, key: &LeaseKey) {
+        let keys = self.by_holder.entry(holder.clone()).or_default();
+        if keys.is_empty()
+            && let LeaseHolder::Instance { instance_id, epoch } = holder
+        {
+            self.instance_holders.insert((instance_id.clone(), *epoch));
+        }
+        keys.insert(key.clone());
+    }
+
+    fn unindex_holder(&mut self, holder: &LeaseHolder, key: &LeaseKey) {
+        if let Some(keys) = self.by_holder.get_mut(holder) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_holder.remove(holder);
+                if let LeaseHolder::Instance { instance_id, epoch } = holder {
+                    self.instance_holders.remove(&(instance_id.clone(), *epoch));
+                }
+            }
+        }
+    }
+
+    /// Grants `key` in `mode` to `holder` until `expires_at`, or answers the conflicting holds.
+    /// A holder that already holds `key` keeps its grant and fencing token, with the new mode
+    /// and expiry.
     pub fn acquire(
         &mut self,
         key: LeaseKey,
@@ -215,12 +252,19 @@ impl LeaseTable {
         if !found.is_empty() {
             return Err(found);
         }
-        let grants = self.by_key.entry(key.clone()).or_default();
-        if let Some(existing) = grants.iter_mut().find(|g| g.holder == holder) {
+        if let Some(existing) = self
+            .by_key
+            .get_mut(&key)
+            .and_then(|grants| grants.iter_mut().find(|g| g.holder == holder))
+        {
             existing.mode = mode;
-            existing.expires_at = expires_at;
+            let token = existing.fencing_token;
+            let before = std::mem::replace(&mut existing.expires_at, expires_at);
             existing.expires_at_ms = wall(expires_at);
-            return Ok(existing.clone());
+            let grant = existing.clone();
+            self.by_expiry.remove(&(before, token));
+            self.by_expiry.insert((expires_at, token), key);
+            return Ok(grant);
         }
         self.next_fencing_token += 1;
         let grant = LeaseGrant {
@@ -232,12 +276,11 @@ impl LeaseTable {
             expires_at,
             expires_at_ms: wall(expires_at),
         };
-        grants.push(grant.clone());
+        self.insert(grant.clone());
         Ok(grant)
     }
 
-    /// Extends `holder`'s live lease on `key` to `expires_at`. `None` if it holds none (or it
-    /// lapsed: a lapsed lease cannot be renewed, it must be acquired again).
+    /// Extends `holder`'s unexpired grant on `key` to `expires_at`.
     pub fn renew(
         &mut self,
         key: &LeaseKey,
@@ -251,12 +294,16 @@ impl LeaseTable {
             .get_mut(key)?
             .iter_mut()
             .find(|g| &g.holder == holder && !g.expired(now))?;
-        grant.expires_at = expires_at;
+        let before = std::mem::replace(&mut grant.expires_at, expires_at);
         grant.expires_at_ms = wall(expires_at);
-        Some(grant.clone())
+        let grant = grant.clone();
+        self.by_expiry.remove(&(before, grant.fencing_token));
+        self.by_expiry
+            .insert((expires_at, grant.fencing_token), key.clone());
+        Some(grant)
     }
 
-    /// Releases `holder`'s lease on `key`; returns it if there was one.
+    /// Removes `holder`'s grant on `key`.
     pub fn release(&mut self, key: &LeaseKey, holder: &LeaseHolder) -> Option<LeaseGrant> {
         let grants = self.by_key.get_mut(key)?;
         let index = grants.iter().position(|g| &g.holder == holder)?;
@@ -264,41 +311,76 @@ impl LeaseTable {
         if grants.is_empty() {
             self.by_key.remove(key);
         }
+        self.by_expiry
+            .remove(&(grant.expires_at, grant.fencing_token));
+        self.unindex_holder(holder, key);
         Some(grant)
     }
 
-    /// Releases every lease of `holder`.
+    /// Removes every grant of `holder`, found through the holder index.
     pub fn release_holder(&mut self, holder: &LeaseHolder) -> Vec<LeaseGrant> {
-        self.take_where(|g| &g.holder == holder)
+        let keys: Vec<LeaseKey> = self
+            .by_holder
+            .get(holder)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        keys.iter()
+            .filter_map(|key| self.release(key, holder))
+            .collect()
     }
 
-    /// Removes and returns every lease that lapsed at `now`.
-    pub fn reap(&mut self, now: MonoMs) -> Vec<LeaseGrant> {
-        self.take_where(|g| g.expired(now))
-    }
-
-    fn take_where(&mut self, mut pred: impl FnMut(&LeaseGrant) -> bool) -> Vec<LeaseGrant> {
-        let mut taken = Vec::new();
-        self.by_key.retain(|_, grants| {
-            let mut i = 0;
-            while i < grants.len() {
-                if pred(&grants[i]) {
-                    taken.push(grants.swap_remove(i));
-                } else {
-                    i += 1;
+    /// Removes at most `limit` grants lapsed at `now`, soonest-expired first, found through
+    /// the expiry index: fewer than `limit` returned means none lapsed is left.
+    pub fn reap(&mut self, now: MonoMs, limit: usize) -> Vec<LeaseGrant> {
+        let due: Vec<((MonoMs, u64), LeaseKey)> = self
+            .by_expiry
+            .range(..(now + 1, 0))
+            .take(limit)
+            .map(|(at, key)| (*at, key.clone()))
+            .collect();
+        let mut reaped = Vec::with_capacity(due.len());
+        for (at, key) in due {
+            let holder = self
+                .by_key
+                .get(&key)
+                .and_then(|grants| grants.iter().find(|g| g.fencing_token == at.1))
+                .map(|g| g.holder.clone());
+            match holder.and_then(|h| self.release(&key, &h)) {
+                Some(grant) => reaped.push(grant),
+                None => {
+                    // Unreachable while the index is kept in step; never loop on it.
+                    debug_assert!(false, "expiry index names a missing grant on {key}");
+                    self.by_expiry.remove(&at);
                 }
             }
-            !grants.is_empty()
-        });
-        taken
+        }
+        reaped
     }
 
-    /// `holder`'s leases.
+    /// `holder`'s grants, through the holder index.
     pub fn held_by(&self, holder: &LeaseHolder) -> Vec<LeaseGrant> {
-        self.by_key
-            .values()
-            .flatten()
-            .filter(|g| &g.holder == holder)
+        let Some(keys) = self.by_holder.get(holder) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|key| self.by_key.get(key))
+            .flat_map(|grants| grants.iter().filter(|g| &g.holder == holder))
+            .cloned()
+            .collect()
+    }
+
+    /// Up to `limit` instances holding leases, in order, after `after` (from the first when
+    /// `None`).
+    pub fn instance_holders_after(
+        &self,
+        after: Option<&(InstanceId, Epoch)>,
+        limit: usize,
+    ) -> Vec<(InstanceId, Epoch)> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.instance_holders
+            .range((from, Bound::Unbounded))
+            .take(limit)
             .cloned()
             .collect()
     }
@@ -318,32 +400,76 @@ impl LeaseTable {
         }
     }
 
+    /// Checks that the indexes agree with the table (tests).
+    #[cfg(test)]
+    pub fn check_indexes(&self) {
+        let grants: Vec<&LeaseGrant> = self.by_key.values().flatten().collect();
+        assert_eq!(grants.len(), self.by_expiry.len(), "expiry index size");
+        for g in &grants {
+            assert_eq!(
+                self.by_expiry.get(&(g.expires_at, g.fencing_token)),
+                Some(&g.key),
+                "expiry index entry of {g:?}"
+            );
+            assert!(
+                self.by_holder
+                    .get(&g.holder)
+                    .is_some_and(|keys| keys.contains(&g.key)),
+                "holder index entry of {g:?}"
+            );
+        }
+        let indexed: usize = self.by_holder.values().map(BTreeSet::len).sum();
+        assert_eq!(indexed, grants.len(), "holder index size");
+        let instances = self
+            .by_holder
+            .keys()
+            .filter(|h| matches!(h, LeaseHolder::Instance { .. }))
+            .count();
+        assert_eq!(instances, self.instance_holders.len(), "instance holders");
+    }
+
     /// One page of the grants under `prefix` (or all), ordered by key and then fencing token:
-    /// at most `limit` after the cursor `after`, and how many there are in all.
+    /// at most `limit` after the cursor `after`, and how many there are in all. Without a
+    /// prefix the page starts at the cursor and the count is the index's size: its cost is the
+    /// page's, not the table's. Under a prefix the count walks that subtree.
     pub fn page(
         &self,
         prefix: Option<&LeaseKey>,
         after: Option<(&str, u64)>,
         limit: usize,
     ) -> Page<LeaseGrant> {
+        use std::ops::Bound;
         // The prefix itself, then its descendants under `/`, then under `§`: ascending key
         // order, which the cursor relies on.
-        let keys: Box<dyn Iterator<Item = Entry<'_>>> = match prefix {
-            None => Box::new(self.by_key.iter()),
-            Some(key) => Box::new(
-                self.by_key
-                    .get_key_value(key)
-                    .into_iter()
-                    .chain(self.descendants(key)),
+        let (keys, mut total): (Box<dyn Iterator<Item = Entry<'_>>>, Option<usize>) = match prefix {
+            None => {
+                let from = after.map_or(Bound::Unbounded, |(k, _)| Bound::Included(k));
+                (
+                    Box::new(self.by_key.range::<str, _>((from, Bound::Unbounded))),
+                    Some(self.len()),
+                )
+            }
+            Some(key) => (
+                Box::new(
+                    self.by_key
+                        .get_key_value(key)
+                        .into_iter()
+                        .chain(self.descendants(key)),
+                ),
+                None,
             ),
         };
+        let counting = total.is_none();
+        let mut counted = 0;
         let mut items = Vec::new();
-        let mut total = 0;
         let mut truncated = false;
         for (key, grants) in keys {
-            total += grants.len();
+            counted += grants.len();
             if truncated || after.is_some_and(|(k, _)| key.as_str() < k) {
-                continue;
+                if counting {
+                    continue;
+                }
+                break;
             }
             let mut sorted: Vec<&LeaseGrant> = grants.iter().collect();
             sorted.sort_by_key(|g| g.fencing_token);
@@ -360,15 +486,14 @@ impl LeaseTable {
         }
         Page {
             items,
-            total,
+            total: *total.get_or_insert(counted),
             truncated,
         }
     }
 
-    /// How many leases are held.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+    /// How many grants are held (every grant is in the expiry index once).
+    pub fn len(&self) -> usize {
+        self.by_expiry.len()
     }
 }
 
@@ -461,7 +586,7 @@ mod tests {
             t.renew(&key("a"), &holder(1), 100, 300, |m| m).is_none(),
             "lapsed"
         );
-        let reaped = t.reap(100);
+        let reaped = t.reap(100, usize::MAX);
         assert_eq!(reaped.len(), 1);
         assert!(
             t.acquire(key("a"), LeaseMode::Exclusive, holder(2), 100, 200, |m| m)

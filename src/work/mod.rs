@@ -16,13 +16,12 @@ pub mod records;
 pub mod task;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::clock::{LivenessClock, MonoMs};
 use crate::events::{Event, EventKind};
-use crate::model::page::FirstAfter;
 use crate::model::{DEFAULT_LIST_LIMIT, Epoch, InstanceId, MAX_LIST_LIMIT, Page, TaskBrief, Term};
 use lease::{LeaseConflict, LeaseGrant, LeaseHolder, LeaseKey, LeaseMode, LeaseTable};
 use task::{
@@ -146,6 +145,16 @@ struct Task {
     request_owner: Option<String>,
 }
 
+/// The place of `status` in [`WorkBook`]'s status index.
+fn status_slot(status: TaskStatus) -> usize {
+    match status {
+        TaskStatus::Pending => 0,
+        TaskStatus::Claimed => 1,
+        TaskStatus::Completed => 2,
+        TaskStatus::Failed => 3,
+    }
+}
+
 /// A request id in the scope of the principal that sent it: two principals never share one,
 /// so none can pre-empt or replay another's.
 pub(crate) type RequestKey = (Option<String>, String);
@@ -181,18 +190,47 @@ fn pending_key(task: &Task) -> PendingKey {
     (Reverse(task.priority), task.seq, task.id)
 }
 
-/// Tasks, the pending queue and the leases.
+/// Where a finished task stands in the retention order: oldest finished first.
+type FinishedKey = (MonoMs, TaskId);
+
+fn finished_key(task: &Task) -> FinishedKey {
+    (task.finished_at.unwrap_or(0), task.id)
+}
+
+/// Where a claimed task stands in the step-timeout order: oldest step heartbeat first.
+type BeatKey = (MonoMs, TaskId);
+
+/// Most items one sweep call handles under one hold of the work lock: deadlines due, safety-net
+/// checks, lapsed leases. The LeaderActor runs the next chunk at once, in a new message, when
+/// there is more.
+pub(crate) const SWEEP_CHUNK: usize = 4096;
+
+/// Tasks, the pending queue and the leases, with indexes so that every operation costs the
+/// same however much unrelated state the book holds: tasks by status (counts and filtered
+/// lists), claims by holder, claims by step-heartbeat time (the step timeout), finished tasks
+/// by finishing time (retention), and leases by holder and expiry (see [`LeaseTable`]).
 #[derive(Debug)]
 pub(crate) struct WorkBook {
     settings: WorkSettings,
-    tasks: HashMap<TaskId, Task>,
+    /// Every task, in id (creation) order.
+    tasks: BTreeMap<TaskId, Task>,
+    /// Task ids by status, in id order (indexed by [`status_slot`]).
+    by_status: [BTreeSet<TaskId>; 4],
+    /// Claimed tasks by last step heartbeat.
+    beats: BTreeSet<BeatKey>,
     pending: BTreeSet<PendingKey>,
     /// Claimed tasks by holder, so a departure finds its tasks without a scan.
     claimed_by: BTreeMap<(InstanceId, Epoch), BTreeSet<TaskId>>,
     /// Pending tasks assigned to an instance (`task.assign`), in the pending order.
     reserved_by: BTreeMap<(InstanceId, Epoch), BTreeSet<PendingKey>>,
-    finished: VecDeque<TaskId>,
+    /// Finished tasks in finishing order (retention drops the oldest).
+    finished: BTreeSet<FinishedKey>,
     leases: LeaseTable,
+    /// Where the sweep's safety net (instances no longer live) goes on from.
+    sweep_cursor: Option<(InstanceId, Epoch)>,
+    /// Claims recovered from the store whose required grants must be checked once by the
+    /// next sweep (the store may have let a grant's key expire while nothing ran).
+    recheck_locks: bool,
     next_task: u64,
     /// Tasks by the request id of the `create` that made them, for as long as the book holds
     /// the task.
@@ -204,14 +242,94 @@ impl WorkBook {
     pub fn new(settings: WorkSettings) -> Self {
         Self {
             settings,
-            tasks: HashMap::new(),
+            tasks: BTreeMap::new(),
+            by_status: Default::default(),
+            beats: BTreeSet::new(),
             pending: BTreeSet::new(),
             claimed_by: BTreeMap::new(),
             reserved_by: BTreeMap::new(),
-            finished: VecDeque::new(),
+            finished: BTreeSet::new(),
             leases: LeaseTable::default(),
+            sweep_cursor: None,
+            recheck_locks: false,
             next_task: 0,
             by_request: HashMap::new(),
+        }
+    }
+
+    /// Files `task` in the book and every index its status puts it in.
+    fn insert_task(&mut self, task: Task) {
+        self.by_status[status_slot(task.status)].insert(task.id);
+        match task.status {
+            TaskStatus::Claimed => {
+                if let Some(at) = task.heartbeat_at {
+                    self.beats.insert((at, task.id));
+                }
+            }
+            TaskStatus::Completed | TaskStatus::Failed => {
+                self.finished.insert(finished_key(&task));
+            }
+            TaskStatus::Pending => {}
+        }
+        self.tasks.insert(task.id, task);
+    }
+
+    /// Takes `id` out of the book and the status indexes (the queues and holder indexes are
+    /// the caller's: they depend on how the task leaves).
+    fn remove_task(&mut self, id: TaskId) -> Option<Task> {
+        let task = self.tasks.remove(&id)?;
+        self.by_status[status_slot(task.status)].remove(&id);
+        self.beats.remove(&(task.heartbeat_at.unwrap_or(0), id));
+        self.finished.remove(&finished_key(&task));
+        Some(task)
+    }
+
+    /// Moves `id` to status `to`, keeping the status, step-timeout and retention indexes in
+    /// step. Entering `claimed` files it by its `heartbeat_at` and entering `completed` or
+    /// `failed` by its `finished_at`, so the caller sets those first; leaving, it is unfiled by
+    /// the values it had, so the caller clears them after.
+    fn transition(&mut self, id: TaskId, to: TaskStatus) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let from = task.status;
+        if from == to {
+            return;
+        }
+        self.by_status[status_slot(from)].remove(&id);
+        self.by_status[status_slot(to)].insert(id);
+        match from {
+            TaskStatus::Claimed => {
+                self.beats.remove(&(task.heartbeat_at.unwrap_or(0), id));
+            }
+            TaskStatus::Completed | TaskStatus::Failed => {
+                self.finished.remove(&finished_key(task));
+            }
+            TaskStatus::Pending => {}
+        }
+        task.status = to;
+        match to {
+            TaskStatus::Claimed => {
+                if let Some(at) = task.heartbeat_at {
+                    self.beats.insert((at, id));
+                }
+            }
+            TaskStatus::Completed | TaskStatus::Failed => {
+                self.finished.insert(finished_key(task));
+            }
+            TaskStatus::Pending => {}
+        }
+    }
+
+    /// Records a step heartbeat of claimed task `id` at `at`, moving it in the step-timeout
+    /// order.
+    fn beat(&mut self, id: TaskId, at: MonoMs) {
+        if let Some(task) = self.tasks.get_mut(&id) {
+            if task.status == TaskStatus::Claimed {
+                self.beats.remove(&(task.heartbeat_at.unwrap_or(0), id));
+                self.beats.insert((at, id));
+            }
+            task.heartbeat_at = Some(at);
         }
     }
 
@@ -275,7 +393,7 @@ impl WorkBook {
         }
         op.task_event(EventKind::TaskCreated, &task, None);
         let view = self.view(&task, op);
-        self.tasks.insert(task.id, task);
+        self.insert_task(task);
         Ok((view, true))
     }
 
@@ -291,7 +409,7 @@ impl WorkBook {
         }
         self.pending.remove(&pending_key(task));
         self.unreserve(id);
-        let task = self.tasks.remove(&id).expect("exists");
+        let task = self.remove_task(id).expect("exists");
         if let Some(key) = task.request_key() {
             self.by_request.remove(&key);
         }
@@ -312,8 +430,8 @@ impl WorkBook {
             return Undo::Gone;
         }
         self.end_claim(op, id);
+        self.transition(id, TaskStatus::Pending);
         let task = self.tasks.get_mut(&id).expect("claimed task exists");
-        task.status = TaskStatus::Pending;
         task.claimed_at = None;
         task.heartbeat_at = None;
         task.updated_at = op.now;
@@ -333,6 +451,12 @@ impl WorkBook {
     }
 
     /// One page of the tasks matching `query`, in its order.
+    ///
+    /// In creation order (ClaudeBench's default, newest first, and Vigil's cursor `after`,
+    /// oldest first) the page is read off the ordered book — or, with a status filter, off that
+    /// status's index — so its cost is the offset plus the page, not the book. Only a filter on
+    /// priority or assignee needs a full pass (for the total), and so do the other orders
+    /// (a selection of the first `offset + limit`, then a sort of that head).
     pub fn list(&self, query: &TaskQuery, op: &Op) -> Page<TaskView> {
         let limit = query
             .limit
@@ -348,70 +472,200 @@ impl WorkBook {
                         .is_some_and(|(id, _)| id.as_str() == a)
                 })
         };
-        if query.order_by != TaskOrder::CreatedAt || query.descending || query.offset > 0 {
-            // Only the first `offset + limit` in order are sorted: a selection, then a sort of
-            // that head, with keys compared in place (no allocation per task).
-            let mut hits: Vec<&Task> = self.tasks.values().filter(|t| matches(t)).collect();
-            let total = hits.len();
-            let by_key = |a: &&Task, b: &&Task| -> std::cmp::Ordering {
-                let key = match query.order_by {
-                    TaskOrder::CreatedAt => std::cmp::Ordering::Equal,
-                    TaskOrder::UpdatedAt => a.updated_at.cmp(&b.updated_at),
-                    TaskOrder::Priority => a.priority.cmp(&b.priority),
-                    TaskOrder::Status => a.status.as_str().cmp(b.status.as_str()),
-                    TaskOrder::AssignedTo => {
-                        let (x, y) = (
-                            a.assignee.as_ref().or(a.reserved.as_ref()),
-                            b.assignee.as_ref().or(b.reserved.as_ref()),
-                        );
-                        x.map(|(id, _)| id.as_str())
-                            .cmp(&y.map(|(id, _)| id.as_str()))
-                    }
-                };
-                let order = key.then(a.id.cmp(&b.id));
-                if query.descending {
-                    order.reverse()
-                } else {
-                    order
+        if query.order_by == TaskOrder::CreatedAt {
+            return self.list_in_creation_order(query, limit, op, matches);
+        }
+        // Only the first `offset + limit` in order are sorted: a selection, then a sort of
+        // that head, with keys compared in place (no allocation per task).
+        let mut hits: Vec<&Task> = self.tasks.values().filter(|t| matches(t)).collect();
+        let total = hits.len();
+        let by_key = |a: &&Task, b: &&Task| -> std::cmp::Ordering {
+            let key = match query.order_by {
+                TaskOrder::CreatedAt => std::cmp::Ordering::Equal,
+                TaskOrder::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+                TaskOrder::Priority => a.priority.cmp(&b.priority),
+                TaskOrder::Status => a.status.as_str().cmp(b.status.as_str()),
+                TaskOrder::AssignedTo => {
+                    let (x, y) = (
+                        a.assignee.as_ref().or(a.reserved.as_ref()),
+                        b.assignee.as_ref().or(b.reserved.as_ref()),
+                    );
+                    x.map(|(id, _)| id.as_str())
+                        .cmp(&y.map(|(id, _)| id.as_str()))
                 }
             };
-            let head = (query.offset + limit).min(total);
-            if head < total {
-                hits.select_nth_unstable_by(head, by_key);
-                hits.truncate(head);
+            let order = key.then(a.id.cmp(&b.id));
+            if query.descending {
+                order.reverse()
+            } else {
+                order
             }
-            hits.sort_unstable_by(by_key);
-            let items: Vec<TaskView> = hits
-                .iter()
-                .skip(query.offset)
-                .take(limit)
-                .map(|t| self.view(t, op))
-                .collect();
-            let truncated = query.offset + items.len() < total;
-            return Page {
-                items,
-                total,
-                truncated,
-            };
+        };
+        let head = (query.offset + limit).min(total);
+        if head < total {
+            hits.select_nth_unstable_by(head, by_key);
+            hits.truncate(head);
         }
-        let mut page = FirstAfter::new(query.after, limit);
-        let mut total = 0;
-        for t in self.tasks.values() {
-            if matches(t) {
-                total += 1;
-                page.offer(t.id, ());
-            }
-        }
-        let (ids, truncated) = page.finish();
+        hits.sort_unstable_by(by_key);
+        let items: Vec<TaskView> = hits
+            .iter()
+            .skip(query.offset)
+            .take(limit)
+            .map(|t| self.view(t, op))
+            .collect();
+        let truncated = query.offset + items.len() < total;
         Page {
-            items: ids
-                .iter()
-                .filter_map(|(id, ())| self.tasks.get(id))
-                .map(|t| self.view(t, op))
-                .collect(),
+            items,
             total,
             truncated,
         }
+    }
+
+    /// [`list`](Self::list) in id (creation) order.
+    fn list_in_creation_order(
+        &self,
+        query: &TaskQuery,
+        limit: usize,
+        op: &Op,
+        matches: impl Fn(&Task) -> bool,
+    ) -> Page<TaskView> {
+        use std::ops::Bound;
+        // The ids to walk: one status's index, or the whole book; from the cursor on.
+        let from = query.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = (from, Bound::Unbounded);
+        let ids: Box<dyn DoubleEndedIterator<Item = TaskId> + '_> = match query.status {
+            Some(status) => Box::new(self.by_status[status_slot(status)].range(range).copied()),
+            None => Box::new(self.tasks.range(range).map(|(id, _)| *id)),
+        };
+        let ids: Box<dyn Iterator<Item = TaskId> + '_> = if query.descending {
+            Box::new(ids.rev())
+        } else {
+            ids
+        };
+        let narrowed = query.priority.is_some() || query.assignee.is_some();
+        let mut items = Vec::with_capacity(limit.min(64));
+        let mut seen = 0; // matches met so far, the skipped offset included
+        let mut more = false;
+        for id in ids {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            if !matches(task) {
+                continue;
+            }
+            seen += 1;
+            if seen <= query.offset {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                if !narrowed {
+                    break;
+                }
+                continue; // counting on, for the total
+            }
+            items.push(self.view(task, op));
+        }
+        let total = if narrowed {
+            // Every match after the cursor was met; those before it are counted apart.
+            seen + query.after.map_or(0, |after| {
+                self.tasks
+                    .range(..=after)
+                    .filter(|(_, t)| matches(t))
+                    .count()
+            })
+        } else {
+            match query.status {
+                Some(status) => self.count(status),
+                None => self.tasks.len(),
+            }
+        };
+        Page {
+            items,
+            total,
+            truncated: more,
+        }
+    }
+
+    /// Every index agrees with the tasks: a pending task is in exactly one queue — the shared
+    /// one, or its assignee's — under its current key; claimed tasks are filed under their
+    /// holder; finished tasks are in the retention list once; nothing else is anywhere.
+    #[cfg(test)]
+    pub(crate) fn check_indexes(&self) {
+        for t in self.tasks.values() {
+            let key = pending_key(t);
+            let in_pending = self.pending.contains(&key);
+            let in_reserved = self.reserved_by.values().any(|keys| keys.contains(&key));
+            match t.status {
+                TaskStatus::Pending => {
+                    assert!(t.assignee.is_none() && t.token.is_none(), "{t:?}");
+                    match &t.reserved {
+                        Some(holder) => {
+                            assert!(!in_pending, "reserved {} also shared", t.id);
+                            assert!(self.reserved_by[holder].contains(&key), "{t:?}");
+                        }
+                        None => assert!(in_pending && !in_reserved, "{t:?}"),
+                    }
+                }
+                TaskStatus::Claimed => {
+                    let holder = t.assignee.as_ref().expect("a holder");
+                    assert!(t.token.is_some() && t.reserved.is_none(), "{t:?}");
+                    assert!(self.claimed_by[holder].contains(&t.id), "{t:?}");
+                    assert!(!in_pending && !in_reserved, "{t:?}");
+                }
+                TaskStatus::Completed | TaskStatus::Failed => {
+                    assert!(self.finished.contains(&finished_key(t)), "{t:?}");
+                    assert!(!in_pending && !in_reserved && t.reserved.is_none(), "{t:?}");
+                }
+            }
+        }
+        let queued =
+            self.pending.len() + self.reserved_by.values().map(BTreeSet::len).sum::<usize>();
+        let pending = self
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Pending)
+            .count();
+        assert_eq!(queued, pending, "no stale queue entries");
+        assert!(self.reserved_by.values().all(|k| !k.is_empty()));
+        assert!(
+            self.finished
+                .iter()
+                .all(|(_, f)| self.tasks.contains_key(f))
+        );
+        let claimed: usize = self.claimed_by.values().map(BTreeSet::len).sum();
+        let held = self
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Claimed)
+            .count();
+        assert_eq!(claimed, held);
+        // The status index holds every task once, under its status.
+        for (slot, ids) in self.by_status.iter().enumerate() {
+            for id in ids {
+                let t = &self.tasks[id];
+                assert_eq!(status_slot(t.status), slot, "{t:?} filed by status");
+            }
+        }
+        let filed: usize = self.by_status.iter().map(BTreeSet::len).sum();
+        assert_eq!(filed, self.tasks.len(), "every task filed by status once");
+        // The step-timeout index holds exactly the claimed tasks, by their step heartbeat.
+        let beating: BTreeSet<BeatKey> = self
+            .tasks
+            .values()
+            .filter(|t| t.status == TaskStatus::Claimed)
+            .filter_map(|t| Some((t.heartbeat_at?, t.id)))
+            .collect();
+        assert_eq!(beating, self.beats, "step-timeout index");
+        // The retention index holds exactly the finished tasks, by their finishing time.
+        let finished: BTreeSet<FinishedKey> = self
+            .tasks
+            .values()
+            .filter(|t| matches!(t.status, TaskStatus::Completed | TaskStatus::Failed))
+            .map(finished_key)
+            .collect();
+        assert_eq!(finished, self.finished, "retention index");
+        self.leases.check_indexes();
     }
 
     /// Whether `request` names a task this book still holds.
@@ -429,22 +683,17 @@ impl WorkBook {
 
     /// Counts of tasks by status.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
-        let mut counts = BTreeMap::from([
-            ("pending", 0),
-            ("claimed", 0),
-            ("completed", 0),
-            ("failed", 0),
-        ]);
-        for t in self.tasks.values() {
-            let key = match t.status {
-                TaskStatus::Pending => "pending",
-                TaskStatus::Claimed => "claimed",
-                TaskStatus::Completed => "completed",
-                TaskStatus::Failed => "failed",
-            };
-            *counts.entry(key).or_default() += 1;
-        }
-        counts
+        BTreeMap::from([
+            ("pending", self.count(TaskStatus::Pending)),
+            ("claimed", self.count(TaskStatus::Claimed)),
+            ("completed", self.count(TaskStatus::Completed)),
+            ("failed", self.count(TaskStatus::Failed)),
+        ])
+    }
+
+    /// How many tasks are in `status`, from the status index.
+    pub fn count(&self, status: TaskStatus) -> usize {
+        self.by_status[status_slot(status)].len()
     }
 
     /// Hands the best pending tasks whose locks can all be acquired to `worker` (a live
@@ -512,12 +761,12 @@ impl WorkBook {
         self.pending.remove(&key);
         self.unreserve(id);
         let task = self.tasks.get_mut(&id).expect("pending task exists");
-        task.status = TaskStatus::Claimed;
         task.assignee = Some((worker.clone(), epoch));
         task.token = Some(token.clone());
         task.claimed_at = Some(op.now);
         task.heartbeat_at = Some(op.now);
         task.updated_at = op.now;
+        self.transition(id, TaskStatus::Claimed);
         self.claimed_by
             .entry((worker.clone(), epoch))
             .or_default()
@@ -665,8 +914,8 @@ impl WorkBook {
                 op.touched_leases.push(grant.key.clone());
             }
         }
-        if let Some(task) = self.tasks.get_mut(&id) {
-            task.heartbeat_at = Some(op.now);
+        if self.tasks.contains_key(&id) {
+            self.beat(id, op.now);
             op.touched_tasks.push(id);
         }
         StepHeartbeat {
@@ -694,10 +943,10 @@ impl WorkBook {
             Some(t) if t.status == TaskStatus::Claimed && t.token.as_ref() == Some(token) => {
                 self.end_claim(op, id);
                 let task = self.tasks.get_mut(&id).expect("exists");
-                task.status = TaskStatus::Completed;
                 task.result = result;
                 task.finished_at = Some(op.now);
                 task.updated_at = op.now;
+                self.transition(id, TaskStatus::Completed);
                 let task = self.tasks.get(&id).expect("exists");
                 op.task_event(EventKind::TaskCompleted, task, None);
                 self.retire(op, id);
@@ -780,11 +1029,11 @@ impl WorkBook {
         task.error = Some(why.clone());
         task.updated_at = op.now;
         let outcome = if task.attempts >= task.max_attempts {
-            task.status = TaskStatus::Failed;
             task.finished_at = Some(op.now);
+            self.transition(id, TaskStatus::Failed);
             FailStatus::Failed
         } else {
-            task.status = TaskStatus::Pending;
+            self.transition(id, TaskStatus::Pending);
             FailStatus::Pending
         };
         let task = self.tasks.get(&id).expect("exists").clone();
@@ -818,14 +1067,20 @@ impl WorkBook {
     /// Keeps at most `finished_retention` finished tasks; the evicted ones are marked for the
     /// store, which deletes them (it finds no record for them).
     fn retire(&mut self, op: &mut Op, id: TaskId) {
-        self.finished.push_back(id);
+        debug_assert!(
+            self.tasks
+                .get(&id)
+                .is_some_and(|t| self.finished.contains(&finished_key(t))),
+            "a retired task is filed as finished"
+        );
         while self.finished.len() > self.settings.finished_retention {
-            if let Some(old) = self.finished.pop_front() {
-                if let Some(key) = self.tasks.remove(&old).and_then(|t| t.request_key()) {
-                    self.by_request.remove(&key);
-                }
-                op.touched_tasks.push(old);
+            let Some(&(_, old)) = self.finished.first() else {
+                break;
+            };
+            if let Some(key) = self.remove_task(old).and_then(|t| t.request_key()) {
+                self.by_request.remove(&key);
             }
+            op.touched_tasks.push(old);
         }
     }
 
@@ -882,55 +1137,83 @@ impl WorkBook {
             .map_or(0, BTreeSet::len)
     }
 
-    /// The periodic sweep: takes back claims whose step heartbeat is older than the step
-    /// timeout, claims (and instance leases) of instances that are no longer live — a safety
-    /// net for a departure whose notice was lost — and reaps lapsed leases.
-    pub fn sweep(&mut self, op: &mut Op, is_live: impl Fn(&InstanceId, Epoch) -> bool) -> Sweep {
+    /// One chunk of the periodic sweep, touching only what is due, at most `chunk` items of
+    /// each kind under this hold of the lock:
+    ///
+    /// * claims whose step heartbeat is older than the step timeout, from the step-heartbeat
+    ///   index, oldest first;
+    /// * leases past their expiry, from the expiry index (a claim that lost a required lock
+    ///   ends with it);
+    /// * the safety net for a departure whose notice was lost: the next `chunk` instances that
+    ///   hold claims, reservations or leases, in id order from where the previous sweep
+    ///   stopped, checked against `is_live` (a full round takes holders / `chunk` sweeps);
+    /// * once after a recovery, every claim whose required grant the store no longer had.
+    ///
+    /// [`Sweep::more`] says due work is left (the caller runs another chunk soon).
+    pub fn sweep(
+        &mut self,
+        op: &mut Op,
+        chunk: usize,
+        is_live: impl Fn(&InstanceId, Epoch) -> bool,
+    ) -> Sweep {
         let mut report = Sweep::default();
-        let gone: BTreeSet<(InstanceId, Epoch)> = self
-            .claimed_by
-            .keys()
-            .chain(self.reserved_by.keys())
-            .filter(|(id, epoch)| !is_live(id, *epoch))
-            .cloned()
-            .collect();
-        for (id, epoch) in gone {
-            report.orphans_reassigned +=
-                self.release_instance(op, &id, epoch, "instance no longer live");
+        let chunk = chunk.max(1);
+        // The safety net, over the next `chunk` holders after the cursor.
+        let after = self.sweep_cursor.take();
+        let mut holders: BTreeSet<(InstanceId, Epoch)> = BTreeSet::new();
+        let exhausted;
+        {
+            use std::ops::Bound;
+            let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+            let range = (from, Bound::Unbounded);
+            let claiming: Vec<_> = self.claimed_by.range(range).take(chunk).collect();
+            let reserving: Vec<_> = self.reserved_by.range(range).take(chunk).collect();
+            let leasing = self.leases.instance_holders_after(after.as_ref(), chunk);
+            exhausted = claiming.len() < chunk && reserving.len() < chunk && leasing.len() < chunk;
+            holders.extend(claiming.into_iter().map(|(k, _)| k.clone()));
+            holders.extend(reserving.into_iter().map(|(k, _)| k.clone()));
+            holders.extend(leasing);
         }
-        let timeout = self.settings.step_timeout_ms;
-        let zombies: Vec<TaskId> = self
-            .tasks
-            .values()
-            .filter(|t| t.status == TaskStatus::Claimed)
-            .filter(|t| t.heartbeat_at.is_some_and(|h| op.now >= h + timeout))
-            .map(|t| t.id)
-            .collect();
-        for id in zombies {
-            self.take_back(
-                op,
-                id,
-                format!("step timeout ({timeout} ms without a step heartbeat)"),
-                true,
-            );
-            report.zombies_reset += 1;
-        }
-        let stale_instance_leases: Vec<LeaseGrant> = self
-            .leases
-            .list(None)
-            .into_iter()
-            .filter(|g| match &g.holder {
-                LeaseHolder::Instance { instance_id, epoch } => !is_live(instance_id, *epoch),
-                LeaseHolder::Claim { .. } => false,
-            })
-            .collect();
-        for grant in stale_instance_leases {
-            if let Some(g) = self.leases.release(&grant.key, &grant.holder) {
-                op.lease_event(EventKind::LeaseReleased, &g);
+        // Each source gave its first `chunk` after the cursor, so the first `chunk` of the
+        // union are the next `chunk` holders overall; the round ends when all ran out.
+        let wrapped = exhausted && holders.len() <= chunk;
+        let checked: Vec<(InstanceId, Epoch)> = holders.into_iter().take(chunk).collect();
+        self.sweep_cursor = if wrapped {
+            None
+        } else {
+            checked.last().cloned()
+        };
+        for (id, epoch) in checked {
+            if !is_live(&id, epoch) {
+                report.orphans_reassigned +=
+                    self.release_instance(op, &id, epoch, "instance no longer live");
             }
         }
+        // Step timeouts: the claims whose last step heartbeat is at or before now - timeout.
+        let timeout = self.settings.step_timeout_ms;
+        if let Some(due_before) = op.now.checked_sub(timeout) {
+            let zombies: Vec<TaskId> = self
+                .beats
+                .range(..(due_before + 1, TaskId(0)))
+                .take(chunk)
+                .map(|(_, id)| *id)
+                .collect();
+            report.more |= zombies.len() == chunk;
+            for id in zombies {
+                self.take_back(
+                    op,
+                    id,
+                    format!("step timeout ({timeout} ms without a step heartbeat)"),
+                    true,
+                );
+                report.zombies_reset += 1;
+            }
+        }
+        // Lapsed leases.
+        let reaped = self.leases.reap(op.now, chunk);
+        report.more |= reaped.len() == chunk;
         let mut lapsed_claims = Vec::new();
-        for grant in self.leases.reap(op.now) {
+        for grant in reaped {
             op.lease_event(EventKind::LeaseExpired, &grant);
             report.leases_reaped += 1;
             if let LeaseHolder::Claim {
@@ -942,22 +1225,36 @@ impl WorkBook {
             }
         }
         // A claim that lost a required lock is over (see `settle_lapsed`): the ones whose
-        // grant was just reaped, and any whose grant is gone altogether (a restart after the
-        // store let the lease's key expire).
-        let now = op.now;
-        lapsed_claims.extend(
-            self.tasks
-                .values()
-                .filter(|t| t.status == TaskStatus::Claimed && !t.locks.is_empty())
-                .filter(|t| !self.lapsed_locks(t, now).is_empty())
-                .filter_map(|t| Some((t.id, t.token.clone()?))),
-        );
+        // grant was just reaped, and — once after a recovery — any whose grant is gone
+        // altogether (the store had let the lease's key expire).
+        if std::mem::take(&mut self.recheck_locks) {
+            let now = op.now;
+            lapsed_claims.extend(
+                self.by_status[status_slot(TaskStatus::Claimed)]
+                    .iter()
+                    .filter_map(|id| self.tasks.get(id))
+                    .filter(|t| !t.locks.is_empty())
+                    .filter(|t| !self.lapsed_locks(t, now).is_empty())
+                    .filter_map(|t| Some((t.id, t.token.clone()?))),
+            );
+        }
         for (task_id, token) in lapsed_claims {
             if self.settle_lapsed(op, task_id, &token).is_some() {
                 report.zombies_reset += 1;
             }
         }
         report
+    }
+
+    /// Starts the sweep's safety net over from the first holder.
+    pub fn restart_sweep_round(&mut self) {
+        self.sweep_cursor = None;
+    }
+
+    /// Whether the sweep's safety net finished a round over every holder (its cursor is back
+    /// at the start).
+    pub fn sweep_round_done(&self) -> bool {
+        self.sweep_cursor.is_none()
     }
 
     /// Whether `holder` may hold leases: a current claim, or (checked by the caller) a live
@@ -1104,6 +1401,17 @@ pub(crate) struct Sweep {
     pub zombies_reset: usize,
     /// Lapsed leases removed.
     pub leases_reaped: usize,
+    /// Due work is left for another chunk.
+    pub more: bool,
+}
+
+impl std::ops::AddAssign for Sweep {
+    fn add_assign(&mut self, other: Self) {
+        self.orphans_reassigned += other.orphans_reassigned;
+        self.zombies_reset += other.zombies_reset;
+        self.leases_reaped += other.leases_reaped;
+        self.more = other.more;
+    }
 }
 
 #[cfg(test)]
@@ -1111,6 +1419,261 @@ mod tests {
     use super::*;
     use crate::clock::LivenessClock;
     use std::time::Duration;
+
+    fn settings(retention: usize) -> WorkSettings {
+        WorkSettings {
+            step_timeout_ms: 1_000,
+            claim_lease_ttl_ms: 5_000,
+            finished_retention: retention,
+            claim_scan_limit: 1000,
+        }
+    }
+
+    fn worker(n: usize) -> InstanceId {
+        InstanceId::parse(&format!("w{n:02}"), &crate::config::Limits::default()).unwrap()
+    }
+
+    /// A page as the definition says: every match, in id order (reversed when descending),
+    /// after the cursor, then `offset` skipped and `limit` taken; the total counts every match.
+    fn reference_page(book: &WorkBook, query: &TaskQuery) -> (Vec<TaskId>, usize, bool) {
+        let limit = query
+            .limit
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+            .min(MAX_LIST_LIMIT);
+        let all: Vec<&Task> = book
+            .tasks
+            .values()
+            .filter(|t| query.status.is_none_or(|s| t.status == s))
+            .filter(|t| query.priority.is_none_or(|p| t.priority == p))
+            .filter(|t| {
+                query.assignee.as_deref().is_none_or(|a| {
+                    t.assignee
+                        .as_ref()
+                        .or(t.reserved.as_ref())
+                        .is_some_and(|(id, _)| id.as_str() == a)
+                })
+            })
+            .collect();
+        let total = all.len();
+        let mut ids: Vec<TaskId> = all
+            .iter()
+            .map(|t| t.id)
+            .filter(|id| query.after.is_none_or(|after| *id > after))
+            .collect();
+        if query.descending {
+            ids.reverse();
+        }
+        let rest: Vec<TaskId> = ids.into_iter().skip(query.offset).collect();
+        let more = rest.len() > limit;
+        (rest.into_iter().take(limit).collect(), total, more)
+    }
+
+    /// Random operations — creates, claims, step heartbeats, completions, failures, operator
+    /// actions, leases, departures, time passing and chunked sweeps — keep every index in
+    /// step with the tasks and leases after each one, and a page in creation order is what
+    /// the definition gives.
+    #[tokio::test]
+    async fn indexes_stay_in_step_under_random_operations() {
+        use rand::{Rng, SeedableRng};
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let mut book = WorkBook::new(settings(40));
+        let mut now = clock.precise_ms();
+        let mut claims: Vec<(TaskId, ClaimToken)> = Vec::new();
+        let mut live = [true; 6];
+        let mut epochs = [1u64; 6];
+        let holder = |n: usize, epochs: &[u64; 6]| LeaseHolder::Instance {
+            instance_id: worker(n),
+            epoch: Epoch(epochs[n]),
+        };
+        for step in 0..3000 {
+            let mut op = Op::new(&clock, Term(1));
+            op.now = now;
+            let w = rng.random_range(0..6);
+            match rng.random_range(0..14) {
+                0..=2 => {
+                    let locks = if rng.random_bool(0.3) {
+                        vec![LockSpec {
+                            key: LeaseKey::unchecked(&format!("r/{}", rng.random_range(0..8))),
+                            mode: LeaseMode::Exclusive,
+                        }]
+                    } else {
+                        Vec::new()
+                    };
+                    book.create(
+                        &mut op,
+                        serde_json::json!({"n": step}),
+                        rng.random_range(0..4),
+                        2,
+                        locks,
+                        None,
+                    )
+                    .unwrap();
+                }
+                3 | 4 if live[w] => {
+                    for c in book.claim(&mut op, &worker(w), Epoch(epochs[w]), 2) {
+                        claims.push((c.task.id, c.claim_token));
+                    }
+                }
+                5 if !claims.is_empty() => {
+                    let (id, token) = claims[rng.random_range(0..claims.len())].clone();
+                    book.step_heartbeat(&mut op, id, &token, 3_000);
+                }
+                6 if !claims.is_empty() => {
+                    let (id, token) = claims.swap_remove(rng.random_range(0..claims.len()));
+                    book.complete(&mut op, id, &token, None);
+                }
+                7 if !claims.is_empty() => {
+                    let (id, token) = claims.swap_remove(rng.random_range(0..claims.len()));
+                    book.fail(&mut op, id, &token, Some("x".into()));
+                }
+                8 => {
+                    let key = LeaseKey::unchecked(&format!("l/{}", rng.random_range(0..12)));
+                    let h = holder(w, &epochs);
+                    match rng.random_range(0..3) {
+                        0 if live[w] => {
+                            let _ = book.acquire_lease(
+                                &mut op,
+                                key,
+                                LeaseMode::Shared,
+                                h,
+                                rng.random_range(1..3_000),
+                            );
+                        }
+                        1 => {
+                            book.renew_lease(&mut op, &key, &h, 2_000);
+                        }
+                        _ => {
+                            book.release_lease(&mut op, &key, &h);
+                        }
+                    }
+                }
+                9 => {
+                    // A departure: noticed (released at once) or lost (the sweep finds it).
+                    live[w] = false;
+                    if rng.random_bool(0.5) {
+                        book.release_instance(&mut op, &worker(w), Epoch(epochs[w]), "gone");
+                    }
+                }
+                10 => {
+                    epochs[w] += 1;
+                    live[w] = true;
+                }
+                11 => {
+                    let ids: Vec<TaskId> = book.tasks.keys().copied().collect();
+                    if let Some(id) = ids.get(rng.random_range(0..ids.len().max(1))).copied() {
+                        let actor = admin::Actor::Operator;
+                        match rng.random_range(0..4) {
+                            0 => {
+                                let _ = book.delete(&mut op, id);
+                            }
+                            1 if live[w] => {
+                                let _ = book.assign(&mut op, id, &worker(w), Epoch(epochs[w]));
+                            }
+                            2 => {
+                                let _ =
+                                    book.complete_without_token(&mut op, id, &actor, None, "id");
+                            }
+                            _ => {
+                                let _ = book.unassign(&mut op, id, "test");
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    now += rng.random_range(0..400);
+                    op.now = now;
+                    let live_now = live;
+                    let epochs_now = epochs;
+                    book.sweep(&mut op, 3, |id, epoch| {
+                        (0..6).any(|n| {
+                            &worker(n) == id && live_now[n] && Epoch(epochs_now[n]) == epoch
+                        })
+                    });
+                }
+            }
+            book.check_indexes();
+            claims.retain(|(id, token)| book.claim_is_current(*id, token, now));
+            if step % 50 == 0 {
+                for status in [
+                    None,
+                    Some(TaskStatus::Pending),
+                    Some(TaskStatus::Claimed),
+                    Some(TaskStatus::Completed),
+                ] {
+                    for (descending, offset, after, narrowed) in [
+                        (true, 0, None, false),
+                        (false, 0, None, false),
+                        (false, 3, None, true),
+                        (true, 2, None, false),
+                        (false, 0, Some(TaskId(5)), false),
+                        (false, 0, Some(TaskId(9)), true),
+                    ] {
+                        let query = TaskQuery {
+                            status,
+                            priority: narrowed.then_some(1),
+                            limit: Some(4),
+                            after,
+                            offset,
+                            descending,
+                            ..TaskQuery::default()
+                        };
+                        let op = Op::new(&clock, Term(1));
+                        let page = book.list(&query, &op);
+                        let got: Vec<TaskId> = page.items.iter().map(|t| t.id).collect();
+                        let (want, total, more) = reference_page(&book, &query);
+                        assert_eq!(
+                            (got, page.total, page.truncated),
+                            (want, total, more),
+                            "{query:?}"
+                        );
+                    }
+                }
+            }
+        }
+        let counts = book.counts();
+        assert!(counts.values().sum::<usize>() == book.tasks.len());
+        assert!(book.finished.len() <= 40, "retention holds");
+    }
+
+    /// A sweep takes at most its chunk of each kind of due work and says when more is left;
+    /// the safety net walks the holders a chunk at a time and comes round to all of them.
+    #[tokio::test]
+    async fn the_sweep_works_in_bounded_chunks() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut book = WorkBook::new(settings(1000));
+        let mut op = Op::new(&clock, Term(1));
+        for i in 0..10 {
+            book.create(&mut op, serde_json::json!(i), 50, 3, Vec::new(), None)
+                .unwrap();
+        }
+        // Ten workers claim one each; five of them are gone without a notice.
+        for n in 0..10 {
+            assert_eq!(book.claim(&mut op, &worker(n), Epoch(1), 1).len(), 1);
+        }
+        let live = |id: &InstanceId, _: Epoch| id.as_str() >= "w05";
+        let mut rounds = 0;
+        let mut orphans = 0;
+        loop {
+            let report = book.sweep(&mut op, 3, live);
+            book.check_indexes();
+            orphans += report.orphans_reassigned;
+            rounds += 1;
+            if book.sweep_round_done() {
+                break;
+            }
+        }
+        assert_eq!((orphans, rounds), (5, 4), "ten holders, three at a time");
+        // The five live claims go stale: three, then two, by the step timeout.
+        op.now += 1_000;
+        let first = book.sweep(&mut op, 3, |_, _| true);
+        assert_eq!((first.zombies_reset, first.more), (3, true));
+        let second = book.sweep(&mut op, 3, |_, _| true);
+        assert_eq!((second.zombies_reset, second.more), (2, false));
+        book.check_indexes();
+        assert_eq!(book.count(TaskStatus::Claimed), 0);
+        assert_eq!(book.count(TaskStatus::Pending), 10);
+    }
 
     /// A claim whose required grant is gone altogether (after a restart, the store had let the
     /// lease's key expire) is ended by the next sweep, not left claimed until the step timeout.
@@ -1139,7 +1702,8 @@ mod tests {
         };
         // What a recovery finds when the store no longer had the grant.
         assert!(book.leases.release_holder(&holder).len() == 1);
-        let report = book.sweep(&mut op, |_, _| true);
+        book.recheck_locks = true; // as a recovery leaves it
+        let report = book.sweep(&mut op, SWEEP_CHUNK, |_, _| true);
         assert_eq!(report.zombies_reset, 1);
         let view = book.get(task.id, &op).unwrap();
         assert_eq!(view.status, TaskStatus::Pending);

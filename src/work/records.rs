@@ -277,10 +277,13 @@ impl WorkBook {
                 TaskStatus::Claimed => {
                     let holder = task.assignee.clone().expect("checked above");
                     self.claimed_by.entry(holder).or_default().insert(task.id);
+                    if !task.locks.is_empty() {
+                        self.recheck_locks = true;
+                    }
                 }
-                TaskStatus::Completed | TaskStatus::Failed => self.finished.push_back(task.id),
+                TaskStatus::Completed | TaskStatus::Failed => {}
             }
-            self.tasks.insert(task.id, task);
+            self.insert_task(task);
         }
         self.next_task = last_task;
         let mut last_fence = counters.last_fencing_token;
@@ -306,9 +309,5 @@ impl WorkBook {
             }
         }
         self.leases.advance_fencing_token(last_fence);
-        // Finished tasks in finishing order, so retention drops the oldest first.
-        let mut finished: Vec<TaskId> = self.finished.drain(..).collect();
-        finished.sort_by_key(|id| self.tasks[id].finished_at);
-        self.finished = finished.into();
     }
 }
