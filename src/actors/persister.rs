@@ -14,6 +14,7 @@
 //! The pacer is aborted when this actor's state is dropped — also when the actor is killed —
 //! so a restarted Persister never shares the journal with a stale pacer for long.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::ClusterContext;
+use crate::clock::MonoMs;
+use crate::model::InstanceId;
 use crate::store::{
     Counters, Dirty, FLUSH_PART, HeartbeatWrite, InstanceRecord, PersistMode, Persistence,
     TermRecord, WriteBatch,
@@ -223,21 +226,7 @@ impl PersisterState {
         }
         batch.events = part.events.iter().cloned().collect();
         if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
-            for entry in ctx.registry.iter() {
-                let (status, seen) = entry.cell.liveness();
-                if !status.is_alive()
-                    || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
-                    || part.instances.contains(entry.key())
-                {
-                    continue;
-                }
-                batch.heartbeats.push(HeartbeatWrite {
-                    id: entry.key().clone(),
-                    last_seen_ms: clock.wall_ms(seen),
-                    status,
-                    expire_in_ms: entry.slot.deadline_after(seen).saturating_sub(now),
-                });
-            }
+            moved_heartbeats(ctx, &part.instances, now, &mut batch.heartbeats);
         }
         batch
     }
@@ -364,6 +353,34 @@ impl PartStats {
     fn part(&mut self, entities: usize) {
         self.parts += 1;
         self.largest_part = self.largest_part.max(entities);
+    }
+}
+
+/// The heartbeat timestamps that moved since they were last written: every alive instance
+/// whose last-seen time differs from the one last written, except those in `skip` (written in
+/// full with the same batch), appended to `out` as of `now`. A flush tick calls it for the
+/// write-behind heartbeats; `Coordinator::bench_flush_scan` times it.
+pub(crate) fn moved_heartbeats(
+    ctx: &ClusterContext,
+    skip: &HashSet<InstanceId>,
+    now: MonoMs,
+    out: &mut Vec<HeartbeatWrite>,
+) {
+    let clock = &ctx.clock;
+    for entry in ctx.registry.iter() {
+        let (status, seen) = entry.cell.liveness();
+        if !status.is_alive()
+            || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
+            || skip.contains(entry.key())
+        {
+            continue;
+        }
+        out.push(HeartbeatWrite {
+            id: entry.key().clone(),
+            last_seen_ms: clock.wall_ms(seen),
+            status,
+            expire_in_ms: entry.slot.deadline_after(seen).saturating_sub(now),
+        });
     }
 }
 

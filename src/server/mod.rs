@@ -13,6 +13,13 @@ mod metrics;
 mod rate;
 mod ws;
 
+/// The scrape-time part of the `GET /metrics` page of `coordinator` (its gauges, without the
+/// recorder's counters), for `benches/scale.rs`. Not API.
+#[doc(hidden)]
+pub fn bench_metrics_render(coordinator: &Coordinator) -> String {
+    metrics::render(coordinator, None)
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,113 @@
+//! Hooks for `benches/scale.rs`: one periodic internal step, run on demand so that its cost can
+//! be timed against the amount of state the coordinator holds. Hidden from the docs and not
+//! API: each is a thin call into the code the actors run, so it measures whatever that code
+//! does today.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use super::Coordinator;
+
+impl Coordinator {
+    /// One sweep of the work book, as the LeaderActor runs it every `sweep_interval`: claims of
+    /// departed instances, stale step heartbeats, lapsed leases. Returns how many claims and
+    /// leases it took back.
+    #[doc(hidden)]
+    pub fn bench_sweep_tick(&self) -> usize {
+        let report = self.sweep_now();
+        report.orphans_reassigned + report.zombies_reset + report.leases_reaped
+    }
+
+    /// The part of a write-behind flush tick that finds the heartbeat timestamps moved since
+    /// they were last written (no store I/O), as the Persister runs it. What it finds is then
+    /// recorded as written, as a successful flush does, so that the next call finds only what
+    /// moved since this one. Returns how many it found.
+    ///
+    /// Works without a store. With one, it races the Persister's own bookkeeping: for
+    /// benchmarks only.
+    #[doc(hidden)]
+    pub fn bench_flush_scan(&self) -> usize {
+        let ctx = self.ctx();
+        let mut moved = Vec::new();
+        crate::actors::persister::moved_heartbeats(
+            ctx,
+            &HashSet::new(),
+            ctx.clock.precise_ms(),
+            &mut moved,
+        );
+        for beat in &moved {
+            if let Some(entry) = ctx.registry.get(beat.id.as_str()) {
+                entry.slot.persisted_seen.store(
+                    ctx.clock.mono_from_wall(beat.last_seen_ms),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        moved.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::config::Config;
+    use crate::coordinator::Coordinator;
+    use crate::model::RegisterRequest;
+    use crate::work::task::{StepStatus, TaskSpec};
+
+    async fn settle() {
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_flush_scan_finds_what_moved_since_the_last_one() {
+        let c = Coordinator::start(Config::default()).await.unwrap();
+        for id in ["a", "b", "c"] {
+            c.register(RegisterRequest::new(id)).await.unwrap();
+        }
+        // Never written: all of them.
+        assert_eq!(c.bench_flush_scan(), 3);
+        assert_eq!(c.bench_flush_scan(), 0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        assert!(c.heartbeat_now("b").alive);
+        assert_eq!(c.bench_flush_scan(), 1);
+        assert_eq!(c.bench_flush_scan(), 0);
+        c.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_tick_takes_back_a_stale_step() {
+        let c = Coordinator::start(Config {
+            ttl: Duration::from_secs(3600),
+            step_timeout: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(3600),
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        c.register(RegisterRequest::new("w")).await.unwrap();
+        c.create_task(TaskSpec::new(json!(1))).await.unwrap();
+        let claimed = c.claim("w", 1).await.unwrap().pop().unwrap();
+        assert_eq!(c.bench_sweep_tick(), 0, "nothing is due yet");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        settle().await;
+        assert_eq!(c.bench_sweep_tick(), 1);
+        assert_eq!(c.task_counts()["pending"], 1);
+        let beat = c
+            .task_heartbeat(
+                claimed.task.id,
+                claimed.claim_token.as_str(),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        assert_eq!(beat.status, StepStatus::StaleClaim);
+        c.shutdown().await;
+    }
+}
