@@ -473,14 +473,14 @@ mod tests {
         let id = InstanceId::parse(id, &ctx.config.limits).unwrap();
         let slot = Arc::new(InstanceSlot::new(
             &ctx.arena,
-            id.clone(),
+            id,
             ctx.next_epoch(),
             ttl_ms,
             ctx.clock.precise_ms(),
             vec![],
             serde_json::Value::Null,
         ));
-        ctx.registry.insert(id, slot.entry());
+        ctx.admit(&slot);
         slot
     }
 
@@ -488,7 +488,7 @@ mod tests {
     /// hears `Left` (handled here as its handler does, without the actor around it).
     fn expired_by_its_actor(state: &mut LeaderState, slot: &Arc<InstanceSlot>) {
         let _ = slot.expire_if_due(state.ctx.clock.precise_ms());
-        state.ctx.registry.remove(slot.id.as_str());
+        state.ctx.evict(slot);
         if state
             .candidates
             .get(&slot.epoch)

@@ -35,6 +35,11 @@ pub struct ClusterContext {
     pub clock: Arc<LivenessClock>,
     /// Live instances by id.
     pub registry: Registry,
+    /// The registered ids in order, for pages of instances without a walk over the registry.
+    /// Changed only by the supervisor (one at a time), through [`admit`](Self::admit) and
+    /// [`evict`](Self::evict); it may name an id for the moment between its removal from the
+    /// registry and from here, so readers skip ids the registry no longer has.
+    pub registry_order: parking_lot::RwLock<std::collections::BTreeSet<crate::model::InstanceId>>,
     /// The leader and the term.
     pub leadership: Leadership,
     /// The event bus.
@@ -70,6 +75,7 @@ impl ClusterContext {
             config,
             clock,
             registry: crate::registry::new_registry(),
+            registry_order: parking_lot::RwLock::default(),
             leadership: Leadership::default(),
             events,
             arena: Arc::default(),
@@ -77,6 +83,22 @@ impl ClusterContext {
             persistence,
             next_epoch: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts `slot` in the registry (replacing any slot under its id) and in the id order.
+    pub fn admit(&self, slot: &Arc<InstanceSlot>) {
+        self.registry.insert(slot.id.clone(), slot.entry());
+        self.registry_order.write().insert(slot.id.clone());
+    }
+
+    /// Takes `slot` out of the registry if it is still the one under its id (a newer epoch's
+    /// slot stays), and its id out of the order when nothing is left under it.
+    pub fn evict(&self, slot: &Arc<InstanceSlot>) {
+        self.registry
+            .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, slot));
+        if !self.registry.contains_key(slot.id.as_str()) {
+            self.registry_order.write().remove(&slot.id);
         }
     }
 

@@ -195,7 +195,7 @@ impl SupervisorState {
                 slot.set_registered_at(r.registered_at);
                 slot.persisted_seen
                     .store(r.last_seen, std::sync::atomic::Ordering::Relaxed);
-                self.ctx.registry.insert(r.id.clone(), slot.entry());
+                self.ctx.admit(&slot);
                 let args = InstanceArgs {
                     ctx: Arc::clone(&self.ctx),
                     slot: Arc::clone(&slot),
@@ -216,9 +216,7 @@ impl SupervisorState {
                     }
                     Err(e) => {
                         tracing::error!(instance = %slot.id, error = %e, "could not restore an instance");
-                        self.ctx
-                            .registry
-                            .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
+                        self.ctx.evict(&slot);
                     }
                 }
             }
@@ -243,9 +241,7 @@ impl SupervisorState {
         if !slot.claim_finalization() {
             return 0;
         }
-        self.ctx
-            .registry
-            .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, slot));
+        self.ctx.evict(slot);
         let kind = match status {
             InstanceStatus::Unregistered => EventKind::InstanceUnregistered,
             _ => EventKind::InstanceExpired,
@@ -337,11 +333,9 @@ impl SupervisorState {
             )
             .owned_by(request.authority.binds()),
         );
-        self.ctx.registry.insert(request.id.clone(), slot.entry());
+        self.ctx.admit(&slot);
         if let Err(e) = self.spawn_instance(myself, Arc::clone(&slot)).await {
-            self.ctx
-                .registry
-                .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, &slot));
+            self.ctx.evict(&slot);
             return Err(e);
         }
         tracing::info!(instance = %slot.id, epoch = slot.epoch.0, ttl_ms, "instance registered");

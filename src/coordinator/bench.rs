@@ -9,12 +9,17 @@ use std::sync::atomic::Ordering;
 use super::Coordinator;
 
 impl Coordinator {
-    /// One sweep of the work book, as the LeaderActor runs it every `sweep_interval`: claims of
-    /// departed instances, stale step heartbeats, lapsed leases. Returns how many claims and
-    /// leases it took back.
+    /// One sweep of the work book, as the LeaderActor runs it every `sweep_interval`: one chunk
+    /// of stale step heartbeats and lapsed leases, and the safety net's next holders. Returns
+    /// how many claims and leases it took back.
     #[doc(hidden)]
     pub fn bench_sweep_tick(&self) -> usize {
-        let report = self.sweep_now();
+        let ctx = self.ctx();
+        let report = ctx.with_work(|work, op| {
+            work.sweep(op, crate::work::SWEEP_CHUNK, |id, epoch| {
+                ctx.is_live(id, epoch)
+            })
+        });
         report.orphans_reassigned + report.zombies_reset + report.leases_reaped
     }
 

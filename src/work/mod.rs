@@ -205,6 +205,13 @@ type BeatKey = (MonoMs, TaskId);
 /// there is more.
 pub(crate) const SWEEP_CHUNK: usize = 4096;
 
+/// The sweep's safety net checks enough holders per sweep to come round to every one in at most
+/// this many sweeps (a minute at the default interval of 1 s)...
+const SAFETY_ROUND: usize = 60;
+
+/// ...and at least this many per sweep (all of them, when there are no more).
+const SAFETY_MIN: usize = 128;
+
 /// Tasks, the pending queue and the leases, with indexes so that every operation costs the
 /// same however much unrelated state the book holds: tasks by status (counts and filtered
 /// lists), claims by holder, claims by step-heartbeat time (the step timeout), finished tasks
@@ -1146,7 +1153,8 @@ impl WorkBook {
     ///   ends with it);
     /// * the safety net for a departure whose notice was lost: the next `chunk` instances that
     ///   hold claims, reservations or leases, in id order from where the previous sweep
-    ///   stopped, checked against `is_live` (a full round takes holders / `chunk` sweeps);
+    ///   stopped, checked against `is_live`: all of them when there are at most 128, else
+    ///   enough that a round takes at most 60 sweeps;
     /// * once after a recovery, every claim whose required grant the store no longer had.
     ///
     /// [`Sweep::more`] says due work is left (the caller runs another chunk soon).
@@ -1158,7 +1166,15 @@ impl WorkBook {
     ) -> Sweep {
         let mut report = Sweep::default();
         let chunk = chunk.max(1);
-        // The safety net, over the next `chunk` holders after the cursor.
+        // The safety net, over the next holders after the cursor: enough that a round takes at
+        // most SAFETY_ROUND sweeps, at least SAFETY_MIN (all of them when there are fewer),
+        // never more than `chunk`.
+        let holders_now =
+            self.claimed_by.len() + self.reserved_by.len() + self.leases.instance_holder_count();
+        let safety = holders_now
+            .div_ceil(SAFETY_ROUND)
+            .max(SAFETY_MIN)
+            .min(chunk);
         let after = self.sweep_cursor.take();
         let mut holders: BTreeSet<(InstanceId, Epoch)> = BTreeSet::new();
         let exhausted;
@@ -1166,18 +1182,19 @@ impl WorkBook {
             use std::ops::Bound;
             let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
             let range = (from, Bound::Unbounded);
-            let claiming: Vec<_> = self.claimed_by.range(range).take(chunk).collect();
-            let reserving: Vec<_> = self.reserved_by.range(range).take(chunk).collect();
-            let leasing = self.leases.instance_holders_after(after.as_ref(), chunk);
-            exhausted = claiming.len() < chunk && reserving.len() < chunk && leasing.len() < chunk;
+            let claiming: Vec<_> = self.claimed_by.range(range).take(safety).collect();
+            let reserving: Vec<_> = self.reserved_by.range(range).take(safety).collect();
+            let leasing = self.leases.instance_holders_after(after.as_ref(), safety);
+            exhausted =
+                claiming.len() < safety && reserving.len() < safety && leasing.len() < safety;
             holders.extend(claiming.into_iter().map(|(k, _)| k.clone()));
             holders.extend(reserving.into_iter().map(|(k, _)| k.clone()));
             holders.extend(leasing);
         }
-        // Each source gave its first `chunk` after the cursor, so the first `chunk` of the
-        // union are the next `chunk` holders overall; the round ends when all ran out.
-        let wrapped = exhausted && holders.len() <= chunk;
-        let checked: Vec<(InstanceId, Epoch)> = holders.into_iter().take(chunk).collect();
+        // Each source gave its first `safety` after the cursor, so the first `safety` of the
+        // union are the next `safety` holders overall; the round ends when all ran out.
+        let wrapped = exhausted && holders.len() <= safety;
+        let checked: Vec<(InstanceId, Epoch)> = holders.into_iter().take(safety).collect();
         self.sweep_cursor = if wrapped {
             None
         } else {

@@ -216,3 +216,43 @@ async fn shutdown_stops_everything_and_is_idempotent() {
         Err(vigil::Error::ShutDown)
     ));
 }
+
+/// The instance page is read off the ordered ids: in id order, from the cursor, without the
+/// departed, and each id once across expiry, unregistration and re-registration.
+#[tokio::test(start_paused = true)]
+async fn the_instance_page_follows_registrations_and_departures_in_id_order() {
+    let mut h = Harness::default().await;
+    for id in ["w3", "w1", "w4", "w2", "w5"] {
+        h.register(id).await;
+    }
+    let ids = |state: vigil::ClusterState| -> Vec<String> {
+        state
+            .instances
+            .iter()
+            .map(|i| i.id.as_str().to_string())
+            .collect()
+    };
+    let page = |after: Option<&str>, limit: usize| vigil::StateQuery {
+        limit: Some(limit),
+        after: after.map(str::to_string),
+        ..Default::default()
+    };
+    let first = h.coordinator.state_with(&page(None, 2));
+    assert!(first.truncated);
+    assert_eq!(ids(first), ["w1", "w2"]);
+    let last = h.coordinator.state_with(&page(Some("w3"), 2));
+    assert!(!last.truncated);
+    assert_eq!(ids(last), ["w4", "w5"]);
+    // w2 leaves, w4 expires (the others heartbeat), w2 comes back in a new epoch.
+    h.coordinator.unregister("w2").await.unwrap();
+    h.at(20_000).await;
+    for id in ["w1", "w3", "w5"] {
+        assert!(h.coordinator.heartbeat(id).await.alive);
+    }
+    h.at(30_000).await;
+    assert_eq!(h.status_of("w4"), None);
+    h.register("w2").await;
+    let all = h.coordinator.state_with(&page(None, 10));
+    assert_eq!(all.instance_count, 4);
+    assert_eq!(ids(all), ["w1", "w2", "w3", "w5"]);
+}
