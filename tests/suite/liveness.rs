@@ -221,7 +221,7 @@ async fn shutdown_stops_everything_and_is_idempotent() {
 /// departed, and each id once across expiry, unregistration and re-registration.
 #[tokio::test(start_paused = true)]
 async fn the_instance_page_follows_registrations_and_departures_in_id_order() {
-    let mut h = Harness::default().await;
+    let h = Harness::default().await;
     for id in ["w3", "w1", "w4", "w2", "w5"] {
         h.register(id).await;
     }
