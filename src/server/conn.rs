@@ -40,6 +40,7 @@ use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -47,6 +48,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+
+use super::direct::DirectRpc;
 
 /// The connection limits of [`super::ServerConfig`], validated.
 #[derive(Debug, Clone, Copy)]
@@ -69,11 +72,15 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// returns once every connection has closed.
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: super::App,
     limits: Limits,
-    closing: Arc<watch::Sender<bool>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let super::App {
+        router,
+        direct,
+        closing,
+    } = app;
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
     let (stop, stopping) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -130,6 +137,7 @@ pub(super) async fn serve(
         });
         let service = ConnService {
             inner: service.clone(),
+            direct: direct.clone(),
             shared: shared.clone(),
             body_read: limits.body_read,
         };
@@ -371,18 +379,22 @@ impl AsyncWrite for Counted {
 }
 
 /// The router, as hyper calls it on one connection: moves the connection's phase and gives
-/// each request body its deadline.
+/// each request body its deadline. `POST /rpc` goes to [`DirectRpc`] instead of the router.
 #[derive(Clone)]
 struct ConnService {
     inner: TowerToHyperService<Router>,
+    direct: Arc<DirectRpc>,
     shared: Arc<Shared>,
     body_read: Duration,
 }
 
+/// The body of an answer: the direct route's bytes (not boxed), or the router's body.
+pub(super) type ConnBody = Either<Full<Bytes>, axum::body::Body>;
+
 impl hyper::service::Service<Request<Incoming>> for ConnService {
-    type Response = Response;
+    type Response = axum::http::Response<ConnBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.shared.enter(REQUEST);
@@ -395,18 +407,34 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             shared: shared.clone(),
             expired: false,
         });
-        let answer = self.inner.call(request);
+        let answer = if DirectRpc::takes(&request) {
+            Routed::Direct(self.direct.clone().serve(request))
+        } else {
+            Routed::Router(self.inner.call(request))
+        };
         Box::pin(async move {
-            let Ok(response) = answer.await;
+            let response = match answer {
+                Routed::Direct(answer) => answer.await,
+                Routed::Router(answer) => {
+                    let Ok(response) = answer.await;
+                    response.map(Either::Right)
+                }
+            };
             if shared.body_timed_out.swap(false, Ordering::AcqRel) {
                 shared.enter(IDLE);
-                return Ok(request_timeout());
+                return Ok(request_timeout().map(Either::Right));
             }
             let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             shared.enter(if upgraded { UPGRADED } else { IDLE });
             Ok(response)
         })
     }
+}
+
+/// Where a request went: the direct `POST /rpc`, or the router.
+enum Routed<D, R> {
+    Direct(D),
+    Router(R),
 }
 
 /// HTTP 408 for a body that did not arrive in time; the connection closes after it.
