@@ -168,10 +168,11 @@ async fn connection(
     service: ConnService,
     mut watchdog: Watchdog,
     peer: SocketAddr,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
+    let mut stopping = Stopping::new(stopping);
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -187,7 +188,7 @@ async fn connection(
                 tracing::debug!(%peer, "closing the connection: {}", deadline.describe());
                 return;
             }
-            () = until_set(&mut stopping), if !shutting_down => {
+            () = &mut stopping, if !shutting_down => {
                 // Close when idle; a request in flight is answered first.
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
@@ -200,6 +201,45 @@ async fn connection(
 pub(super) async fn until_set(flag: &mut watch::Receiver<bool>) {
     if flag.wait_for(|set| *set).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Completes once the server's stop flag is set, like [`until_set`], but cheap to poll again:
+/// a connection's task polls it each time it wakes (once or twice a request), and polling a
+/// channel's waiting future takes the lock of a list shared by every connection. After the
+/// first poll has put the task's waker on that list, a later poll only reads the channel's
+/// version (one atomic load) and polls the waiting future again only when the flag changed or
+/// the task's waker did.
+struct Stopping {
+    flag: watch::Receiver<bool>,
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The waker the waiting future last saw.
+    waker: Option<std::task::Waker>,
+}
+
+impl Stopping {
+    fn new(flag: watch::Receiver<bool>) -> Self {
+        let mut waiting = flag.clone();
+        Self {
+            flag,
+            wait: Box::pin(async move { until_set(&mut waiting).await }),
+            waker: None,
+        }
+    }
+}
+
+impl Future for Stopping {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let registered = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        // `has_changed` errs once the sender is gone: the waiting future knows what that means.
+        if registered && matches!(this.flag.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        this.waker = Some(cx.waker().clone());
+        this.wait.as_mut().poll(cx)
     }
 }
 
