@@ -24,7 +24,7 @@ use http_body::{Body as HttpBody, Frame};
 use http_body_util::{BodyExt, Either, Limited};
 
 use super::conn::ConnBody;
-use super::{Identities, authorize};
+use super::{Identities, authorize, unauthorized};
 use crate::rpc::Dispatcher;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,8 +52,8 @@ impl DirectRpc {
         let principal = match &self.identities {
             None => None,
             Some(identities) => match authorize(identities, &head.headers) {
-                Ok(principal) => Some(principal.clone()),
-                Err(refused) => return refused.map(Either::Right),
+                Some(principal) => Some(principal.clone()),
+                None => return unauthorized().map(Either::Right),
             },
         };
         drop::<HeaderMap>(head.headers);

@@ -416,33 +416,31 @@ async fn require_token(
     next: Next,
 ) -> Response {
     if let Some(identities) = &state.identities {
-        let principal = match authorize(identities, request.headers()) {
-            Ok(principal) => principal.clone(),
-            Err(refused) => return refused,
+        let Some(principal) = authorize(identities, request.headers()).cloned() else {
+            return unauthorized();
         };
         request.extensions_mut().insert(principal);
     }
     next.run(request).await
 }
 
-/// The principal of the request's bearer token, or the HTTP 401 answer.
-fn authorize<'a>(
-    identities: &'a Identities,
-    headers: &HeaderMap,
-) -> Result<&'a Principal, Response> {
+/// The principal of the request's bearer token, if it names one.
+fn authorize<'a>(identities: &'a Identities, headers: &HeaderMap) -> Option<&'a Principal> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|p| identities.principal(p))
-        .ok_or_else(|| {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token\n",
-            )
-                .into_response()
-        })
+}
+
+/// HTTP 401: no bearer token, or one that names nobody.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "missing or wrong bearer token\n",
+    )
+        .into_response()
 }
 
 /// The dispatcher acting for the request's principal (the anonymous operator on a server
