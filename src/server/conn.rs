@@ -40,7 +40,7 @@ use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -49,7 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 
-use super::direct::DirectRpc;
+use super::direct::{ConnBody, DirectRpc};
 
 /// The connection limits of [`super::ServerConfig`], validated.
 #[derive(Debug, Clone, Copy)]
@@ -427,9 +427,6 @@ struct ConnService {
     shared: Arc<Shared>,
     body_read: Duration,
 }
-
-/// The body of an answer: the direct route's bytes (not boxed), or the router's body.
-pub(super) type ConnBody = Either<Full<Bytes>, axum::body::Body>;
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Response = axum::http::Response<ConnBody>;

@@ -21,13 +21,16 @@ use axum::http::Response;
 use axum::http::{HeaderMap, Method, Request};
 use axum::response::IntoResponse;
 use http_body::{Body as HttpBody, Frame};
-use http_body_util::{BodyExt, Either, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 
-use super::conn::ConnBody;
 use super::{Identities, authorize, unauthorized};
 use crate::rpc::Dispatcher;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of an answer on a connection `Server` accepted: the direct route's bytes (not
+/// boxed), or the router's body.
+pub(super) type ConnBody = Either<Full<Bytes>, axum::body::Body>;
 
 /// `POST /rpc` without the router.
 pub(super) struct DirectRpc {
