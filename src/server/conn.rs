@@ -447,7 +447,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let answer = if DirectRpc::takes(&request) {
             Routed::Direct(self.direct.clone().serve(request))
         } else {
-            Routed::Router(self.inner.call(request))
+            // Boxed: the router's future is large, and inline it would make every request's
+            // future (boxed below) as large.
+            Routed::Router(Box::pin(self.inner.call(request)))
         };
         Box::pin(async move {
             let response = match answer {
