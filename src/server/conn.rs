@@ -40,6 +40,7 @@ use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -47,6 +48,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+
+use super::direct::{ConnBody, DirectRpc};
 
 /// The connection limits of [`super::ServerConfig`], validated.
 #[derive(Debug, Clone, Copy)]
@@ -69,11 +72,15 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// returns once every connection has closed.
 pub(super) async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: super::App,
     limits: Limits,
-    closing: Arc<watch::Sender<bool>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let super::App {
+        router,
+        direct,
+        closing,
+    } = app;
     let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
     let (stop, stopping) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -130,6 +137,7 @@ pub(super) async fn serve(
         });
         let service = ConnService {
             inner: service.clone(),
+            direct: direct.clone(),
             shared: shared.clone(),
             body_read: limits.body_read,
         };
@@ -160,10 +168,11 @@ async fn connection(
     service: ConnService,
     mut watchdog: Watchdog,
     peer: SocketAddr,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
+    let mut stopping = Stopping::new(stopping);
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -179,7 +188,7 @@ async fn connection(
                 tracing::debug!(%peer, "closing the connection: {}", deadline.describe());
                 return;
             }
-            () = until_set(&mut stopping), if !shutting_down => {
+            () = &mut stopping, if !shutting_down => {
                 // Close when idle; a request in flight is answered first.
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
@@ -192,6 +201,45 @@ async fn connection(
 pub(super) async fn until_set(flag: &mut watch::Receiver<bool>) {
     if flag.wait_for(|set| *set).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Completes once the server's stop flag is set, like [`until_set`], but cheap to poll again:
+/// a connection's task polls it each time it wakes (once or twice a request), and polling a
+/// channel's waiting future takes the lock of a list shared by every connection. After the
+/// first poll has put the task's waker on that list, a later poll only reads the channel's
+/// version (one atomic load) and polls the waiting future again only when the flag changed or
+/// the task's waker did.
+struct Stopping {
+    flag: watch::Receiver<bool>,
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The waker the waiting future last saw.
+    waker: Option<std::task::Waker>,
+}
+
+impl Stopping {
+    fn new(flag: watch::Receiver<bool>) -> Self {
+        let mut waiting = flag.clone();
+        Self {
+            flag,
+            wait: Box::pin(async move { until_set(&mut waiting).await }),
+            waker: None,
+        }
+    }
+}
+
+impl Future for Stopping {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let registered = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        // `has_changed` errs once the sender is gone: the waiting future knows what that means.
+        if registered && matches!(this.flag.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        this.waker = Some(cx.waker().clone());
+        this.wait.as_mut().poll(cx)
     }
 }
 
@@ -371,18 +419,19 @@ impl AsyncWrite for Counted {
 }
 
 /// The router, as hyper calls it on one connection: moves the connection's phase and gives
-/// each request body its deadline.
+/// each request body its deadline. `POST /rpc` goes to [`DirectRpc`] instead of the router.
 #[derive(Clone)]
 struct ConnService {
     inner: TowerToHyperService<Router>,
+    direct: Arc<DirectRpc>,
     shared: Arc<Shared>,
     body_read: Duration,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
-    type Response = Response;
+    type Response = axum::http::Response<ConnBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.shared.enter(REQUEST);
@@ -395,18 +444,36 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             shared: shared.clone(),
             expired: false,
         });
-        let answer = self.inner.call(request);
+        let answer = if DirectRpc::takes(&request) {
+            Routed::Direct(self.direct.clone().serve(request))
+        } else {
+            // Boxed: the router's future is large, and inline it would make every request's
+            // future (boxed below) as large.
+            Routed::Router(Box::pin(self.inner.call(request)))
+        };
         Box::pin(async move {
-            let Ok(response) = answer.await;
+            let response = match answer {
+                Routed::Direct(answer) => answer.await,
+                Routed::Router(answer) => {
+                    let Ok(response) = answer.await;
+                    response.map(Either::Right)
+                }
+            };
             if shared.body_timed_out.swap(false, Ordering::AcqRel) {
                 shared.enter(IDLE);
-                return Ok(request_timeout());
+                return Ok(request_timeout().map(Either::Right));
             }
             let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             shared.enter(if upgraded { UPGRADED } else { IDLE });
             Ok(response)
         })
     }
+}
+
+/// Where a request went: the direct `POST /rpc`, or the router.
+enum Routed<D, R> {
+    Direct(D),
+    Router(R),
 }
 
 /// HTTP 408 for a body that did not arrive in time; the connection closes after it.

@@ -9,6 +9,7 @@
 //! timeouts and a cap on open connections (see `conn.rs`).
 
 mod conn;
+mod direct;
 mod metrics;
 mod rate;
 mod ws;
@@ -27,10 +28,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::Full;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -275,11 +277,20 @@ struct AppState {
 /// the tokens do not pass [`ServerConfig::validate_tokens`].
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router, Error> {
     config.validate_tokens()?;
-    Ok(app(coordinator, config).0)
+    Ok(app(coordinator, config).router)
 }
 
-/// The router, and the signal that closes its WebSockets.
-fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::Sender<bool>>) {
+/// What a [`Server`] serves.
+struct App {
+    router: Router,
+    /// `POST /rpc` as the router serves it, without the router (see `direct.rs`).
+    direct: Arc<direct::DirectRpc>,
+    /// Turns `true` when the server shuts down: WebSockets then close.
+    closing: Arc<watch::Sender<bool>>,
+}
+
+/// The router, its direct `POST /rpc`, and the signal that closes its WebSockets.
+fn app(coordinator: Coordinator, config: &ServerConfig) -> App {
     let prometheus = metrics::install();
     let limiter =
         rate::HeartbeatLimiter::per_minute(coordinator.clone(), config.heartbeats_per_minute);
@@ -317,6 +328,11 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
         ws_clients: Arc::default(),
     };
     let closing = state.closing.clone();
+    let direct = Arc::new(direct::DirectRpc {
+        dispatcher: state.dispatcher.clone(),
+        identities: state.identities.clone(),
+        max_body_bytes: state.max_body_bytes,
+    });
     let mut rpc = Router::new()
         .route("/rpc", post(rpc_any))
         .route("/rpc/batch", post(rpc_batch))
@@ -346,16 +362,25 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> (Router, Arc<watch::S
         .merge(rpc)
         .route("/healthz", get(healthz))
         .with_state(state);
-    (router, closing)
+    App {
+        router,
+        direct,
+        closing,
+    }
 }
 
 /// A server bound to its address, ready to run.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    router: Router,
+    app: App,
     limits: conn::Limits,
-    closing: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -366,12 +391,10 @@ impl Server {
         config.validate().map_err(invalid)?;
         let limits = config.connection_limits().map_err(invalid)?;
         let listener = TcpListener::bind(config.listen).await?;
-        let (router, closing) = app(coordinator, config);
         Ok(Self {
             listener,
-            router,
+            app: app(coordinator, config),
             limits,
-            closing,
         })
     }
 
@@ -388,14 +411,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        conn::serve(
-            self.listener,
-            self.router,
-            self.limits,
-            self.closing,
-            shutdown,
-        )
-        .await
+        conn::serve(self.listener, self.app, self.limits, shutdown).await
     }
 }
 
@@ -403,27 +419,35 @@ impl Server {
 /// hands it to the handlers as a request extension.
 async fn require_token(
     State(state): State<AppState>,
-    headers: HeaderMap,
     mut request: axum::extract::Request,
     next: Next,
 ) -> Response {
     if let Some(identities) = &state.identities {
-        let principal = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|p| identities.principal(p));
-        let Some(principal) = principal else {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token\n",
-            )
-                .into_response();
+        let Some(principal) = authorize(identities, request.headers()).cloned() else {
+            return unauthorized();
         };
-        request.extensions_mut().insert(principal.clone());
+        request.extensions_mut().insert(principal);
     }
     next.run(request).await
+}
+
+/// The principal of the request's bearer token, if it names one.
+fn authorize<'a>(identities: &'a Identities, headers: &HeaderMap) -> Option<&'a Principal> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|p| identities.principal(p))
+}
+
+/// HTTP 401: no bearer token, or one that names nobody.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "missing or wrong bearer token\n",
+    )
+        .into_response()
 }
 
 /// The dispatcher acting for the request's principal (the anonymous operator on a server
@@ -455,6 +479,24 @@ fn bytes_response(answer: Option<Vec<u8>>) -> Response {
     }
 }
 
+/// The answer of `POST /rpc`: the JSON-RPC answer's bytes (HTTP 200, `application/json`), or
+/// HTTP 204 for notifications; the same as axum's `([(CONTENT_TYPE, …)], bytes)` response,
+/// without boxing the body. (The router's route adds `content-length`; hyper writes the same
+/// header where nobody did.) Shared by the router and `direct.rs`.
+fn rpc_response(answer: Option<Vec<u8>>) -> axum::http::Response<Full<Bytes>> {
+    let Some(bytes) = answer else {
+        let mut response = axum::http::Response::new(Full::default());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return response;
+    };
+    let mut response = axum::http::Response::new(Full::new(Bytes::from(bytes)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 async fn rpc_any(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
@@ -468,7 +510,7 @@ async fn rpc_any(
                 .await
         }
     };
-    bytes_response(answer)
+    rpc_response(answer).map(axum::body::Body::new)
 }
 
 async fn rpc_batch(

@@ -785,3 +785,223 @@ async fn the_router_mounts_into_an_application_beside_its_own_routes() {
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
+
+/// One raw HTTP/1.1 exchange on a fresh connection: `request` sent as is, the whole answer read
+/// (head, and a body of its `content-length`, or up to the close), its `date` line dropped.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let whole = |got: &[u8]| {
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+        let length = head.lines().find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        });
+        let status_has_no_body =
+            head.starts_with("http/1.1 204") || head.starts_with("http/1.0 204");
+        let length = if status_has_no_body { Some(0) } else { length };
+        length
+            .filter(|n| got.len() >= end + 4 + n)
+            .map(|n| end + 4 + n)
+    };
+    let size = loop {
+        if let Some(size) = whole(&got) {
+            break size;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => panic!("no whole answer: {:?}", String::from_utf8_lossy(&got)),
+            Ok(Ok(0) | Err(_)) => break got.len(),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    String::from_utf8_lossy(&got[..size])
+        .split("\r\n")
+        .filter(|line| !line.to_lowercase().starts_with("date:"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+fn post_rpc(target: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {target} HTTP/1.1\r\nHost: vigil\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// `Server` answers `POST /rpc` beside the router (`src/server/direct.rs`); those answers are
+/// byte for byte (all but the date) what the router gives, served by `axum::serve`: answers,
+/// notifications, errors, a body over the limit (with and without a length), bodies in
+/// chunks, HTTP/1.0, a query string, a missing or wrong token, another principal's instance.
+#[tokio::test]
+async fn the_direct_rpc_route_answers_as_the_router_does() {
+    const WORKER: &str = "worker-token-0123456789";
+    for tokens in [false, true] {
+        let config = ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_body_bytes: 1024,
+            token: tokens.then(|| "operator-s3cret".to_string()),
+            tokens: if tokens {
+                vec![vigil::server::NamedToken {
+                    name: "w".into(),
+                    role: vigil::rpc::Role::Worker,
+                    token: WORKER.into(),
+                }]
+            } else {
+                Vec::new()
+            },
+            ..ServerConfig::default()
+        };
+        // The same state behind each: a coordinator with the same instances.
+        let mut addrs = Vec::new();
+        let mut stops = Vec::new();
+        for direct in [true, false] {
+            let coordinator = Coordinator::start(Config::default()).await.unwrap();
+            for id in ["w1", "w2"] {
+                coordinator
+                    .register(vigil::RegisterRequest::new(id))
+                    .await
+                    .unwrap();
+            }
+            let (stop, stopped) = oneshot::channel::<()>();
+            if direct {
+                let server = Server::bind(coordinator.clone(), &config).await.unwrap();
+                addrs.push(server.local_addr().unwrap());
+                tokio::spawn(server.run(async move {
+                    let _ = stopped.await;
+                }));
+            } else {
+                let router = vigil::server::router(coordinator.clone(), &config).unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addrs.push(listener.local_addr().unwrap());
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.await;
+                        })
+                        .await
+                });
+            }
+            stops.push((stop, coordinator));
+        }
+        let auth = if tokens {
+            "Authorization: Bearer operator-s3cret\r\n"
+        } else {
+            ""
+        };
+        let beat =
+            br#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":7}"#;
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","method":"task.create","params":{{"text":"{}"}},"id":1}}"#,
+            "x".repeat(2000)
+        );
+        let chunked = |body: &[u8], split: usize| {
+            let (a, b) = body.split_at(split);
+            let mut request = format!(
+                "POST /rpc HTTP/1.1\r\nHost: vigil\r\n{auth}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                a.len()
+            )
+            .into_bytes();
+            request.extend_from_slice(a);
+            request.extend_from_slice(format!("\r\n{:x}\r\n", b.len()).as_bytes());
+            request.extend_from_slice(b);
+            request.extend_from_slice(b"\r\n0\r\n\r\n");
+            request
+        };
+        let mut requests: Vec<(&str, Vec<u8>)> = vec![
+            ("heartbeat", post_rpc("/rpc", auth, beat)),
+            ("query string", post_rpc("/rpc?x=1", auth, beat)),
+            (
+                "notification",
+                post_rpc(
+                    "/rpc",
+                    auth,
+                    br#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"}}"#,
+                ),
+            ),
+            (
+                "unknown instance",
+                post_rpc(
+                    "/rpc",
+                    auth,
+                    br#"{"jsonrpc":"2.0","method":"system.heartbeat","params":{"id":"nobody"},"id":"s"}"#,
+                ),
+            ),
+            (
+                "batch",
+                post_rpc(
+                    "/rpc",
+                    auth,
+                    br#"[{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"w1"},"id":1},{"jsonrpc":"2.0","method":"nope","id":2}]"#,
+                ),
+            ),
+            ("parse error", post_rpc("/rpc", auth, b"{")),
+            ("empty body", post_rpc("/rpc", auth, b"")),
+            (
+                "another method",
+                post_rpc("/rpc", auth, br#"{"jsonrpc":"2.0","method":"task.list","id":3}"#),
+            ),
+            ("too large", post_rpc("/rpc", auth, big.as_bytes())),
+            ("chunked", chunked(beat, 20)),
+            ("chunked, too large", chunked(big.as_bytes(), 700)),
+            (
+                "HTTP/1.0",
+                [
+                    format!(
+                        "POST /rpc HTTP/1.0\r\n{auth}Content-Length: {}\r\n\r\n",
+                        beat.len()
+                    )
+                    .as_bytes(),
+                    beat,
+                ]
+                .concat(),
+            ),
+            (
+                "GET",
+                format!("GET /rpc HTTP/1.1\r\nHost: vigil\r\n{auth}\r\n").into_bytes(),
+            ),
+        ];
+        if tokens {
+            requests.extend([
+                ("no token", post_rpc("/rpc", "", beat)),
+                (
+                    "wrong token",
+                    post_rpc("/rpc", "Authorization: Bearer operator-s3cre7\r\n", beat),
+                ),
+                (
+                    "worker, another's instance",
+                    post_rpc("/rpc", &format!("Authorization: Bearer {WORKER}\r\n"), beat),
+                ),
+            ]);
+        }
+        for (what, request) in &requests {
+            let direct = exchange(addrs[0], request).await;
+            let router = exchange(addrs[1], request).await;
+            assert_eq!(direct, router, "{what} (tokens: {tokens})");
+            let status = match *what {
+                "notification" => "204",
+                "too large" | "chunked, too large" => "413",
+                "GET" => "405",
+                "no token" | "wrong token" => "401",
+                _ => "200",
+            };
+            assert!(
+                direct.starts_with(&format!("HTTP/1.1 {status} "))
+                    || direct.starts_with(&format!("HTTP/1.0 {status} ")),
+                "{what}: {direct}"
+            );
+        }
+        for (stop, coordinator) in stops {
+            let _ = stop.send(());
+            coordinator.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# One heartbeat per HTTP request to `vigil serve` against one bare Redis EVALSHA of a heartbeat
+# script, in one run on one machine, alternating, with the same connection count.
+#   bash benches/wrk/vs_redis.sh     # needs wrk, redis-server and redis-benchmark (redis-tools)
+# Env: ROUNDS (3), WORKERS (1000), CONNECTIONS (64), DURATION (10s, wrk's),
+# REDIS_REQUESTS (700000 for the first round; later rounds ask for the previous round's Redis
+# rate × DURATION, so both sides run about as long), SERVER_THREADS (0: one runtime worker per
+# core, as benches/wrk/run.sh; 1: a single-threaded runtime, Redis's shape), BASELINE (the path
+# of another `vigil` binary, e.g. a release build of an earlier commit: measured too, in the
+# same rounds, right after this tree's)
+#
+# Each round runs, one after the other:
+#   redis-benchmark -h 127.0.0.1 -p $RPORT -c $CONNECTIONS -n $REDIS_REQUESTS -r $WORKERS \
+#     --threads 1 --csv EVALSHA $SHA 1 instance:__rand_int__ $NOW_MS
+#   wrk -t1 -c$CONNECTIONS -d$DURATION -s benches/wrk/heartbeat.lua http://127.0.0.1:$VPORT/rpc
+# and prints both rates and their ratio vigil/redis; at the end the medians and their ratio.
+#
+# The Redis side is what a Redis-first coordinator (ClaudeBench) does per heartbeat: one
+# EVALSHA of a script of the shape of Vigil's own write-through script
+# (src/store/lua/heartbeats.lua) for one instance: PEXPIRE the instance hash, and if it exists
+# HSET its lastSeen and status; answers 1 (alive) or 0. The 1000 instance hashes exist
+# beforehand, so every call does both writes. Redis runs without persistence (no RDB, no AOF),
+# single-threaded as it always runs commands; redis-benchmark runs one thread (--threads 1), as
+# wrk does (-t1). Neither side pipelines: one request per connection in flight.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-3} WORKERS=${WORKERS:-1000} CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-10s} REDIS_REQUESTS=${REDIS_REQUESTS:-700000}
+SERVER_THREADS=${SERVER_THREADS:-0} BASELINE=${BASELINE:-}
+export WORKERS
+for tool in wrk redis-server redis-benchmark redis-cli curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
+done
+cargo build --release --quiet
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# A private Redis in a temp dir, on a free loopback port.
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+  >"$dir/redis.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+script="if redis.call('PEXPIRE', KEYS[1], 30000) == 1 then
+  redis.call('HSET', KEYS[1], 'lastSeen', ARGV[1], 'status', 'ACTIVE')
+  return 1
+end
+return 0"
+sha=$(redis-cli -p "$rport" SCRIPT LOAD "$script")
+# The instance hashes, named as redis-benchmark's -r fills __rand_int__ (12 digits).
+redis-cli -p "$rport" EVAL "for i = 0, tonumber(ARGV[1]) - 1 do
+  redis.call('HSET', string.format('instance:%012d', i), 'id', 'worker-' .. i, 'status', 'ACTIVE', 'lastSeen', '0')
+end" 0 "$WORKERS" >/dev/null
+now_ms=$(date +%s%3N)
+alive=$(redis-cli -p "$rport" EVALSHA "$sha" 1 instance:000000000001 "$now_ms")
+[ "$alive" = 1 ] || { echo "the Redis heartbeat script answered $alive" >&2; exit 1; }
+
+# vigil serve as benches/wrk/run.sh starts it, with WORKERS registered workers; its port in
+# $port (not a subshell: its pid must reach the list the cleanup kills).
+start_vigil() { # $1: the binary, $2: a name for its log
+  port=$(free_port)
+  "$1" serve --listen 127.0.0.1:"$port" --heartbeat-rate 0 --ttl 1h --threads "$SERVER_THREADS" \
+    >"$dir/$2.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 50); do curl -sf http://127.0.0.1:"$port"/healthz >/dev/null && break; sleep 0.1; done
+  for ((i = 0; i < WORKERS; i += 500)); do
+    body=$(python3 -c "import json; i=$i; n=min(500,$WORKERS-i); print(json.dumps([{'jsonrpc':'2.0','method':'system.register','params':{'id':f'worker-{k}','roles':['worker']},'id':k} for k in range(i,i+n)]))")
+    curl -sf -X POST http://127.0.0.1:"$port"/rpc -H 'content-type: application/json' -d "$body" >/dev/null
+  done
+  check=$(curl -sf -X POST http://127.0.0.1:"$port"/rpc -H 'content-type: application/json' \
+    -d '{"jsonrpc":"2.0","method":"system.heartbeat","params":{"instanceId":"worker-1"},"id":1}')
+  case "$check" in *'"alive":true'*) ;; *) echo "$2: unexpected answer: $check" >&2; exit 1;; esac
+}
+start_vigil ./target/release/vigil vigil
+vport=$port bport=
+if [ -n "$BASELINE" ]; then
+  start_vigil "$BASELINE" baseline
+  bport=$port
+fi
+
+redis_rate() {
+  # --csv: "test","rps",... then one line per test; the rate is the second field.
+  redis-benchmark -h 127.0.0.1 -p "$rport" -c "$CONNECTIONS" -n "$REDIS_REQUESTS" -r "$WORKERS" \
+    --threads 1 --csv EVALSHA "$sha" 1 instance:__rand_int__ "$now_ms" 2>/dev/null \
+    | awk -F'"' 'NR == 2 { print $4 }'
+}
+vigil_rate() { # $1: the port
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s benches/wrk/heartbeat.lua \
+    http://127.0.0.1:"$1"/rpc | awk '/^Requests\/sec:/ { print $2 }'
+}
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo "== one heartbeat per request: vigil (wrk -t1 -c$CONNECTIONS, $DURATION, --threads $SERVER_THREADS)" \
+  "against Redis EVALSHA (redis-benchmark --threads 1 -c $CONNECTIONS), $WORKERS instances, $ROUNDS rounds"
+echo "   $(redis-server --version | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), script $sha"
+reds=() vigs=() bases=()
+for ((round = 1; round <= ROUNDS; round++)); do
+  r=$(redis_rate)
+  v=$(vigil_rate "$vport")
+  [ -n "$r" ] && [ -n "$v" ] || { echo "round $round: no figure (redis '$r', vigil '$v')" >&2; exit 1; }
+  reds+=("$r") vigs+=("$v")
+  line=$(printf 'round %d: redis %7.0f/s  vigil %7.0f/s  vigil/redis %s' "$round" "$r" "$v" "$(ratio "$v" "$r")")
+  if [ -n "$bport" ]; then
+    b=$(vigil_rate "$bport")
+    bases+=("$b")
+    line+=$(printf '  baseline %7.0f/s  baseline/redis %s' "$b" "$(ratio "$b" "$r")")
+  fi
+  echo "$line"
+  if [[ $DURATION =~ ^([0-9]+)s$ ]]; then
+    REDIS_REQUESTS=$(python3 -c "print(int($r * ${BASH_REMATCH[1]}))")
+  fi
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+mr=$(median "${reds[@]}") mv=$(median "${vigs[@]}")
+line=$(printf 'medians: redis %7.0f/s  vigil %7.0f/s  vigil/redis %s' "$mr" "$mv" "$(ratio "$mv" "$mr")")
+if [ -n "$bport" ]; then
+  mb=$(median "${bases[@]}")
+  line+=$(printf '  baseline %7.0f/s  baseline/redis %s  vigil/baseline %s' "$mb" "$(ratio "$mb" "$mr")" "$(ratio "$mv" "$mb")")
+fi
+echo "$line"
