@@ -89,6 +89,21 @@ impl LivenessClock {
         self.wall_ms(self.precise_ms())
     }
 
+    /// How far the coarse clock is behind, read now: the precise minus the coarse time in whole
+    /// ms (at most one tick while the ticker keeps up, which is what
+    /// [`heartbeat_stamp`](Self::heartbeat_stamp) relies on), and the real time elapsed since
+    /// the start of the coarse reading's millisecond (the ticker's delay plus up to 1 ms of
+    /// truncation to whole ms). For measurements; nothing on the hot path reads it.
+    pub fn coarse_lag(&self) -> (u64, Duration) {
+        let coarse = self.coarse_ms();
+        let elapsed = self.origin.elapsed();
+        let precise = ORIGIN_MS + elapsed.as_millis() as u64;
+        (
+            precise.saturating_sub(coarse),
+            elapsed.saturating_sub(Duration::from_millis(coarse - ORIGIN_MS)),
+        )
+    }
+
     /// Brings the coarse clock up to the precise one.
     pub fn advance(&self) {
         self.coarse.fetch_max(self.precise_ms(), Ordering::Relaxed);

@@ -14,6 +14,7 @@
 //! The pacer is aborted when this actor's state is dropped — also when the actor is killed —
 //! so a restarted Persister never shares the journal with a stale pacer for long.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::ClusterContext;
+use crate::clock::MonoMs;
+use crate::model::InstanceId;
 use crate::store::{
     Counters, Dirty, FLUSH_PART, HeartbeatWrite, InstanceRecord, PersistMode, Persistence,
     TermRecord, WriteBatch,
@@ -223,21 +226,7 @@ impl PersisterState {
         }
         batch.events = part.events.iter().cloned().collect();
         if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
-            for entry in ctx.registry.iter() {
-                let (status, seen) = entry.cell.liveness();
-                if !status.is_alive()
-                    || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
-                    || part.instances.contains(entry.key())
-                {
-                    continue;
-                }
-                batch.heartbeats.push(HeartbeatWrite {
-                    id: entry.key().clone(),
-                    last_seen_ms: clock.wall_ms(seen),
-                    status,
-                    expire_in_ms: entry.slot.deadline_after(seen).saturating_sub(now),
-                });
-            }
+            batch.heartbeats = moved_heartbeats(ctx, &part.instances, now);
         }
         batch
     }
@@ -335,24 +324,60 @@ impl PersisterState {
             .await
             .map_err(|e| e.to_string())?;
         // Remember what was written, so unchanged heartbeats are not written again.
-        let seen_of = |id: &crate::model::InstanceId, wall: u64| {
-            if let Some(e) = self.ctx.registry.get(id.as_str()) {
-                e.slot
-                    .persisted_seen
-                    .store(self.ctx.clock.mono_from_wall(wall), Ordering::Relaxed);
-            }
-        };
         for (r, _) in &batch.instances {
-            seen_of(&r.id, r.last_seen_ms);
+            persisted(&self.ctx, &r.id, r.last_seen_ms);
         }
-        for b in &batch.heartbeats {
-            seen_of(&b.id, b.last_seen_ms);
-        }
+        heartbeats_written(&self.ctx, &batch.heartbeats);
         for id in applied.missing_instances {
             // Its record lapsed in the store while memory still had it alive.
             p.journal.touch_instance(&id);
         }
         Ok(())
+    }
+}
+
+/// The heartbeat timestamps to write behind: every live instance whose last-seen time moved
+/// since it was last written, except those in `written` (their whole record is in the same
+/// batch). `now` is the precise time the keys' lifetimes are counted from. No store I/O.
+pub(crate) fn moved_heartbeats(
+    ctx: &ClusterContext,
+    written: &HashSet<InstanceId>,
+    now: MonoMs,
+) -> Vec<HeartbeatWrite> {
+    let clock = &ctx.clock;
+    let mut heartbeats = Vec::new();
+    for entry in ctx.registry.iter() {
+        let (status, seen) = entry.cell.liveness();
+        if !status.is_alive()
+            || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
+            || written.contains(entry.key())
+        {
+            continue;
+        }
+        heartbeats.push(HeartbeatWrite {
+            id: entry.key().clone(),
+            last_seen_ms: clock.wall_ms(seen),
+            status,
+            expire_in_ms: entry.slot.deadline_after(seen).saturating_sub(now),
+        });
+    }
+    heartbeats
+}
+
+/// Records that the store holds `wall_ms` as `id`'s last-seen time.
+fn persisted(ctx: &ClusterContext, id: &InstanceId, wall_ms: u64) {
+    if let Some(e) = ctx.registry.get(id.as_str()) {
+        e.slot
+            .persisted_seen
+            .store(ctx.clock.mono_from_wall(wall_ms), Ordering::Relaxed);
+    }
+}
+
+/// Records that the store acknowledged `heartbeats`, so that [`moved_heartbeats`] does not
+/// find them again until they move.
+pub(crate) fn heartbeats_written(ctx: &ClusterContext, heartbeats: &[HeartbeatWrite]) {
+    for b in heartbeats {
+        persisted(ctx, &b.id, b.last_seen_ms);
     }
 }
 

@@ -30,6 +30,7 @@ use crate::model::{
 use crate::registry::Leadership;
 
 mod admin;
+mod bench;
 #[cfg(test)]
 mod claim_liveness;
 #[cfg(feature = "fault-injection")]
