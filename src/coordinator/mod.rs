@@ -75,7 +75,7 @@ struct Inner {
     ctx: Arc<ClusterContext>,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: Mutex<Option<JoinHandle<()>>>,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    ticker: Mutex<Option<crate::clock::Ticker>>,
     recovery: Mutex<Option<RecoveryReport>>,
 }
 
@@ -678,7 +678,7 @@ impl Coordinator {
             let _ = task.await;
         }
         if let Some(ticker) = self.inner.ticker.lock().take() {
-            ticker.abort();
+            ticker.stop();
         }
         ctx.registry.clear();
         tracing::info!("coordinator shut down");
