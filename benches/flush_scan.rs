@@ -9,8 +9,9 @@
 //!   between two flushes, the time one flush takes to find those 100 (no store I/O: the
 //!   coordinator's `bench_flush_scan` hook, the function the Persister calls). 300 rounds per
 //!   size: wait for the coarse clock to move, heartbeat 100 instances spread over the registry
-//!   (untimed), time the scan, check it found exactly the 100. Prints p50 / p99 per size and
-//!   the 100k / 1k ratio of the medians.
+//!   (untimed), time the scan, check it found exactly the 100. Then the same with the 100
+//!   registered side by side (neighbours in memory). Prints p50 / p99 per size and the
+//!   100k / 1k ratio of the spread-out medians.
 //! * `hot path`: one thread heartbeats all 100k instances round-robin, 20 rounds, timing each
 //!   round; between rounds, either nothing happens (a heartbeat then finds its instance
 //!   already marked as moved, as between two flushes) or a flush scan runs (untimed), so every
@@ -53,17 +54,16 @@ fn next_tick() {
     std::thread::sleep(Duration::from_millis(2));
 }
 
-fn scan(rt: &tokio::runtime::Runtime, n: usize) -> u64 {
-    let ids = ids(n);
-    let c = start(rt, &ids);
-    // Everything registered counts as written once; start from a clean slate.
-    c.bench_flush_scan();
+/// Times the scan at `n` instances, the moving ones `spread` over the registry (instance
+/// `k * n / 100`) or side by side (registered one after the other). Returns the median in ns.
+fn scan_one(c: &Coordinator, ids: &[String], spread: bool) -> u64 {
+    let n = ids.len();
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
     for round in 0..ROUNDS {
         next_tick();
         for k in 0..MOVING {
-            let id = &ids[(k * n / MOVING + round) % n];
-            assert!(c.heartbeat_now(id).alive);
+            let i = if spread { k * n / MOVING } else { k };
+            assert!(c.heartbeat_now(&ids[(i + round) % n]).alive);
         }
         let t0 = Instant::now();
         let found = black_box(c.bench_flush_scan());
@@ -71,13 +71,28 @@ fn scan(rt: &tokio::runtime::Runtime, n: usize) -> u64 {
         assert_eq!(found, MOVING, "round {round}");
     }
     println!(
-        "scan: {n:>6} instances, {MOVING} moved: p50 {:>9} ns, p99 {:>9} ns, max {:>9} ns",
+        "scan: {n:>6} instances, {MOVING} moved {}: p50 {:>9} ns, p99 {:>9} ns, max {:>9} ns",
+        if spread {
+            "(spread out)   "
+        } else {
+            "(side by side) "
+        },
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
         h.max()
     );
-    rt.block_on(c.shutdown());
     h.value_at_quantile(0.5)
+}
+
+fn scan(rt: &tokio::runtime::Runtime, n: usize) -> u64 {
+    let ids = ids(n);
+    let c = start(rt, &ids);
+    // Everything registered counts as written once; start from a clean slate.
+    c.bench_flush_scan();
+    let spread = scan_one(&c, &ids, true);
+    scan_one(&c, &ids, false);
+    rt.block_on(c.shutdown());
+    spread
 }
 
 fn hot_path(rt: &tokio::runtime::Runtime) {
@@ -125,7 +140,7 @@ fn main() {
     scan(&rt, 10_000);
     let large = scan(&rt, 100_000);
     println!(
-        "scan: 100k / 1k = {:.2}",
+        "scan: 100k / 1k (spread out) = {:.2}",
         large as f64 / small.max(1) as f64
     );
     hot_path(&rt);

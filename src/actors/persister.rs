@@ -4,7 +4,8 @@
 //! waiting) and the flush interval into messages — reads the current state of every marked
 //! entity and writes it in one pipelined batch. On the flush-interval tick it also writes the
 //! heartbeat timestamps that moved since they were last written (write-behind: the hot path
-//! never sees the store). A flush of many entities — a full rewrite after a failure above all —
+//! never sees the store), found in the list the hot path keeps of the instances it moved —
+//! not by walking the registry (see [`crate::registry::cell`]). A flush of many entities — a full rewrite after a failure above all —
 //! is cut into parts of at most [`FLUSH_PART`] entities, each read under its own short hold of
 //! the work lock and written in its own store call, so heartbeats' and claims' work-lock waits
 //! stay short and no single store call grows with the state. A failed flush puts its marks back
@@ -155,6 +156,11 @@ impl PersisterState {
             flush_mark: heartbeats.then_some(now_wall),
             ..WriteBatch::default()
         };
+        // Before the instances' records are read: a heartbeat of an instance whose record is
+        // in this part is then either in the record, or flags the instance again.
+        if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
+            batch.heartbeats = moved_heartbeats(ctx, &part.instances, now);
+        }
         for id in &part.instances {
             let slot = ctx.registry.get(id.as_str()).map(|e| Arc::clone(&e.slot));
             match slot {
@@ -225,9 +231,6 @@ impl PersisterState {
             });
         }
         batch.events = part.events.iter().cloned().collect();
-        if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
-            batch.heartbeats = moved_heartbeats(ctx, &part.instances, now);
-        }
         batch
     }
 
@@ -323,11 +326,6 @@ impl PersisterState {
             .instrument(span)
             .await
             .map_err(|e| e.to_string())?;
-        // Remember what was written, so unchanged heartbeats are not written again.
-        for (r, _) in &batch.instances {
-            persisted(&self.ctx, &r.id, r.last_seen_ms);
-        }
-        heartbeats_written(&self.ctx, &batch.heartbeats);
         for id in applied.missing_instances {
             // Its record lapsed in the store while memory still had it alive.
             p.journal.touch_instance(&id);
@@ -337,8 +335,12 @@ impl PersisterState {
 }
 
 /// The heartbeat timestamps to write behind: every live instance whose last-seen time moved
-/// since it was last written, except those in `written` (their whole record is in the same
-/// batch). `now` is the precise time the keys' lifetimes are counted from. No store I/O.
+/// since it was last taken here, except those in `written` (their whole record is in the same
+/// batch, read after this). `now` is the precise time the keys' lifetimes are counted from.
+/// No store I/O, and no walk over the registry: the hot path lists the instances it moves
+/// ([`HotArena::take_moved`](crate::registry::HotArena::take_moved)), and this takes the list,
+/// so each moved instance is returned once. If the write then fails, the full rewrite that
+/// follows a failure writes them.
 pub(crate) fn moved_heartbeats(
     ctx: &ClusterContext,
     written: &HashSet<InstanceId>,
@@ -346,39 +348,18 @@ pub(crate) fn moved_heartbeats(
 ) -> Vec<HeartbeatWrite> {
     let clock = &ctx.clock;
     let mut heartbeats = Vec::new();
-    for entry in ctx.registry.iter() {
-        let (status, seen) = entry.cell.liveness();
-        if !status.is_alive()
-            || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
-            || written.contains(entry.key())
-        {
-            continue;
+    ctx.arena.take_moved(|id, cell, status, seen| {
+        if !status.is_alive() || written.contains(id) {
+            return;
         }
         heartbeats.push(HeartbeatWrite {
-            id: entry.key().clone(),
+            id: id.clone(),
             last_seen_ms: clock.wall_ms(seen),
             status,
-            expire_in_ms: entry.slot.deadline_after(seen).saturating_sub(now),
+            expire_in_ms: cell.deadline_after(seen).saturating_sub(now),
         });
-    }
+    });
     heartbeats
-}
-
-/// Records that the store holds `wall_ms` as `id`'s last-seen time.
-fn persisted(ctx: &ClusterContext, id: &InstanceId, wall_ms: u64) {
-    if let Some(e) = ctx.registry.get(id.as_str()) {
-        e.slot
-            .persisted_seen
-            .store(ctx.clock.mono_from_wall(wall_ms), Ordering::Relaxed);
-    }
-}
-
-/// Records that the store acknowledged `heartbeats`, so that [`moved_heartbeats`] does not
-/// find them again until they move.
-pub(crate) fn heartbeats_written(ctx: &ClusterContext, heartbeats: &[HeartbeatWrite]) {
-    for b in heartbeats {
-        persisted(ctx, &b.id, b.last_seen_ms);
-    }
 }
 
 impl PartStats {
