@@ -159,7 +159,7 @@ impl PersisterState {
         // Before the instances' records are read: a heartbeat of an instance whose record is
         // in this part is then either in the record, or flags the instance again.
         if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
-            batch.heartbeats = moved_heartbeats(ctx, &part.instances, now);
+            moved_heartbeats(ctx, &part.instances, now, &mut batch.heartbeats);
         }
         for id in &part.instances {
             let slot = ctx.registry.get(id.as_str()).map(|e| Arc::clone(&e.slot));
@@ -335,31 +335,31 @@ impl PersisterState {
 }
 
 /// The heartbeat timestamps to write behind: every live instance whose last-seen time moved
-/// since it was last taken here, except those in `written` (their whole record is in the same
-/// batch, read after this). `now` is the precise time the keys' lifetimes are counted from.
-/// No store I/O, and no walk over the registry: the hot path lists the instances it moves
-/// ([`HotArena::take_moved`](crate::registry::HotArena::take_moved)), and this takes the list,
-/// so each moved instance is returned once. If the write then fails, the full rewrite that
-/// follows a failure writes them.
+/// since it was last taken here, except those in `skip` (their whole record is in the same
+/// batch, read after this), appended to `out`; `now` is the precise time the keys' lifetimes
+/// are counted from. No store I/O, and no walk over the registry: the hot path lists the
+/// instances it moves ([`HotArena::take_moved`](crate::registry::HotArena::take_moved)), and
+/// this takes the list, so each move is returned once. If the write then fails, the full
+/// rewrite that follows a failure writes them. A flush tick calls it for the write-behind
+/// heartbeats; `Coordinator::bench_flush_scan` times it.
 pub(crate) fn moved_heartbeats(
     ctx: &ClusterContext,
-    written: &HashSet<InstanceId>,
+    skip: &HashSet<InstanceId>,
     now: MonoMs,
-) -> Vec<HeartbeatWrite> {
+    out: &mut Vec<HeartbeatWrite>,
+) {
     let clock = &ctx.clock;
-    let mut heartbeats = Vec::new();
     ctx.arena.take_moved(|id, cell, status, seen| {
-        if !status.is_alive() || written.contains(id) {
+        if !status.is_alive() || skip.contains(id) {
             return;
         }
-        heartbeats.push(HeartbeatWrite {
+        out.push(HeartbeatWrite {
             id: id.clone(),
             last_seen_ms: clock.wall_ms(seen),
             status,
             expire_in_ms: cell.deadline_after(seen).saturating_sub(now),
         });
     });
-    heartbeats
 }
 
 impl PartStats {

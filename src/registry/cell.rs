@@ -20,21 +20,23 @@
 //!
 //! A write-behind flush writes the last-seen time of every instance that heartbeated since the
 //! previous flush. To find those without walking the registry, one more bit of the liveness
-//! word, [`MOVED`], says "moved since the Persister last took this cell". The heartbeat that
-//! sets it — the first to move the cell after a take — also sets the cell's bit in its chunk's
+//! word says whether the cell moved since the Persister last took it. It is stored inverted,
+//! as [`TAKEN`]: a heartbeat's new word is then just the packed status and time, which clears
+//! it at no cost, and the heartbeat learns it was the first to move the cell since the last
+//! take from the word its CAS replaced. That heartbeat also sets the cell's bit in its chunk's
 //! *moved list* (one bit per cell) and the chunk's bit in a summary word shared by
-//! [`GROUP`] chunks. Later heartbeats find the flag set and do nothing more: per instance and
-//! flush interval, the hot path pays two atomic ORs (no lock, no allocation), and between
-//! flushes not even that. Without a store nothing ever clears the flag, so after its first
-//! heartbeat an instance costs the hot path nothing extra.
+//! [`GROUP`] chunks. Later heartbeats find the cell already moved and do nothing more: per
+//! instance and flush interval, the hot path pays two atomic ORs (no lock, no allocation), and
+//! between flushes not even that. Without a store nothing ever takes a cell, so after its
+//! first heartbeat an instance costs the hot path nothing extra.
 //!
 //! The Persister ([`HotArena::take_moved`]) swaps the summary words and the listed chunks'
-//! words to zero, and for each listed cell clears the flag with one atomic AND that also reads
-//! the liveness. Nothing moved is ever lost: a heartbeat landing before the AND is in what the
-//! AND read; one landing after it finds the flag clear, so it sets the flag and lists the cell
-//! again, for the next flush. A heartbeat that set the flag but had not yet listed the cell
-//! when the Persister went by is found one flush later. A listed cell whose instance is gone
-//! is skipped (its cell is terminal, or free, or reset for a new owner with the flag clear).
+//! words to zero, and for each listed cell sets [`TAKEN`] with one atomic OR that also reads
+//! the liveness. Nothing moved is ever lost: a heartbeat landing before the OR is in what the
+//! OR read; one landing after it finds the cell taken, so it lists the cell again, for the
+//! next flush. A heartbeat that moved the cell but had not yet listed it when the Persister
+//! went by is found one flush later. A listed cell whose instance is gone is skipped (its cell
+//! is terminal, or free, or reset for a new owner as taken).
 //! The summary and list bits are read and written sequentially consistently, so a heartbeat
 //! that finds its chunk's summary bit already set knows the Persister will still see its list
 //! bit.
@@ -59,11 +61,13 @@ pub const GROUP: usize = 64;
 
 const STATUS_SHIFT: u32 = 62;
 
-/// The liveness word's "moved since the Persister last took it" flag, below the status bits.
-pub const MOVED: u64 = 1 << 61;
+/// The liveness word's "taken by the Persister since it last moved" bit, below the status
+/// bits: the moved flag, inverted (see the module docs). Set by the Persister and on reset,
+/// cleared by every heartbeat that moves the cell, kept by every other transition.
+pub const TAKEN: u64 = 1 << 61;
 
-/// The last-seen milliseconds: the 61 bits below the flag (73 million years).
-const SEEN_MASK: u64 = MOVED - 1;
+/// The last-seen milliseconds: the 61 bits below [`TAKEN`] (73 million years).
+const SEEN_MASK: u64 = TAKEN - 1;
 
 fn pack(status: InstanceStatus, seen: MonoMs) -> u64 {
     let bits = match status {
@@ -75,7 +79,7 @@ fn pack(status: InstanceStatus, seen: MonoMs) -> u64 {
     (bits << STATUS_SHIFT) | (seen & SEEN_MASK)
 }
 
-/// Status and last-seen time of a liveness word (the [`MOVED`] flag aside).
+/// Status and last-seen time of a liveness word ([`TAKEN`] aside).
 fn unpack(word: u64) -> (InstanceStatus, MonoMs) {
     let status = match word >> STATUS_SHIFT {
         0 => InstanceStatus::Active,
@@ -114,9 +118,10 @@ pub enum Touched {
     /// The instance is not alive (terminal, or its deadline passed by the coarse clock):
     /// nothing was recorded.
     Dead,
-    /// Alive; nothing more to do (the cell did not move, or was already flagged as moved).
+    /// Alive; nothing more to do (the cell did not move, or had moved since it was taken).
     Alive,
-    /// Alive, and this heartbeat set the [`MOVED`] flag: the caller lists the cell.
+    /// Alive, and this heartbeat is the first to move the cell since the Persister took it
+    /// (it cleared [`TAKEN`]): the caller lists the cell.
     FirstMove,
 }
 
@@ -133,7 +138,7 @@ impl HotCell {
         self.ttl_ms.store(ttl_ms, Ordering::Relaxed);
         self.leads_term.store(0, Ordering::Relaxed);
         self.liveness
-            .store(pack(InstanceStatus::Active, now), Ordering::Release);
+            .store(pack(InstanceStatus::Active, now) | TAKEN, Ordering::Release);
     }
 
     /// Status and last-seen time, read together.
@@ -147,6 +152,7 @@ impl HotCell {
     }
 
     /// The TTL in ms.
+    #[inline]
     pub fn ttl_ms(&self) -> u64 {
         self.ttl_ms.load(Ordering::Relaxed)
     }
@@ -161,7 +167,7 @@ impl HotCell {
     }
 
     /// Records a heartbeat stamped `stamp` if the instance is alive and its deadline (judged
-    /// by the coarse time `coarse_now`) has not passed, flagging the cell as moved. One CAS at
+    /// by the coarse time `coarse_now`) has not passed, marking the cell as moved. One CAS at
     /// most (none when the word already holds `stamp`, which spares the cache line when a
     /// worker heartbeats faster than the clock ticks). The hot path is [`CellRef::touch`],
     /// which also lists the cell when this answers [`Touched::FirstMove`].
@@ -177,35 +183,36 @@ impl HotCell {
             if status == InstanceStatus::Active && seen >= stamp {
                 return Touched::Alive;
             }
-            let next = pack(InstanceStatus::Active, seen.max(stamp)) | MOVED;
+            // Without `TAKEN`: the cell moved.
+            let next = pack(InstanceStatus::Active, seen.max(stamp));
             match self.liveness.compare_exchange_weak(
                 current,
                 next,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) if current & MOVED == 0 => return Touched::FirstMove,
+                Ok(_) if current & TAKEN != 0 => return Touched::FirstMove,
                 Ok(_) => return Touched::Alive,
                 Err(actual) => current = actual,
             }
         }
     }
 
-    /// The Persister's side of the [`MOVED`] flag: if it is set, clears it and returns the
-    /// liveness read in the same atomic step, so a heartbeat that landed before is in what
-    /// this returns and one that lands after flags (and lists) the cell again.
+    /// The Persister's side: if the cell moved since it was last taken, takes it (sets
+    /// [`TAKEN`]) and returns the liveness read in the same atomic step, so a heartbeat that
+    /// landed before is in what this returns and one that lands after lists the cell again.
     pub fn take_moved(&self) -> Option<(InstanceStatus, MonoMs)> {
-        if self.liveness.load(Ordering::Relaxed) & MOVED == 0 {
+        if self.liveness.load(Ordering::Relaxed) & TAKEN != 0 {
             return None;
         }
-        let word = self.liveness.fetch_and(!MOVED, Ordering::AcqRel);
-        (word & MOVED != 0).then(|| unpack(word))
+        let word = self.liveness.fetch_or(TAKEN, Ordering::AcqRel);
+        (word & TAKEN == 0).then(|| unpack(word))
     }
 
-    /// Whether the cell is flagged as moved.
+    /// Whether the cell moved since it was last taken.
     #[cfg(test)]
     fn is_moved(&self) -> bool {
-        self.liveness.load(Ordering::Acquire) & MOVED != 0
+        self.liveness.load(Ordering::Acquire) & TAKEN == 0
     }
 
     /// A re-registration's verdict, reached in one compare-and-swap: an instance alive at `now`
@@ -229,8 +236,8 @@ impl HotCell {
                     Renewal::Renewed,
                 )
             };
-            // The flag stays as it was: a renewal's record is written through the journal.
-            let next = next | (current & MOVED);
+            // `TAKEN` stays as it was: a renewal's record is written through the journal.
+            let next = next | (current & TAKEN);
             match self.liveness.compare_exchange_weak(
                 current,
                 next,
@@ -254,7 +261,7 @@ impl HotCell {
             }
             match self.liveness.compare_exchange_weak(
                 current,
-                pack(InstanceStatus::Suspect, seen) | (current & MOVED),
+                pack(InstanceStatus::Suspect, seen) | (current & TAKEN),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -298,7 +305,7 @@ impl HotCell {
             }
             match self.liveness.compare_exchange_weak(
                 current,
-                pack(to, seen) | (current & MOVED),
+                pack(to, seen) | (current & TAKEN),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -324,7 +331,7 @@ impl HotCell {
 /// [`CHUNK`] cells, allocated together, with their moved list and their owners.
 struct Chunk {
     cells: [HotCell; CHUNK],
-    /// The moved list: a bit per cell, set by the heartbeat that flagged the cell as moved.
+    /// The moved list: a bit per cell, set by the first heartbeat to move it after a take.
     moved: [AtomicU64; CHUNK / WORD],
     /// The summary word of this chunk's group: a bit per chunk with something listed.
     summary: Arc<AtomicU64>,
@@ -379,7 +386,7 @@ impl Chunk {
                 let index = w * WORD + listed.trailing_zeros() as usize;
                 listed &= listed - 1;
                 // A free cell's listing is stale: its instance is gone, and whoever takes the
-                // cell next starts with the flag clear.
+                // cell next starts out taken.
                 let Some(owner) = &owners[index] else {
                     continue;
                 };
@@ -452,8 +459,8 @@ pub struct HotArena {
 }
 
 impl HotArena {
-    /// A cell for `owner`, reset to `Active`, last seen at `now`, with `ttl_ms`, not flagged
-    /// as moved (a registration's record is written through the journal).
+    /// A cell for `owner`, reset to `Active`, last seen at `now`, with `ttl_ms`, taken (a
+    /// registration's record is written through the journal, not as a moved heartbeat).
     pub fn acquire(&self, owner: &InstanceId, now: MonoMs, ttl_ms: u64) -> CellRef {
         let cell = {
             let mut free = self.free.lock();
@@ -492,10 +499,9 @@ impl HotArena {
         self.free.lock().push(cell);
     }
 
-    /// Takes every cell listed as moved since the last call: clears each one's [`MOVED`] flag
-    /// and calls `f` with its owner, the cell and the liveness read as the flag was cleared.
-    /// Cells whose flag is already clear (taken before, or reset for a new owner) and free
-    /// cells are skipped. Costs a load per [`GROUP`] chunks, plus a pass over the moved list
+    /// Takes every cell listed as moved since the last call ([`HotCell::take_moved`]) and
+    /// calls `f` with its owner, the cell and the liveness read as it was taken. Cells already
+    /// taken (listed twice, or reset for a new owner) and free cells are skipped. Costs a load per [`GROUP`] chunks, plus a pass over the moved list
     /// of each chunk with something listed, plus the listed cells.
     pub fn take_moved(&self, mut f: impl FnMut(&InstanceId, &HotCell, InstanceStatus, MonoMs)) {
         let chunks = self.chunks.read();
@@ -645,7 +651,7 @@ mod tests {
             InstanceStatus::Expired,
             InstanceStatus::Unregistered,
         ] {
-            assert_eq!(unpack(pack(status, SEEN_MASK) | MOVED), (status, SEEN_MASK));
+            assert_eq!(unpack(pack(status, SEEN_MASK) | TAKEN), (status, SEEN_MASK));
         }
     }
 
@@ -654,10 +660,10 @@ mod tests {
         let arena = HotArena::default();
         let a = arena.acquire(&id("a"), 0, 10_000);
         let b = arena.acquire(&id("b"), 0, 10_000);
-        // Registered: not flagged (the registration's record is written through the journal).
+        // Registered: taken (the registration's record is written through the journal).
         assert!(taken(&arena).is_empty());
         assert_eq!(a.stamp(10, 9), Touched::FirstMove);
-        assert_eq!(a.stamp(20, 19), Touched::Alive, "already flagged");
+        assert_eq!(a.stamp(20, 19), Touched::Alive, "already moved");
         assert_eq!(a.stamp(20, 19), Touched::Alive, "did not move");
         b.touch(15, 14);
         a.list();
@@ -669,7 +675,7 @@ mod tests {
             ]
         );
         assert!(taken(&arena).is_empty(), "taken once");
-        // A heartbeat that does not move the cell leaves it unflagged: nothing to write.
+        // A heartbeat that does not move the cell leaves it taken: nothing to write.
         assert_eq!(a.stamp(20, 19), Touched::Alive);
         assert!(!a.is_moved());
         assert_eq!(a.stamp(30, 29), Touched::FirstMove);
@@ -678,14 +684,14 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_after_the_flag_is_taken_lists_the_cell_again() {
+    fn a_heartbeat_after_the_cell_is_taken_lists_it_again() {
         let arena = HotArena::default();
         let a = arena.acquire(&id("a"), 0, 10_000);
         assert!(a.touch(10, 9));
-        // The Persister clears the flag (as `take_moved` does, cell by cell)...
+        // The Persister takes the cell (as `take_moved` does, cell by cell)...
         assert_eq!(a.take_moved(), Some((InstanceStatus::Active, 10)));
-        // ...a heartbeat lands between that and the end of the pass: it finds the flag
-        // clear, flags and lists the cell again...
+        // ...a heartbeat lands between that and the end of the pass: it finds the cell
+        // taken, moves it and lists it again...
         assert_eq!(a.stamp(11, 10), Touched::FirstMove);
         a.list();
         // ...the rest of the pass finds the bit listed again only on the next pass, which
@@ -695,14 +701,14 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_flagged_but_not_yet_listed_when_the_persister_passes_is_written_next_time() {
+    fn a_heartbeat_not_yet_listed_when_the_persister_passes_is_written_next_time() {
         let arena = HotArena::default();
         let a = arena.acquire(&id("a"), 0, 10_000);
         // The heartbeat's CAS lands...
         assert_eq!(a.stamp(10, 9), Touched::FirstMove);
         // ...the Persister passes before the heartbeat lists the cell: nothing found...
         assert!(taken(&arena).is_empty());
-        // ...more heartbeats find the flag set and list nothing...
+        // ...more heartbeats find the cell moved already and list nothing...
         assert_eq!(a.stamp(12, 11), Touched::Alive);
         // ...the first one lists it now, and the next pass writes the latest time.
         a.list();
@@ -714,13 +720,13 @@ mod tests {
         let arena = HotArena::default();
         let a = arena.acquire(&id("a"), 0, 10_000);
         assert!(a.touch(10, 9));
-        // After the listing, before the Persister clears the flag: no second listing needed.
+        // After the listing, before the Persister takes the cell: no second listing needed.
         assert_eq!(a.stamp(15, 14), Touched::Alive);
         assert_eq!(taken(&arena), [("a".into(), InstanceStatus::Active, 15)]);
     }
 
     #[test]
-    fn transitions_keep_the_flag_and_terminal_cells_report_their_status() {
+    fn transitions_keep_the_moved_mark_and_terminal_cells_report_their_status() {
         let arena = HotArena::default();
         let a = arena.acquire(&id("a"), 0, 10_000);
         assert!(a.touch(100, 99));
@@ -752,13 +758,13 @@ mod tests {
         assert!(a.touch(10, 9));
         assert_eq!(a.unregister(), Transition::Done);
         arena.release(a);
-        // Listed and flagged, but free: skipped.
+        // Listed and moved, but free: skipped.
         assert!(taken(&arena).is_empty());
         let b = arena.acquire(&id("b"), 0, 10_000);
         assert!(b.touch(10, 9));
         assert_eq!(b.unregister(), Transition::Done);
         arena.release(b);
-        // Reused by a new owner before the Persister came by: the reset cleared the flag,
+        // Reused by a new owner before the Persister came by: the reset took the cell,
         // and the new owner's own heartbeat is reported under its own id.
         let c = arena.acquire(&id("c"), 0, 10_000);
         assert_eq!(&*c as *const HotCell, addr);
