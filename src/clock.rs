@@ -96,15 +96,24 @@ impl LivenessClock {
     /// ms (at most one tick while the ticker keeps up, which is what
     /// [`heartbeat_stamp`](Self::heartbeat_stamp) relies on), and the real time elapsed since
     /// the start of the coarse reading's millisecond (the ticker's delay plus up to 1 ms of
-    /// truncation to whole ms). For measurements; nothing on the hot path reads it.
+    /// truncation to whole ms). The coarse reading is bracketed by two readings of the real
+    /// time and taken again if they lie more than 50 µs apart, so that a reader descheduled in
+    /// between does not count its own delay as the clock's. For measurements; nothing on the
+    /// hot path reads it.
     pub fn coarse_lag(&self) -> (u64, Duration) {
-        let coarse = self.coarse_ms();
-        let elapsed = self.origin.elapsed();
-        let precise = ORIGIN_MS + elapsed.as_millis() as u64;
-        (
-            precise.saturating_sub(coarse),
-            elapsed.saturating_sub(Duration::from_millis(coarse - ORIGIN_MS)),
-        )
+        loop {
+            let before = self.origin.elapsed();
+            let coarse = self.coarse_ms();
+            let elapsed = self.origin.elapsed();
+            if elapsed - before > Duration::from_micros(50) {
+                continue;
+            }
+            let precise = ORIGIN_MS + elapsed.as_millis() as u64;
+            return (
+                precise.saturating_sub(coarse),
+                elapsed.saturating_sub(Duration::from_millis(coarse - ORIGIN_MS)),
+            );
+        }
     }
 
     /// Brings the coarse clock up to the precise one.
