@@ -4,7 +4,7 @@
 //! heartbeat costs more than everything else the hot path does (tens to hundreds of
 //! nanoseconds depending on the machine's clock source). So heartbeats read a *coarse* clock
 //! instead: one atomic counter of milliseconds since the coordinator started, advanced by a
-//! ticker task every [`Config::clock_tick`](crate::Config::clock_tick). Reading it is a single
+//! ticker every [`Config::clock_tick`](crate::Config::clock_tick). Reading it is a single
 //! relaxed load.
 //!
 //! Heartbeats stamp `coarse + tick`, the upper end of the interval the real time lies in, so an
@@ -13,12 +13,15 @@
 //! precise clock.
 //!
 //! Both clocks are [`tokio::time::Instant`]-based, so tests on tokio's paused clock drive them.
+//! The ticker runs on its own OS thread on a multi-thread runtime, so that control-plane work
+//! holding the runtime's worker threads cannot starve it (see [`LivenessClock::spawn_ticker`]).
 //! Wall-clock milliseconds are derived from the start instant, only for what is shown or stored.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::runtime::RuntimeFlavor;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -89,29 +92,137 @@ impl LivenessClock {
         self.wall_ms(self.precise_ms())
     }
 
+    /// How far the coarse clock is behind, read now: the precise minus the coarse time in whole
+    /// ms (at most one tick while the ticker keeps up, which is what
+    /// [`heartbeat_stamp`](Self::heartbeat_stamp) relies on), and the real time elapsed since
+    /// the start of the coarse reading's millisecond (the ticker's delay plus up to 1 ms of
+    /// truncation to whole ms). The coarse reading is bracketed by two readings of the real
+    /// time and taken again if they lie more than 50 µs apart, so that a reader descheduled in
+    /// between does not count its own delay as the clock's. For measurements; nothing on the
+    /// hot path reads it.
+    pub fn coarse_lag(&self) -> (u64, Duration) {
+        loop {
+            let before = self.origin.elapsed();
+            let coarse = self.coarse_ms();
+            let elapsed = self.origin.elapsed();
+            if elapsed - before > Duration::from_micros(50) {
+                continue;
+            }
+            let precise = ORIGIN_MS + elapsed.as_millis() as u64;
+            return (
+                precise.saturating_sub(coarse),
+                elapsed.saturating_sub(Duration::from_millis(coarse - ORIGIN_MS)),
+            );
+        }
+    }
+
     /// Brings the coarse clock up to the precise one.
     pub fn advance(&self) {
         self.coarse.fetch_max(self.precise_ms(), Ordering::Relaxed);
     }
 
-    /// Starts the ticker. It holds only a weak reference, so it ends by itself when the clock
-    /// is dropped; the coordinator also aborts it at shutdown.
-    pub fn spawn_ticker(self: &Arc<Self>) -> JoinHandle<()> {
+    /// Starts the ticker; it holds only a weak reference, so it ends by itself when the clock
+    /// is dropped, and [`Ticker::stop`] ends it at once (the coordinator does, at shutdown).
+    ///
+    /// On a multi-thread runtime it is a dedicated OS thread: the control path holds a
+    /// blocking mutex (the work lock) and busy tasks hold the runtime's worker threads, and a
+    /// ticker task waiting behind them would let the coarse clock fall behind — measured with
+    /// 64 callers hammering the control path (`cargo bench --bench clock_lag`), a task's lag
+    /// reached tens of ms at p99. On a current-thread runtime (where tokio's clock can be
+    /// paused, as tests do) it is a task driven by tokio's timer, so that paused time drives
+    /// it; there is no other worker to hold up there. Outside a runtime it is a thread.
+    pub fn spawn_ticker(self: &Arc<Self>) -> Ticker {
         let weak = Arc::downgrade(self);
         let period = Duration::from_millis(self.tick_ms);
         self.advance();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            // After a stall, catch up once instead of firing a burst of ticks.
-            interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            loop {
-                interval.tick().await;
-                match weak.upgrade() {
-                    Some(clock) => clock.advance(),
-                    None => return,
+        let current_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if current_thread {
+            return Ticker(TickerKind::Task(tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                // After a stall, catch up once instead of firing a burst of ticks.
+                interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                loop {
+                    interval.tick().await;
+                    match weak.upgrade() {
+                        Some(clock) => clock.advance(),
+                        None => return,
+                    }
                 }
+            })));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("vigil-clock".into())
+            .spawn(move || {
+                let mut next = std::time::Instant::now();
+                loop {
+                    next += period;
+                    let now = std::time::Instant::now();
+                    if next > now {
+                        // Woken early by `stop` (or spuriously): the checks below decide.
+                        std::thread::park_timeout(next - now);
+                    } else {
+                        // Behind (the thread was not scheduled): catch up once, no burst.
+                        next = now;
+                    }
+                    if stopped.load(Ordering::Acquire) {
+                        return;
+                    }
+                    match weak.upgrade() {
+                        Some(clock) => clock.advance(),
+                        None => return,
+                    }
+                }
+            })
+            .expect("spawning the liveness clock's ticker thread");
+        Ticker(TickerKind::Thread { stop, thread })
+    }
+}
+
+/// A running ticker (see [`LivenessClock::spawn_ticker`]). Dropping the handle leaves it
+/// running until the clock is dropped; [`stop`](Self::stop) ends it now.
+#[derive(Debug)]
+pub struct Ticker(TickerKind);
+
+#[derive(Debug)]
+enum TickerKind {
+    /// A task on a current-thread runtime.
+    Task(JoinHandle<()>),
+    /// A dedicated thread, parked between ticks.
+    Thread {
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    },
+}
+
+impl Ticker {
+    /// Stops the ticker: the coarse clock no longer moves. Idempotent; does not wait for the
+    /// thread, which ends as soon as it is woken.
+    pub fn stop(&self) {
+        match &self.0 {
+            TickerKind::Task(task) => task.abort(),
+            TickerKind::Thread { stop, thread } => {
+                stop.store(true, Ordering::Release);
+                thread.thread().unpark();
             }
-        })
+        }
+    }
+
+    /// Whether the ticker runs on its own OS thread (rather than as a runtime task).
+    #[cfg(test)]
+    pub fn is_thread(&self) -> bool {
+        matches!(self.0, TickerKind::Thread { .. })
+    }
+
+    /// Whether the ticker has ended (stopped, or its clock dropped).
+    #[cfg(test)]
+    pub fn is_finished(&self) -> bool {
+        match &self.0 {
+            TickerKind::Task(task) => task.is_finished(),
+            TickerKind::Thread { thread, .. } => thread.is_finished(),
+        }
     }
 }
 
@@ -132,11 +243,86 @@ mod tests {
     async fn coarse_clock_follows_precise_within_a_tick() {
         let clock = LivenessClock::new(Duration::from_millis(1));
         let ticker = clock.spawn_ticker();
+        // A current-thread runtime: a task, which the paused clock drives.
+        assert!(!ticker.is_thread());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         tokio::task::yield_now().await;
         let (coarse, precise) = (clock.coarse_ms(), clock.precise_ms());
         assert!(precise - coarse <= 1, "coarse {coarse} precise {precise}");
         assert!(clock.heartbeat_stamp() >= precise);
-        ticker.abort();
+        assert!(clock.coarse_lag().0 <= 1);
+        ticker.stop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            clock.coarse_ms(),
+            coarse,
+            "a stopped ticker no longer moves the clock"
+        );
+        assert!(ticker.is_finished());
+    }
+
+    /// Blocks every worker thread of the runtime for `for_`, as control-plane work holding
+    /// the blocking work lock can.
+    async fn block_workers(workers: usize, for_: Duration) -> Vec<JoinHandle<()>> {
+        let barrier = Arc::new(std::sync::Barrier::new(workers));
+        (0..workers)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    // Every worker takes one of these tasks before any of them blocks.
+                    barrier.wait();
+                    std::thread::sleep(for_);
+                })
+            })
+            .collect()
+    }
+
+    // Real time, not the paused clock: what is tested is an OS thread keeping time while the
+    // runtime's workers cannot run anything. The bounds are loose (half the elapsed time).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_multi_thread_runtime_the_ticker_keeps_time_while_every_worker_is_blocked() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let ticker = clock.spawn_ticker();
+        assert!(ticker.is_thread());
+        let blocked = block_workers(2, Duration::from_millis(400)).await;
+        // This test's body runs on the runtime's own thread, not on a worker.
+        std::thread::sleep(Duration::from_millis(100));
+        let (coarse, started) = (clock.coarse_ms(), std::time::Instant::now());
+        std::thread::sleep(Duration::from_millis(200));
+        let moved = clock.coarse_ms() - coarse;
+        let elapsed = started.elapsed().as_millis() as u64;
+        assert!(
+            moved >= elapsed / 2,
+            "the coarse clock moved {moved} ms in {elapsed} ms while the workers were blocked"
+        );
+        for task in blocked {
+            task.await.unwrap();
+        }
+        ticker.stop();
+        for _ in 0..1000 {
+            if ticker.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(ticker.is_finished(), "stop ends the thread");
+        let stopped_at = clock.coarse_ms();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(clock.coarse_ms(), stopped_at);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_ticker_thread_ends_when_the_clock_is_dropped() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let ticker = clock.spawn_ticker();
+        assert!(ticker.is_thread());
+        drop(clock);
+        for _ in 0..1000 {
+            if ticker.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(ticker.is_finished());
     }
 }

@@ -4,7 +4,8 @@
 //! waiting) and the flush interval into messages — reads the current state of every marked
 //! entity and writes it in one pipelined batch. On the flush-interval tick it also writes the
 //! heartbeat timestamps that moved since they were last written (write-behind: the hot path
-//! never sees the store). A flush of many entities — a full rewrite after a failure above all —
+//! never sees the store), found in the list the hot path keeps of the instances it moved —
+//! not by walking the registry (see [`crate::registry::cell`]). A flush of many entities — a full rewrite after a failure above all —
 //! is cut into parts of at most [`FLUSH_PART`] entities, each read under its own short hold of
 //! the work lock and written in its own store call, so heartbeats' and claims' work-lock waits
 //! stay short and no single store call grows with the state. A failed flush puts its marks back
@@ -155,6 +156,11 @@ impl PersisterState {
             flush_mark: heartbeats.then_some(now_wall),
             ..WriteBatch::default()
         };
+        // Before the instances' records are read: a heartbeat of an instance whose record is
+        // in this part is then either in the record, or flags the instance again.
+        if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
+            moved_heartbeats(ctx, &part.instances, now, &mut batch.heartbeats);
+        }
         for id in &part.instances {
             let slot = ctx.registry.get(id.as_str()).map(|e| Arc::clone(&e.slot));
             match slot {
@@ -225,9 +231,6 @@ impl PersisterState {
             });
         }
         batch.events = part.events.iter().cloned().collect();
-        if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
-            moved_heartbeats(ctx, &part.instances, now, &mut batch.heartbeats);
-        }
         batch
     }
 
@@ -323,26 +326,40 @@ impl PersisterState {
             .instrument(span)
             .await
             .map_err(|e| e.to_string())?;
-        // Remember what was written, so unchanged heartbeats are not written again.
-        let seen_of = |id: &crate::model::InstanceId, wall: u64| {
-            if let Some(e) = self.ctx.registry.get(id.as_str()) {
-                e.slot
-                    .persisted_seen
-                    .store(self.ctx.clock.mono_from_wall(wall), Ordering::Relaxed);
-            }
-        };
-        for (r, _) in &batch.instances {
-            seen_of(&r.id, r.last_seen_ms);
-        }
-        for b in &batch.heartbeats {
-            seen_of(&b.id, b.last_seen_ms);
-        }
         for id in applied.missing_instances {
             // Its record lapsed in the store while memory still had it alive.
             p.journal.touch_instance(&id);
         }
         Ok(())
     }
+}
+
+/// The heartbeat timestamps to write behind: every live instance whose last-seen time moved
+/// since it was last taken here, except those in `skip` (their whole record is in the same
+/// batch, read after this), appended to `out`; `now` is the precise time the keys' lifetimes
+/// are counted from. No store I/O, and no walk over the registry: the hot path lists the
+/// instances it moves ([`HotArena::take_moved`](crate::registry::HotArena::take_moved)), and
+/// this takes the list, so each move is returned once. If the write then fails, the full
+/// rewrite that follows a failure writes them. A flush tick calls it for the write-behind
+/// heartbeats; `Coordinator::bench_flush_scan` times it.
+pub(crate) fn moved_heartbeats(
+    ctx: &ClusterContext,
+    skip: &HashSet<InstanceId>,
+    now: MonoMs,
+    out: &mut Vec<HeartbeatWrite>,
+) {
+    let clock = &ctx.clock;
+    ctx.arena.take_moved(|id, cell, status, seen| {
+        if !status.is_alive() || skip.contains(id) {
+            return;
+        }
+        out.push(HeartbeatWrite {
+            id: id.clone(),
+            last_seen_ms: clock.wall_ms(seen),
+            status,
+            expire_in_ms: cell.deadline_after(seen).saturating_sub(now),
+        });
+    });
 }
 
 impl PartStats {
@@ -353,34 +370,6 @@ impl PartStats {
     fn part(&mut self, entities: usize) {
         self.parts += 1;
         self.largest_part = self.largest_part.max(entities);
-    }
-}
-
-/// The heartbeat timestamps that moved since they were last written: every alive instance
-/// whose last-seen time differs from the one last written, except those in `skip` (written in
-/// full with the same batch), appended to `out` as of `now`. A flush tick calls it for the
-/// write-behind heartbeats; `Coordinator::bench_flush_scan` times it.
-pub(crate) fn moved_heartbeats(
-    ctx: &ClusterContext,
-    skip: &HashSet<InstanceId>,
-    now: MonoMs,
-    out: &mut Vec<HeartbeatWrite>,
-) {
-    let clock = &ctx.clock;
-    for entry in ctx.registry.iter() {
-        let (status, seen) = entry.cell.liveness();
-        if !status.is_alive()
-            || entry.slot.persisted_seen.load(Ordering::Relaxed) == seen
-            || skip.contains(entry.key())
-        {
-            continue;
-        }
-        out.push(HeartbeatWrite {
-            id: entry.key().clone(),
-            last_seen_ms: clock.wall_ms(seen),
-            status,
-            expire_in_ms: entry.slot.deadline_after(seen).saturating_sub(now),
-        });
     }
 }
 

@@ -193,8 +193,6 @@ impl SupervisorState {
                     .owned_by(r.owner),
                 );
                 slot.set_registered_at(r.registered_at);
-                slot.persisted_seen
-                    .store(r.last_seen, std::sync::atomic::Ordering::Relaxed);
                 self.ctx.admit(&slot);
                 let args = InstanceArgs {
                     ctx: Arc::clone(&self.ctx),

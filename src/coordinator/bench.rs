@@ -1,10 +1,11 @@
-//! Hooks for `benches/scale.rs`: one periodic internal step, run on demand so that its cost can
-//! be timed against the amount of state the coordinator holds. Hidden from the docs and not
+//! Hooks for `benches/scale.rs`, `benches/flush_scan.rs` and `benches/clock_lag.rs`: one
+//! periodic internal step, run on demand so that its cost can be timed against the amount of
+//! state the coordinator holds, and a reading of the liveness clock's lag. Hidden from the docs and not
 //! API: each is a thin call into the code the actors run, so it measures whatever that code
 //! does today.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::Coordinator;
 
@@ -24,11 +25,11 @@ impl Coordinator {
     }
 
     /// The part of a write-behind flush tick that finds the heartbeat timestamps moved since
-    /// they were last written (no store I/O), as the Persister runs it. What it finds is then
-    /// recorded as written, as a successful flush does, so that the next call finds only what
-    /// moved since this one. Returns how many it found.
+    /// they were last written (no store I/O), as the Persister runs it: it takes the list the
+    /// hot path keeps of the instances it moved, so the next call finds only what moved since
+    /// this one. Returns how many it found.
     ///
-    /// Works without a store. With one, it races the Persister's own bookkeeping: for
+    /// Works without a store. With one, it takes moves the Persister would have written: for
     /// benchmarks only.
     #[doc(hidden)]
     pub fn bench_flush_scan(&self) -> usize {
@@ -40,15 +41,15 @@ impl Coordinator {
             ctx.clock.precise_ms(),
             &mut moved,
         );
-        for beat in &moved {
-            if let Some(entry) = ctx.registry.get(beat.id.as_str()) {
-                entry.slot.persisted_seen.store(
-                    ctx.clock.mono_from_wall(beat.last_seen_ms),
-                    Ordering::Relaxed,
-                );
-            }
-        }
         moved.len()
+    }
+
+    /// The liveness clock's lag now: precise minus coarse time in whole ms, and the real time
+    /// since the coarse reading's millisecond began (see `LivenessClock::coarse_lag`), for
+    /// `benches/clock_lag.rs`.
+    #[doc(hidden)]
+    pub fn bench_clock_lag(&self) -> (u64, Duration) {
+        self.ctx().clock.coarse_lag()
     }
 }
 
@@ -75,8 +76,7 @@ mod tests {
         for id in ["a", "b", "c"] {
             c.register(RegisterRequest::new(id)).await.unwrap();
         }
-        // Never written: all of them.
-        assert_eq!(c.bench_flush_scan(), 3);
+        // Registrations are written as records, through the journal: no heartbeat to write.
         assert_eq!(c.bench_flush_scan(), 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
         settle().await;

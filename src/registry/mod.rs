@@ -55,8 +55,6 @@ pub struct InstanceSlot {
     finalized: AtomicBool,
     info: RwLock<InstanceInfo>,
     actor: Mutex<Option<ActorCell>>,
-    /// The last-seen time last written to the store (write-behind bookkeeping).
-    pub persisted_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Deref for InstanceSlot {
@@ -88,11 +86,12 @@ impl InstanceSlot {
         roles: Vec<String>,
         metadata: serde_json::Value,
     ) -> Self {
+        let cell = arena.acquire(&id, now, ttl_ms);
         Self {
             id,
             epoch,
             owner: None,
-            cell: Some(arena.acquire(now, ttl_ms)),
+            cell: Some(cell),
             arena: Arc::clone(arena),
             finalized: AtomicBool::new(false),
             info: RwLock::new(InstanceInfo {
@@ -101,7 +100,6 @@ impl InstanceSlot {
                 registered_at: now,
             }),
             actor: Mutex::new(None),
-            persisted_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -114,6 +112,15 @@ impl InstanceSlot {
     /// Sets when the instance first registered (a slot recovered from the store).
     pub fn set_registered_at(&self, at: MonoMs) {
         self.info.write().registered_at = at;
+    }
+
+    /// Records a heartbeat, as the hot path does (see [`CellRef::touch`]).
+    #[cfg(test)]
+    pub fn touch(&self, stamp: MonoMs, coarse_now: MonoMs) -> bool {
+        self.cell
+            .as_ref()
+            .expect("cell present until drop")
+            .touch(stamp, coarse_now)
     }
 
     /// The registry entry for this slot.

@@ -230,6 +230,89 @@ async fn ten_thousand_heartbeats_within_a_flush_interval_are_one_write() {
     c.shutdown().await;
 }
 
+/// Write-behind finds moved heartbeats in the list the hot path keeps, not by walking the
+/// registry: over many flushes, with heartbeats landing while flushes run, every instance's
+/// last heartbeat reaches Redis — an instance re-registered in a new epoch's too — and an
+/// instance that left is not written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_writes_every_moved_heartbeat() {
+    let redis = RedisServer::start();
+    let c = Coordinator::start(config(&redis, |rc| {
+        rc.flush_interval = Duration::from_millis(20)
+    }))
+    .await
+    .unwrap();
+    let ids: Vec<String> = (0..3000).map(|i| format!("w{i:04}")).collect();
+    for id in &ids {
+        c.register(RegisterRequest::new(id.as_str())).await.unwrap();
+    }
+    // A changing seventh of the instances heartbeats every few ms for a second: some move
+    // between two flushes, some during one, most several times.
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        for (i, id) in ids.iter().enumerate() {
+            if (i + round) % 7 == 0 {
+                assert!(c.heartbeat_now(id).alive);
+            }
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert!(c.unregister("w0000").await.unwrap().unregistered);
+    let epoch = c
+        .register(RegisterRequest::new("w0000"))
+        .await
+        .unwrap()
+        .epoch;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(c.heartbeat_now("w0000").alive);
+    assert!(c.unregister("w0001").await.unwrap().unregistered);
+    // Quiet for several flush intervals: no flush, no call, writes what is left.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let memory: BTreeMap<String, (u64, u64)> = c
+        .state()
+        .instances
+        .iter()
+        .map(|i| (i.id.to_string(), (i.epoch.0, i.last_seen_ms)))
+        .collect();
+    assert_eq!(memory.len(), ids.len() - 1);
+    assert_eq!(memory["w0000"].0, epoch.0);
+    let store = RedisStore::connect(&RedisConfig::new(redis.url()))
+        .await
+        .unwrap();
+    let stored: BTreeMap<String, (u64, u64)> = store
+        .load(0)
+        .await
+        .unwrap()
+        .instances
+        .iter()
+        .map(|r| (r.id.to_string(), (r.epoch.0, r.last_seen_ms)))
+        .collect();
+    let differ: Vec<_> = memory
+        .iter()
+        .filter(|(id, m)| stored.get(*id) != Some(m))
+        .map(|(id, m)| (id, m, stored.get(id)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} instances differ (id, memory, Redis): {:?}",
+        differ.len(),
+        memory.len(),
+        &differ[..differ.len().min(5)]
+    );
+    assert_eq!(stored.len(), memory.len(), "w0001 left and stays gone");
+    // And what was compared moved: every instance heartbeated after it registered.
+    let state = c.state();
+    let unmoved = state
+        .instances
+        .iter()
+        .filter(|i| i.last_seen_ms <= i.registered_at_ms)
+        .count();
+    assert_eq!(unmoved, 0, "every instance heartbeated");
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_load_loses_nothing_acknowledged() {
     let mut redis = RedisServer::start();
