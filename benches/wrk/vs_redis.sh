@@ -7,11 +7,13 @@
 # rate × DURATION, so both sides run about as long), SERVER_THREADS (0: one runtime worker per
 # core, as benches/wrk/run.sh; 1: a single-threaded runtime, Redis's shape), BASELINE (the path
 # of another `vigil` binary, e.g. a release build of an earlier commit: measured too, in the
-# same rounds, right after this tree's)
+# same rounds, right after this tree's), REDIS_THREADS (empty: redis-benchmark's own
+# single-threaded event loop, like `wrk -t1`; N: its `--threads N` mode, which here ran about 30 %
+# slower with N = 1, so it is not the default)
 #
 # Each round runs, one after the other:
 #   redis-benchmark -h 127.0.0.1 -p $RPORT -c $CONNECTIONS -n $REDIS_REQUESTS -r $WORKERS \
-#     --threads 1 --csv EVALSHA $SHA 1 instance:__rand_int__ $NOW_MS
+#     --csv EVALSHA $SHA 1 instance:__rand_int__ $NOW_MS
 #   wrk -t1 -c$CONNECTIONS -d$DURATION -s benches/wrk/heartbeat.lua http://127.0.0.1:$VPORT/rpc
 # and prints both rates and their ratio vigil/redis; at the end the medians and their ratio.
 #
@@ -20,13 +22,14 @@
 # (src/store/lua/heartbeats.lua) for one instance: PEXPIRE the instance hash, and if it exists
 # HSET its lastSeen and status; answers 1 (alive) or 0. The 1000 instance hashes exist
 # beforehand, so every call does both writes. Redis runs without persistence (no RDB, no AOF),
-# single-threaded as it always runs commands; redis-benchmark runs one thread (--threads 1), as
-# wrk does (-t1). Neither side pipelines: one request per connection in flight.
+# single-threaded as it always runs commands; redis-benchmark runs its single-threaded event
+# loop, as wrk runs one thread (-t1). Neither side pipelines: one request per connection in
+# flight.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3} WORKERS=${WORKERS:-1000} CONNECTIONS=${CONNECTIONS:-64}
 DURATION=${DURATION:-10s} REDIS_REQUESTS=${REDIS_REQUESTS:-700000}
-SERVER_THREADS=${SERVER_THREADS:-0} BASELINE=${BASELINE:-}
+SERVER_THREADS=${SERVER_THREADS:-0} BASELINE=${BASELINE:-} REDIS_THREADS=${REDIS_THREADS:-}
 export WORKERS
 for tool in wrk redis-server redis-benchmark redis-cli curl python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
@@ -88,7 +91,7 @@ fi
 redis_rate() {
   # --csv: "test","rps",... then one line per test; the rate is the second field.
   redis-benchmark -h 127.0.0.1 -p "$rport" -c "$CONNECTIONS" -n "$REDIS_REQUESTS" -r "$WORKERS" \
-    --threads 1 --csv EVALSHA "$sha" 1 instance:__rand_int__ "$now_ms" 2>/dev/null \
+    ${REDIS_THREADS:+--threads "$REDIS_THREADS"} --csv EVALSHA "$sha" 1 instance:__rand_int__ "$now_ms" 2>/dev/null \
     | awk -F'"' 'NR == 2 { print $4 }'
 }
 vigil_rate() { # $1: the port
@@ -97,7 +100,7 @@ vigil_rate() { # $1: the port
 }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo "== one heartbeat per request: vigil (wrk -t1 -c$CONNECTIONS, $DURATION, --threads $SERVER_THREADS)" \
-  "against Redis EVALSHA (redis-benchmark --threads 1 -c $CONNECTIONS), $WORKERS instances, $ROUNDS rounds"
+  "against Redis EVALSHA (redis-benchmark -c $CONNECTIONS${REDIS_THREADS:+ --threads $REDIS_THREADS}), $WORKERS instances, $ROUNDS rounds"
 echo "   $(redis-server --version | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), script $sha"
 reds=() vigs=() bases=()
 for ((round = 1; round <= ROUNDS; round++)); do
