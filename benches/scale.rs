@@ -259,7 +259,7 @@ impl World {
             .await
             .expect("acquire"),
         );
-        // The first scan finds every instance; later ones only what moved since.
+        // Empties the list of moved instances: later scans find only what moved since.
         c.bench_flush_scan();
 
         let counts = c.task_counts();

@@ -682,6 +682,7 @@ impl Coordinator {
             ticker.stop();
         }
         ctx.registry.clear();
+        ctx.registry_order.write().clear();
         tracing::info!("coordinator shut down");
     }
 

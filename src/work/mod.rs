@@ -143,6 +143,8 @@ struct Task {
     request_id: Option<String>,
     /// The principal whose request it was (`None`: an operator's, or an open server's).
     request_owner: Option<String>,
+    /// Its place in the finishing order, while finished (see [`WorkBook::finished`]).
+    finish_seq: u64,
 }
 
 /// The place of `status` in [`WorkBook`]'s status index.
@@ -190,11 +192,13 @@ fn pending_key(task: &Task) -> PendingKey {
     (Reverse(task.priority), task.seq, task.id)
 }
 
-/// Where a finished task stands in the retention order: oldest finished first.
-type FinishedKey = (MonoMs, TaskId);
+/// Where a finished task stands in the retention order: first finished first, by a sequence
+/// that only grows (not by time: two tasks finish in the same millisecond, and recovered times
+/// may lie ahead of the clock — the task finishing now must never be the one retention drops).
+type FinishedKey = (u64, TaskId);
 
 fn finished_key(task: &Task) -> FinishedKey {
-    (task.finished_at.unwrap_or(0), task.id)
+    (task.finish_seq, task.id)
 }
 
 /// Where a claimed task stands in the step-timeout order: oldest step heartbeat first.
@@ -230,8 +234,10 @@ pub(crate) struct WorkBook {
     claimed_by: BTreeMap<(InstanceId, Epoch), BTreeSet<TaskId>>,
     /// Pending tasks assigned to an instance (`task.assign`), in the pending order.
     reserved_by: BTreeMap<(InstanceId, Epoch), BTreeSet<PendingKey>>,
-    /// Finished tasks in finishing order (retention drops the oldest).
+    /// Finished tasks in finishing order (retention drops the first finished).
     finished: BTreeSet<FinishedKey>,
+    /// The next finishing sequence number.
+    next_finish: u64,
     leases: LeaseTable,
     /// Where the sweep's safety net (instances no longer live) goes on from.
     sweep_cursor: Option<(InstanceId, Epoch)>,
@@ -256,6 +262,7 @@ impl WorkBook {
             claimed_by: BTreeMap::new(),
             reserved_by: BTreeMap::new(),
             finished: BTreeSet::new(),
+            next_finish: 1,
             leases: LeaseTable::default(),
             sweep_cursor: None,
             recheck_locks: false,
@@ -264,8 +271,9 @@ impl WorkBook {
         }
     }
 
-    /// Files `task` in the book and every index its status puts it in.
-    fn insert_task(&mut self, task: Task) {
+    /// Files `task` in the book and every index its status puts it in (a finished one as the
+    /// last to finish).
+    fn insert_task(&mut self, mut task: Task) {
         self.by_status[status_slot(task.status)].insert(task.id);
         match task.status {
             TaskStatus::Claimed => {
@@ -274,6 +282,8 @@ impl WorkBook {
                 }
             }
             TaskStatus::Completed | TaskStatus::Failed => {
+                task.finish_seq = self.next_finish;
+                self.next_finish += 1;
                 self.finished.insert(finished_key(&task));
             }
             TaskStatus::Pending => {}
@@ -292,9 +302,9 @@ impl WorkBook {
     }
 
     /// Moves `id` to status `to`, keeping the status, step-timeout and retention indexes in
-    /// step. Entering `claimed` files it by its `heartbeat_at` and entering `completed` or
-    /// `failed` by its `finished_at`, so the caller sets those first; leaving, it is unfiled by
-    /// the values it had, so the caller clears them after.
+    /// step. Entering `claimed` files it by its `heartbeat_at` (the caller sets it first) and
+    /// entering `completed` or `failed` as the last to finish; leaving, it is unfiled by the
+    /// values it had, so the caller clears them after.
     fn transition(&mut self, id: TaskId, to: TaskStatus) {
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
@@ -322,6 +332,8 @@ impl WorkBook {
                 }
             }
             TaskStatus::Completed | TaskStatus::Failed => {
+                task.finish_seq = self.next_finish;
+                self.next_finish += 1;
                 self.finished.insert(finished_key(task));
             }
             TaskStatus::Pending => {}
@@ -393,6 +405,7 @@ impl WorkBook {
             error: None,
             request_id: request.as_ref().map(|(_, id)| id.clone()),
             request_owner: request.as_ref().and_then(|(owner, _)| owner.clone()),
+            finish_seq: 0,
         };
         self.pending.insert(pending_key(&task));
         if let Some(key) = request {
@@ -1081,7 +1094,7 @@ impl WorkBook {
             "a retired task is filed as finished"
         );
         while self.finished.len() > self.settings.finished_retention {
-            let Some(&(_, old)) = self.finished.first() else {
+            let Some((_, old)) = self.finished.pop_first() else {
                 break;
             };
             if let Some(key) = self.remove_task(old).and_then(|t| t.request_key()) {
@@ -1690,6 +1703,35 @@ mod tests {
         book.check_indexes();
         assert_eq!(book.count(TaskStatus::Claimed), 0);
         assert_eq!(book.count(TaskStatus::Pending), 10);
+    }
+
+    /// Retention drops the first finished, never the task finishing now — also when both
+    /// finish in the same millisecond and the one finishing now has the lower id.
+    #[tokio::test]
+    async fn retention_never_drops_the_task_finishing_now() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut book = WorkBook::new(settings(1));
+        let mut op = Op::new(&clock, Term(1));
+        for i in 0..2 {
+            book.create(&mut op, serde_json::json!(i), 50, 1, Vec::new(), None)
+                .unwrap();
+        }
+        let first = book.claim(&mut op, &worker(1), Epoch(1), 1).remove(0);
+        let second = book.claim(&mut op, &worker(2), Epoch(1), 1).remove(0);
+        assert!(first.task.id < second.task.id);
+        // The same millisecond: the later id completes, then the lower id fails for good.
+        book.complete(&mut op, second.task.id, &second.claim_token, None);
+        let failed = book.fail(&mut op, first.task.id, &first.claim_token, None);
+        assert_eq!(failed.status, FailStatus::Failed);
+        book.check_indexes();
+        assert!(
+            book.get(first.task.id, &op).is_some(),
+            "the one finishing now stays"
+        );
+        assert!(
+            book.get(second.task.id, &op).is_none(),
+            "the first finished goes"
+        );
     }
 
     /// A claim whose required grant is gone altogether (after a restart, the store had let the

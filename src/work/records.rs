@@ -243,6 +243,7 @@ impl WorkBook {
                 error: r.error,
                 request_id: r.request_id,
                 request_owner: r.request_owner,
+                finish_seq: 0,
             };
             if task.status == TaskStatus::Claimed
                 && (task.assignee.is_none() || task.token.is_none())
@@ -309,5 +310,20 @@ impl WorkBook {
             }
         }
         self.leases.advance_fencing_token(last_fence);
+        // Finished tasks in the order they finished (by time, then id), so retention drops
+        // the first finished first.
+        let mut finished: Vec<(Option<crate::clock::MonoMs>, TaskId)> = self
+            .finished
+            .iter()
+            .map(|(_, id)| (self.tasks[id].finished_at, *id))
+            .collect();
+        finished.sort();
+        self.finished.clear();
+        for (_, id) in finished {
+            let task = self.tasks.get_mut(&id).expect("filed as finished");
+            task.finish_seq = self.next_finish;
+            self.next_finish += 1;
+            self.finished.insert((task.finish_seq, id));
+        }
     }
 }
