@@ -83,9 +83,11 @@ RUST
     (cd "$dir" && valgrind --tool=callgrind --toggle-collect='hbcount::still' \
         --toggle-collect='hbcount::moving' --callgrind-out-file="$work/cg-$1" \
         ./target/release/hbcount >/dev/null 2>&1)
+    callgrind_annotate --inclusive=yes "$work/cg-$1" > "$work/annotated-$1" 2>/dev/null
     local still moving
-    still=$(callgrind_annotate --inclusive=yes "$work/cg-$1" | grep -m1 'hbcount::still' | awk '{print $1}' | tr -d ,)
-    moving=$(callgrind_annotate --inclusive=yes "$work/cg-$1" | grep -m1 'hbcount::moving' | awk '{print $1}' | tr -d ,)
+    # Inclusive counts, largest first: the first line naming each function is its total.
+    still=$(grep -m1 'hbcount::still' "$work/annotated-$1" | awk '{print $1}' | tr -d ,)
+    moving=$(grep -m1 'hbcount::moving' "$work/annotated-$1" | awk '{print $1}' | tr -d ,)
     echo "$1: still $still instructions for 1M heartbeats = $((still / 1000000)) per heartbeat;" \
         "moving $moving = $((moving / 1000000)) per heartbeat"
 }

@@ -5,12 +5,13 @@
 //! entity and writes it in one pipelined batch. On the flush-interval tick it also writes the
 //! heartbeat timestamps that moved since they were last written (write-behind: the hot path
 //! never sees the store), found in the list the hot path keeps of the instances it moved —
-//! not by walking the registry (see [`crate::registry::cell`]). A flush of many entities — a full rewrite after a failure above all —
-//! is cut into parts of at most [`FLUSH_PART`] entities, each read under its own short hold of
-//! the work lock and written in its own store call, so heartbeats' and claims' work-lock waits
-//! stay short and no single store call grows with the state. A failed flush puts its marks back
-//! and counts against the circuit breaker; while the breaker is open nothing is attempted
-//! until the half-open probe, which is one flush.
+//! not by walking the registry (see [`crate::registry::cell`]). A flush of many entities — a
+//! full rewrite after a failure above all — is cut into parts of at most [`FLUSH_PART`]
+//! entities, each read under its own short hold of the work lock and written in its own store
+//! call, so heartbeats' and claims' work-lock waits stay short and no single store call grows
+//! with the state. A failed flush puts its marks back and counts against the circuit breaker;
+//! while the breaker is open nothing is attempted until the half-open probe, which is one
+//! flush.
 //!
 //! The pacer is aborted when this actor's state is dropped — also when the actor is killed —
 //! so a restarted Persister never shares the journal with a stale pacer for long.
@@ -157,7 +158,7 @@ impl PersisterState {
             ..WriteBatch::default()
         };
         // Before the instances' records are read: a heartbeat of an instance whose record is
-        // in this part is then either in the record, or flags the instance again.
+        // in this part is then either in the record, or lists the instance again.
         if heartbeats && self.persistence.mode == PersistMode::WriteBehind {
             moved_heartbeats(ctx, &part.instances, now, &mut batch.heartbeats);
         }

@@ -1,8 +1,8 @@
 //! Hooks for `benches/scale.rs`, `benches/flush_scan.rs` and `benches/clock_lag.rs`: one
 //! periodic internal step, run on demand so that its cost can be timed against the amount of
-//! state the coordinator holds, and a reading of the liveness clock's lag. Hidden from the docs and not
-//! API: each is a thin call into the code the actors run, so it measures whatever that code
-//! does today.
+//! state the coordinator holds, and a reading of the liveness clock's lag. Hidden from the docs
+//! and not API: each is a thin call into the code the actors run, so it measures whatever that
+//! code does today.
 
 use std::collections::HashSet;
 use std::time::Duration;

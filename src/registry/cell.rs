@@ -501,8 +501,9 @@ impl HotArena {
 
     /// Takes every cell listed as moved since the last call ([`HotCell::take_moved`]) and
     /// calls `f` with its owner, the cell and the liveness read as it was taken. Cells already
-    /// taken (listed twice, or reset for a new owner) and free cells are skipped. Costs a load per [`GROUP`] chunks, plus a pass over the moved list
-    /// of each chunk with something listed, plus the listed cells.
+    /// taken (listed twice, or reset for a new owner) and free cells are skipped. Costs a load
+    /// per [`GROUP`] chunks, plus a pass over the moved list of each chunk with something
+    /// listed, plus the listed cells.
     pub fn take_moved(&self, mut f: impl FnMut(&InstanceId, &HotCell, InstanceStatus, MonoMs)) {
         let chunks = self.chunks.read();
         for group in chunks.chunks(GROUP) {
