@@ -15,7 +15,9 @@
 #   redis-benchmark -h 127.0.0.1 -p $RPORT -c $CONNECTIONS -n $REDIS_REQUESTS -r $WORKERS \
 #     --csv EVALSHA $SHA 1 instance:__rand_int__ $NOW_MS
 #   wrk -t1 -c$CONNECTIONS -d$DURATION -s benches/wrk/heartbeat.lua http://127.0.0.1:$VPORT/rpc
-# and prints both rates and their ratio vigil/redis; at the end the medians and their ratio.
+# and prints both rates and their ratio vigil/redis, with each server's CPU time per request
+# (from /proc, all threads: what a request costs it, whatever else runs); at the end the
+# medians and their ratio.
 #
 # The Redis side is what a Redis-first coordinator (ClaudeBench) does per heartbeat: one
 # EVALSHA of a script of the shape of Vigil's own write-through script
@@ -49,7 +51,8 @@ trap cleanup EXIT
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
   >"$dir/redis.log" 2>&1 &
-pids+=("$!")
+rpid=$!
+pids+=("$rpid")
 for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
 script="if redis.call('PEXPIRE', KEYS[1], 30000) == 1 then
   redis.call('HSET', KEYS[1], 'lastSeen', ARGV[1], 'status', 'ACTIVE')
@@ -71,7 +74,8 @@ start_vigil() { # $1: the binary, $2: a name for its log
   port=$(free_port)
   "$1" serve --listen 127.0.0.1:"$port" --heartbeat-rate 0 --ttl 1h --threads "$SERVER_THREADS" \
     >"$dir/$2.log" 2>&1 &
-  pids+=("$!")
+  spid=$!
+  pids+=("$spid")
   for _ in $(seq 50); do curl -sf http://127.0.0.1:"$port"/healthz >/dev/null && break; sleep 0.1; done
   for ((i = 0; i < WORKERS; i += 500)); do
     body=$(python3 -c "import json; i=$i; n=min(500,$WORKERS-i); print(json.dumps([{'jsonrpc':'2.0','method':'system.register','params':{'id':f'worker-{k}','roles':['worker']},'id':k} for k in range(i,i+n)]))")
@@ -82,37 +86,52 @@ start_vigil() { # $1: the binary, $2: a name for its log
   case "$check" in *'"alive":true'*) ;; *) echo "$2: unexpected answer: $check" >&2; exit 1;; esac
 }
 start_vigil ./target/release/vigil vigil
-vport=$port bport=
+vport=$port vpid=$spid bport= bpid=
 if [ -n "$BASELINE" ]; then
   start_vigil "$BASELINE" baseline
-  bport=$port
+  bport=$port bpid=$spid
 fi
 
+# CPU time a process (all its threads) has used, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+# "rate µs": requests per second, and the server's CPU time per request in microseconds (less
+# sensitive than the rate to whatever else runs on the machine).
 redis_rate() {
+  local before after rate
+  before=$(ticks "$rpid")
   # --csv: "test","rps",... then one line per test; the rate is the second field.
-  redis-benchmark -h 127.0.0.1 -p "$rport" -c "$CONNECTIONS" -n "$REDIS_REQUESTS" -r "$WORKERS" \
+  rate=$(redis-benchmark -h 127.0.0.1 -p "$rport" -c "$CONNECTIONS" -n "$REDIS_REQUESTS" -r "$WORKERS" \
     ${REDIS_THREADS:+--threads "$REDIS_THREADS"} --csv EVALSHA "$sha" 1 instance:__rand_int__ "$now_ms" 2>/dev/null \
-    | awk -F'"' 'NR == 2 { print $4 }'
+    | awk -F'"' 'NR == 2 { print $4 }')
+  after=$(ticks "$rpid")
+  echo "$rate $(python3 -c "print(($after - $before) / $hz * 1e6 / $REDIS_REQUESTS)")"
 }
-vigil_rate() { # $1: the port
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s benches/wrk/heartbeat.lua \
-    http://127.0.0.1:"$1"/rpc | awk '/^Requests\/sec:/ { print $2 }'
+vigil_rate() { # $1: the port, $2: the server's pid
+  local before after out
+  before=$(ticks "$2")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s benches/wrk/heartbeat.lua http://127.0.0.1:"$1"/rpc)
+  after=$(ticks "$2")
+  # "N requests in …" and "Requests/sec: R"
+  awk -v t=$((after - before)) -v hz="$hz" '/ requests in / { n = $1 } /^Requests\/sec:/ { r = $2 }
+    END { if (n > 0) print r, t / hz * 1e6 / n }' <<<"$out"
 }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo "== one heartbeat per request: vigil (wrk -t1 -c$CONNECTIONS, $DURATION, --threads $SERVER_THREADS)" \
   "against Redis EVALSHA (redis-benchmark -c $CONNECTIONS${REDIS_THREADS:+ --threads $REDIS_THREADS}), $WORKERS instances, $ROUNDS rounds"
 echo "   $(redis-server --version | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), script $sha"
-reds=() vigs=() bases=()
+reds=() vigs=() bases=() redcpu=() vigcpu=() basecpu=()
 for ((round = 1; round <= ROUNDS; round++)); do
-  r=$(redis_rate)
-  v=$(vigil_rate "$vport")
+  read -r r rc < <(redis_rate)
+  read -r v vc < <(vigil_rate "$vport" "$vpid")
   [ -n "$r" ] && [ -n "$v" ] || { echo "round $round: no figure (redis '$r', vigil '$v')" >&2; exit 1; }
-  reds+=("$r") vigs+=("$v")
-  line=$(printf 'round %d: redis %7.0f/s  vigil %7.0f/s  vigil/redis %s' "$round" "$r" "$v" "$(ratio "$v" "$r")")
+  reds+=("$r") vigs+=("$v") redcpu+=("$rc") vigcpu+=("$vc")
+  line=$(printf 'round %d: redis %7.0f/s %4.1f µs  vigil %7.0f/s %4.1f µs  vigil/redis %s' \
+    "$round" "$r" "$rc" "$v" "$vc" "$(ratio "$v" "$r")")
   if [ -n "$bport" ]; then
-    b=$(vigil_rate "$bport")
-    bases+=("$b")
-    line+=$(printf '  baseline %7.0f/s  baseline/redis %s' "$b" "$(ratio "$b" "$r")")
+    read -r b bc < <(vigil_rate "$bport" "$bpid")
+    bases+=("$b") basecpu+=("$bc")
+    line+=$(printf '  baseline %7.0f/s %4.1f µs  baseline/redis %s' "$b" "$bc" "$(ratio "$b" "$r")")
   fi
   echo "$line"
   if [[ $DURATION =~ ^([0-9]+)s$ ]]; then
@@ -120,10 +139,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
   fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-mr=$(median "${reds[@]}") mv=$(median "${vigs[@]}")
-line=$(printf 'medians: redis %7.0f/s  vigil %7.0f/s  vigil/redis %s' "$mr" "$mv" "$(ratio "$mv" "$mr")")
+mr=$(median "${reds[@]}") mv=$(median "${vigs[@]}") mrc=$(median "${redcpu[@]}") mvc=$(median "${vigcpu[@]}")
+line=$(printf 'medians: redis %7.0f/s %4.1f µs  vigil %7.0f/s %4.1f µs  vigil/redis %s' \
+  "$mr" "$mrc" "$mv" "$mvc" "$(ratio "$mv" "$mr")")
 if [ -n "$bport" ]; then
-  mb=$(median "${bases[@]}")
-  line+=$(printf '  baseline %7.0f/s  baseline/redis %s  vigil/baseline %s' "$mb" "$(ratio "$mb" "$mr")" "$(ratio "$mv" "$mb")")
+  mb=$(median "${bases[@]}") mbc=$(median "${basecpu[@]}")
+  line+=$(printf '  baseline %7.0f/s %4.1f µs  baseline/redis %s  vigil/baseline %s' \
+    "$mb" "$mbc" "$(ratio "$mb" "$mr")" "$(ratio "$mv" "$mb")")
 fi
 echo "$line"
+echo "(µs: the server's CPU time per request, all its threads; redis/vigil of those medians:" \
+  "$(ratio "$mrc" "$mvc"))"
