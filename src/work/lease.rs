@@ -521,6 +521,21 @@ mod tests {
         t.acquire(key(k), mode, holder(h), 0, 1000, |m| m).is_ok()
     }
 
+    /// Each case on an empty table: `held` granted to one holder, then whether `wanted` is
+    /// granted to another.
+    fn check_matrix(cases: &[(&str, LeaseMode, &str, LeaseMode, bool)]) {
+        for &(held, held_mode, wanted, wanted_mode, granted) in cases {
+            let mut t = LeaseTable::default();
+            assert!(acquire(&mut t, held, held_mode, 1));
+            assert_eq!(
+                acquire(&mut t, wanted, wanted_mode, 2),
+                granted,
+                "{held} {held_mode:?} then {wanted} {wanted_mode:?}"
+            );
+            t.check_indexes();
+        }
+    }
+
     #[test]
     fn the_conflict_matrix() {
         use LeaseMode::{Exclusive as X, Shared as S};
@@ -540,15 +555,7 @@ mod tests {
             ("a/b", X, "a/bc", X, true), // not a descendant: a prefix of the text only
             ("ab", X, "a", X, true),
         ];
-        for (held, held_mode, wanted, wanted_mode, granted) in cases {
-            let mut t = LeaseTable::default();
-            assert!(acquire(&mut t, held, held_mode, 1));
-            assert_eq!(
-                acquire(&mut t, wanted, wanted_mode, 2),
-                granted,
-                "{held} {held_mode:?} then {wanted} {wanted_mode:?}"
-            );
-        }
+        check_matrix(&cases);
     }
 
     #[test]
@@ -649,15 +656,7 @@ mod tests {
             ("repo/src§lock", X, "repo§src/lock", X, true), // different ancestors
             ("a/b", X, "a§b", X, true),
         ];
-        for (held, held_mode, wanted, wanted_mode, granted) in cases {
-            let mut t = LeaseTable::default();
-            assert!(acquire(&mut t, held, held_mode, 1));
-            assert_eq!(
-                acquire(&mut t, wanted, wanted_mode, 2),
-                granted,
-                "{held} {held_mode:?} then {wanted} {wanted_mode:?}"
-            );
-        }
+        check_matrix(&cases);
     }
 
     #[test]
