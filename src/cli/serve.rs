@@ -58,10 +58,12 @@ pub struct ServeArgs {
     /// the listen backlog until one closes [default: 10000].
     #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
-    /// Default instance TTL, e.g. 30s, 1m [default: 30s].
+    /// Default instance TTL, e.g. 30s, 1m: an instance silent this long expires, its claims
+    /// go back to pending and, if it led, a new leader is elected [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_TTL")]
     ttl: Option<Duration>,
-    /// How long before its deadline an instance is suspect [default: 5s].
+    /// An instance silent for TTL − grace is suspect: still alive, but passed over in an
+    /// election while an active instance exists (25 s with the defaults) [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_GRACE")]
     grace: Option<Duration>,
     /// Runtime worker threads; 1 runs everything on one thread, which serves small requests
