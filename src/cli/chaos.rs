@@ -189,7 +189,7 @@ impl ChaosArgs {
             .as_ref()
             .map_or(self.target.clone(), ServeProcess::url);
         if server.is_none()
-            && let Err(e) = super::reach(&target, token.as_deref()).await
+            && let Err(e) = super::reach(&target, token.as_deref(), super::TARGET_TIMEOUT).await
         {
             eprintln!("vigil chaos: {e}");
             return ExitCode::FAILURE;

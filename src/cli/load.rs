@@ -189,7 +189,9 @@ impl LoadArgs {
         if !inproc {
             // A target that cannot be used fails here, in words saying what to fix.
             for target in std::iter::once(&self.target).chain(&self.compare) {
-                if let Err(e) = super::reach(target, self.token.as_deref()).await {
+                if let Err(e) =
+                    super::reach(target, self.token.as_deref(), super::TARGET_TIMEOUT).await
+                {
                     eprintln!("vigil load: {e}");
                     return ExitCode::FAILURE;
                 }

@@ -106,3 +106,27 @@ impl McpArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool call through a proxy whose target is down says so in the client's words.
+    #[tokio::test]
+    async fn a_target_that_is_down_is_named_with_the_fix() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let target = format!("http://{addr}");
+        let backend = RemoteBackend::new(target.clone(), None, Duration::from_secs(2));
+        let error = backend
+            .call("system.health", serde_json::json!({}), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            format!("nothing listens at {target}: is `vigil serve` running there? (--target)")
+        );
+    }
+}

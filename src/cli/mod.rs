@@ -112,18 +112,23 @@ fn init_logging(format: settings::LogFormat, default_level: &str) {
     }
 }
 
-/// How long `status`, `load` and `chaos` wait for a target's first answer.
+/// How long `load` and `chaos` wait for a target's first answer (and `status`, unless told
+/// `--timeout`).
 const TARGET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to `target` and asks it `system.health`: the client and the answer, or an error
 /// whose words say what to fix (no scheme, nothing listening, a token needed, no answer
-/// within [`TARGET_TIMEOUT`], not a Vigil server). `status` reads the answer; `load` and
-/// `chaos` call it to fail early and clearly.
-async fn reach(target: &str, token: Option<&str>) -> Result<(Client, Value), ClientError> {
+/// within `timeout`, not a Vigil server). `status` reads the answer; `load` and `chaos` call
+/// it to fail early and clearly.
+async fn reach(
+    target: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(Client, Value), ClientError> {
     let client = Client::builder()
         .url(target)
         .token_opt(token.map(str::to_string))
-        .timeout(TARGET_TIMEOUT)
+        .timeout(timeout)
         .connect()
         .await?;
     let not_vigil = |answer: &str| ClientError::NotVigil {

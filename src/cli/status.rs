@@ -40,13 +40,23 @@ pub struct StatusArgs {
     /// the tables.
     #[arg(long)]
     json: bool,
+    /// How long each call may wait for its answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 impl StatusArgs {
     /// Prints the status; exit 0 when healthy, [`DEGRADED`] when not, 1 when the server
     /// could not be asked.
     pub async fn run(self) -> ExitCode {
-        match fetch(&self.target, self.token.as_deref(), self.limit).await {
+        match fetch(
+            &self.target,
+            self.token.as_deref(),
+            self.limit,
+            self.timeout,
+        )
+        .await
+        {
             Ok(status) => {
                 if self.json {
                     println!(
@@ -258,8 +268,13 @@ impl Problems {
 }
 
 /// Asks `target` and gathers the status.
-async fn fetch(target: &str, token: Option<&str>, limit: usize) -> Result<Status, ClientError> {
-    let (client, health) = super::reach(target, token).await?;
+async fn fetch(
+    target: &str,
+    token: Option<&str>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Status, ClientError> {
+    let (client, health) = super::reach(target, token, timeout).await?;
     let services = &health["services"];
     let store = StoreInfo {
         kind: services["store"].as_str().unwrap_or("?").to_string(),

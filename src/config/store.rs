@@ -175,7 +175,9 @@ pub(crate) fn redact_url(url: &str) -> String {
     let query = query.map(|q| {
         q.split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                {
                     format!("{k}={HIDDEN}")
                 }
                 _ => pair.to_string(),
@@ -203,7 +205,10 @@ mod redact_tests {
             redact_url("rediss://app:p@ss:w@rd@host"),
             "rediss://app:****@host"
         );
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         assert_eq!(redact_url("redis://user@host:1"), "redis://user@host:1");
         assert_eq!(
             redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
