@@ -51,7 +51,9 @@ enum Command {
     /// actors killed, Redis and the process restarted, and every invariant checked; exit 1 on
     /// any violation.
     Chaos(chaos::ChaosArgs),
-    /// Show a running coordinator's instances, leader and tasks as a table.
+    /// Show a running coordinator: server, store, leader and term, instances (natural order,
+    /// the leader always shown), task counts. Exit 0 healthy, 2 degraded (store not ok, or no
+    /// live leader while instances are live), 1 when the server cannot be asked.
     Status(status::StatusArgs),
     /// MCP server over stdio for one agent process: Sortie's step tools and Vigil's, each
     /// forwarded to a running coordinator (--target) over JSON-RPC. Falls back to
