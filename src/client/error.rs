@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use crate::error::code;
 
-use super::transport::TRANSPORT_FAILURE;
+/// The code the load and chaos harnesses record for a call that got no JSON-RPC answer
+/// (connection refused or lost, an unreadable answer, an answer missing from a batch).
+pub const TRANSPORT_FAILURE: i64 = -1;
 
 /// What went wrong with a call.
 #[derive(Debug, Clone, thiserror::Error)]

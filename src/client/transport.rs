@@ -33,9 +33,7 @@ pub(crate) use super::error::TransportError;
 pub(crate) use super::error::not_json_rpc;
 use super::error::{ConnectFailure, bad_target};
 
-/// The code the load and chaos harnesses record for a call that got no JSON-RPC answer
-/// (connection refused or lost, an unreadable answer, an answer missing from a batch).
-pub const TRANSPORT_FAILURE: i64 = -1;
+pub use super::error::TRANSPORT_FAILURE;
 
 /// `host:port` and the path prefix (no trailing `/`) of an `http://` target.
 pub(crate) fn parse_target(target: &str) -> Result<(String, String), String> {
