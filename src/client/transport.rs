@@ -33,6 +33,8 @@ pub(crate) use super::error::TransportError;
 pub(crate) use super::error::not_json_rpc;
 use super::error::{ConnectFailure, bad_target};
 
+// The load harness reads it here (feature `cli`).
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use super::error::TRANSPORT_FAILURE;
 
 /// `host:port` and the path prefix (no trailing `/`) of an `http://` target.
