@@ -102,11 +102,13 @@ impl InstanceState {
         let (status, seen) = self.slot.liveness();
         match self.slot.expire_if_due(now) {
             Transition::Done => {
-                tracing::info!(
+                // Debug: the instance.expired event is what `vigil serve` logs. Times in wall
+                // clock: the monotonic milliseconds mean nothing outside the process.
+                tracing::debug!(
                     instance = %self.slot.id,
                     epoch = self.slot.epoch.0,
-                    last_seen = seen,
-                    now,
+                    last_seen = %crate::clock::iso_ms(self.ctx.clock.wall_ms(seen)),
+                    silent_ms = now.saturating_sub(seen),
                     "instance expired"
                 );
                 self.armed_for = None;
@@ -123,7 +125,7 @@ impl InstanceState {
                     return;
                 }
                 if self.slot.mark_suspect(now, grace) {
-                    tracing::info!(instance = %self.slot.id, epoch = self.slot.epoch.0, "instance suspect");
+                    tracing::debug!(instance = %self.slot.id, epoch = self.slot.epoch.0, "instance suspect");
                     self.ctx
                         .publish_instance_event(EventKind::InstanceSuspect, &self.slot);
                 }

@@ -148,7 +148,7 @@ fn alive_at(slot: &InstanceSlot, now: MonoMs) -> bool {
         Transition::NotDue(_) => true, // a heartbeat landed meanwhile
         Transition::AlreadyTerminal(_) => false,
         Transition::Done => {
-            tracing::info!(
+            tracing::debug!(
                 instance = %slot.id,
                 epoch = slot.epoch.0,
                 overdue_ms = now.saturating_sub(slot.deadline_after(seen)),
@@ -209,7 +209,8 @@ impl LeaderState {
 
     fn log_sweep(&self, report: crate::work::Sweep) {
         if report.orphans_reassigned + report.zombies_reset + report.leases_reaped > 0 {
-            tracing::info!(
+            // Debug: each task taken back and lease reaped is an event of its own.
+            tracing::debug!(
                 zombies = report.zombies_reset,
                 orphans = report.orphans_reassigned,
                 leases = report.leases_reaped,
@@ -264,14 +265,15 @@ impl LeaderState {
             EventKind::LeaderVacant
         };
         match &pick {
-            Some(slot) => tracing::info!(
+            // Debug: the event (leader.elected / leader.vacant) is what `vigil serve` logs.
+            Some(slot) => tracing::debug!(
                 leader = %slot.id,
                 epoch = slot.epoch.0,
                 term = term.0,
                 previous = previous.as_ref().map(|p| p.as_str()),
                 "leader elected"
             ),
-            None => tracing::info!(term = term.0, "leader vacant: no live instance"),
+            None => tracing::debug!(term = term.0, "leader vacant: no live instance"),
         }
         let mut event = Event::new(kind, term, self.ctx.clock.wall_ms(now));
         event.instance_id = pick.as_ref().map(|s| s.id.clone());
@@ -329,6 +331,7 @@ impl LeaderState {
                 match persistence.store.reserve_terms(target).await {
                     Ok(stored) => {
                         ctx.leadership.raise_ceiling(stored);
+                        persistence.store_ok();
                         tracing::debug!(ceiling = stored, "terms reserved");
                         let _ = myself.cast(LeaderMsg::TermsReserved);
                         return;
@@ -337,7 +340,7 @@ impl LeaderState {
                         if ctx.is_shutting_down() {
                             return;
                         }
-                        tracing::warn!(error = %e, target, retry_in_ms = wait.as_millis() as u64, "term reservation failed; retrying");
+                        persistence.store_failed("term reservation", &e.to_string(), false);
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(RESERVE_RETRY_MAX);
                     }

@@ -275,11 +275,8 @@ impl PersisterState {
                 if let Err(e) = self.write_part(&batch).await {
                     self.failures += 1;
                     crate::telemetry::store_failed();
-                    if admission.failure() {
-                        tracing::error!(error = %e, "store failing; circuit open");
-                    } else {
-                        tracing::warn!(error = %e, "store flush failed; will retry");
-                    }
+                    let opened = admission.failure();
+                    p.store_failed("flush", &e, opened);
                     let left = p.in_flight.lock().take().unwrap_or_default();
                     p.journal.put_back(left);
                     p.resync.store(true, Ordering::Release);
@@ -300,6 +297,7 @@ impl PersisterState {
         p.mark_durable(seq);
         if wrote {
             admission.success();
+            p.store_ok();
             self.flushes += 1;
             crate::telemetry::store_flushed();
         }

@@ -255,7 +255,8 @@ impl SupervisorState {
             .ctx
             .with_work(|work, op| work.release_instance(op, &slot.id, slot.epoch, why));
         if reassigned > 0 {
-            tracing::info!(instance = %slot.id, epoch = slot.epoch.0, reassigned, "tasks taken back");
+            // Debug: each task taken back is a task.reassigned event.
+            tracing::debug!(instance = %slot.id, epoch = slot.epoch.0, reassigned, "tasks taken back");
         }
         if let Some(leader) = &self.leader {
             // If the LeaderActor is down, its replacement rebuilds from the registry, which no
@@ -336,7 +337,8 @@ impl SupervisorState {
             self.ctx.evict(&slot);
             return Err(e);
         }
-        tracing::info!(instance = %slot.id, epoch = slot.epoch.0, ttl_ms, "instance registered");
+        // Debug: the instance.registered event is what `vigil serve` logs (once per event).
+        tracing::debug!(instance = %slot.id, epoch = slot.epoch.0, ttl_ms, "instance registered");
         self.ctx
             .publish_instance_event(EventKind::InstanceRegistered, &slot);
         if let Some(leader) = &self.leader {
@@ -389,7 +391,7 @@ impl SupervisorState {
         }
         let done = slot.unregister() == Transition::Done;
         if done {
-            tracing::info!(instance = %slot.id, epoch = slot.epoch.0, "instance unregistered");
+            tracing::debug!(instance = %slot.id, epoch = slot.epoch.0, "instance unregistered");
         }
         let tasks_reassigned = self.finalize(&slot);
         Ok(Unregistration {

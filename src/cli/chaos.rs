@@ -188,6 +188,12 @@ impl ChaosArgs {
         let target = server
             .as_ref()
             .map_or(self.target.clone(), ServeProcess::url);
+        if server.is_none()
+            && let Err(e) = super::reach(&target, token.as_deref(), super::TARGET_TIMEOUT).await
+        {
+            eprintln!("vigil chaos: {e}");
+            return ExitCode::FAILURE;
+        }
         let transport = match self.transport.as_str() {
             "ws" => crate::load::Transport::Ws {
                 target,

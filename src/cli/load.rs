@@ -186,6 +186,17 @@ impl LoadArgs {
                 }
             }
         }
+        if !inproc {
+            // A target that cannot be used fails here, in words saying what to fix.
+            for target in std::iter::once(&self.target).chain(&self.compare) {
+                if let Err(e) =
+                    super::reach(target, self.token.as_deref(), super::TARGET_TIMEOUT).await
+                {
+                    eprintln!("vigil load: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         let config = |transport| crate::load::LoadConfig {
             transport,
             workers: self.workers,

@@ -47,7 +47,7 @@ impl RemoteBackend {
     }
 }
 
-fn from_client(target: &str, e: ClientError) -> RpcError {
+fn from_client(e: ClientError) -> RpcError {
     match e {
         ClientError::Rpc {
             code,
@@ -58,7 +58,8 @@ fn from_client(target: &str, e: ClientError) -> RpcError {
             message,
             data,
         },
-        other => RpcError::new(other.code(), format!("{target}: {other}")),
+        // The client's words name the target and what to fix.
+        other => RpcError::new(other.code(), other.to_string()),
     }
 }
 
@@ -79,17 +80,20 @@ impl Backend for RemoteBackend {
                     .connect()
             })
             .await
-            .map_err(|e| from_client(&self.target, e))?;
-        client
-            .call(method, params)
-            .await
-            .map_err(|e| from_client(&self.target, e))
+            .map_err(from_client)?;
+        client.call(method, params).await.map_err(from_client)
     }
 }
 
 impl McpArgs {
     /// Serves MCP on stdin/stdout until stdin closes.
     pub async fn run(self) -> ExitCode {
+        // A target that can never work is refused now; one that is merely down is reported
+        // by each tool call (the agent host may start this before the coordinator).
+        if let Err(e) = crate::client::transport::parse_target(&self.target) {
+            eprintln!("vigil mcp: {e} (--target)");
+            return ExitCode::from(super::USAGE);
+        }
         let backend = RemoteBackend::new(self.target.clone(), self.token, self.timeout);
         let server = VigilMcp::new(backend, Fallbacks::from_env());
         tracing::info!(target = %self.target, "vigil mcp: serving MCP on stdio");
@@ -100,5 +104,29 @@ impl McpArgs {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool call through a proxy whose target is down says so in the client's words.
+    #[tokio::test]
+    async fn a_target_that_is_down_is_named_with_the_fix() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let target = format!("http://{addr}");
+        let backend = RemoteBackend::new(target.clone(), None, Duration::from_secs(2));
+        let error = backend
+            .call("system.health", serde_json::json!({}), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            format!("nothing listens at {target}: is `vigil serve` running there? (--target)")
+        );
     }
 }

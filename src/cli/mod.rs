@@ -9,8 +9,12 @@ pub mod settings;
 mod status;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::client::{Client, ClientError};
 use tracing_subscriber::EnvFilter;
 
 /// Exit status for a usage error.
@@ -47,7 +51,9 @@ enum Command {
     /// actors killed, Redis and the process restarted, and every invariant checked; exit 1 on
     /// any violation.
     Chaos(chaos::ChaosArgs),
-    /// Show a running coordinator's instances, leader and tasks as a table.
+    /// Show a running coordinator: server, store, leader and term, instances (natural order,
+    /// the leader always shown), task counts. Exit 0 healthy, 2 degraded (store not ok, or no
+    /// live leader while instances are live), 1 when the server cannot be asked.
     Status(status::StatusArgs),
     /// MCP server over stdio for one agent process: Sortie's step tools and Vigil's, each
     /// forwarded to a running coordinator (--target) over JSON-RPC. Falls back to
@@ -83,26 +89,67 @@ fn log_filter(default_level: &str) -> EnvFilter {
     }
 }
 
+/// Whether log lines get colours: only when stderr is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>).
+fn colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Logs to stderr, one line per event (stdout is the command's output: `status`'s table,
+/// `load`'s report, `mcp`'s protocol), coloured only on a terminal.
 fn init_logging(format: settings::LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = log_filter(default_level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         settings::LogFormat::Human => builder.init(),
         settings::LogFormat::Json => builder.json().init(),
     }
 }
 
-/// Logging to stderr only (`vigil mcp`, whose stdout is the protocol's), without colours.
-fn init_logging_to_stderr(format: settings::LogFormat, default_level: &str) {
-    let filter = log_filter(default_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    match format {
-        settings::LogFormat::Human => builder.init(),
-        settings::LogFormat::Json => builder.json().init(),
+/// How long `load` and `chaos` wait for a target's first answer (and `status`, unless told
+/// `--timeout`).
+const TARGET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to `target` and asks it `system.health`: the client and the answer, or an error
+/// whose words say what to fix (no scheme, nothing listening, a token needed, no answer
+/// within `timeout`, not a Vigil server). `status` reads the answer; `load` and `chaos` call
+/// it to fail early and clearly.
+async fn reach(
+    target: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(Client, Value), ClientError> {
+    let client = Client::builder()
+        .url(target)
+        .token_opt(token.map(str::to_string))
+        .timeout(timeout)
+        .connect()
+        .await?;
+    let not_vigil = |answer: &str| ClientError::NotVigil {
+        url: target.to_string(),
+        answer: answer.to_string(),
+    };
+    let health = client
+        .call("system.health", serde_json::json!({}))
+        .await
+        .map_err(|e| match e {
+            ClientError::Rpc { code, .. } if code == crate::error::code::METHOD_NOT_FOUND => {
+                not_vigil("it does not know the method system.health")
+            }
+            other => other,
+        })?;
+    if health.pointer("/services/coordinator").is_none() {
+        return Err(not_vigil("its system.health answer is not Vigil's"));
     }
+    Ok((client, health))
 }
 
 /// Parses the command line, builds the runtime the subcommand wants and runs it.
@@ -150,9 +197,22 @@ async fn run(cli: Cli) -> ExitCode {
             args.run().await
         }
         Command::Mcp(args) => {
-            init_logging_to_stderr(log_format, "warn");
+            init_logging(log_format, "warn");
             args.run().await
         }
         Command::Serve(args) => args.run(cli.log_format).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(colours(true, Some("".into())));
+        assert!(!colours(true, Some("1".into())));
+        assert!(!colours(false, None));
     }
 }

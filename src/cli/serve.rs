@@ -197,10 +197,17 @@ impl ServeArgs {
             tracing::warn!("{warning}");
             eprintln!("vigil: WARNING: {warning}");
         }
+        let bound = server.local_addr().unwrap_or(listen);
+        let store = match &settings.redis {
+            Some(url) => crate::config::store::redact_url(url),
+            None => "memory".to_string(),
+        };
         tracing::info!(
-            listen = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            store = coordinator.store_status().kind,
-            "vigil serving JSON-RPC on POST /rpc; Ctrl-C stops"
+            listen = %bound,
+            store = %store,
+            "vigil {} serving http://{bound}: {}; store {store}; Ctrl-C stops",
+            env!("CARGO_PKG_VERSION"),
+            endpoints(&server_config).join(", ")
         );
         let logger = tokio::spawn(relay_events(coordinator.subscribe(), log_event));
         // In-flight requests finish before `run` returns; then the actors stop.
@@ -241,10 +248,76 @@ async fn relay_events(
     }
 }
 
+/// Every endpoint a server with `config` serves, as `METHOD /path`.
+fn endpoints(config: &crate::server::ServerConfig) -> Vec<&'static str> {
+    let mut all = vec![
+        "POST /rpc",
+        "POST /rpc/batch",
+        "GET /ws",
+        "GET /ws/stats",
+        "GET /metrics",
+        "GET /healthz",
+        // The status page.
+        "GET /",
+    ];
+    if config.mcp && cfg!(feature = "mcp") {
+        all.push("POST /mcp");
+    }
+    all
+}
+
+/// One event as a log line: its type, then its fields, times in RFC 3339 (UTC).
+fn event_line(e: &crate::Event) -> String {
+    use crate::clock::iso_ms;
+    use std::fmt::Write;
+    let mut out = e.kind.as_str().to_string();
+    let mut field = |key: &str, value: &dyn std::fmt::Display| {
+        let _ = write!(out, " {key}={value}");
+    };
+    if let Some(id) = &e.instance_id {
+        field("instance", id);
+    }
+    if let Some(epoch) = e.epoch {
+        field("epoch", &epoch);
+    }
+    field("term", &e.term);
+    if let Some(previous) = &e.previous_leader {
+        field("previous", previous);
+    }
+    if let Some(roles) = &e.roles {
+        field("roles", &roles.join(","));
+    }
+    if let Some(task) = e.task_id {
+        field("task", &task);
+    }
+    if let Some(brief) = &e.task {
+        field("status", &brief.status.as_str());
+        field(
+            "attempts",
+            &format!("{}/{}", brief.attempts, brief.max_attempts),
+        );
+    }
+    if let Some(key) = &e.lease_key {
+        field("lease", key);
+    }
+    if let Some(token) = e.fencing_token {
+        field("fencing_token", &token);
+    }
+    if let Some(reason) = &e.reason {
+        field("reason", &format!("{reason:?}"));
+    }
+    if let Some(seen) = e.last_seen_ms {
+        field("last_seen", &iso_ms(seen));
+    }
+    field("at", &iso_ms(e.at_ms));
+    out
+}
+
+/// Logs one event, once: the library logs its own transitions at debug level only.
 fn log_event(logged: Logged) {
     match logged {
         Logged::Event(event) => {
-            tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default());
+            tracing::info!(target: "vigil::events", seq = event.seq, "{}", event_line(&event));
         }
         Logged::Missed(missed) => {
             tracing::warn!(

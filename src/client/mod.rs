@@ -77,83 +77,18 @@ use crate::work::task::{
 
 mod claim;
 mod election;
+mod error;
 mod lease;
 mod session;
 pub(crate) mod transport;
 
 pub use claim::{Claim, ClaimError, ClaimState};
 pub use election::{Election, Leadership};
+pub use error::ClientError;
 pub use lease::{Acquire, Lease, LeaseError};
 pub use session::{LostReason, Session, SessionOptions, SessionState};
 
-use transport::{HttpPool, TRANSPORT_FAILURE, TransportError, WsConn};
-
-/// What went wrong with a call.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    /// The server answered with a JSON-RPC error object.
-    #[error("{message} (JSON-RPC error {code}{})", data.as_ref().map(|d| format!(", {d}")).unwrap_or_default())]
-    Rpc {
-        /// The error code (see `docs/api.md`, Errors).
-        code: i64,
-        /// The server's message.
-        message: String,
-        /// The error's `data` member, if any (`{field, reason}` for invalid parameters).
-        data: Option<Value>,
-    },
-    /// No answer: the server could not be reached, the connection broke, the call timed out,
-    /// or the server answered an HTTP error status other than 401.
-    #[error("{0}")]
-    Transport(String),
-    /// The server answered HTTP 401: the bearer token is missing or wrong.
-    #[error("unauthorized: the server wants a bearer token (--token / VIGIL_TOKEN)")]
-    Unauthorized,
-    /// The answer could not be read as the expected shape.
-    #[error("unreadable answer: {0}")]
-    Decode(String),
-    /// A base URL that is not `http://host:port[/prefix]`.
-    #[error("{0}")]
-    InvalidUrl(String),
-    /// Refused by the client before anything was sent: a method the client cannot carry
-    /// (`events.subscribe` through [`Client::call`]) or options that cannot work (a heartbeat
-    /// period not shorter than the TTL).
-    #[error("{0}")]
-    Usage(String),
-    /// The session this waited on is gone for good: closed, dropped, or lost without
-    /// re-registering (`reregister(false)`, or its id was taken by another registration).
-    #[error("{0}")]
-    SessionEnded(String),
-}
-
-impl ClientError {
-    /// A code for every error: the JSON-RPC code of [`Rpc`](Self::Rpc), `-32002` for
-    /// [`Unauthorized`](Self::Unauthorized), −1 otherwise.
-    pub fn code(&self) -> i64 {
-        match self {
-            ClientError::Rpc { code, .. } => *code,
-            ClientError::Unauthorized => code::UNAUTHORIZED,
-            ClientError::Transport(_)
-            | ClientError::Decode(_)
-            | ClientError::InvalidUrl(_)
-            | ClientError::Usage(_)
-            | ClientError::SessionEnded(_) => TRANSPORT_FAILURE,
-        }
-    }
-
-    /// Whether the call may be tried again later unchanged: a transport failure, a rate
-    /// limit, an unavailable store (nothing changed), a change not yet durable (applied;
-    /// repeating it is safe) or a server-side timeout.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ClientError::Transport(_) => true,
-            ClientError::Rpc { code, .. } => matches!(
-                *code,
-                code::RATE_LIMITED | code::STORE_UNAVAILABLE | code::NOT_DURABLE | code::TIMEOUT
-            ),
-            _ => false,
-        }
-    }
-}
+use transport::{HttpPool, TransportError, WsConn};
 
 /// How calls reach the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -356,8 +291,11 @@ impl Endpoint {
     /// (making one is bounded by the connect timeout, and fails with
     /// [`TransportError::Connect`] only: nothing was sent then).
     async fn exchange(&self, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, TransportError> {
-        let no_answer =
-            || TransportError::TimedOut(format!("no answer from {} within {timeout:?}", self.base));
+        let no_answer = || TransportError::TimedOut {
+            url: self.base.clone(),
+            after: timeout,
+            method: None,
+        };
         match &self.link {
             Link::Http(pool) => {
                 let sender = pool.checkout().await?;
@@ -381,6 +319,15 @@ impl Endpoint {
                 answer.map(String::into_bytes)
             }
         }
+    }
+}
+
+/// The failure of every endpoint tried: the one, or all of them.
+fn unreachable(mut failures: Vec<TransportError>) -> TransportError {
+    if failures.len() == 1 {
+        failures.remove(0)
+    } else {
+        TransportError::Unreachable(failures)
     }
 }
 
@@ -440,11 +387,11 @@ impl Client {
                     self.inner.current.store(i, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(TransportError::Connect(why)) => failures.push(why),
+                Err(e) if e.before_sending() => failures.push(e),
                 Err(other) => return Err(other.into()),
             }
         }
-        Err(ClientError::Transport(failures.join("; ")))
+        Err(unreachable(failures).into())
     }
 
     /// Sends `body` to the current server, moving on to the next one when no connection can
@@ -465,11 +412,11 @@ impl Client {
                     }
                     return Ok(answer);
                 }
-                Err(TransportError::Connect(why)) => failures.push(why),
+                Err(e) if e.before_sending() => failures.push(e),
                 Err(other) => return Err(other),
             }
         }
-        Err(TransportError::Connect(failures.join("; ")))
+        Err(unreachable(failures))
     }
 
     /// One JSON-RPC call with named parameters: its `result`, or the error.
@@ -487,10 +434,15 @@ impl Client {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = transport::request_body(method, &params, id);
         let answer = self.exchange(body).await.map_err(|e| match e {
-            TransportError::TimedOut(why) => ClientError::Transport(format!("{method}: {why}")),
-            other => other.into(),
+            TransportError::TimedOut { url, after, .. } => TransportError::TimedOut {
+                url,
+                after,
+                method: Some(method.to_string()),
+            }
+            .into(),
+            other => ClientError::from(other),
         })?;
-        transport::decode_answer(&answer)
+        transport::decode_answer_from(self.current_url(), &answer)
     }
 
     /// A call whose result is read as `T`.

@@ -8,8 +8,8 @@
 //! connect timeout, so a blackholed address or a server that never answers the upgrade fails
 //! instead of hanging.
 //!
-//! Errors are [`TransportError`]s, which say what went wrong in words a user can act on: a
-//! target that is not an `http://` URL, a refused connection (naming the address), an HTTP 401.
+//! Errors are [`TransportError`]s, each naming the target; their words are in
+//! [`super::error`], the one place the client's messages are written.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,86 +29,25 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::ClientError;
+pub(crate) use super::error::TransportError;
+pub(crate) use super::error::not_json_rpc;
+use super::error::{ConnectFailure, bad_target};
 
-/// The code the load and chaos harnesses record for a call that got no JSON-RPC answer
-/// (connection refused or lost, an unreadable answer, an answer missing from a batch).
-pub const TRANSPORT_FAILURE: i64 = -1;
-
-/// Why a request got no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TransportError {
-    /// No connection could be made; nothing was sent, so the request may go elsewhere.
-    Connect(String),
-    /// The server answered HTTP 401 (or refused the WebSocket upgrade with 401).
-    Unauthorized,
-    /// The server answered another non-success HTTP status.
-    Status(u16, String),
-    /// The request may have been sent but no answer came back (connection lost, unreadable
-    /// framing).
-    Failed(String),
-    /// The request was sent but no answer came back within the call timeout.
-    TimedOut(String),
-}
-
-impl TransportError {
-    /// The code the harnesses record: `-status` for an HTTP status (so −401, −413 as before),
-    /// [`TRANSPORT_FAILURE`] otherwise.
-    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-    pub(crate) fn code(&self) -> i64 {
-        match self {
-            TransportError::Unauthorized => -401,
-            TransportError::Status(status, _) => -i64::from(*status),
-            TransportError::Connect(_)
-            | TransportError::Failed(_)
-            | TransportError::TimedOut(_) => TRANSPORT_FAILURE,
-        }
-    }
-}
-
-impl From<TransportError> for ClientError {
-    fn from(e: TransportError) -> Self {
-        match e {
-            TransportError::Unauthorized => ClientError::Unauthorized,
-            TransportError::Status(413, _) => ClientError::Transport(
-                "HTTP 413: the request is larger than the server's --max-body".into(),
-            ),
-            TransportError::Status(status, body) => {
-                let body = body.trim();
-                if body.is_empty() {
-                    ClientError::Transport(format!("HTTP {status}"))
-                } else {
-                    ClientError::Transport(format!("HTTP {status}: {body}"))
-                }
-            }
-            TransportError::Connect(why)
-            | TransportError::Failed(why)
-            | TransportError::TimedOut(why) => ClientError::Transport(why),
-        }
-    }
-}
+// The load harness reads it here (feature `cli`).
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use super::error::TRANSPORT_FAILURE;
 
 /// `host:port` and the path prefix (no trailing `/`) of an `http://` target.
 pub(crate) fn parse_target(target: &str) -> Result<(String, String), String> {
-    let rest = target.strip_prefix("http://").ok_or_else(|| {
-        if target.starts_with("https://") || target.starts_with("wss://") {
-            format!("the target must be an http:// URL (TLS is not supported), got {target:?}")
-        } else if target.starts_with("ws://") {
-            format!(
-                "the target must be an http:// URL (choose the WebSocket transport instead of \
-                 writing ws://; /ws is appended), got {target:?}"
-            )
-        } else {
-            format!(
-                "the target must be an http:// URL such as http://127.0.0.1:7420, got {target:?}"
-            )
-        }
-    })?;
+    let rest = target
+        .strip_prefix("http://")
+        .ok_or_else(|| bad_target(target))?;
     let (authority, path) = match rest.split_once('/') {
         Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
         None => (rest, String::new()),
     };
     if authority.is_empty() {
-        return Err(format!("no host in target {target:?}"));
+        return Err(format!("`{target}` has no host: use http://HOST:PORT"));
     }
     let authority = if authority.contains(':') {
         authority.to_string()
@@ -132,14 +71,12 @@ pub(crate) fn request_body(method: &str, params: &Value, id: u64) -> Vec<u8> {
     .expect("a JSON value always serializes")
 }
 
-/// The `result` of one JSON-RPC answer, or its error object as [`ClientError::Rpc`].
-pub(crate) fn decode_answer(body: &[u8]) -> Result<Value, ClientError> {
-    let mut answer: Value = serde_json::from_slice(body).map_err(|e| {
-        ClientError::Decode(format!(
-            "not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        ))
-    })?;
+/// The `result` of one JSON-RPC answer, or its error object as [`ClientError::Rpc`]; an
+/// answer that is not JSON-RPC is [`ClientError::NotVigil`] naming `url`.
+pub(crate) fn decode_answer_from(url: &str, body: &[u8]) -> Result<Value, ClientError> {
+    let Ok(mut answer) = serde_json::from_slice::<Value>(body) else {
+        return Err(not_json_rpc(url, body));
+    };
     if let Some(error) = answer.get_mut("error") {
         let code = error.get("code").and_then(Value::as_i64);
         let message = error
@@ -159,10 +96,16 @@ pub(crate) fn decode_answer(body: &[u8]) -> Result<Value, ClientError> {
             ))),
         };
     }
-    answer
-        .get_mut("result")
-        .map(Value::take)
-        .ok_or_else(|| ClientError::Decode("an answer with neither result nor error".into()))
+    match answer.get_mut("result") {
+        Some(result) => Ok(result.take()),
+        None => Err(not_json_rpc(url, body)),
+    }
+}
+
+/// [`decode_answer_from`] for callers that keep only the error's code (the load harness).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
+pub(crate) fn decode_answer(body: &[u8]) -> Result<Value, ClientError> {
+    decode_answer_from("the server", body)
 }
 
 /// How long a connection attempt (TCP connect and handshake) may take when nobody says
@@ -172,6 +115,8 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/1.1 connections to one server, each carrying one request at a time; made when needed
 /// and kept for the next request.
 pub(crate) struct HttpPool {
+    /// The target as given, `http://host:port[/prefix]` (named in errors).
+    base: String,
     authority: String,
     rpc_path: String,
     auth: Option<String>,
@@ -186,6 +131,7 @@ impl HttpPool {
     pub(crate) fn new(target: &str, auth: Option<String>) -> Result<Self, String> {
         let (authority, path) = parse_target(target)?;
         Ok(Self {
+            base: target.trim_end_matches('/').to_string(),
             authority,
             rpc_path: format!("{path}/rpc"),
             auth,
@@ -202,18 +148,15 @@ impl HttpPool {
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
         let attempt = async {
-            let stream = TcpStream::connect(&self.authority).await.map_err(|e| {
-                TransportError::Connect(format!("cannot connect to {}: {e}", self.authority))
-            })?;
+            let stream = TcpStream::connect(&self.authority)
+                .await
+                .map_err(|e| self.connect_failed(ConnectFailure::of_io(&e)))?;
             let _ = stream.set_nodelay(true);
             let (sender, connection) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                     .await
                     .map_err(|e| {
-                        TransportError::Connect(format!(
-                            "HTTP handshake with {}: {e}",
-                            self.authority
-                        ))
+                        self.connect_failed(ConnectFailure::Other(format!("HTTP handshake: {e}")))
                     })?;
             tokio::spawn(async move {
                 let _ = connection.await;
@@ -223,11 +166,21 @@ impl HttpPool {
         tokio::time::timeout(self.connect_timeout, attempt)
             .await
             .unwrap_or_else(|_| {
-                Err(TransportError::Connect(format!(
-                    "cannot connect to {}: no connection within {:?}",
-                    self.authority, self.connect_timeout
-                )))
+                Err(self.connect_failed(ConnectFailure::TimedOut(self.connect_timeout)))
             })
+    }
+
+    fn connect_failed(&self, why: ConnectFailure) -> TransportError {
+        TransportError::Connect {
+            url: self.base.clone(),
+            why,
+        }
+    }
+
+    /// The target as given (`http://host:port[/prefix]`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     /// Opens one connection and keeps it for the next request: checks the server is there.
@@ -254,7 +207,7 @@ impl HttpPool {
         }
         let mut sender = self.connect().await?;
         sender.ready().await.map_err(|e| {
-            TransportError::Connect(format!("connection to {} not ready: {e}", self.authority))
+            self.connect_failed(ConnectFailure::Other(format!("connection not ready: {e}")))
         })?;
         Ok(sender)
     }
@@ -282,34 +235,50 @@ impl HttpPool {
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| TransportError::Failed(format!("building the request: {e}")))?;
-        let response = sender.send_request(request).await.map_err(|e| {
-            TransportError::Failed(format!("request to {} failed: {e}", self.authority))
-        })?;
+            .map_err(|e| self.failed(format!("building the request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.failed(e.to_string()))?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| {
-                TransportError::Failed(format!("reading the answer of {}: {e}", self.authority))
-            })?
+            .map_err(|e| self.failed(format!("reading the answer: {e}")))?
             .to_bytes();
         self.idle.lock().push(sender);
         if status == hyper::StatusCode::UNAUTHORIZED {
-            return Err(TransportError::Unauthorized);
+            return Err(TransportError::Unauthorized {
+                url: self.base.clone(),
+                token_sent: self.auth.is_some(),
+            });
         }
         if !status.is_success() {
-            return Err(TransportError::Status(
-                status.as_u16(),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-            ));
+            return Err(TransportError::Status {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(400)]).into_owned(),
+            });
         }
         Ok(bytes)
+    }
+
+    fn failed(&self, why: String) -> TransportError {
+        TransportError::Failed {
+            url: self.base.clone(),
+            why,
+        }
     }
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The `http://` target of a `ws://…/ws` URL (named in errors).
+fn http_base(ws_url: &str) -> String {
+    let rest = ws_url.strip_prefix("ws://").unwrap_or(ws_url);
+    format!("http://{}", rest.strip_suffix("/ws").unwrap_or(rest))
+}
 
 /// The `ws://…/ws` URL of an `http://` target.
 pub(crate) fn ws_url(target: &str) -> Result<String, String> {
@@ -352,6 +321,8 @@ fn close_waiters(waiters: &Mutex<Waiters>) {
 /// sent without its waiter: the pairing never shifts. Dropping the connection ends both
 /// tasks and closes the socket.
 pub(crate) struct WsConn {
+    /// The `http://` target (named in errors).
+    base: String,
     requests: mpsc::UnboundedSender<(Message, oneshot::Sender<Message>)>,
     waiters: Arc<Mutex<Waiters>>,
     reader: JoinHandle<()>,
@@ -377,9 +348,10 @@ impl WsConn {
         let socket = tokio::time::timeout(timeout, Self::handshake(url, auth))
             .await
             .unwrap_or_else(|_| {
-                Err(TransportError::Connect(format!(
-                    "cannot connect to {url}: no WebSocket connection within {timeout:?}"
-                )))
+                Err(TransportError::Connect {
+                    url: http_base(url),
+                    why: ConnectFailure::TimedOut(timeout),
+                })
             })?;
         let (mut sink, mut stream) = socket.split();
         let waiters: Arc<Mutex<Waiters>> = Arc::default();
@@ -435,6 +407,7 @@ impl WsConn {
         });
 
         Ok(Self {
+            base: http_base(url),
             requests,
             waiters,
             reader,
@@ -443,14 +416,21 @@ impl WsConn {
     }
 
     async fn handshake(url: &str, auth: Option<&str>) -> Result<Socket, TransportError> {
+        let base = http_base(url);
+        let connect = |why| TransportError::Connect {
+            url: base.clone(),
+            why,
+        };
         let mut request = url
             .into_client_request()
-            .map_err(|e| TransportError::Connect(format!("{url}: {e}")))?;
+            .map_err(|e| connect(ConnectFailure::Other(e.to_string())))?;
         if let Some(auth) = auth {
             request.headers_mut().insert(
                 hyper::header::AUTHORIZATION,
                 auth.parse().map_err(|_| {
-                    TransportError::Connect("the token is not a valid HTTP header value".into())
+                    connect(ConnectFailure::Other(
+                        "the token is not a valid HTTP header value".into(),
+                    ))
                 })?,
             );
         }
@@ -459,7 +439,10 @@ impl WsConn {
             Err(tungstenite::Error::Http(response))
                 if response.status() == hyper::StatusCode::UNAUTHORIZED =>
             {
-                Err(TransportError::Unauthorized)
+                Err(TransportError::Unauthorized {
+                    url: base.clone(),
+                    token_sent: auth.is_some(),
+                })
             }
             Err(tungstenite::Error::Http(response)) => {
                 let body = response
@@ -467,12 +450,14 @@ impl WsConn {
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                Err(TransportError::Status(response.status().as_u16(), body))
+                Err(TransportError::Status {
+                    url: base.clone(),
+                    status: response.status().as_u16(),
+                    body,
+                })
             }
-            Err(tungstenite::Error::Io(e)) => Err(TransportError::Connect(format!(
-                "cannot connect to {url}: {e}"
-            ))),
-            Err(e) => Err(TransportError::Connect(format!("connecting to {url}: {e}"))),
+            Err(tungstenite::Error::Io(e)) => Err(connect(ConnectFailure::of_io(&e))),
+            Err(e) => Err(connect(ConnectFailure::Other(e.to_string()))),
         }
     }
 
@@ -484,24 +469,28 @@ impl WsConn {
     /// Sends `message` and waits for the answer frame matched to it. Giving up on the answer
     /// (dropping the future) leaves the connection usable.
     pub(crate) async fn exchange(&self, message: Message) -> Result<Message, TransportError> {
-        let closed = || TransportError::Failed("the WebSocket connection is closed".into());
+        let failed = |why: &str| TransportError::Failed {
+            url: self.base.clone(),
+            why: why.into(),
+        };
+        let closed = || failed("the WebSocket connection is closed");
         if self.is_closed() {
             return Err(closed());
         }
         let (tx, rx) = oneshot::channel();
         self.requests.send((message, tx)).map_err(|_| closed())?;
-        rx.await.map_err(|_| {
-            TransportError::Failed("the WebSocket connection closed before the answer".into())
-        })
+        rx.await
+            .map_err(|_| failed("the WebSocket connection closed before the answer"))
     }
 
     /// Sends a text frame and returns the text answer.
     pub(crate) async fn exchange_text(&self, text: String) -> Result<String, TransportError> {
         match self.exchange(Message::Text(text.into())).await? {
             Message::Text(answer) => Ok(answer.as_str().to_owned()),
-            _ => Err(TransportError::Failed(
-                "a binary frame answered a text frame".into(),
-            )),
+            _ => Err(TransportError::Failed {
+                url: self.base.clone(),
+                why: "a binary frame answered a text frame".into(),
+            }),
         }
     }
 }
@@ -556,7 +545,11 @@ mod tests {
         }
         assert!(matches!(
             decode_answer(b"garbage"),
-            Err(ClientError::Decode(_))
+            Err(ClientError::NotVigil { .. })
+        ));
+        assert!(matches!(
+            decode_answer(br#"{"hello":"world"}"#),
+            Err(ClientError::NotVigil { .. })
         ));
     }
 
@@ -577,8 +570,17 @@ mod tests {
 
     #[test]
     fn statuses_become_clear_errors() {
-        let e: ClientError = TransportError::Unauthorized.into();
-        assert!(e.to_string().contains("bearer token"));
-        assert_eq!(TransportError::Status(413, String::new()).code(), -413);
+        let e: ClientError = TransportError::Unauthorized {
+            url: "http://h:1".into(),
+            token_sent: false,
+        }
+        .into();
+        assert!(e.to_string().contains("needs a token"), "{e}");
+        let too_large = TransportError::Status {
+            url: "http://h:1".into(),
+            status: 413,
+            body: String::new(),
+        };
+        assert_eq!(too_large.code(), -413);
     }
 }

@@ -147,3 +147,72 @@ impl std::str::FromStr for RestartGrace {
         }
     }
 }
+
+/// `url` with its password hidden, for logs and errors: `redis://:****@host:6379/0`,
+/// `redis://user:****@host`, `redis+unix:///run/redis.sock?pass=****`. A URL without a
+/// password comes back unchanged.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "****";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:{HIDDEN}@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                {
+                    format!("{k}={HIDDEN}")
+                }
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("redis://:s3cret@10.0.0.5:6379/0"),
+            "redis://:****@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:p@ss:w@rd@host"),
+            "rediss://app:****@host"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("redis://user@host:1"), "redis://user@host:1");
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=1&pass=****"
+        );
+    }
+}

@@ -53,7 +53,7 @@ impl Coordinator {
             let actor = self.actor(worker.as_ref(), authority, id)?;
             Ok(work.complete_without_token(op, id, &actor, result, "id")?)
         })?;
-        tracing::info!(task = %id, by = worker.as_ref().map_or("operator", |w| w.as_str()), "task completed without a claim token");
+        tracing::debug!(task = %id, by = worker.as_ref().map_or("operator", |w| w.as_str()), "task completed without a claim token");
         self.written(started).await?;
         Ok(done)
     }

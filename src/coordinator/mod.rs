@@ -345,10 +345,13 @@ impl Coordinator {
             return;
         };
         match p.store.heartbeat(&write).await {
-            Ok(()) => admission.success(),
+            Ok(()) => {
+                admission.success();
+                p.store_ok();
+            }
             Err(e) => {
-                admission.failure();
-                tracing::warn!(instance = %id, error = %e, "write-through heartbeat failed");
+                let opened = admission.failure();
+                p.store_failed("heartbeat", &e.to_string(), opened);
             }
         }
     }

@@ -435,12 +435,20 @@ impl Client {
             }
             .map_err(|e: TransportError| {
                 format!(
-                    "registering workers: {} (is the server up?)",
+                    "registering workers: {}",
                     crate::client::ClientError::from(e)
                 )
             })?;
-            let answers: Vec<Value> = serde_json::from_slice(&answer)
-                .map_err(|e| format!("registering workers: unreadable answer: {e}"))?;
+            let answers: Vec<Value> = serde_json::from_slice(&answer).map_err(|_| {
+                let url = match &self.link {
+                    Link::Http(pool) => pool.base().to_string(),
+                    _ => "the target".to_string(),
+                };
+                format!(
+                    "registering workers: {}",
+                    transport::not_json_rpc(&url, &answer)
+                )
+            })?;
             if let Some(e) = answers.iter().find_map(|a| a.get("error")) {
                 return Err(format!("registering workers: {e}"));
             }

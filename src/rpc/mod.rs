@@ -201,6 +201,7 @@ pub struct Dispatcher {
     heartbeat_metrics: metrics::HeartbeatMetrics,
     chaos: bool,
     mcp: bool,
+    listen: Option<std::net::SocketAddr>,
     stats: std::sync::Arc<stats::CallStats>,
     principal: Principal,
     authority: crate::model::Authority,
@@ -266,6 +267,7 @@ impl Dispatcher {
             heartbeat_metrics: metrics::HeartbeatMetrics::resolve(),
             chaos: false,
             mcp: false,
+            listen: None,
             stats: std::sync::Arc::new(stats::CallStats::new()),
             principal: Principal::anonymous(),
             authority: crate::model::Authority::Any,
@@ -298,6 +300,13 @@ impl Dispatcher {
     /// The one switch to flip where `/mcp` is mounted.
     pub fn with_mcp(mut self, served: bool) -> Self {
         self.mcp = served;
+        self
+    }
+
+    /// The address the server is bound to, reported by `system.health` as `listen` (default
+    /// none: `null`, as for a router mounted in another application).
+    pub fn with_listen(mut self, listen: std::net::SocketAddr) -> Self {
+        self.listen = Some(listen);
         self
     }
 
@@ -552,7 +561,14 @@ impl Dispatcher {
             "system.unregister" => system::unregister(c, params, a).await,
             "system.check_health" => system::check_health(c, params).await,
             "system.get_state" => system::get_state(c, params).await,
-            "system.health" => system::health(c, params, self.mcp).await,
+            "system.health" => {
+                let server = system::ServerFacts {
+                    mcp: self.mcp,
+                    listen: self.listen,
+                    uptime: self.stats.uptime(),
+                };
+                system::health(c, params, &server).await
+            }
             "system.metrics" => system::metrics(c, params, &self.stats).await,
             "system.discover" => {
                 discover::discover(&params, self.chaos && cfg!(feature = "fault-injection"))

@@ -198,8 +198,20 @@ fn task_counts(c: &Coordinator) -> Map<String, Value> {
         .collect()
 }
 
+/// What `system.health` tells about the server itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerFacts {
+    /// Whether `POST /mcp` is served.
+    pub mcp: bool,
+    /// The address the server is bound to, if it is a `Server` (not a mounted router).
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long the server has been up.
+    pub uptime: Duration,
+}
+
 /// `system.health` → `{status, services: {redis, postgres, mcp, store, storeState,
-/// pendingWrites, pendingEvents, coordinator, instances}, instanceStates}`.
+/// pendingWrites, pendingEvents, coordinator, instances}, instanceStates, version, uptimeMs,
+/// listen}`.
 ///
 /// `services` as ClaudeBench's clients read them: `redis` true only while a Redis store is
 /// configured and its circuit is closed without failures, `postgres` always false (Vigil has
@@ -209,7 +221,10 @@ fn task_counts(c: &Coordinator) -> Map<String, Value> {
 /// instances at all is `healthy` (the coordinator is fine; ClaudeBench says `degraded`), and a
 /// store that is failing or whose circuit is open makes it at least `degraded` (heartbeats are
 /// still answered from memory; writes fail with −32001).
-pub async fn health(c: &Coordinator, _p: Params, mcp: bool) -> Result<Value, RpcError> {
+///
+/// Vigil's own fields beside ClaudeBench's: `version` (the crate's), `uptimeMs` (since the
+/// server started), `listen` (the bound address, `null` for a router mounted elsewhere).
+pub async fn health(c: &Coordinator, _p: Params, server: &ServerFacts) -> Result<Value, RpcError> {
     let store = c.store_status();
     let counts = c.instance_counts();
     let count = |s: InstanceStatus| {
@@ -235,7 +250,7 @@ pub async fn health(c: &Coordinator, _p: Params, mcp: bool) -> Result<Value, Rpc
         "services": {
             "redis": store.kind == "redis" && store.state == "ok",
             "postgres": false,
-            "mcp": mcp,
+            "mcp": server.mcp,
             "store": store.kind,
             "storeState": store.state,
             "pendingWrites": store.pending_entities,
@@ -247,6 +262,9 @@ pub async fn health(c: &Coordinator, _p: Params, mcp: bool) -> Result<Value, Rpc
             .iter()
             .map(|(s, n)| (s.as_str().to_string(), json!(n)))
             .collect::<Map<String, Value>>(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeMs": server.uptime.as_millis() as u64,
+        "listen": server.listen.map(|a| a.to_string()),
     }))
 }
 

@@ -277,7 +277,7 @@ struct AppState {
 /// the tokens do not pass [`ServerConfig::validate_tokens`].
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router, Error> {
     config.validate_tokens()?;
-    Ok(app(coordinator, config).router)
+    Ok(app(coordinator, config, None).router)
 }
 
 /// What a [`Server`] serves.
@@ -289,8 +289,9 @@ struct App {
     closing: Arc<watch::Sender<bool>>,
 }
 
-/// The router, its direct `POST /rpc`, and the signal that closes its WebSockets.
-fn app(coordinator: Coordinator, config: &ServerConfig) -> App {
+/// The router, its direct `POST /rpc`, and the signal that closes its WebSockets. `bound`:
+/// the address a [`Server`] listens on (`system.health`'s `listen`).
+fn app(coordinator: Coordinator, config: &ServerConfig, bound: Option<SocketAddr>) -> App {
     let prometheus = metrics::install();
     let limiter =
         rate::HeartbeatLimiter::per_minute(coordinator.clone(), config.heartbeats_per_minute);
@@ -303,6 +304,9 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> App {
         },
     );
     dispatcher = dispatcher.with_chaos(config.chaos);
+    if let Some(bound) = bound {
+        dispatcher = dispatcher.with_listen(bound);
+    }
     let mcp = config.mcp && cfg!(feature = "mcp");
     if config.mcp && !mcp {
         tracing::warn!("MCP was asked for, but this build has no `mcp` feature: /mcp not served");
@@ -391,9 +395,10 @@ impl Server {
         config.validate().map_err(invalid)?;
         let limits = config.connection_limits().map_err(invalid)?;
         let listener = TcpListener::bind(config.listen).await?;
+        let bound = listener.local_addr()?;
         Ok(Self {
             listener,
-            app: app(coordinator, config),
+            app: app(coordinator, config, Some(bound)),
             limits,
         })
     }

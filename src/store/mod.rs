@@ -23,6 +23,7 @@
 //! keeps the key layout of docs/persistence.md.
 
 mod breaker;
+mod failures;
 #[cfg(feature = "redis")]
 mod fields;
 mod journal;
@@ -292,6 +293,10 @@ pub(crate) struct Persistence {
     /// lost data meanwhile (a Redis restarted without persistence).
     pub resync: std::sync::atomic::AtomicBool,
     progress: watch::Sender<Progress>,
+    /// Repeated failures, logged in summary (see [`failures`]).
+    failures: parking_lot::Mutex<failures::FailureLog>,
+    /// Whether `failures` is counting an outage: a success checks this before the lock.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 // Without the `redis` feature no store backend exists to build one.
@@ -313,6 +318,75 @@ impl Persistence {
             in_flight: parking_lot::Mutex::new(None),
             resync: std::sync::atomic::AtomicBool::new(false),
             progress: watch::Sender::new(Progress::default()),
+            failures: parking_lot::Mutex::default(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Logs a failed store write (`what`: `flush`, `heartbeat`, `term reservation`) in
+    /// summary: the first failure, the breaker opening (`opened`), then at most one line every
+    /// [`failures::SUMMARY_EVERY`] with the count — never a line per failure.
+    pub fn store_failed(&self, what: &str, error: &str, opened: bool) {
+        use failures::Line;
+        use std::sync::atomic::Ordering;
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let line = {
+            let mut log = self.failures.lock();
+            let line = log.failed(tokio::time::Instant::now(), wall_ms, opened);
+            self.failing.store(log.failing(), Ordering::Release);
+            line
+        };
+        let every = failures::SUMMARY_EVERY.as_secs();
+        match line {
+            Some(Line::First) => tracing::warn!(
+                error,
+                "store {what} failed; retrying (further failures are counted and logged every \
+                 {every} s until the store answers)"
+            ),
+            Some(Line::Opened { total, over }) => tracing::error!(
+                error,
+                failures = total,
+                "store failing: {total} failed writes in {:.1} s; circuit open: writes are \
+                 refused (-32001) until a probe succeeds",
+                over.as_secs_f64()
+            ),
+            Some(Line::Summary {
+                since_last,
+                total,
+                started_wall_ms,
+            }) => tracing::warn!(
+                error,
+                failures = since_last,
+                total,
+                "store still failing: {since_last} failed writes in the last {every} s, \
+                 {total} since {}",
+                crate::clock::iso_ms(started_wall_ms)
+            ),
+            Some(Line::Recovered { .. }) | None => {}
+        }
+    }
+
+    /// A store write succeeded: logs the recovery once after failures. Cheap when nothing
+    /// failed (one atomic load).
+    pub fn store_ok(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.failing.load(Ordering::Acquire) {
+            return;
+        }
+        let line = {
+            let mut log = self.failures.lock();
+            let line = log.succeeded(tokio::time::Instant::now());
+            self.failing.store(false, Ordering::Release);
+            line
+        };
+        if let Some(failures::Line::Recovered { total, over }) = line {
+            tracing::info!(
+                failures = total,
+                "store recovered after {total} failed writes over {:.1} s",
+                over.as_secs_f64()
+            );
         }
     }
 

@@ -206,7 +206,10 @@ impl RedisStore {
             .set_max_delay(std::time::Duration::from_millis(500));
         let connection = ConnectionManager::new_with_config(client, manager_config)
             .await
-            .map_err(|e| fail(&format!("connecting to {}", config.url), e))?;
+            .map_err(|e| {
+                let url = crate::config::store::redact_url(&config.url);
+                fail(&format!("connecting to {url}"), e)
+            })?;
         let store = Self {
             connection,
             scripts: Arc::new(Scripts::new()),

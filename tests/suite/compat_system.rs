@@ -654,5 +654,12 @@ fn timeout_and_unauthorized_codes_are_claudebench_s() {
         data: None,
     };
     assert!(!forbidden.is_transient());
-    assert_eq!(vigil::client::ClientError::Unauthorized.code(), -32002);
+    assert_eq!(
+        vigil::client::ClientError::Unauthorized {
+            url: String::new(),
+            token_sent: false
+        }
+        .code(),
+        -32002
+    );
 }
