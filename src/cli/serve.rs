@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// limit as /rpc; `--mcp false` turns it off [default: true].
     #[arg(long, env = "VIGIL_MCP", action = clap::ArgAction::Set, value_name = "BOOL")]
     mcp: Option<bool>,
+    /// Serve the status page at GET / (docs/ui.md); `--ui false` turns it off [default: true].
+    #[arg(long, env = "VIGIL_UI", action = clap::ArgAction::Set, value_name = "BOOL")]
+    ui: Option<bool>,
 }
 
 impl ServeArgs {
@@ -134,6 +137,7 @@ impl ServeArgs {
             restart_grace: self.restart_grace,
             chaos: self.chaos.then_some(true),
             mcp: self.mcp,
+            ui: self.ui,
         };
         let settings = flags.over(file).resolve();
         if settings.max_answer_bytes < MIN_ANSWER_BYTES {
@@ -330,6 +334,7 @@ fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig
         heartbeats_per_minute: settings.heartbeat_rate,
         chaos: settings.chaos,
         mcp: settings.mcp,
+        ui: settings.ui,
         header_read_timeout: settings.header_timeout,
         body_read_timeout: settings.body_timeout,
         idle_timeout: settings.idle_timeout,
@@ -404,6 +409,7 @@ mod tests {
         assert_eq!(ours.heartbeats_per_minute, server.heartbeats_per_minute);
         assert_eq!(ours.chaos, server.chaos);
         assert_eq!(ours.mcp, server.mcp);
+        assert_eq!(ours.ui, server.ui);
         assert_eq!(ours.header_read_timeout, server.header_read_timeout);
         assert_eq!(ours.body_read_timeout, server.body_read_timeout);
         assert_eq!(ours.idle_timeout, server.idle_timeout);
