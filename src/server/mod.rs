@@ -370,7 +370,10 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> App {
     if config.ui {
         // Outside the token middleware: the page is static, the same for everyone.
         for (path, content_type, body) in ui::ASSETS {
-            router = router.route(path, get(move || async move { ui::asset(content_type, body) }));
+            router = router.route(
+                path,
+                get(move || async move { ui::asset(content_type, body) }),
+            );
         }
     }
     let router = router.with_state(state);

@@ -83,7 +83,14 @@ mod tests {
     #[test]
     fn the_page_is_self_contained() {
         for (path, _, body) in ASSETS {
-            for banned in ["http://", "https://", "//cdn", "<script>", " style=\"", "eval("] {
+            for banned in [
+                "http://",
+                "https://",
+                "//cdn",
+                "<script>",
+                " style=\"",
+                "eval(",
+            ] {
                 assert!(!body.contains(banned), "{path} contains {banned:?}");
             }
         }
