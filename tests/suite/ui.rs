@@ -395,7 +395,10 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        last["body"] = Value::Null; // the rest says more, and shorter
+        // The rest says more, and shorter.
+        for long in ["body", "answers", "frames"] {
+            last[long] = Value::Null;
+        }
         panic!("the page did not show {what} within {DEADLINE:?}; last look: {last:#}");
     }
 }
@@ -648,7 +651,7 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
     beats.abort();
 }
 
-/// Writes `docs/img/ui.png` (1280 × 900) and `docs/img/ui-narrow.png` (420 px wide): a few
+/// Writes `docs/img/ui.png` (1280 × 1500) and `docs/img/ui-narrow.png` (420 px wide): a few
 /// dozen workers (some suspect, some expired), tasks in every state, two leases. Run with
 /// `cargo nextest run --all-features --run-ignored only -E 'test(ui_screenshot)'`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -670,7 +673,7 @@ async fn ui_screenshot() {
         };
         // Most beat; a few were silent for a while (suspect soon) or have a 1 s TTL (expired).
         let ttl = match n % 9 {
-            4 => 8_000,
+            4 => 12_000,
             7 => 1_000,
             _ => 30_000,
         };
@@ -723,7 +726,8 @@ async fn ui_screenshot() {
         json!({"key": "deploy/prod", "holder": "worker-10", "ttlSec": 300}),
     )
     .await;
-    let browser = Browser::start(1280, 900).await;
+    // 1280 px wide, tall enough for the whole page.
+    let browser = Browser::start(1280, 1500).await;
     browser.client.goto(&format!("{url}/")).await.unwrap();
     // Long enough for a few chart points and for the short-TTL workers to expire.
     tokio::time::sleep(Duration::from_secs(9)).await;

@@ -219,7 +219,8 @@
         "data-testid": "instance-row", "data-id": r.i.id, "data-state": r.i.state,
         "data-leader": isLeader ? "true" : "false", class: isLeader ? "leader" : null,
       },
-      el("td", { class: "wrap", "data-testid": "instance-id" }, r.i.id, isLeader ? " ★ leader (term " + snapshot.term + ")" : ""),
+      el("td", { "data-testid": "instance-id" }, r.i.id,
+        isLeader ? el("span", { class: "mark" }, " ★ leader (term " + snapshot.term + ")") : null),
       el("td", { class: "wrap" }, r.roles || "—"),
       el("td", { class: "state-" + r.i.state, "data-testid": "instance-state" }, SYMBOL[r.i.state] + " " + r.i.state),
       el("td", {}, String(r.i.epoch)),
@@ -311,6 +312,7 @@
     if (ev.fencingToken != null) bits.push("fencing " + ev.fencingToken);
     if (ev.term != null) bits.push("term " + ev.term);
     if (ev.missed != null) bits.push(ev.missed + " missed");
+    if (ev.reason) bits.push(brief(ev.reason));
     return el("li", { "data-testid": "event", "data-type": ev.type },
       el("span", { class: "t" }, clock(ev.atMs || Date.now())), el("span", { class: "k" }, ev.type), bits.join(" · "));
   }
@@ -429,7 +431,7 @@
       g.strokeStyle = COLORS[k]; g.lineWidth = k === 0 ? 2.5 : 1.5; g.setLineDash(DASHES[k]);
       g.beginPath();
       samples.forEach((s, i) => {
-        const x = pad + (i * (w - pad - 4)) / (SAMPLES - 1);
+        const x = w - 4 - ((samples.length - 1 - i) * (w - pad - 4)) / (SAMPLES - 1); // newest at the right
         const y = h - pad / 2 - ((s[m] || 0) / max) * (h - pad);
         i ? g.lineTo(x, y) : g.moveTo(x, y);
       });
