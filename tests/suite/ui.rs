@@ -651,6 +651,119 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
     beats.abort();
 }
 
+/// With many instances the DOM holds one page of 50 rows and walks the id cursor; the sort
+/// headers are buttons; the filter works on the page; the event feed keeps at most 300 rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_holds_one_page_of_rows_and_a_bounded_feed() {
+    let (url, _, _stop) = crate::common::serve(Config::default(), ServerConfig::default()).await;
+    rpc(
+        &url,
+        None,
+        "system.register",
+        json!({"id": "i-000", "roles": []}),
+    )
+    .await;
+    let browser = Browser::start(1280, 900).await;
+    browser.client.goto(&format!("{url}/")).await.unwrap();
+    browser
+        .until("the feed live", |look| {
+            (look["feedState"] == "live").then_some(())
+        })
+        .await;
+    // 349 more registrations in one batch: 349 events pushed to the page.
+    let batch: Vec<Value> = (1..350)
+        .map(|n| json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": format!("i-{n:03}"), "roles": []}, "id": n}))
+        .collect();
+    let answers: Vec<Value> = reqwest::Client::new()
+        .post(format!("{url}/rpc"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answers.iter().all(|a| a["result"]["registered"] == true));
+    let ids = |look: &Value| -> Vec<String> {
+        look["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let look = browser
+        .until("50 rows of 350, the feed bounded", |look| {
+            let events = look["events"].as_array()?.len();
+            (look["rows"].as_array()?.len() == 50
+                && events >= 290
+                && look["body"].as_str()?.contains("of 350"))
+            .then(|| look.clone())
+        })
+        .await;
+    assert!(look["events"].as_array().unwrap().len() <= 300);
+    assert_eq!(ids(&look)[0], "i-000");
+    assert_eq!(ids(&look)[49], "i-049");
+    let click = |testid: &'static str| {
+        let client = browser.client.clone();
+        async move {
+            client
+                .find(fantoccini::Locator::Css(&format!(
+                    "[data-testid=\"{testid}\"]"
+                )))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    click("next-page").await;
+    browser
+        .until("the second page", |look| {
+            let ids = ids(look);
+            (ids.len() == 50 && ids[0] == "i-050" && ids[49] == "i-099").then_some(())
+        })
+        .await;
+    // The id header is a button: a click sorts the page descending.
+    browser
+        .client
+        .find(fantoccini::Locator::Css(r#"th button[data-sort="id"]"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until("the page sorted by id, descending", |look| {
+            let ids = ids(look);
+            (ids.len() == 50 && ids[0] == "i-099" && ids[49] == "i-050").then_some(())
+        })
+        .await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css(r#"[data-testid="filter"]"#))
+        .await
+        .unwrap()
+        .send_keys("7")
+        .await
+        .unwrap();
+    browser
+        .until("the filter keeping the 14 ids with a 7", |look| {
+            let ids = ids(look);
+            (ids.len() == 14 && ids[0] == "i-097" && ids.iter().all(|id| id.contains('7')))
+                .then_some(())
+        })
+        .await;
+    click("first-page").await;
+    browser
+        .until("the first page again, still filtered and sorted", |look| {
+            let ids = ids(look);
+            (ids == ["i-047", "i-037", "i-027", "i-017", "i-007"]).then_some(())
+        })
+        .await;
+}
+
 /// Writes `docs/img/ui.png` (1280 × 1500) and `docs/img/ui-narrow.png` (420 px wide): a few
 /// dozen workers (some suspect, some expired), tasks in every state, two leases. Run with
 /// `cargo nextest run --all-features --run-ignored only -E 'test(ui_screenshot)'`.
