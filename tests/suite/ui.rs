@@ -786,7 +786,7 @@ async fn ui_screenshot() {
         };
         // Most beat; a few were silent for a while (suspect soon) or have a 1 s TTL (expired).
         let ttl = match n % 9 {
-            4 => 12_000,
+            4 => 26_000,
             7 => 1_000,
             _ => 30_000,
         };
@@ -802,7 +802,7 @@ async fn ui_screenshot() {
         }
     }
     let alive = Arc::new(Mutex::new(alive));
-    let beats = heartbeat_loop(url.clone(), None, alive, 40);
+    let beats = heartbeat_loop(url.clone(), None, alive, 80);
     for n in 0..14 {
         let locks = if n < 2 {
             json!([format!("repo/{n}")])
@@ -843,7 +843,7 @@ async fn ui_screenshot() {
     let browser = Browser::start(1280, 1500).await;
     browser.client.goto(&format!("{url}/")).await.unwrap();
     // Long enough for a few chart points and for the short-TTL workers to expire.
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(22)).await;
     browser
         .until("36 rows", |look| {
             (look["rows"].as_array()?.len() >= 30).then_some(())

@@ -161,7 +161,8 @@
     leader.dataset.id = state.leader || "";
     $("term").textContent = state.term;
     const s = health.services || {};
-    $("store").textContent = (s.store || "?") + " · " + (s.storeState || "?") + (s.redis === true ? " · redis ok" : "");
+    const breaker = { ok: "ok", failing: "failing (breaker closed)", open: "breaker open: writes refused" };
+    $("store").textContent = (s.store || "?") + " · " + (breaker[s.storeState] || s.storeState || "?");
     $("pending-writes").textContent = (s.pendingWrites ?? "?") + " (events " + (s.pendingEvents ?? "?") + ")";
     const parts = [];
     const version = health.version ?? s.version;
