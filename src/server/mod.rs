@@ -282,7 +282,9 @@ struct AppState {
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
 /// process) so the dispatcher's counters reach `/metrics`. Fails with [`Error::Config`] when
-/// the tokens do not pass [`ServerConfig::validate_tokens`].
+/// the tokens do not pass [`ServerConfig::validate_tokens`]. With [`ServerConfig::ui`] it
+/// serves the status page at `/` (and `/ui/…`); it sets no fallback, so unknown paths are the
+/// merging application's to answer.
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router, Error> {
     config.validate_tokens()?;
     Ok(app(coordinator, config).router)

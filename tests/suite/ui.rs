@@ -762,6 +762,79 @@ async fn the_page_holds_one_page_of_rows_and_a_bounded_feed() {
             (ids == ["i-047", "i-037", "i-027", "i-017", "i-007"]).then_some(())
         })
         .await;
+
+    // Pause holds new events back (and says so); resume shows them.
+    click("pause").await;
+    browser
+        .until("the feed paused", |look| {
+            (look["feedState"] == "paused").then_some(())
+        })
+        .await;
+    rpc(
+        &url,
+        None,
+        "system.register",
+        json!({"id": "z-1", "roles": []}),
+    )
+    .await;
+    let look = browser
+        .until("one event held", |look| {
+            (look["feedState"] == "paused, 1 held").then(|| look.clone())
+        })
+        .await;
+    let shows_z1 = |look: &Value| {
+        look["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["text"].as_str().unwrap().contains("z-1"))
+    };
+    assert!(!shows_z1(&look), "a paused feed showed a new event");
+    click("pause").await;
+    browser
+        .until("the held event after resuming", |look| {
+            shows_z1(look).then_some(())
+        })
+        .await;
+    // The type filter shows one type only.
+    rpc(
+        &url,
+        None,
+        "system.unregister",
+        json!({"instanceId": "z-1"}),
+    )
+    .await;
+    browser
+        .until("z-1's unregistration", |look| {
+            look["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["type"] == "instance.unregistered")
+                .then_some(())
+        })
+        .await;
+    click_css(
+        &browser,
+        r#"[data-testid="event-type"] option[value="instance.unregistered"]"#,
+    )
+    .await;
+    browser
+        .until("only the instance.unregistered event", |look| {
+            let events = look["events"].as_array()?;
+            (events.len() == 1 && events[0]["type"] == "instance.unregistered").then_some(())
+        })
+        .await;
+}
+
+async fn click_css(browser: &Browser, css: &str) {
+    browser
+        .client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 /// Writes `docs/img/ui.png` (1280 × 1500) and `docs/img/ui-narrow.png` (420 px wide): a few

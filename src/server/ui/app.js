@@ -303,7 +303,7 @@
   let lastSeq = 0, paused = false, held = [], missed = 0;
   const feed = [];            // newest last, at most FEED_MAX
   const typeSelect = $("event-type");
-  for (const t of EVENT_TYPES) typeSelect.append(el("option", {}, t));
+  for (const t of EVENT_TYPES) typeSelect.append(el("option", { value: t }, t));
   function eventLine(ev) {
     const bits = [];
     if (ev.instanceId) bits.push(ev.instanceId);
@@ -318,6 +318,7 @@
       el("span", { class: "t" }, clock(ev.atMs || Date.now())), el("span", { class: "k" }, ev.type), bits.join(" · "));
   }
   function renderFeed() {
+    fresh = [];
     const want = typeSelect.value;
     const list = $("events");
     list.replaceChildren(...feed.filter((e) => !want || e.type === want).reverse().map(eventLine));
@@ -333,11 +334,17 @@
     feed.push(ev);
     if (feed.length > FEED_MAX) { const gone = feed.shift(); feedSeen.delete(gone.seq); }
     const want = typeSelect.value;
-    if (!want || ev.type === want) {
-      const list = $("events");
-      list.prepend(eventLine(ev));
-      while (list.children.length > FEED_MAX) list.lastElementChild.remove();
-    }
+    if (!want || ev.type === want) keep(fresh, ev, FEED_MAX);
+    // A burst (thousands of events a second under load) is drawn ten times a second at most.
+    if (!flushing) flushing = setTimeout(flushFeed, 100);
+  }
+  let fresh = [], flushing = null;
+  function flushFeed() {
+    flushing = null;
+    const list = $("events"), lines = fresh.reverse().map(eventLine);
+    fresh = [];
+    list.prepend(...lines);
+    while (list.children.length > FEED_MAX) list.lastElementChild.remove();
   }
   function mergeEvents(events) { // the snapshot's recent events newer than any seen: missed pushes
     for (const ev of [...events].sort((a, b) => a.seq - b.seq)) if (ev.seq > lastSeq) addEvent(ev);
