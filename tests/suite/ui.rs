@@ -275,6 +275,25 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Chromium outlives a killed chromedriver: end, by pid, every process started with
+        // this test's own profile directory.
+        let marker = format!("--user-data-dir={}", self.profile.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
@@ -345,6 +364,11 @@ impl Browser {
             client,
             _driver: driver,
         }
+    }
+
+    /// Ends the session (chromedriver then quits Chromium); the driver goes when this drops.
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
     }
 
     /// What the page shows now, read from its DOM in one script (so a re-render between two
@@ -547,6 +571,7 @@ async fn the_page_shows_the_cluster_and_the_leader_moving_on_in_chromium() {
         "the page received a claim token"
     );
     beats.abort();
+    browser.close().await;
 }
 
 /// With `--token`: the page asks for it in a form, keeps it in sessionStorage (never the URL),
@@ -649,6 +674,7 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
         "the page shows the bearer token"
     );
     beats.abort();
+    browser.close().await;
 }
 
 /// With many instances the DOM holds one page of 50 rows and walks the id cursor; the sort
@@ -824,6 +850,7 @@ async fn the_page_holds_one_page_of_rows_and_a_bounded_feed() {
             (events.len() == 1 && events[0]["type"] == "instance.unregistered").then_some(())
         })
         .await;
+    browser.close().await;
 }
 
 async fn click_css(browser: &Browser, css: &str) {
@@ -937,4 +964,5 @@ async fn ui_screenshot() {
     )
     .unwrap();
     beats.abort();
+    browser.close().await;
 }
