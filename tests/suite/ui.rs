@@ -966,3 +966,69 @@ async fn ui_screenshot() {
     beats.abort();
     browser.close().await;
 }
+
+/// `vigil serve --ui false`, `VIGIL_UI=false` and `ui = false` in the config file each turn the
+/// page off; without them the binary serves it.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn the_binary_turns_the_page_off_by_flag_environment_or_file() {
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("vigil-ui-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vigil.toml");
+    std::fs::write(&file, "ui = false\n").unwrap();
+    let file = file.to_str().unwrap().to_string();
+    for (what, args, env, status) in [
+        ("the default", vec![], None, 200),
+        ("--ui false", vec!["--ui", "false"], None, 404),
+        ("VIGIL_UI=false", vec![], Some("false"), 404),
+        (
+            "ui = false in the file",
+            vec!["--config", file.as_str()],
+            None,
+            404,
+        ),
+    ] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(&args)
+            .env_remove("VIGIL_UI")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(value) = env {
+            command.env("VIGIL_UI", value);
+        }
+        let _child = Kill(command.spawn().unwrap());
+        let started = Instant::now();
+        let answer = loop {
+            match reqwest::get(format!("http://127.0.0.1:{port}/")).await {
+                Ok(answer) => break answer,
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{what}: vigil serve did not answer within 10 s: {e}"),
+            }
+        };
+        assert_eq!(answer.status().as_u16(), status, "{what}");
+        let text = answer.text().await.unwrap();
+        if status == 404 {
+            assert!(text.contains("status page is off"), "{what}: {text}");
+        } else {
+            assert!(text.contains("<title>Vigil</title>"), "{what}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
