@@ -371,7 +371,8 @@ fn app(coordinator: Coordinator, config: &ServerConfig) -> App {
     let mut router = Router::new().merge(rpc).route("/healthz", get(healthz));
     if config.ui {
         // Outside the token middleware: the page is static, the same for everyone.
-        for (path, content_type, body) in ui::ASSETS {
+        router = router.route("/", get(ui::index));
+        for &(path, content_type, body) in &ui::ASSETS[1..] {
             router = router.route(
                 path,
                 get(move || async move { ui::asset(content_type, body) }),

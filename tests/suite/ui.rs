@@ -864,6 +864,42 @@ async fn click_css(browser: &Browser, css: &str) {
         .unwrap();
 }
 
+/// Nested in an application's own axum router under `/vigil` (`server::router`), the page at
+/// `/vigil` carries `<base href="/vigil/">`, loads its assets and talks to `/vigil/rpc` and
+/// `/vigil/ws`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_works_nested_under_a_prefix() {
+    let coordinator = vigil::Coordinator::start(Config::default()).await.unwrap();
+    let vigil = vigil::server::router(coordinator, &ServerConfig::default()).unwrap();
+    let app = axum::Router::new().nest("/vigil", vigil);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    rpc(
+        &format!("{url}/vigil"),
+        None,
+        "system.register",
+        json!({"id": "nested-1", "roles": []}),
+    )
+    .await;
+    let page = reqwest::get(format!("{url}/vigil"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<base href="/vigil/">"#), "{page}");
+    let browser = Browser::start(1280, 900).await;
+    browser.client.goto(&format!("{url}/vigil")).await.unwrap();
+    browser
+        .until("nested-1 and a live feed", |look| {
+            (look["rows"][0]["id"] == "nested-1" && look["feedState"] == "live").then_some(())
+        })
+        .await;
+    browser.close().await;
+    server.abort();
+}
+
 /// Writes `docs/img/ui.png` (1280 × 1500) and `docs/img/ui-narrow.png` (420 px wide): a few
 /// dozen workers (some suspect, some expired), tasks in every state, two leases. Run with
 /// `cargo nextest run --all-features --run-ignored only -E 'test(ui_screenshot)'`.

@@ -368,8 +368,8 @@
   function setSocketState(s) { socketState = s; if (!paused) $("feed-state").textContent = s; }
   function ensureSocket() {
     if (socket || retry || needToken) return;
-    const base = location.pathname.replace(/[^/]*$/, "");
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + base + "ws";
+    const url = new URL("ws", document.baseURI); // beside the page, as `rpc` is
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     const protocols = ["vigil.v1"];
     if (token) protocols.push("vigil.bearer." + b64url(token));
     const ws = (socket = new WebSocket(url, protocols));

@@ -6,6 +6,7 @@
 //! Every answer carries `Cache-Control: no-cache` and a Content-Security-Policy that lets the
 //! page load only its own script and style and talk only to its own origin.
 
+use axum::extract::OriginalUri;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
@@ -14,10 +15,10 @@ const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
 
 /// Self only: the page's own script and style sheet (no inline script or style), answers from
-/// its own origin (`connect-src 'self'` covers `ws:`/`wss:` to the same host), no frames, no
-/// forms posted anywhere, no plugins.
+/// its own origin (`connect-src 'self'` covers `ws:`/`wss:` to the same host), a `<base>` of
+/// its own origin only, no frames, no forms posted anywhere, no plugins.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' \
-                   data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                   data:; connect-src 'self'; base-uri 'self'; form-action 'none'; \
                    frame-ancestors 'none'";
 
 /// The paths of the page and its assets, with their content types and bodies.
@@ -33,8 +34,31 @@ fn embedded_bytes() -> usize {
     ASSETS.iter().map(|(_, _, body)| body.len()).sum()
 }
 
+/// The page. Every URL in it is relative (`ui/app.js`, `rpc`, `ws`), so it works wherever the
+/// router is mounted; nested in an application under `/vigil` (see [`super::router`]) it is
+/// served at `/vigil`, without the trailing slash, and then carries `<base href="/vigil/">`
+/// so that those URLs resolve under the prefix.
+pub(super) async fn index(OriginalUri(original): OriginalUri) -> Response {
+    let path = original.path();
+    if path.ends_with('/') {
+        return asset(ASSETS[0].1, INDEX_HTML);
+    }
+    let mut escaped = String::with_capacity(path.len() + 1);
+    for c in path.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            c => escaped.push(c),
+        }
+    }
+    let base = format!("<head>\n<base href=\"{escaped}/\">");
+    asset(ASSETS[0].1, INDEX_HTML.replacen("<head>", &base, 1))
+}
+
 /// One asset, with its headers.
-pub(super) fn asset(content_type: &'static str, body: &'static str) -> Response {
+pub(super) fn asset(content_type: &'static str, body: impl IntoResponse) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -90,6 +114,7 @@ mod tests {
                 "<script>",
                 " style=\"",
                 "eval(",
+                "<base",
             ] {
                 assert!(!body.contains(banned), "{path} contains {banned:?}");
             }
