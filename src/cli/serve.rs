@@ -102,6 +102,9 @@ pub struct ServeArgs {
     /// limit as /rpc; `--mcp false` turns it off [default: true].
     #[arg(long, env = "VIGIL_MCP", action = clap::ArgAction::Set, value_name = "BOOL")]
     mcp: Option<bool>,
+    /// Serve the status page at GET / (docs/ui.md); `--ui false` turns it off [default: true].
+    #[arg(long, env = "VIGIL_UI", action = clap::ArgAction::Set, value_name = "BOOL")]
+    ui: Option<bool>,
 }
 
 impl ServeArgs {
@@ -136,6 +139,7 @@ impl ServeArgs {
             restart_grace: self.restart_grace,
             chaos: self.chaos.then_some(true),
             mcp: self.mcp,
+            ui: self.ui,
         };
         let settings = flags.over(file).resolve();
         if settings.max_answer_bytes < MIN_ANSWER_BYTES {
@@ -203,8 +207,6 @@ impl ServeArgs {
             None => "memory".to_string(),
         };
         tracing::info!(
-            listen = %bound,
-            store = %store,
             "vigil {} serving http://{bound}: {}; store {store}; Ctrl-C stops",
             env!("CARGO_PKG_VERSION"),
             endpoints(&server_config).join(", ")
@@ -257,9 +259,11 @@ fn endpoints(config: &crate::server::ServerConfig) -> Vec<&'static str> {
         "GET /ws/stats",
         "GET /metrics",
         "GET /healthz",
-        // The status page.
-        "GET /",
     ];
+    if config.ui {
+        // The status page (`--ui false` turns it off).
+        all.push("GET /");
+    }
     if config.mcp && cfg!(feature = "mcp") {
         all.push("POST /mcp");
     }
@@ -405,6 +409,7 @@ fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig
         heartbeats_per_minute: settings.heartbeat_rate,
         chaos: settings.chaos,
         mcp: settings.mcp,
+        ui: settings.ui,
         header_read_timeout: settings.header_timeout,
         body_read_timeout: settings.body_timeout,
         idle_timeout: settings.idle_timeout,
@@ -423,6 +428,24 @@ fn server_config(settings: &ServeSettings) -> Result<crate::server::ServerConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_startup_line_names_the_page_and_mcp_only_when_served() {
+        let mut config = crate::server::ServerConfig::default();
+        let all = endpoints(&config);
+        assert!(
+            all.contains(&"GET /") && all.contains(&"POST /mcp"),
+            "{all:?}"
+        );
+        config.ui = false;
+        config.mcp = false;
+        let some = endpoints(&config);
+        assert!(
+            !some.contains(&"GET /") && !some.contains(&"POST /mcp"),
+            "{some:?}"
+        );
+        assert!(some.contains(&"POST /rpc") && some.contains(&"GET /healthz"));
+    }
 
     #[test]
     fn listening_beyond_loopback_without_a_token_is_warned_about() {
@@ -479,6 +502,7 @@ mod tests {
         assert_eq!(ours.heartbeats_per_minute, server.heartbeats_per_minute);
         assert_eq!(ours.chaos, server.chaos);
         assert_eq!(ours.mcp, server.mcp);
+        assert_eq!(ours.ui, server.ui);
         assert_eq!(ours.header_read_timeout, server.header_read_timeout);
         assert_eq!(ours.body_read_timeout, server.body_read_timeout);
         assert_eq!(ours.idle_timeout, server.idle_timeout);

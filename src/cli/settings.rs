@@ -28,6 +28,7 @@
 //! restart-grace = "ttl"               # or "last-flush"
 //! chaos = false                       # serve chaos.* fault injection (tests only)
 //! mcp = true                          # serve MCP at POST /mcp
+//! ui = true                           # serve the status page at GET /
 //! ```
 //!
 //! An unknown key or a value of the wrong type is an error naming the key, never ignored.
@@ -110,6 +111,8 @@ pub struct ServeLayer {
     pub chaos: Option<bool>,
     /// Serve MCP at `POST /mcp`.
     pub mcp: Option<bool>,
+    /// Serve the status page at `GET /`.
+    pub ui: Option<bool>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -159,6 +162,7 @@ impl ServeLayer {
             restart_grace: self.restart_grace.or(lower.restart_grace),
             chaos: self.chaos.or(lower.chaos),
             mcp: self.mcp.or(lower.mcp),
+            ui: self.ui.or(lower.ui),
         }
     }
 
@@ -190,6 +194,7 @@ impl ServeLayer {
             restart_grace: self.restart_grace.unwrap_or(d.restart_grace),
             chaos: self.chaos.unwrap_or(d.chaos),
             mcp: self.mcp.unwrap_or(d.mcp),
+            ui: self.ui.unwrap_or(d.ui),
         }
     }
 }
@@ -245,6 +250,8 @@ pub struct ServeSettings {
     pub chaos: bool,
     /// Serve MCP at `POST /mcp` (on).
     pub mcp: bool,
+    /// Serve the status page at `GET /` (on).
+    pub ui: bool,
 }
 
 impl Default for ServeSettings {
@@ -278,6 +285,7 @@ impl Default for ServeSettings {
             restart_grace: redis.restart_grace,
             chaos: false,
             mcp: true,
+            ui: true,
         }
     }
 }

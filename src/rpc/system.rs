@@ -124,7 +124,8 @@ fn instance_json(view: &InstanceView, claims: usize) -> Result<Value, RpcError> 
 }
 
 /// `system.get_state {instanceId?, limit?, after?}` → `{instances, tasks, recentEvents,
-/// instanceCount, truncated, nextAfter?, leader, term, leadership, taskCounts}`.
+/// instanceCount, truncated, nextAfter?, leader, term, leadership, taskCounts, nowMs,
+/// graceMs}`.
 ///
 /// As ClaudeBench, `instances`, `tasks` and `recentEvents` are arrays: at most `limit` each
 /// (default 100, at most 1000). Instances are ordered by id (those after the id `after` only);
@@ -174,6 +175,11 @@ pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         "term": state.leader.term,
         "leadership": to_json(&state.leader)?,
         "taskCounts": task_counts(c),
+        // For a display of time left (the status page): the server's wall clock when it
+        // answered, and the configured grace (an instance turns suspect at its TTL minus the
+        // smaller of the grace and half its TTL).
+        "nowMs": wall_now_ms(),
+        "graceMs": c.config().grace.as_millis() as u64,
     });
     if state.truncated
         && let Some(last) = state.instances.last()
@@ -181,6 +187,13 @@ pub async fn get_state(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
         value["nextAfter"] = json!(last.id);
     }
     Ok(value)
+}
+
+/// The wall clock in ms since the Unix epoch (0 on a clock set before 1970).
+fn wall_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Task counts by status under the wire's status names (`in_progress` for a claimed task).

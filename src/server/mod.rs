@@ -1,7 +1,8 @@
 //! The HTTP server: JSON-RPC 2.0 over `POST /rpc` and `POST /rpc/batch`, over WebSocket at
 //! `GET /ws` (with pushed events, and ClaudeBench's WebSocket protocol beside it; `GET
 //! /ws/stats` counts the sockets), health at `GET /healthz`, Prometheus text at `GET /metrics`,
-//! MCP at `POST /mcp` (with the `mcp` feature; see [`crate::mcp`]), with the guards of
+//! MCP at `POST /mcp` (with the `mcp` feature; see [`crate::mcp`]), the status page at `GET /`
+//! (docs/ui.md; served without a token, it asks the API with the user's), with the guards of
 //! DESIGN.md — a body limit (HTTP 413), bearer tokens (HTTP 401 without a
 //! valid one) naming a principal whose role bounds what it may act on (−32002), a
 //! per-instance heartbeat rate limit (−32000 with `retryAfterMs`) and a per-call timeout
@@ -12,6 +13,7 @@ mod conn;
 mod direct;
 mod metrics;
 mod rate;
+mod ui;
 mod ws;
 
 /// The scrape-time part of the `GET /metrics` page of `coordinator` (its gauges, without the
@@ -96,6 +98,11 @@ pub struct ServerConfig {
     /// Serve MCP at `POST /mcp` (default on; needs the `mcp` feature), behind the same
     /// bearer tokens and body limit as `/rpc`. `system.health` reports it as `services.mcp`.
     pub mcp: bool,
+    /// Serve the status page at `GET /` and its assets under `/ui/` (default on; see
+    /// docs/ui.md). The page is static and served without a token; what it shows it asks
+    /// `/rpc` and `/ws` for with the user's token. Off, [`Server`] answers `GET /` with a 404
+    /// saying so.
+    pub ui: bool,
     /// How long a client has to send a request's head — request line and headers — counted
     /// from the connection's opening for its first request and from the first byte for later
     /// ones (default 10 s); then the connection is closed without an answer. Bytes trickling
@@ -130,6 +137,7 @@ impl Default for ServerConfig {
             heartbeats_per_minute: 1000,
             chaos: false,
             mcp: true,
+            ui: true,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
@@ -274,7 +282,9 @@ struct AppState {
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
 /// process) so the dispatcher's counters reach `/metrics`. Fails with [`Error::Config`] when
-/// the tokens do not pass [`ServerConfig::validate_tokens`].
+/// the tokens do not pass [`ServerConfig::validate_tokens`]. With [`ServerConfig::ui`] it
+/// serves the status page at `/` (and `/ui/…`); it sets no fallback, so unknown paths are the
+/// merging application's to answer.
 pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router, Error> {
     config.validate_tokens()?;
     Ok(app(coordinator, config, None).router)
@@ -362,10 +372,18 @@ fn app(coordinator: Coordinator, config: &ServerConfig, bound: Option<SocketAddr
         rpc = rpc.layer(middleware::from_fn_with_state(state.clone(), require_token));
     }
     let rpc = rpc.layer(DefaultBodyLimit::max(config.max_body_bytes));
-    let router = Router::new()
-        .merge(rpc)
-        .route("/healthz", get(healthz))
-        .with_state(state);
+    let mut router = Router::new().merge(rpc).route("/healthz", get(healthz));
+    if config.ui {
+        // Outside the token middleware: the page is static, the same for everyone.
+        router = router.route("/", get(ui::index));
+        for &(path, content_type, body) in &ui::ASSETS[1..] {
+            router = router.route(
+                path,
+                get(move || async move { ui::asset(content_type, body) }),
+            );
+        }
+    }
+    let router = router.with_state(state);
     App {
         router,
         direct,
@@ -396,9 +414,17 @@ impl Server {
         let limits = config.connection_limits().map_err(invalid)?;
         let listener = TcpListener::bind(config.listen).await?;
         let bound = listener.local_addr()?;
+        let mut app = app(coordinator, config, Some(bound));
+        // An unknown path is a short 404 naming the endpoints, and `GET /` one saying the page
+        // is off when it is. Only here: `router()` leaves fallbacks to the application that
+        // merges it (axum refuses to merge two routers that both have one).
+        let ui = config.ui;
+        app.router = app
+            .router
+            .fallback(move |method, uri| ui::not_found(ui, method, uri));
         Ok(Self {
             listener,
-            app: app(coordinator, config, Some(bound)),
+            app,
             limits,
         })
     }
@@ -428,7 +454,11 @@ async fn require_token(
     next: Next,
 ) -> Response {
     if let Some(identities) = &state.identities {
-        let Some(principal) = authorize(identities, request.headers()).cloned() else {
+        let headers = request.headers();
+        let principal = authorize(identities, headers)
+            .or_else(|| authorize_ws_subprotocol(identities, headers))
+            .cloned();
+        let Some(principal) = principal else {
             return unauthorized();
         };
         request.extensions_mut().insert(principal);
@@ -443,6 +473,42 @@ fn authorize<'a>(identities: &'a Identities, headers: &HeaderMap) -> Option<&'a 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|p| identities.principal(p))
+}
+
+/// The subprotocol a browser's WebSocket carries its bearer token in: `vigil.bearer.` and the
+/// token in base64url without padding. Browsers cannot set `Authorization` on a WebSocket, so
+/// the status page offers `["vigil.v1", "vigil.bearer.<base64url(token)>"]` and the upgrade
+/// answers `vigil.v1`, never the token.
+const BEARER_SUBPROTOCOL: &str = "vigil.bearer.";
+
+/// The principal of a token sent as a WebSocket subprotocol (see [`BEARER_SUBPROTOCOL`]): only
+/// on a WebSocket upgrade request without an `Authorization` header (a header, right or wrong,
+/// is what counts when present).
+fn authorize_ws_subprotocol<'a>(
+    identities: &'a Identities,
+    headers: &HeaderMap,
+) -> Option<&'a Principal> {
+    use base64::Engine;
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade || headers.contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix(BEARER_SUBPROTOCOL))
+        .filter_map(|encoded| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(encoded)
+                .ok()
+        })
+        .filter_map(|token| String::from_utf8(token).ok())
+        .find_map(|token| identities.principal(&token))
 }
 
 /// HTTP 401: no bearer token, or one that names nobody.

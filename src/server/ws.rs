@@ -52,6 +52,9 @@ use claudebench::{Client, Patterns};
 
 pub(super) use claudebench::{WsClients, stats};
 
+/// The WebSocket subprotocol `/ws` speaks when a client asks for one.
+const WS_SUBPROTOCOL: &str = "vigil.v1";
+
 pub(super) async fn upgrade(
     State(mut state): State<AppState>,
     principal: Option<Extension<Principal>>,
@@ -83,8 +86,11 @@ pub(super) async fn upgrade(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.chars().take(256).collect::<String>());
-    // A frame is held to the same limit as an HTTP body.
-    ws.max_message_size(state.max_body_bytes)
+    // A frame is held to the same limit as an HTTP body. A browser that sent its token as a
+    // subprotocol (`vigil.bearer.…`, see `super::BEARER_SUBPROTOCOL`) also offers `vigil.v1`,
+    // the one subprotocol the upgrade ever answers: the token is never echoed.
+    ws.protocols([WS_SUBPROTOCOL])
+        .max_message_size(state.max_body_bytes)
         .max_frame_size(state.max_body_bytes)
         .on_upgrade(move |socket| connection(state, socket, user_agent))
 }

@@ -48,4 +48,6 @@ mod supervision;
 mod tasks;
 #[cfg(feature = "server")]
 mod trust;
+#[cfg(feature = "server")]
+mod ui;
 mod validation;
