@@ -331,7 +331,7 @@ impl LeaderState {
                 match persistence.store.reserve_terms(target).await {
                     Ok(stored) => {
                         ctx.leadership.raise_ceiling(stored);
-                        persistence.store_ok();
+                        persistence.store_ok("term reservation");
                         tracing::debug!(ceiling = stored, "terms reserved");
                         let _ = myself.cast(LeaderMsg::TermsReserved);
                         return;

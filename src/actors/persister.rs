@@ -297,7 +297,7 @@ impl PersisterState {
         p.mark_durable(seq);
         if wrote {
             admission.success();
-            p.store_ok();
+            p.store_ok("flush");
             self.flushes += 1;
             crate::telemetry::store_flushed();
         }

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::client::{Client, ClientError};
 
 /// Exit status when the cluster or its store is degraded (0: healthy, 1: the server could
-/// not be asked).
-pub const DEGRADED: u8 = 2;
+/// not be asked, 2: a usage error, as for every `vigil` command).
+pub const DEGRADED: u8 = 3;
 
 /// Most instances read to sort them naturally; beyond it the first ones in id order are
 /// sorted (and the output says so).

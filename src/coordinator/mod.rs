@@ -347,7 +347,7 @@ impl Coordinator {
         match p.store.heartbeat(&write).await {
             Ok(()) => {
                 admission.success();
-                p.store_ok();
+                p.store_ok("heartbeat");
             }
             Err(e) => {
                 let opened = admission.failure();

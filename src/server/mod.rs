@@ -455,8 +455,14 @@ async fn require_token(
 ) -> Response {
     if let Some(identities) = &state.identities {
         let headers = request.headers();
+        // The subprotocol counts on the WebSocket endpoint only (a nested router sees its
+        // own paths, the prefix stripped): elsewhere a token travels in `Authorization`.
+        let ws = request.method() == axum::http::Method::GET && request.uri().path() == "/ws";
         let principal = authorize(identities, headers)
-            .or_else(|| authorize_ws_subprotocol(identities, headers))
+            .or_else(|| {
+                ws.then(|| authorize_ws_subprotocol(identities, headers))
+                    .flatten()
+            })
             .cloned();
         let Some(principal) = principal else {
             return unauthorized();
@@ -482,8 +488,8 @@ fn authorize<'a>(identities: &'a Identities, headers: &HeaderMap) -> Option<&'a 
 const BEARER_SUBPROTOCOL: &str = "vigil.bearer.";
 
 /// The principal of a token sent as a WebSocket subprotocol (see [`BEARER_SUBPROTOCOL`]): only
-/// on a WebSocket upgrade request without an `Authorization` header (a header, right or wrong,
-/// is what counts when present).
+/// on a WebSocket upgrade request (to `GET /ws`, which the caller checks) without an
+/// `Authorization` header (a header, right or wrong, is what counts when present).
 fn authorize_ws_subprotocol<'a>(
     identities: &'a Identities,
     headers: &HeaderMap,

@@ -18,9 +18,11 @@ pub(crate) enum Line {
     First,
     /// This failure opened the breaker: `total` failures over `over`.
     Opened { total: u64, over: Duration },
-    /// Still failing: `since_last` failures since the last line, `total` since `started_wall_ms`.
+    /// Still failing: `since_last` failures over `over` since the last line, `total` since
+    /// `started_wall_ms`.
     Summary {
         since_last: u64,
+        over: Duration,
         total: u64,
         started_wall_ms: u64,
     },
@@ -79,9 +81,11 @@ impl FailureLog {
         }
         if now - e.last_line >= SUMMARY_EVERY {
             let since_last = std::mem::take(&mut e.since_line);
+            let over = now - e.last_line;
             e.last_line = now;
             return Some(Line::Summary {
                 since_last,
+                over,
                 total: e.total,
                 started_wall_ms: e.started_wall_ms,
             });
@@ -139,6 +143,7 @@ mod tests {
                 139,
                 Line::Summary {
                     since_last: 120,
+                    over: Duration::from_secs(30),
                     total: 140,
                     started_wall_ms: 1_000
                 }

@@ -294,7 +294,9 @@ pub(crate) struct Persistence {
     pub resync: std::sync::atomic::AtomicBool,
     progress: watch::Sender<Progress>,
     /// Repeated failures, logged in summary (see [`failures`]).
-    failures: parking_lot::Mutex<failures::FailureLog>,
+    /// One summary per kind of write (`flush`, `heartbeat`, `term reservation`), so a kind
+    /// that succeeds does not end the episode of one that keeps failing.
+    failures: parking_lot::Mutex<Vec<(&'static str, failures::FailureLog)>>,
     /// Whether `failures` is counting an outage: a success checks this before the lock.
     failing: std::sync::atomic::AtomicBool,
 }
@@ -326,16 +328,25 @@ impl Persistence {
     /// Logs a failed store write (`what`: `flush`, `heartbeat`, `term reservation`) in
     /// summary: the first failure, the breaker opening (`opened`), then at most one line every
     /// [`failures::SUMMARY_EVERY`] with the count — never a line per failure.
-    pub fn store_failed(&self, what: &str, error: &str, opened: bool) {
+    pub fn store_failed(&self, what: &'static str, error: &str, opened: bool) {
         use failures::Line;
         use std::sync::atomic::Ordering;
         let wall_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let line = {
-            let mut log = self.failures.lock();
-            let line = log.failed(tokio::time::Instant::now(), wall_ms, opened);
-            self.failing.store(log.failing(), Ordering::Release);
+            let mut logs = self.failures.lock();
+            let index = match logs.iter().position(|(kind, _)| *kind == what) {
+                Some(index) => index,
+                None => {
+                    logs.push((what, failures::FailureLog::default()));
+                    logs.len() - 1
+                }
+            };
+            let line = logs[index]
+                .1
+                .failed(tokio::time::Instant::now(), wall_ms, opened);
+            self.failing.store(true, Ordering::Release);
             line
         };
         let every = failures::SUMMARY_EVERY.as_secs();
@@ -354,37 +365,43 @@ impl Persistence {
             ),
             Some(Line::Summary {
                 since_last,
+                over,
                 total,
                 started_wall_ms,
             }) => tracing::warn!(
                 error,
                 failures = since_last,
                 total,
-                "store still failing: {since_last} failed writes in the last {every} s, \
-                 {total} since {}",
+                "store {what} still failing: {since_last} failed writes in {:.0} s, {total} \
+                 since {}",
+                over.as_secs_f64(),
                 crate::clock::iso_ms(started_wall_ms)
             ),
             Some(Line::Recovered { .. }) | None => {}
         }
     }
 
-    /// A store write succeeded: logs the recovery once after failures. Cheap when nothing
-    /// failed (one atomic load).
-    pub fn store_ok(&self) {
+    /// A store write of kind `what` succeeded: logs that kind's recovery once after its
+    /// failures. Cheap when nothing failed (one atomic load).
+    pub fn store_ok(&self, what: &'static str) {
         use std::sync::atomic::Ordering;
         if !self.failing.load(Ordering::Acquire) {
             return;
         }
         let line = {
-            let mut log = self.failures.lock();
-            let line = log.succeeded(tokio::time::Instant::now());
-            self.failing.store(false, Ordering::Release);
+            let mut logs = self.failures.lock();
+            let line = logs
+                .iter_mut()
+                .find(|(kind, _)| *kind == what)
+                .and_then(|(_, log)| log.succeeded(tokio::time::Instant::now()));
+            let still = logs.iter().any(|(_, log)| log.failing());
+            self.failing.store(still, Ordering::Release);
             line
         };
         if let Some(failures::Line::Recovered { total, over }) = line {
             tracing::info!(
                 failures = total,
-                "store recovered after {total} failed writes over {:.1} s",
+                "store {what} recovered after {total} failed writes over {:.1} s",
                 over.as_secs_f64()
             );
         }

@@ -232,10 +232,10 @@ async fn status_says_when_there_are_no_instances_or_all_expired() {
     coordinator.shutdown().await;
 }
 
-/// A store that fails makes `vigil status` say so and exit 2.
+/// A store that fails makes `vigil status` say so and exit 3.
 #[cfg(feature = "chaos")]
 #[tokio::test]
-async fn status_exits_2_while_the_store_fails() {
+async fn status_exits_3_while_the_store_fails() {
     let mut redis = super::redis_server::RedisServer::start();
     let mut rc = vigil::store::RedisConfig::new(redis.url());
     rc.flush_interval = Duration::from_millis(50);
@@ -260,7 +260,7 @@ async fn status_exits_2_while_the_store_fails() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (code, text, _) = vigil(&["status", "--target", &url]).await;
-    assert_eq!(code, Some(2), "{text}");
+    assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("DEGRADED: the store"), "{text}");
     let (_, json, _) = vigil(&["status", "--target", &url, "--json"]).await;
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -689,7 +689,9 @@ fn serve_logs_one_line_when_the_store_recovers() {
         l.contains("store flush failed")
     });
     redis.restart();
-    let recovered = stderr.wait_for(Duration::from_secs(15), |l| l.contains("store recovered"));
+    let recovered = stderr.wait_for(Duration::from_secs(15), |l| {
+        l.contains("store flush recovered")
+    });
     assert!(recovered.contains("failed writes"), "{recovered}");
     let failures = stderr
         .all()

@@ -253,6 +253,26 @@ async fn a_browser_sends_its_token_as_a_websocket_subprotocol() {
         .await
         .expect("the Authorization header opens the socket");
     assert_eq!(chosen, None);
+    // The subprotocol is a token for `GET /ws` only: elsewhere, even dressed as an upgrade,
+    // it is no token at all.
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::GET, "/metrics"),
+        (reqwest::Method::GET, "/ws/stats"),
+        (reqwest::Method::POST, "/rpc/batch"),
+        (reqwest::Method::POST, "/ws"),
+    ] {
+        let answer = http
+            .request(method.clone(), format!("{url}{path}"))
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-protocol", &good)
+            .body(r#"[{"jsonrpc":"2.0","method":"system.get_state","id":1}]"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401, "{method} {path}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
