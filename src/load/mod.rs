@@ -114,7 +114,11 @@ impl LoadConfig {
                 self.run_id
             ));
         }
-        if self.prefix.is_empty() || self.prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(format!(
                 "--prefix must be non-empty, without spaces, got {:?}",
@@ -186,7 +190,11 @@ impl Harness {
             client: Arc::new(client),
             config,
         };
-        if let Err(e) = harness.client.register_all(std::slice::from_ref(&tag)).await {
+        if let Err(e) = harness
+            .client
+            .register_all(std::slice::from_ref(&tag))
+            .await
+        {
             // Some may have been registered before the failure.
             let cleanup = harness.clean_up().await;
             return Err(format!("{e}; {cleanup}"));
