@@ -203,16 +203,13 @@ fn draw(
                 line.to_string()
             }
         };
-        // Max first, thin and light, so p99 (dashed) and p50 are drawn over it.
+        // p50 and p99 (dashed) as lines, max as small open circles drawn last: where a
+        // slice's p99 is its max (fewer than 100 calls in it) the circle sits on the dashed
+        // line without hiding it.
         chart
-            .draw_series(LineSeries::new(
-                points(|s| s.max_us),
-                cmax.mix(0.75).stroke_width(1),
-            ))?
-            .label(name("max"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], cmax.mix(0.75).stroke_width(1))
-            });
+            .draw_series(LineSeries::new(points(|s| s.p50_us), c50.stroke_width(2)))?
+            .label(name("p50"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c50.stroke_width(2)));
         chart
             .draw_series(DashedLineSeries::new(
                 points(|s| s.p99_us),
@@ -230,9 +227,13 @@ fn draw(
                 )
             });
         chart
-            .draw_series(LineSeries::new(points(|s| s.p50_us), c50.stroke_width(2)))?
-            .label(name("p50"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c50.stroke_width(2)));
+            .draw_series(
+                points(|s| s.max_us)
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, cmax.stroke_width(1))),
+            )?
+            .label(name("max"))
+            .legend(move |(x, y)| Circle::new((x + 11, y), 3, cmax.stroke_width(1)));
     }
     chart
         .configure_series_labels()
@@ -285,6 +286,18 @@ fn draw(
         hist.draw_series(bars)?
             .label(label.to_string())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        if runs.len() == 1 {
+            // Each bar's count above it: the tail's few calls are too short to see otherwise.
+            hist.draw_series(report.histogram.iter().filter(|b| b.count > 0).map(|b| {
+                let upper = ms(b.le_us.max(1));
+                let lower = (upper / 2.0).max(x_lo);
+                Text::new(
+                    b.count.to_string(),
+                    (lower * 1.08, b.count as f64 + count_max * 0.07),
+                    ("sans-serif", 12),
+                )
+            }))?;
+        }
     }
     if runs.len() > 1 {
         hist.configure_series_labels()

@@ -277,6 +277,7 @@ const LIST_PARAMS: &[&str] = &[
     "assignee",
     "workerId",
     "priority",
+    "role",
     "limit",
     "offset",
     "orderBy",
