@@ -43,7 +43,7 @@ pub(crate) fn title(runs: &[(&str, &LoadReport)]) -> String {
             "{} over {}, {rate}, {} s",
             r.target,
             r.transport,
-            round3(r.elapsed_s)
+            seconds(r.elapsed_s)
         )
     };
     match runs {
@@ -56,6 +56,16 @@ pub(crate) fn title(runs: &[(&str, &LoadReport)]) -> String {
             format!("vigil load: {}", sides.join(" vs "))
         }
     }
+}
+
+/// A run's length in seconds, to a tenth under 10 s (`0.5`, `2.5`), else whole (`20`).
+fn seconds(s: f64) -> String {
+    let text = if s >= 10.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    };
+    text.trim_end_matches(".0").to_string()
 }
 
 /// `x` with at most three significant digits and no trailing zeros.
