@@ -430,6 +430,10 @@ impl WorkBook {
     /// answer is that task, with `false`, if it was created with the same payload, priority,
     /// attempts and locks, and [`RequestIdTaken`] otherwise. This makes a retried create safe
     /// when the first attempt's outcome is unknown.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the validated parts of a TaskSpec, one by one, as the caller checked them"
+    )]
     pub fn create(
         &mut self,
         op: &mut Op,

@@ -268,16 +268,16 @@ impl WorkBook {
                 self.by_request.insert(key, task.id);
             }
             match task.status {
-                TaskStatus::Pending => match &task.reserved {
-                    // An assigned task waits in its instance's own queue.
-                    Some(holder) => {
+                TaskStatus::Pending => {
+                    // An assigned task waits in its instance's own queue; any other is queued
+                    // by its role below, once it is in the book.
+                    if let Some(holder) = &task.reserved {
                         self.reserved_by
                             .entry(holder.clone())
                             .or_default()
                             .insert(pending_key(&task));
                     }
-                    None => {}
-                },
+                }
                 TaskStatus::Claimed => {
                     let holder = task.assignee.clone().expect("checked above");
                     self.claimed_by.entry(holder).or_default().insert(task.id);
