@@ -190,11 +190,26 @@ impl Harness {
             client: Arc::new(client),
             config,
         };
-        if let Err(e) = harness
-            .client
-            .register_all(std::slice::from_ref(&tag))
-            .await
-        {
+        Ok(harness)
+    }
+
+    /// Connects and registers the workers, unless `interrupt` comes first. When registration
+    /// fails or is interrupted, the workers registered so far are unregistered again.
+    async fn start(
+        config: LoadConfig,
+        total: Duration,
+        mut interrupt: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Self, String> {
+        let harness = tokio::select! {
+            harness = Self::new(config, total) => harness?,
+            () = &mut interrupt => return Err("interrupted before the run started".into()),
+        };
+        let tag = harness.config.tag();
+        let registered = tokio::select! {
+            result = harness.client.register_all(std::slice::from_ref(&tag)) => result,
+            () = &mut interrupt => Err("interrupted while registering the workers".into()),
+        };
+        if let Err(e) = registered {
             // Some may have been registered before the failure.
             let cleanup = harness.clean_up().await;
             return Err(format!("{e}; {cleanup}"));
@@ -613,10 +628,7 @@ pub async fn run_until(
     let duration = config.duration;
     let bar = progress_bar(config.progress, duration);
     tokio::pin!(interrupt);
-    let harness = tokio::select! {
-        harness = Harness::new(config, duration) => harness?,
-        () = &mut interrupt => return Err("interrupted before the run started".into()),
-    };
+    let harness = Harness::start(config, duration, interrupt.as_mut()).await?;
     let sides = [&harness];
     let outcome = tokio::select! {
         result = slice_with_progress(&harness, duration, &bar, 0, &sides) => result,
@@ -664,15 +676,8 @@ pub async fn compare_until(
     }
     let bar = progress_bar(a.progress, duration * 2);
     tokio::pin!(interrupt);
-    let a = tokio::select! {
-        harness = Harness::new(a, duration) => harness?,
-        () = &mut interrupt => return Err("interrupted before the run started".into()),
-    };
-    let b = tokio::select! {
-        harness = Harness::new(b, duration) => harness,
-        () = &mut interrupt => Err("interrupted before the run started".into()),
-    };
-    let b = match b {
+    let a = Harness::start(a, duration, interrupt.as_mut()).await?;
+    let b = match Harness::start(b, duration, interrupt.as_mut()).await {
         Ok(b) => b,
         Err(e) => return Err(format!("{e}; A: {}", a.clean_up().await)),
     };

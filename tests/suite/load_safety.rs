@@ -395,3 +395,77 @@ async fn a_task_requiring_a_role_goes_only_to_a_worker_with_it_also_after_a_rest
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
+
+/// Ctrl-C (SIGINT) stops `vigil load` early: it unregisters its workers, says what it cleaned
+/// up, and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_the_command_line_cleans_up_and_exits_1() {
+    let (url, coordinator, stop) =
+        crate::common::serve(Config::default(), ServerConfig::default()).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "load",
+            "--target",
+            &url,
+            "--workers",
+            "7",
+            "--run-id",
+            "sigint",
+        ])
+        .args(["--rate", "50/s", "--duration", "60s", "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once its workers are registered, it is sending.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while coordinator.instance_count() < 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("it stops soon after Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted; cleaned up run vigil-load-sigint: unregistered 7 worker(s)"),
+        "{stderr}"
+    );
+    assert_eq!(coordinator.instance_count(), 0);
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
+
+/// Interrupted while its workers are still being registered, a run unregisters the ones
+/// registered so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_while_registering_unregisters_those_registered() {
+    let (url, coordinator, stop) =
+        crate::common::serve(Config::default(), ServerConfig::default()).await;
+    let mut config = load(&url, "early", false, false);
+    config.workers = 20_000;
+    config.tasks = None;
+    let error = vigil::load::run_until(config, tokio::time::sleep(Duration::from_millis(20)))
+        .await
+        .unwrap_err();
+    assert!(
+        error.starts_with(
+            "interrupted while registering the workers; cleaned up run vigil-load-early"
+        ),
+        "{error}"
+    );
+    assert_eq!(coordinator.instance_count(), 0);
+    let _ = stop.send(());
+    coordinator.shutdown().await;
+}
