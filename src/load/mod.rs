@@ -174,6 +174,8 @@ struct Harness {
 }
 
 impl Harness {
+    /// Connects (and, for a task mix without `force`, checks the target for others' work);
+    /// registers nothing.
     async fn new(config: LoadConfig, total: Duration) -> Result<Self, String> {
         config.validate()?;
         let tag = config.tag();
@@ -184,13 +186,12 @@ impl Harness {
         }
         // About 150 points on the timeline, none shorter than 10 ms.
         let slice = (total / 150).max(Duration::from_millis(10));
-        let harness = Self {
+        Ok(Self {
             recorder: Arc::new(Mutex::new(Recorder::new(slice, config.tasks.is_some()))),
             permits: Arc::new(Semaphore::new(config.concurrency)),
             client: Arc::new(client),
             config,
-        };
-        Ok(harness)
+        })
     }
 
     /// Connects and registers the workers, unless `interrupt` comes first. When registration
