@@ -16,7 +16,9 @@
 //! * tasks: 45 % finished (40 % completed, 5 % failed; the finished-task retention is set to
 //!   this count, so every measured completion evicts the oldest, as in a long-running
 //!   coordinator), 25 % claimed, round-robin over the workers, each holding one required lock,
-//!   30 % pending at priorities 0–99, a third of them requiring a lock;
+//!   30 % pending at priorities 0–99, a third of them requiring a lock; and beside them as many
+//!   again (30 % of N) pending at priority 100 that require the role `elsewhere`, which no
+//!   worker has (issue 18: a claim must pass over them at no cost);
 //! * leases: N / 4 required locks of the claimed tasks, N / 4 more leases held by those claims
 //!   (`acquire_lease` under the claim), N / 2 held by the workers as instances (a tenth of
 //!   those shared, five workers to a key); keys spread over N / 50 tenant prefixes with 16
@@ -24,7 +26,8 @@
 //!
 //! Each operation is then timed on each coordinator by one extra worker, `bench-0`, whose own
 //! tasks (priority 100, so they are claimed first) and leases (under `bench/`) concern none of
-//! that state: claim one task, complete a claimed task, a step heartbeat, lease acquire / renew /
+//! that state: claim one task, claim one task narrowed to its role `bench` (`claim_role`, past
+//! the `elsewhere` tasks ahead of it in priority and age), complete a claimed task, a step heartbeat, lease acquire / renew /
 //! release, `get_state` (`state_with` limited to 100 as `system.get_state` asks for it, and
 //! `task_counts`; with `server` also the whole `system.get_state` call through the
 //! dispatcher), the `/metrics` render (with `server`), one sweep tick (`bench_sweep_tick`), and
@@ -152,7 +155,9 @@ impl World {
         for w in &workers {
             register(c, w).await;
         }
-        register(c, BENCH).await;
+        c.register(RegisterRequest::new(BENCH).roles(["bench"]))
+            .await
+            .expect("register");
         let worker = |i: usize| workers[i % workers.len()].as_str();
 
         // Finished: created, claimed in batches of 100 and completed (one in nine failed).
@@ -238,6 +243,17 @@ impl World {
             c.create_task(spec).await.expect("create");
         }
 
+        // Pending tasks for a role nobody has, ahead of everything in the pending order.
+        for i in 0..pending {
+            c.create_task(
+                TaskSpec::new(json!({"elsewhere": i}))
+                    .priority(100)
+                    .role("elsewhere"),
+            )
+            .await
+            .expect("create");
+        }
+
         // bench-0's own: a claim with a required lock that it keeps beating, a lease it renews.
         c.create_task(
             TaskSpec::new(json!({"job": "beating"}))
@@ -281,6 +297,21 @@ impl World {
             beating,
             renewed,
             next_beat: 0,
+        }
+    }
+
+    /// Creates `count` tasks that require bench-0's role `bench`, at priority 100 (after the
+    /// `elsewhere` ones in the pending order: created later).
+    async fn bench_role_tasks(&self, count: u64) {
+        for i in 0..count {
+            self.coordinator
+                .create_task(
+                    TaskSpec::new(json!({"bench": i}))
+                        .priority(100)
+                        .role("bench"),
+                )
+                .await
+                .expect("create");
         }
     }
 
@@ -484,6 +515,27 @@ fn main() {
             took
         })
     });
+    bench(
+        "claim_role (past 0.3 N of another role)",
+        &mut |w, iters| {
+            rt.block_on(async {
+                w.bench_role_tasks(iters).await;
+                let c = &w.coordinator;
+                let mut claimed = Vec::with_capacity(iters as usize);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let mut got = c.claim_role(BENCH, "bench", 1).await.expect("claim");
+                    assert_eq!(got.len(), 1, "bench-0 claimed nothing of its role");
+                    claimed.push(got.pop().expect("one task"));
+                }
+                let took = start.elapsed();
+                for t in &claimed {
+                    complete(c, t).await;
+                }
+                took
+            })
+        },
+    );
     bench("complete", &mut |w, iters| {
         rt.block_on(async {
             w.bench_tasks(iters).await;

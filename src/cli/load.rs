@@ -23,9 +23,20 @@ pub struct LoadArgs {
     /// Instances to register and heartbeat for.
     #[arg(long, default_value_t = 100)]
     workers: usize,
-    /// Instance id prefix (ids are PREFIX-0 … PREFIX-N−1).
-    #[arg(long, default_value = "load")]
+    /// The first part of the run's tag PREFIX-RUN: its workers are PREFIX-RUN-0 …
+    /// PREFIX-RUN-(N−1) with the role PREFIX-RUN, and its tasks require that role.
+    #[arg(long, default_value = "vigil-load")]
     prefix: String,
+    /// The run's id, the second part of its tag [default: 8 random hex digits].
+    #[arg(long, value_name = "RUN")]
+    run_id: Option<String>,
+    /// Leave the run's workers and tasks on the target when it ends (by default it
+    /// unregisters its workers and deletes its tasks, also on an error or Ctrl-C).
+    #[arg(long)]
+    keep: bool,
+    /// With --tasks: run even when the target has pending or claimed tasks of others.
+    #[arg(long)]
+    force: bool,
     /// Heartbeat rate: 1000/min, 50k/s, or max (closed loop).
     #[arg(long, default_value = "1000/min")]
     rate: crate::load::Rate,
@@ -197,10 +208,14 @@ impl LoadArgs {
                 }
             }
         }
+        let run_id = self.run_id.clone().unwrap_or_else(crate::load::new_run_id);
         let config = |transport| crate::load::LoadConfig {
             transport,
             workers: self.workers,
             prefix: self.prefix.clone(),
+            run_id: run_id.clone(),
+            keep: self.keep,
+            force: self.force,
             rate: self.rate,
             duration: self.duration,
             concurrency: self.concurrency,
@@ -209,15 +224,23 @@ impl LoadArgs {
             progress: !self.no_progress,
         };
         let a = config(self.transport(&self.target, embedded.first()));
+        // Ctrl-C stops the run early; it cleans up all the same.
+        let interrupt = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         let outcome = match &self.compare {
-            None => crate::load::run(a).await.map(|r| (vec![r], None)),
+            None => crate::load::run_until(a, interrupt)
+                .await
+                .map(|r| (vec![r], None)),
             Some(other) => {
                 let (a_label, b_label) = match compare_mode {
                     Some(b) => (persist_name(self.persist), persist_name(b)),
                     None => (self.target.clone(), other.clone()),
                 };
                 let b = config(self.transport(other, embedded.get(1)));
-                crate::load::compare(a, a_label, b, b_label, self.rounds)
+                crate::load::compare_until(a, a_label, b, b_label, self.rounds, interrupt)
                     .await
                     .map(|c| (vec![c.a.clone(), c.b.clone()], Some(c)))
             }
@@ -257,6 +280,7 @@ impl LoadArgs {
                 eprintln!("vigil load: {e}");
                 return ExitCode::FAILURE;
             }
+            eprintln!("wrote plot: {}", path.display());
         }
         let mut failed = false;
         for report in &reports {

@@ -143,8 +143,8 @@ impl Coordinator {
     /// Assigns pending task `id` to the live instance `instance` (an operator pushing work):
     /// the task stays pending and only that instance claims it — first, at its next claim.
     /// Answers the instance it was already assigned to (the same one: assigning twice changes
-    /// nothing). Refused for a claimed or finished task, one assigned to another instance, or
-    /// an instance that is not live. If the instance leaves before claiming it, the task goes
+    /// nothing). Refused for a claimed or finished task, one assigned to another instance, an
+    /// instance that is not live, or one not registered with the role the task requires. If the instance leaves before claiming it, the task goes
     /// back to every worker.
     pub async fn assign_task(
         &self,
@@ -171,6 +171,21 @@ impl Coordinator {
         self.store_ready()?;
         let previous = self.ctx().with_work(|work, op| -> Result<_, Error> {
             let epoch = self.live_epoch_named(&instance, &Authority::Any, "instanceId")?;
+            if let Some(role) = work.role_of(id)
+                && !self
+                    .roles_in_epoch(&instance, epoch)
+                    .iter()
+                    .any(|r| r == role)
+            {
+                return Err(ValidationError::new(
+                    "instanceId",
+                    format!(
+                        "task {id} requires role {role:?}, which instance {instance} is not \
+                         registered with"
+                    ),
+                )
+                .into());
+            }
             Ok(work.assign(op, id, &instance, epoch)?)
         })?;
         self.written(started).await?;

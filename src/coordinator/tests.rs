@@ -417,7 +417,7 @@ async fn a_full_rewrite_is_written_in_bounded_parts() {
     for i in 0..TASKS {
         c.ctx()
             .with_work(|work, op| {
-                work.create(op, json!(i), 50, 3, Vec::new(), None)
+                work.create(op, json!(i), 50, 3, Vec::new(), None, None)
                     .map(|_| ())
             })
             .unwrap();

@@ -128,6 +128,9 @@ impl Coordinator {
         if let Some(request) = &spec.request_id {
             check_request_id(request)?;
         }
+        if let Some(role) = &spec.role {
+            crate::model::check_role(role, limits, "role")?;
+        }
         self.store_ready()?;
         let max_tasks = limits.max_tasks;
         // Counted under the work lock, before anything changes: a refused task leaves no trace
@@ -140,14 +143,22 @@ impl Coordinator {
             if !repeat && work.live_tasks() >= max_tasks {
                 return Err(Error::TooManyTasks(max_tasks));
             }
-            work.create(op, spec.payload, priority, max_attempts, locks, request)
-                .map_err(|RequestIdTaken(id)| {
-                    ValidationError::new(
-                        "requestId",
-                        format!("already used by task {id}, created with other parameters"),
-                    )
-                    .into()
-                })
+            work.create(
+                op,
+                spec.payload,
+                priority,
+                max_attempts,
+                locks,
+                spec.role,
+                request,
+            )
+            .map_err(|RequestIdTaken(id)| {
+                ValidationError::new(
+                    "requestId",
+                    format!("already used by task {id}, created with other parameters"),
+                )
+                .into()
+            })
         })?;
         let written = self.written(started).await;
         if !created {
@@ -241,15 +252,34 @@ impl Coordinator {
     /// [`Config::store_wait`](crate::Config::store_wait), the claim is undone — its tasks go
     /// back to pending in their places, the leases it took are released, its tokens are dead —
     /// and the answer is [`Error::StoreUnavailable`]: nothing is claimed.
+    ///
+    /// A task created with a `role` goes only to a worker registered with that role: an
+    /// unfiltered claim by any other worker passes over it (at no cost: see docs/work.md).
     pub async fn claim(&self, worker: &str, max_tasks: usize) -> Result<Vec<ClaimedTask>, Error> {
-        self.claim_as(worker, max_tasks, &Authority::Any).await
+        self.claim_as(worker, max_tasks, None, &Authority::Any)
+            .await
     }
 
-    /// [`claim`](Self::claim) on `authority`, which must be allowed to act as `worker`.
+    /// [`claim`](Self::claim) narrowed to the tasks that require exactly `role`, which
+    /// `worker` must be registered with (else [`Error::Invalid`], field `role`). Tasks that
+    /// require no role, or another one, are left alone.
+    pub async fn claim_role(
+        &self,
+        worker: &str,
+        role: &str,
+        max_tasks: usize,
+    ) -> Result<Vec<ClaimedTask>, Error> {
+        self.claim_as(worker, max_tasks, Some(role), &Authority::Any)
+            .await
+    }
+
+    /// [`claim`](Self::claim) on `authority`, which must be allowed to act as `worker`;
+    /// with `only`, [`claim_role`](Self::claim_role).
     pub(crate) async fn claim_as(
         &self,
         worker: &str,
         max_tasks: usize,
+        only: Option<&str>,
         authority: &Authority,
     ) -> Result<Vec<ClaimedTask>, Error> {
         let started = Instant::now();
@@ -269,12 +299,32 @@ impl Coordinator {
             )
             .into());
         }
+        if let Some(role) = only {
+            crate::model::check_role(role, &ctx.config.limits, "role")?;
+        }
         self.store_ready()?;
         let claimed = ctx.with_work(|work, op| -> Result<_, Error> {
             // Checked under the work lock: a departure takes the instance's tasks back under
             // the same lock, after marking it terminal, so no claim can slip in between.
             let epoch = self.live_epoch(&id, authority)?;
-            Ok(work.claim(op, &id, epoch, max_tasks))
+            let roles = self.roles_in_epoch(&id, epoch);
+            if let Some(role) = only
+                && !roles.iter().any(|r| r == role)
+            {
+                return Err(ValidationError::new(
+                    "role",
+                    format!(
+                        "instance {id} is not registered with role {role:?}; only a worker \
+                         with the role may claim its tasks"
+                    ),
+                )
+                .into());
+            }
+            let claimant = crate::work::Claimant {
+                roles: &roles,
+                only,
+            };
+            Ok(work.claim(op, &id, epoch, &claimant, max_tasks))
         })?;
         if !claimed.is_empty() {
             match self.written(started).await {
@@ -604,6 +654,21 @@ impl Coordinator {
                 return total;
             }
         }
+    }
+
+    /// The roles `id` is registered with in `epoch` (none if it is not in that epoch now).
+    pub(super) fn roles_in_epoch(
+        &self,
+        id: &InstanceId,
+        epoch: crate::model::Epoch,
+    ) -> Vec<String> {
+        let slot = self
+            .ctx()
+            .registry
+            .get(id.as_str())
+            .filter(|e| e.slot.epoch == epoch)
+            .map(|e| std::sync::Arc::clone(&e.slot));
+        slot.map(|s| s.roles()).unwrap_or_default()
     }
 
     /// The epoch of `id` if it is a live instance `authority` may act as.

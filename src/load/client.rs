@@ -71,6 +71,16 @@ impl Transport {
         }
     }
 
+    /// Where calls go: the server's base URL, or `inproc` for an embedded coordinator.
+    pub fn target(&self) -> &str {
+        match self {
+            Transport::Http { target, .. }
+            | Transport::Ws { target, .. }
+            | Transport::WsBinary { target, .. } => target,
+            Transport::Inproc(_) => "inproc",
+        }
+    }
+
     /// A short name for reports: `http`, `http batch 100`, `ws`, `ws-binary batch 100`, `inproc`.
     pub fn name(&self) -> String {
         let (name, batch) = match self {
@@ -401,12 +411,12 @@ impl Client {
         }
     }
 
-    /// Registers every worker (batches of 500 over the network).
-    pub async fn register_all(&self) -> Result<(), String> {
+    /// Registers every worker with `roles` (batches of 500 over the network).
+    pub async fn register_all(&self, roles: &[String]) -> Result<(), String> {
         if let Link::Inproc { coordinator, .. } = &self.link {
             for id in &self.ids {
                 coordinator
-                    .register(crate::RegisterRequest::new(id.as_str()))
+                    .register(crate::RegisterRequest::new(id.as_str()).roles(roles.iter().cloned()))
                     .await
                     .map_err(|e| format!("registering {id}: {e}"))?;
             }
@@ -418,7 +428,7 @@ impl Client {
                 .enumerate()
                 .map(|(k, id)| {
                     serde_json::json!({"jsonrpc": "2.0", "method": "system.register",
-                                       "params": {"id": id, "roles": ["worker"]}, "id": k})
+                                       "params": {"id": id, "roles": roles}, "id": k})
                 })
                 .collect();
             let body = serde_json::to_vec(&batch).expect("a JSON value always serializes");

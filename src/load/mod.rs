@@ -1,6 +1,7 @@
 //! `vigil load`: the load harness.
 //!
-//! It registers `workers` instances (`{prefix}-0 … {prefix}-{N−1}`) and sends heartbeats
+//! It registers `workers` instances (`{prefix}-{run}-0 … {prefix}-{run}-{N−1}`, with the role
+//! `{prefix}-{run}`, the run's tag: see [`LoadConfig::tag`]) and sends heartbeats
 //! **open loop**: the i-th request is due at `start + i × batch / rate`, whether or not earlier
 //! ones have been answered, and its latency is measured from that *intended* time — so a stall
 //! shows up as the latency of every call it delayed (no coordinated omission). `rate = max` is
@@ -10,6 +11,13 @@
 //! heartbeats; each flow creates a task, claims one as a worker, sends two step heartbeats with
 //! the claim token and completes it. A flow's first call is measured from its intended start,
 //! each later call from the answer to the one before it.
+//!
+//! Everything a run makes is marked as its own: its tasks require its tag as their role (and
+//! carry it in `metadata.vigilLoad`), and its claims ask for that role only, so it never
+//! claims another's task and no other worker can claim its tasks. When it ends — done, failed
+//! or interrupted — it deletes its tasks and unregisters its workers, unless
+//! [`LoadConfig::keep`]. With a task mix it first refuses a target that has pending or claimed
+//! tasks of others, unless [`LoadConfig::force`].
 //!
 //! [`compare`] runs one scenario against two targets in alternation (A, B, A, B, …) and
 //! reports the ratio of every figure, so that both sides share the machine's conditions.
@@ -31,7 +39,7 @@ use tokio::time::Instant;
 
 pub use client::{TRANSPORT_FAILURE, Transport};
 pub use plot::write_svg;
-pub use report::{Bucket, Comparison, LoadReport, Percentiles, Slice, TaskTally};
+pub use report::{Bucket, Cleanup, Comparison, LoadReport, Percentiles, Slice, TaskTally};
 
 use client::{Client, Outcome};
 use report::Recorder;
@@ -46,8 +54,14 @@ pub struct LoadConfig {
     pub transport: Transport,
     /// Instances to register and heartbeat for.
     pub workers: usize,
-    /// Id prefix.
+    /// The first part of the run's tag (`vigil-load`).
     pub prefix: String,
+    /// This run's id, the second part of its tag (random by default).
+    pub run_id: String,
+    /// Leave the run's workers and tasks on the target when it ends.
+    pub keep: bool,
+    /// Run the task mix even when the target has other pending or claimed tasks.
+    pub force: bool,
     /// Heartbeat rate.
     pub rate: Rate,
     /// How long to send.
@@ -69,7 +83,10 @@ impl LoadConfig {
         Self {
             transport,
             workers: 100,
-            prefix: "load".into(),
+            prefix: "vigil-load".into(),
+            run_id: new_run_id(),
+            keep: false,
+            force: false,
             rate: Rate::PerSecond(1000.0 / 60.0),
             duration: Duration::from_secs(10),
             concurrency: 256,
@@ -79,7 +96,43 @@ impl LoadConfig {
         }
     }
 
+    /// The run's tag, `{prefix}-{run_id}`: the role of its workers and of its tasks, and the
+    /// prefix of its worker ids.
+    pub fn tag(&self) -> String {
+        format!("{}-{}", self.prefix, self.run_id)
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if self.run_id.is_empty()
+            || !self
+                .run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "a run id is letters, digits, '-' and '_', got {:?}",
+                self.run_id
+            ));
+        }
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "--prefix must be non-empty, without spaces, got {:?}",
+                self.prefix
+            ));
+        }
+        let tag = self.tag().chars().count();
+        if tag > MAX_TAG_CHARS {
+            return Err(format!(
+                "the run's tag {:?} has {tag} characters; it is a role, at most {MAX_TAG_CHARS}: \
+                 shorten --prefix or --run-id",
+                self.tag()
+            ));
+        }
         if self.workers == 0 {
             return Err("--workers must be at least 1".into());
         }
@@ -98,6 +151,17 @@ impl LoadConfig {
     }
 }
 
+/// Longest run tag: it is a role (1–64 characters).
+const MAX_TAG_CHARS: usize = 64;
+
+/// Cleanup calls in flight at once.
+const CLEANUP_CONCURRENCY: usize = 32;
+
+/// A fresh run id: 8 hex digits.
+pub fn new_run_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
 /// Locks the recorder for one update.
 type Shared = Arc<Mutex<Recorder>>;
 
@@ -110,13 +174,16 @@ struct Harness {
 }
 
 impl Harness {
+    /// Connects (and, for a task mix without `force`, checks the target for others' work);
+    /// registers nothing.
     async fn new(config: LoadConfig, total: Duration) -> Result<Self, String> {
         config.validate()?;
-        let ids = (0..config.workers)
-            .map(|i| format!("{}-{i}", config.prefix))
-            .collect();
+        let tag = config.tag();
+        let ids = (0..config.workers).map(|i| format!("{tag}-{i}")).collect();
         let client = Client::connect(&config.transport, ids, config.connections).await?;
-        client.register_all().await?;
+        if config.tasks.is_some() && !config.force {
+            refuse_foreign_work(&client, &tag).await?;
+        }
         // About 150 points on the timeline, none shorter than 10 ms.
         let slice = (total / 150).max(Duration::from_millis(10));
         Ok(Self {
@@ -125,6 +192,114 @@ impl Harness {
             client: Arc::new(client),
             config,
         })
+    }
+
+    /// Connects and registers the workers, unless `interrupt` comes first. When registration
+    /// fails or is interrupted, the workers registered so far are unregistered again.
+    async fn start(
+        config: LoadConfig,
+        total: Duration,
+        mut interrupt: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Self, String> {
+        let harness = tokio::select! {
+            harness = Self::new(config, total) => harness?,
+            () = &mut interrupt => return Err("interrupted before the run started".into()),
+        };
+        let tag = harness.config.tag();
+        let registered = tokio::select! {
+            result = harness.client.register_all(std::slice::from_ref(&tag)) => result,
+            () = &mut interrupt => Err("interrupted while registering the workers".into()),
+        };
+        if let Err(e) = registered {
+            // Some may have been registered before the failure.
+            let cleanup = harness.clean_up().await;
+            return Err(format!("{e}; {cleanup}"));
+        }
+        Ok(harness)
+    }
+
+    /// Removes what the run made, unless it is to be kept: deletes every task that requires
+    /// the run's tag (listed by role; a claim on one ends with it, releasing its leases), then
+    /// unregisters every worker.
+    async fn clean_up(&self) -> Cleanup {
+        let mut cleanup = Cleanup {
+            run: self.config.tag(),
+            kept: self.config.keep,
+            ..Cleanup::default()
+        };
+        if self.config.keep {
+            return cleanup;
+        }
+        let fail = |cleanup: &mut Cleanup, what: String| {
+            cleanup.failures += 1;
+            cleanup.first_failure.get_or_insert(what);
+        };
+        // Tasks: a page of the run's tasks at a time, until none is left or a page deletes
+        // nothing (deletion refused, e.g. a worker's token). Bounded: each round removes a page.
+        let params = json!({"role": cleanup.run, "limit": 1000, "order": "asc"});
+        for _ in 0..10_000 {
+            let page = match self.client.call("task.list", params.clone()).await {
+                Ok(page) => page,
+                Err(code) => {
+                    fail(&mut cleanup, format!("task.list: error {code}"));
+                    break;
+                }
+            };
+            let ids: Vec<Value> = page["tasks"]
+                .as_array()
+                .map(|tasks| tasks.iter().map(|t| t["id"].clone()).collect())
+                .unwrap_or_default();
+            if ids.is_empty() {
+                break;
+            }
+            let results = self
+                .each(ids, |id| ("task.delete", json!({"id": id})))
+                .await;
+            let deleted = results.iter().filter(|r| r.is_ok()).count() as u64;
+            cleanup.tasks_deleted += deleted;
+            for e in results.into_iter().filter_map(Result::err) {
+                fail(&mut cleanup, format!("task.delete: error {e}"));
+            }
+            if deleted == 0 {
+                break;
+            }
+        }
+        let ids: Vec<Value> = self.client.ids.iter().map(|id| json!(id)).collect();
+        let results = self
+            .each(ids, |id| ("system.unregister", json!({"instanceId": id})))
+            .await;
+        for result in results {
+            match result {
+                Ok(answer) if answer["wasRegistered"] == false => {}
+                Ok(_) => cleanup.workers_unregistered += 1,
+                Err(code) => fail(&mut cleanup, format!("system.unregister: error {code}")),
+            }
+        }
+        cleanup
+    }
+
+    /// One call per item, [`CLEANUP_CONCURRENCY`] at a time; the results in no set order.
+    async fn each(
+        &self,
+        items: Vec<Value>,
+        call: impl Fn(Value) -> (&'static str, Value),
+    ) -> Vec<Result<Value, i64>> {
+        let mut results = Vec::with_capacity(items.len());
+        let mut calls = JoinSet::new();
+        for item in items {
+            if calls.len() >= CLEANUP_CONCURRENCY
+                && let Some(done) = calls.join_next().await
+            {
+                results.push(done.unwrap_or(Err(TRANSPORT_FAILURE)));
+            }
+            let (method, params) = call(item);
+            let client = Arc::clone(&self.client);
+            calls.spawn(async move { client.call(method, params).await });
+        }
+        while let Some(done) = calls.join_next().await {
+            results.push(done.unwrap_or(Err(TRANSPORT_FAILURE)));
+        }
+        results
     }
 
     /// Sends for `duration`, then waits for every answer.
@@ -253,8 +428,9 @@ impl Harness {
             };
             let (client, recorder) = (Arc::clone(&self.client), Arc::clone(&self.recorder));
             let worker = client.ids[i as usize % client.ids.len()].clone();
+            let tag = self.config.tag();
             flows.spawn(async move {
-                task_flow(&client, &recorder, &worker, i, start, intended).await;
+                task_flow(&client, &recorder, &worker, &tag, i, start, intended).await;
                 drop(permit);
             });
             while flows.try_join_next().is_some() {}
@@ -269,6 +445,7 @@ impl Harness {
             _ => r.heartbeats as f64 / r.elapsed.as_secs_f64().max(1e-9),
         };
         r.report(
+            self.config.transport.target().to_string(),
             self.config.transport.name(),
             match self.config.rate {
                 Rate::PerSecond(r) => Some(r),
@@ -325,11 +502,13 @@ fn pacer(
     rx
 }
 
-/// One task's life: create, claim (as `worker`), two step heartbeats, complete.
+/// One task's life: create (requiring the run's `tag` as its role), claim (as `worker`, of
+/// the tasks requiring `tag` only), two step heartbeats, complete.
 async fn task_flow(
     client: &Client,
     recorder: &Mutex<Recorder>,
     worker: &str,
+    tag: &str,
     n: u64,
     start: Instant,
     intended: Instant,
@@ -349,7 +528,8 @@ async fn task_flow(
     let tally = |f: &dyn Fn(&mut TaskTally)| f(recorder.lock().tasks.get_or_insert_default());
     if call(
         "task.create",
-        json!({"text": format!("load task {n}"), "priority": 50}),
+        json!({"text": format!("load task {n}"), "priority": 50, "role": tag,
+               "metadata": {"vigilLoad": tag}}),
     )
     .await
     .is_none()
@@ -357,7 +537,7 @@ async fn task_flow(
         return;
     }
     tally(&|t| t.created += 1);
-    let Some(claim) = call("task.claim", json!({"workerId": worker})).await else {
+    let Some(claim) = call("task.claim", json!({"workerId": worker, "role": tag})).await else {
         return;
     };
     let (Some(task), Some(token)) = (
@@ -435,14 +615,36 @@ async fn slice_with_progress(
     result
 }
 
-/// Registers the workers, runs the load, and reports.
+/// Registers the workers, runs the load, cleans up (see [`LoadConfig::keep`]) and reports.
 pub async fn run(config: LoadConfig) -> Result<LoadReport, String> {
+    run_until(config, std::future::pending()).await
+}
+
+/// [`run`], stopped early when `interrupt` completes (Ctrl-C): the run then cleans up all the
+/// same and answers an error that says what it cleaned up.
+pub async fn run_until(
+    config: LoadConfig,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<LoadReport, String> {
     let duration = config.duration;
     let bar = progress_bar(config.progress, duration);
-    let harness = Harness::new(config, duration).await?;
-    slice_with_progress(&harness, duration, &bar, 0, &[&harness]).await?;
+    tokio::pin!(interrupt);
+    let harness = Harness::start(config, duration, interrupt.as_mut()).await?;
+    let sides = [&harness];
+    let outcome = tokio::select! {
+        result = slice_with_progress(&harness, duration, &bar, 0, &sides) => result,
+        () = &mut interrupt => Err("interrupted".into()),
+    };
     bar.finish_and_clear();
-    Ok(harness.report())
+    let cleanup = harness.clean_up().await;
+    match outcome {
+        Ok(()) => {
+            let mut report = harness.report();
+            report.cleanup = Some(cleanup);
+            Ok(report)
+        }
+        Err(e) => Err(format!("{e}; {cleanup}")),
+    }
 }
 
 /// Runs the scenario of `a` and `b` (the same but for the transport) in alternation, `rounds`
@@ -455,6 +657,18 @@ pub async fn compare(
     b_label: String,
     rounds: u32,
 ) -> Result<Comparison, String> {
+    compare_until(a, a_label, b, b_label, rounds, std::future::pending()).await
+}
+
+/// [`compare`], stopped early when `interrupt` completes; both sides clean up all the same.
+pub async fn compare_until(
+    a: LoadConfig,
+    a_label: String,
+    b: LoadConfig,
+    b_label: String,
+    rounds: u32,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Comparison, String> {
     let rounds = rounds.max(1);
     let duration = a.duration;
     let slice = duration / rounds;
@@ -462,15 +676,60 @@ pub async fn compare(
         return Err("--duration is too short for the number of rounds".into());
     }
     let bar = progress_bar(a.progress, duration * 2);
-    let a = Harness::new(a, duration).await?;
-    let b = Harness::new(b, duration).await?;
+    tokio::pin!(interrupt);
+    let a = Harness::start(a, duration, interrupt.as_mut()).await?;
+    let b = match Harness::start(b, duration, interrupt.as_mut()).await {
+        Ok(b) => b,
+        Err(e) => return Err(format!("{e}; A: {}", a.clean_up().await)),
+    };
     let step = slice.as_millis() as u64;
-    for round in 0..u64::from(rounds) {
-        slice_with_progress(&a, slice, &bar, 2 * round * step, &[&a, &b]).await?;
-        slice_with_progress(&b, slice, &bar, (2 * round + 1) * step, &[&a, &b]).await?;
-    }
+    let alternate = async {
+        for round in 0..u64::from(rounds) {
+            slice_with_progress(&a, slice, &bar, 2 * round * step, &[&a, &b]).await?;
+            slice_with_progress(&b, slice, &bar, (2 * round + 1) * step, &[&a, &b]).await?;
+        }
+        Ok::<(), String>(())
+    };
+    let outcome = tokio::select! {
+        result = alternate => result,
+        () = &mut interrupt => Err("interrupted".into()),
+    };
     bar.finish_and_clear();
-    Ok(Comparison::new(a_label, a.report(), b_label, b.report()))
+    let (a_cleanup, b_cleanup) = (a.clean_up().await, b.clean_up().await);
+    match outcome {
+        Ok(()) => {
+            let (mut a_report, mut b_report) = (a.report(), b.report());
+            a_report.cleanup = Some(a_cleanup);
+            b_report.cleanup = Some(b_cleanup);
+            Ok(Comparison::new(a_label, a_report, b_label, b_report))
+        }
+        Err(e) => Err(format!("{e}; A: {a_cleanup}; B: {b_cleanup}")),
+    }
+}
+
+/// Refuses a target that has pending or claimed tasks not of this run (tagged `tag`): the
+/// task mix would share its queue, limits and store with them.
+async fn refuse_foreign_work(client: &Client, tag: &str) -> Result<(), String> {
+    let mut counts = Vec::new();
+    for status in ["pending", "in_progress"] {
+        let page = client
+            .call("task.list", json!({"status": status, "limit": 1}))
+            .await
+            .map_err(|code| {
+                format!("checking the target for other work (task.list): error {code}")
+            })?;
+        counts.push(page["totalCount"].as_u64().unwrap_or(0));
+    }
+    let (pending, claimed) = (counts[0], counts[1]);
+    if pending + claimed > 0 {
+        return Err(format!(
+            "the target has {pending} pending and {claimed} claimed task(s) that are not this \
+             run's; --tasks would create and claim tasks beside them (its claims take only its \
+             own tasks, role {tag}, but they share the server's queue, limits and store). \
+             Aim it at a server of its own, or add --force to run anyway"
+        ));
+    }
+    Ok(())
 }
 
 /// Heartbeats per second, or as fast as possible.

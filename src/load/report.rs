@@ -101,10 +101,58 @@ pub struct TaskTally {
     pub stale_claims: u64,
 }
 
+/// What a run did to its own workers and tasks on the target when it ended.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cleanup {
+    /// The run's tag: its workers' role and id prefix, its tasks' role.
+    pub run: String,
+    /// Left in place on purpose (`--keep`): nothing was removed.
+    pub kept: bool,
+    /// Workers unregistered.
+    pub workers_unregistered: u64,
+    /// Tasks deleted (with their claims and the leases those held).
+    pub tasks_deleted: u64,
+    /// Cleanup calls that failed.
+    pub failures: u64,
+    /// The first of those failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+}
+
+impl std::fmt::Display for Cleanup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kept {
+            return write!(
+                f,
+                "kept run {run}: its workers ({run}-N) and tasks (role {run}) stay on the \
+                 target (--keep)",
+                run = self.run
+            );
+        }
+        write!(
+            f,
+            "cleaned up run {}: unregistered {} worker(s), deleted {} task(s)",
+            self.run, self.workers_unregistered, self.tasks_deleted
+        )?;
+        if self.failures > 0 {
+            write!(
+                f,
+                "; {} cleanup call(s) failed, the first: {}",
+                self.failures,
+                self.first_failure.as_deref().unwrap_or("?")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadReport {
+    /// Where the calls went: the server's URL, or `inproc`.
+    pub target: String,
     /// Transport name.
     pub transport: String,
     /// Calls sent (heartbeats, plus the task mix's calls).
@@ -133,6 +181,9 @@ pub struct LoadReport {
     pub timeline: Vec<Slice>,
     /// Heartbeat latency histogram (powers of two).
     pub histogram: Vec<Bucket>,
+    /// What the run removed (or kept) on the target when it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<Cleanup>,
 }
 
 fn fmt_us(us: u64) -> String {
@@ -214,6 +265,9 @@ impl LoadReport {
         }
         for (code, n) in &self.errors {
             out.push_str(&format!("errors {code}: {n}\n"));
+        }
+        if let Some(cleanup) = &self.cleanup {
+            out.push_str(&format!("{cleanup}\n"));
         }
         out
     }
@@ -378,6 +432,7 @@ impl Recorder {
     /// The report.
     pub fn report(
         &self,
+        target: String,
         transport: String,
         target_rate: Option<f64>,
         achieved_rate: f64,
@@ -416,6 +471,7 @@ impl Recorder {
             })
             .unwrap_or_default();
         LoadReport {
+            target,
             transport,
             sent: self.sent,
             answered: self.answered,
@@ -433,6 +489,7 @@ impl Recorder {
             tasks: self.tasks.clone(),
             timeline,
             histogram,
+            cleanup: None,
         }
     }
 }

@@ -352,6 +352,47 @@ async fn failing_a_step_puts_it_back_until_out_of_attempts() {
     f.coordinator.shutdown().await;
 }
 
+/// `create_task {role}` makes a step only an instance with that role claims; `claim_step
+/// {role}` narrows a claim to it; the task shows its role.
+#[tokio::test]
+async fn a_step_requiring_a_role_goes_only_to_an_instance_with_it() {
+    let f = Fixture::start().await;
+    let server = f.server(Fallbacks::none());
+    for (id, roles) in [("cpu", json!(["cpu"])), ("gpu", json!(["gpu"]))] {
+        ok(
+            &server,
+            "register",
+            json!({"instance_id": id, "roles": roles}),
+        )
+        .await;
+    }
+    let task = ok(
+        &server,
+        "create_task",
+        json!({"text": "render", "role": "gpu"}),
+    )
+    .await;
+    assert_eq!(task["role"], "gpu", "{task}");
+    let none = ok(&server, "claim_step", json!({"worker_id": "cpu"})).await;
+    assert_eq!(none["claimed"], false, "{none}");
+    let refused = err(
+        &server,
+        "claim_step",
+        json!({"worker_id": "cpu", "role": "gpu"}),
+    )
+    .await;
+    assert!(refused.to_string().contains("role"), "{refused}");
+    let claim = ok(
+        &server,
+        "claim_step",
+        json!({"worker_id": "gpu", "role": "gpu"}),
+    )
+    .await;
+    assert_eq!(claim["step_id"], task["step_id"], "{claim}");
+    assert_eq!(claim["task"]["role"], "gpu");
+    f.coordinator.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_arguments_are_tool_errors_naming_the_argument() {
     let f = Fixture::start().await;

@@ -311,6 +311,9 @@ struct TaskOut {
     requires_locks: Vec<LockOut>,
     /// The instance it is assigned to or claimed by.
     assigned_to: Option<String>,
+    /// The role a worker must be registered with to claim it (none: any worker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
     /// The result given on completion (`{"summary": …}` from complete_step).
     result: Option<Value>,
     /// The last error (a failure, or why the claim was taken back).
@@ -340,6 +343,7 @@ impl From<TaskView> for TaskOut {
                 })
                 .collect(),
             assigned_to: t.assigned_to.map(|i| i.to_string()),
+            role: t.role,
             result: t.result,
             error: t.error,
         }
@@ -712,6 +716,9 @@ mod input {
         /// Most steps to claim at once.
         #[schemars(extend("default" = 1))]
         max_tasks: Option<u64>,
+        /// Only steps that require exactly this role (the instance must be registered with
+        /// it); without it, steps requiring no role or one of the instance's roles.
+        role: Option<String>,
     }
 
     /// create_task.
@@ -737,6 +744,8 @@ mod input {
         requires_locks: Option<Value>,
         /// An id for safe retries: the same request id answers the task it created.
         request_id: Option<String>,
+        /// Only an instance registered with this role may claim it (1–64 characters).
+        role: Option<String>,
     }
 
     /// acquire_lease.
@@ -896,15 +905,16 @@ pub(crate) fn list() -> Vec<Tool> {
             "claim_step",
             "Claim the next pending step(s) for a live registered instance, with the leases \
              its locks need (all or nothing). Answers the step and its claim_token: keep the \
-             token, every later heartbeat, complete_step and fail_step needs it. claimed false: \
-             nothing to do now.",
+             token, every later heartbeat, complete_step and fail_step needs it. With role, \
+             only steps that require that role. claimed false: nothing to do now.",
             writes(false, false),
         ),
         tool::<Create, TaskOut>(
             "create_task",
             "Create a task (a step) for some worker to claim: text or a JSON payload, a \
              priority, attempts allowed and the lease keys a claim must take. With request_id, \
-             retrying the same call answers the same task instead of creating another.",
+             retrying the same call answers the same task instead of creating another. With \
+             role, only an instance registered with that role may claim it.",
             writes(false, false),
         ),
         tool::<Acquire, LeaseCallOut>(
@@ -1121,17 +1131,15 @@ async fn claim_step<B: Backend>(
     cx: &Cx<'_, B>,
     args: Map<String, Value>,
 ) -> Result<Value, RpcError> {
-    let a = Args::new(args, &["worker_id", "max_tasks"])?;
+    let a = Args::new(args, &["worker_id", "max_tasks", "role"])?;
     let worker = a.str("worker_id")?;
     let max = a.opt_int("max_tasks", 1, 1000)?.unwrap_or(1);
     let renames = [("instanceId", "worker_id")];
-    let value = cx
-        .rpc(
-            "task.claim",
-            json!({"workerId": worker, "maxTasks": max}),
-            &renames,
-        )
-        .await?;
+    let mut params = json!({"workerId": worker, "maxTasks": max});
+    if let Some(role) = a.opt_str("role")? {
+        params["role"] = json!(role);
+    }
+    let value = cx.rpc("task.claim", params, &renames).await?;
     let tasks: Vec<ClaimedTask> = value
         .get("tasks")
         .cloned()
@@ -1187,6 +1195,7 @@ async fn create_task<B: Backend>(
             "max_attempts",
             "requires_locks",
             "request_id",
+            "role",
         ],
     )?;
     let mut params = Map::new();
@@ -1216,6 +1225,9 @@ async fn create_task<B: Backend>(
     }
     if let Some(id) = a.opt_str("request_id")? {
         params.insert("requestId".into(), json!(id));
+    }
+    if let Some(role) = a.opt_str("role")? {
+        params.insert("role".into(), json!(role));
     }
     let task: TaskView = cx.rpc_as("task.create", Value::Object(params)).await?;
     out(&TaskOut::from(task))

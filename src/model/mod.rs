@@ -123,6 +123,28 @@ impl InstanceStatus {
     }
 }
 
+/// Checks a role — of an instance, or one a task requires: 1 to
+/// [`Limits::max_role_chars`] characters, no control characters. `field` names it in the error.
+pub(crate) fn check_role(role: &str, limits: &Limits, field: &str) -> Result<(), ValidationError> {
+    let chars = role.chars().count();
+    if chars == 0 || chars > limits.max_role_chars {
+        return Err(ValidationError::new(
+            field.to_string(),
+            format!(
+                "a role must have 1 to {} characters, got {chars}",
+                limits.max_role_chars
+            ),
+        ));
+    }
+    if role.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field.to_string(),
+            "a role must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// What a worker sends to join the cluster. Built with [`RegisterRequest::new`] and the
 /// builder methods; validated by the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,22 +214,7 @@ impl RegisterRequest {
             ));
         }
         for (i, role) in self.roles.iter().enumerate() {
-            let chars = role.chars().count();
-            if chars == 0 || chars > limits.max_role_chars {
-                return Err(ValidationError::new(
-                    format!("roles[{i}]"),
-                    format!(
-                        "a role must have 1 to {} characters, got {chars}",
-                        limits.max_role_chars
-                    ),
-                ));
-            }
-            if role.chars().any(char::is_control) {
-                return Err(ValidationError::new(
-                    format!("roles[{i}]"),
-                    "a role must not contain control characters",
-                ));
-            }
+            check_role(role, limits, &format!("roles[{i}]"))?;
         }
         let metadata = match self.metadata {
             None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),

@@ -94,7 +94,8 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
             "priority":{"type":"integer","minimum":0,"maximum":100,"default":50},
             "maxAttempts":{"type":"integer","minimum":1,"maximum":100,"default":3,"x-aliases":["max_attempts"]},
             "requiresLocks":{"type":"array","items":{"oneOf":[{"type":"string"},{"type":"object","properties":{"key":{"type":"string"},"mode":{"type":"string","enum":["exclusive","shared"]}},"required":["key"]}]},"x-aliases":["requires_locks"]},
-            "requestId":{"type":"string","minLength":1,"maxLength":128,"x-aliases":["request_id"]}},
+            "requestId":{"type":"string","minLength":1,"maxLength":128,"x-aliases":["request_id"]},
+            "role":{"type":"string","minLength":1,"maxLength":64}},
             "required":[],"x-oneOfRequired":["text","payload"]}"#,
     },
     MethodDoc {
@@ -102,7 +103,8 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
         description: "Claim up to maxTasks of the best pending tasks for a live instance; each with a claim token",
         input_schema: r#"{"type":"object","properties":{
             "workerId":{"type":"string","minLength":1,"x-aliases":["instanceId","worker_id"]},
-            "maxTasks":{"type":"integer","minimum":1,"maximum":100,"default":1,"x-aliases":["max_tasks"]}},
+            "maxTasks":{"type":"integer","minimum":1,"maximum":100,"default":1,"x-aliases":["max_tasks"]},
+            "role":{"type":"string","minLength":1,"maxLength":64}},
             "required":["workerId"]}"#,
     },
     MethodDoc {
@@ -150,6 +152,7 @@ pub(crate) const CATALOGUE: &[MethodDoc] = &[
             "status":{"type":"string","enum":["pending","in_progress","completed","failed"]},
             "assignedTo":{"type":"string","x-aliases":["assignee","workerId"]},
             "priority":{"type":"integer","minimum":0,"maximum":100},
+            "role":{"type":"string"},
             "limit":{"type":"integer","minimum":0,"maximum":1000,"default":100},
             "offset":{"type":"integer","minimum":0},
             "after":{"type":["string","integer"]},

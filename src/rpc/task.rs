@@ -44,9 +44,10 @@ fn parse_locks(p: &Params) -> Result<Vec<LockSpec>, RpcError> {
         .collect()
 }
 
-/// `task.create {text|payload, priority?, maxAttempts?, requiresLocks?, requestId?}` →
+/// `task.create {text|payload, priority?, maxAttempts?, requiresLocks?, requestId?, role?}` →
 /// `{id, status, priority, createdAt, …}`. A `requestId` the coordinator still knows answers
-/// the task it created (a safe retry).
+/// the task it created (a safe retry); a `role` lets only workers registered with it claim
+/// the task.
 pub async fn create(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let payload = match (p.opt_value(&["payload"]), p.opt_str(&["text"])?) {
         (Some(payload), _) => payload.clone(),
@@ -74,14 +75,17 @@ pub async fn create(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, 
     }
     spec.requires_locks = parse_locks(&p)?;
     spec.request_id = p.opt_str(&["requestId", "request_id"])?.map(str::to_string);
+    spec.role = p.opt_str(&["role"])?.map(str::to_string);
     to_json(&c.create_task_as(spec, a).await?)
 }
 
-/// `task.claim {workerId, maxTasks?}` → `{claimed, taskId?, claimToken?, task?, tasks}`.
+/// `task.claim {workerId, maxTasks?, role?}` → `{claimed, taskId?, claimToken?, task?,
+/// tasks}`. With `role`, only tasks that require exactly that role (the worker must have it).
 pub async fn claim(c: &Coordinator, p: Params, a: &Authority) -> Result<Value, RpcError> {
     let worker = p.str(&["workerId", "instanceId", "worker_id"])?;
     let max = p.opt_u64(&["maxTasks", "max_tasks"], 1_000)?.unwrap_or(1) as usize;
-    let claims = c.claim_as(worker, max, a).await?;
+    let role = p.opt_str(&["role"])?;
+    let claims = c.claim_as(worker, max, role, a).await?;
     let mut value = json!({"claimed": !claims.is_empty(), "tasks": to_json(&claims)?});
     if let Some(first) = claims.first() {
         value["taskId"] = json!(first.task.id);
@@ -273,6 +277,7 @@ const LIST_PARAMS: &[&str] = &[
     "assignee",
     "workerId",
     "priority",
+    "role",
     "limit",
     "offset",
     "orderBy",
@@ -347,6 +352,7 @@ pub async fn list(c: &Coordinator, p: Params) -> Result<Value, RpcError> {
             .opt_str(&["assignedTo", "assignee", "workerId"])?
             .map(str::to_string),
         priority: p.opt_u64(&["priority"], 100)?.map(|n| n as u8),
+        role: p.opt_str(&["role"])?.map(str::to_string),
         limit: Some(p.list_limit()?),
         after,
         offset,

@@ -64,6 +64,7 @@ pub const TASK_TEXT: &[&str] = &[
     "requestId",
     "requestOwner",
     "finishedBy",
+    "role",
 ];
 /// Lease fields kept as text.
 pub const LEASE_TEXT: &[&str] = &["key"];

@@ -61,7 +61,7 @@ impl WorkBook {
             && let Some(holder) = task.reserved.clone()
         {
             let key = pending_key(task);
-            self.pending.remove(&key);
+            self.unqueue(id);
             self.reserved_by.entry(holder).or_default().insert(key);
         }
     }
@@ -70,10 +70,12 @@ impl WorkBook {
     /// its place. Answers the instance it was reserved for.
     pub(super) fn release_reservation(&mut self, id: TaskId) -> Option<(InstanceId, Epoch)> {
         let holder = self.unreserve(id)?;
-        if let Some(task) = self.tasks.get(&id)
-            && task.status == TaskStatus::Pending
+        if self
+            .tasks
+            .get(&id)
+            .is_some_and(|t| t.status == TaskStatus::Pending)
         {
-            self.pending.insert(pending_key(task));
+            self.queue(id);
         }
         Some(holder)
     }
@@ -110,7 +112,7 @@ impl WorkBook {
             self.end_claim(op, id);
             None
         } else {
-            self.pending.remove(&pending_key(&self.tasks[&id]));
+            self.unqueue(id);
             self.unreserve(id)
         };
         let task = self.tasks.get_mut(&id).expect("exists");
@@ -368,7 +370,7 @@ impl WorkBook {
         match status {
             TaskStatus::Claimed => self.end_claim(op, id),
             TaskStatus::Pending => {
-                self.pending.remove(&pending_key(&self.tasks[&id]));
+                self.unqueue(id);
                 self.unreserve(id);
             }
             TaskStatus::Completed | TaskStatus::Failed => {}
@@ -469,8 +471,7 @@ impl WorkBook {
         // Then the content; the queue key moves with the priority.
         let pending = self.tasks[&id].status == TaskStatus::Pending;
         let reserved = if pending {
-            let key = pending_key(&self.tasks[&id]);
-            self.pending.remove(&key);
+            self.unqueue(id);
             self.unreserve(id)
         } else {
             None
@@ -485,10 +486,12 @@ impl WorkBook {
         }
         task.updated_at = op.now;
         if pending {
-            let key = pending_key(task);
-            self.pending.insert(key);
             task.reserved = reserved;
-            self.reserve(id);
+            if task.reserved.is_some() {
+                self.reserve(id);
+            } else {
+                self.queue(id);
+            }
         }
         let task = self.tasks[&id].clone();
         op.task_event(EventKind::TaskUpdated, &task, Some(changes.join(",")));
@@ -522,8 +525,7 @@ impl WorkBook {
                 task.result = None;
                 task.error = None;
                 task.updated_at = op.now;
-                let key = pending_key(task);
-                self.pending.insert(key);
+                self.queue(id);
             }
             TaskStatus::Claimed => {
                 let (worker, epoch) = self.tasks[&id].reserved.clone().expect("checked: assigned");
@@ -569,7 +571,7 @@ mod tests {
 
     fn create(book: &mut WorkBook, op: &mut Op, text: &str, priority: u8) -> TaskId {
         let payload = serde_json::json!({"text": text});
-        book.create(op, payload, priority, 3, Vec::new(), None)
+        book.create(op, payload, priority, 3, Vec::new(), None, None)
             .unwrap()
             .0
             .id
@@ -588,7 +590,7 @@ mod tests {
         b.assign(&mut op, a, &w2, Epoch(1)).unwrap();
         check(&b);
         // w1 does not see w2's task, although it is the best one.
-        let got = b.claim(&mut op, &w1, Epoch(1), 5);
+        let got = b.claim(&mut op, &w1, Epoch(1), &Claimant::default(), 5);
         assert_eq!(got.iter().map(|t| t.task.id).collect::<Vec<_>>(), [c]);
         check(&b);
         // A priority change moves the reserved task within its assignee's queue.
@@ -633,7 +635,9 @@ mod tests {
         check(&b);
         assert!(b.pending.iter().any(|k| k.2 == a));
         // Claimed by w1, completed by an operator: the token is stale.
-        let claim = b.claim(&mut op, &w1, Epoch(1), 1).remove(0);
+        let claim = b
+            .claim(&mut op, &w1, Epoch(1), &Claimant::default(), 1)
+            .remove(0);
         assert_eq!(claim.task.id, a);
         b.complete_without_token(&mut op, a, &Actor::Operator, None, "id")
             .unwrap();
@@ -667,7 +671,7 @@ mod tests {
         check(&b);
         assert_eq!(b.tasks[&a].attempts, 0);
         // Delete: a claimed one, a reserved one, a finished one.
-        b.claim(&mut op, &w1, Epoch(1), 1);
+        b.claim(&mut op, &w1, Epoch(1), &Claimant::default(), 1);
         b.delete(&mut op, a).unwrap();
         check(&b);
         let d = create(&mut b, &mut op, "d", 50);
@@ -700,13 +704,15 @@ mod tests {
             mode: LeaseMode::Exclusive,
         };
         let payload = serde_json::json!({"text": "migrate"});
-        let (t, _) = b.create(&mut op, payload, 50, 3, vec![lock], None).unwrap();
+        let (t, _) = b
+            .create(&mut op, payload, 50, 3, vec![lock], None, None)
+            .unwrap();
         b.assign(&mut op, t.id, &w1, Epoch(1)).unwrap();
         let assignee = Actor::Assignee(w1.clone(), Epoch(1));
         let refused = b.complete_without_token(&mut op, t.id, &assignee, None, "id");
         assert!(refused.unwrap_err().rule.contains("requires locks"));
         // Once claimed (under its lock), the assignee completes it without the token.
-        b.claim(&mut op, &w1, Epoch(1), 1);
+        b.claim(&mut op, &w1, Epoch(1), &Claimant::default(), 1);
         b.complete_without_token(&mut op, t.id, &assignee, None, "id")
             .unwrap();
         check(&b);

@@ -125,6 +125,8 @@ struct Task {
     attempts: u32,
     max_attempts: u32,
     locks: Vec<LockSpec>,
+    /// The role a worker must be registered with to claim it (`None`: any worker).
+    role: Option<String>,
     assignee: Option<(InstanceId, Epoch)>,
     token: Option<ClaimToken>,
     created_at: MonoMs,
@@ -180,6 +182,27 @@ pub(crate) enum Undo {
     Kept,
 }
 
+/// Who claims, for the role rules: the roles the worker is registered with, and the role a
+/// claim is narrowed to (`task.claim`'s `role`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Claimant<'a> {
+    /// The worker's roles.
+    pub roles: &'a [String],
+    /// Only tasks requiring exactly this role.
+    pub only: Option<&'a str>,
+}
+
+impl Claimant<'_> {
+    /// Whether this claim may take a task requiring `role` (`None`: no role required).
+    fn may_take(&self, role: Option<&str>) -> bool {
+        match (self.only, role) {
+            (Some(only), required) => required == Some(only),
+            (None, None) => true,
+            (None, Some(required)) => self.roles.iter().any(|r| r == required),
+        }
+    }
+}
+
 /// A `create` whose request id is already taken by a task with other parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RequestIdTaken(pub TaskId);
@@ -229,7 +252,13 @@ pub(crate) struct WorkBook {
     by_status: [BTreeSet<TaskId>; 4],
     /// Claimed tasks by last step heartbeat.
     beats: BTreeSet<BeatKey>,
+    /// Pending tasks any worker may claim (no required role, not assigned), in the pending
+    /// order.
     pending: BTreeSet<PendingKey>,
+    /// Pending tasks that require a role (not assigned), by role, each in the pending order:
+    /// a claim looks only at the sets of roles its worker has, so its cost does not grow with
+    /// pending tasks it may not take.
+    pending_by_role: BTreeMap<String, BTreeSet<PendingKey>>,
     /// Claimed tasks by holder, so a departure finds its tasks without a scan.
     claimed_by: BTreeMap<(InstanceId, Epoch), BTreeSet<TaskId>>,
     /// Pending tasks assigned to an instance (`task.assign`), in the pending order.
@@ -259,6 +288,7 @@ impl WorkBook {
             by_status: Default::default(),
             beats: BTreeSet::new(),
             pending: BTreeSet::new(),
+            pending_by_role: BTreeMap::new(),
             claimed_by: BTreeMap::new(),
             reserved_by: BTreeMap::new(),
             finished: BTreeSet::new(),
@@ -299,6 +329,48 @@ impl WorkBook {
         self.beats.remove(&(task.heartbeat_at.unwrap_or(0), id));
         self.finished.remove(&finished_key(&task));
         Some(task)
+    }
+
+    /// Files pending, unassigned task `id` in the queue its role puts it in: the shared one,
+    /// or its role's.
+    fn queue(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let key = pending_key(task);
+        match &task.role {
+            None => {
+                self.pending.insert(key);
+            }
+            Some(role) => {
+                self.pending_by_role
+                    .entry(role.clone())
+                    .or_default()
+                    .insert(key);
+            }
+        }
+    }
+
+    /// Takes task `id` out of the queue [`queue`](Self::queue) files it in (by its current
+    /// key: the caller changes priority after, never before).
+    fn unqueue(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let key = pending_key(task);
+        match &task.role {
+            None => {
+                self.pending.remove(&key);
+            }
+            Some(role) => {
+                if let Some(set) = self.pending_by_role.get_mut(role.as_str()) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.pending_by_role.remove(role.as_str());
+                    }
+                }
+            }
+        }
     }
 
     /// Moves `id` to status `to`, keeping the status, step-timeout and retention indexes in
@@ -358,6 +430,10 @@ impl WorkBook {
     /// answer is that task, with `false`, if it was created with the same payload, priority,
     /// attempts and locks, and [`RequestIdTaken`] otherwise. This makes a retried create safe
     /// when the first attempt's outcome is unknown.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the validated parts of a TaskSpec, one by one, as the caller checked them"
+    )]
     pub fn create(
         &mut self,
         op: &mut Op,
@@ -365,6 +441,7 @@ impl WorkBook {
         priority: u8,
         max_attempts: u32,
         locks: Vec<LockSpec>,
+        role: Option<String>,
         request: Option<RequestKey>,
     ) -> Result<(TaskView, bool), RequestIdTaken> {
         if let Some(existing) = request
@@ -375,7 +452,8 @@ impl WorkBook {
             let same = existing.payload == payload
                 && existing.priority == priority
                 && existing.max_attempts == max_attempts
-                && existing.locks == locks;
+                && existing.locks == locks
+                && existing.role == role;
             return if same {
                 Ok((self.view(existing, op), false))
             } else {
@@ -392,6 +470,7 @@ impl WorkBook {
             attempts: 0,
             max_attempts,
             locks,
+            role,
             assignee: None,
             token: None,
             created_at: op.now,
@@ -407,13 +486,14 @@ impl WorkBook {
             request_owner: request.as_ref().and_then(|(owner, _)| owner.clone()),
             finish_seq: 0,
         };
-        self.pending.insert(pending_key(&task));
+        let id = task.id;
         if let Some(key) = request {
-            self.by_request.insert(key, task.id);
+            self.by_request.insert(key, id);
         }
         op.task_event(EventKind::TaskCreated, &task, None);
         let view = self.view(&task, op);
         self.insert_task(task);
+        self.queue(id);
         Ok((view, true))
     }
 
@@ -427,7 +507,7 @@ impl WorkBook {
         if task.status != TaskStatus::Pending || task.attempts > 0 {
             return Undo::Kept;
         }
-        self.pending.remove(&pending_key(task));
+        self.unqueue(id);
         self.unreserve(id);
         let task = self.remove_task(id).expect("exists");
         if let Some(key) = task.request_key() {
@@ -458,7 +538,7 @@ impl WorkBook {
         let task = task.clone();
         // The event names the worker whose claim was undone; then the claim is forgotten.
         op.task_event(EventKind::TaskReassigned, &task, Some(why.to_string()));
-        self.pending.insert(pending_key(&task));
+        self.queue(id);
         let task = self.tasks.get_mut(&id).expect("exists");
         task.assignee = None;
         task.token = None;
@@ -475,7 +555,7 @@ impl WorkBook {
     /// In creation order (ClaudeBench's default, newest first, and Vigil's cursor `after`,
     /// oldest first) the page is read off the ordered book — or, with a status filter, off that
     /// status's index — so its cost is the offset plus the page, not the book. Only a filter on
-    /// priority or assignee needs a full pass (for the total), and so do the other orders
+    /// priority, role or assignee needs a full pass (for the total), and so do the other orders
     /// (a selection of the first `offset + limit`, then a sort of that head).
     pub fn list(&self, query: &TaskQuery, op: &Op) -> Page<TaskView> {
         let limit = query
@@ -485,6 +565,10 @@ impl WorkBook {
         let matches = |t: &Task| {
             query.status.is_none_or(|s| t.status == s)
                 && query.priority.is_none_or(|p| t.priority == p)
+                && query
+                    .role
+                    .as_deref()
+                    .is_none_or(|r| t.role.as_deref() == Some(r))
                 && query.assignee.as_deref().is_none_or(|a| {
                     t.assignee
                         .as_ref()
@@ -562,7 +646,7 @@ impl WorkBook {
         } else {
             ids
         };
-        let narrowed = query.priority.is_some() || query.assignee.is_some();
+        let narrowed = query.priority.is_some() || query.assignee.is_some() || query.role.is_some();
         let mut items = Vec::with_capacity(limit.min(64));
         let mut seen = 0; // matches met so far, the skipped offset included
         let mut more = false;
@@ -614,7 +698,12 @@ impl WorkBook {
     pub(crate) fn check_indexes(&self) {
         for t in self.tasks.values() {
             let key = pending_key(t);
-            let in_pending = self.pending.contains(&key);
+            let in_shared = self.pending.contains(&key);
+            let in_role = self
+                .pending_by_role
+                .values()
+                .any(|keys| keys.contains(&key));
+            let in_pending = in_shared || in_role;
             let in_reserved = self.reserved_by.values().any(|keys| keys.contains(&key));
             match t.status {
                 TaskStatus::Pending => {
@@ -624,7 +713,22 @@ impl WorkBook {
                             assert!(!in_pending, "reserved {} also shared", t.id);
                             assert!(self.reserved_by[holder].contains(&key), "{t:?}");
                         }
-                        None => assert!(in_pending && !in_reserved, "{t:?}"),
+                        None => {
+                            assert!(!in_reserved, "{t:?}");
+                            match &t.role {
+                                None => assert!(in_shared && !in_role, "{t:?}"),
+                                Some(role) => {
+                                    assert!(!in_shared, "{t:?} needs a role, filed as shared");
+                                    assert!(self.pending_by_role[role].contains(&key), "{t:?}");
+                                    let sets = self
+                                        .pending_by_role
+                                        .values()
+                                        .filter(|keys| keys.contains(&key))
+                                        .count();
+                                    assert_eq!(sets, 1, "{t:?} filed under one role");
+                                }
+                            }
+                        }
                     }
                 }
                 TaskStatus::Claimed => {
@@ -639,8 +743,13 @@ impl WorkBook {
                 }
             }
         }
-        let queued =
-            self.pending.len() + self.reserved_by.values().map(BTreeSet::len).sum::<usize>();
+        let queued = self.pending.len()
+            + self
+                .pending_by_role
+                .values()
+                .map(BTreeSet::len)
+                .sum::<usize>()
+            + self.reserved_by.values().map(BTreeSet::len).sum::<usize>();
         let pending = self
             .tasks
             .values()
@@ -648,6 +757,7 @@ impl WorkBook {
             .count();
         assert_eq!(queued, pending, "no stale queue entries");
         assert!(self.reserved_by.values().all(|k| !k.is_empty()));
+        assert!(self.pending_by_role.values().all(|k| !k.is_empty()));
         assert!(
             self.finished
                 .iter()
@@ -717,13 +827,20 @@ impl WorkBook {
     }
 
     /// Hands the best pending tasks whose locks can all be acquired to `worker` (a live
-    /// instance in `epoch`), at most `max`. A task whose locks conflict is skipped and stays
-    /// pending in its place.
+    /// instance in `epoch`, registered with `roles`), at most `max`. A task whose locks
+    /// conflict is skipped and stays pending in its place.
+    ///
+    /// Tasks an operator assigned to the worker come first. Then, without `only`, the worker
+    /// takes from the tasks any worker may take and those requiring one of its `roles`, merged
+    /// in the one pending order (priority, then age); with `only`, it takes solely tasks
+    /// requiring exactly that role. A task requiring a role the worker lacks is never looked
+    /// at: each role's tasks wait in their own set, so the claim's cost does not grow with them.
     pub fn claim(
         &mut self,
         op: &mut Op,
         worker: &InstanceId,
         epoch: Epoch,
+        claimant: &Claimant<'_>,
         max: usize,
     ) -> Vec<ClaimedTask> {
         let mut claimed = Vec::new();
@@ -737,28 +854,61 @@ impl WorkBook {
             if claimed.len() >= max {
                 break;
             }
-            if let Some(task) = self.claim_one(op, key, worker, epoch) {
+            let takes = self
+                .tasks
+                .get(&key.2)
+                .is_some_and(|t| claimant.may_take(t.role.as_deref()));
+            if takes && let Some(task) = self.claim_one(op, key, worker, epoch) {
                 claimed.push(task);
             }
         }
-        let mut cursor: Option<PendingKey> = None;
+        // The queues it may take from: `None` is the shared one, `Some(role)` a role's.
+        let mut sources: Vec<Option<&str>> = Vec::new();
+        match claimant.only {
+            Some(role) => sources.push(Some(role)),
+            None => {
+                sources.push(None);
+                for role in claimant.roles {
+                    if !sources.contains(&Some(role.as_str()))
+                        && self.pending_by_role.contains_key(role.as_str())
+                    {
+                        sources.push(Some(role.as_str()));
+                    }
+                }
+            }
+        }
+        // A merge of the sources in the pending order, each with its own cursor: a task that
+        // stays (its locks conflict) is stepped over, never looked at again by this claim.
+        let mut cursors: Vec<Option<PendingKey>> = vec![None; sources.len()];
         let mut scanned = 0;
         while claimed.len() < max && scanned < self.settings.claim_scan_limit {
-            let next = match &cursor {
-                None => self.pending.iter().next(),
-                Some(after) => self
-                    .pending
-                    .range((Bound::Excluded(*after), Bound::Unbounded))
-                    .next(),
-            };
-            let Some(key) = next.cloned() else { break };
+            let mut best: Option<(PendingKey, usize)> = None;
+            for (i, source) in sources.iter().enumerate() {
+                let queue = match source {
+                    None => Some(&self.pending),
+                    Some(role) => self.pending_by_role.get(*role),
+                };
+                let from = cursors[i].map_or(Bound::Unbounded, Bound::Excluded);
+                let next = queue.and_then(|q| q.range((from, Bound::Unbounded)).next());
+                if let Some(key) = next
+                    && best.is_none_or(|(b, _)| *key < b)
+                {
+                    best = Some((*key, i));
+                }
+            }
+            let Some((key, i)) = best else { break };
             scanned += 1;
-            cursor = Some(key);
+            cursors[i] = Some(key);
             if let Some(task) = self.claim_one(op, key, worker, epoch) {
                 claimed.push(task);
             }
         }
         claimed
+    }
+
+    /// The role task `id` requires, if the book has it and it requires one.
+    pub fn role_of(&self, id: TaskId) -> Option<&str> {
+        self.tasks.get(&id)?.role.as_deref()
     }
 
     /// Claims the pending task at `key` for `worker` if its locks can all be had now.
@@ -778,7 +928,7 @@ impl WorkBook {
         let locks = self.tasks.get(&id).map(|t| t.locks.clone())?;
         // On conflicts the task stays pending, in its place.
         let leases = self.acquire_all(op, &locks, &holder)?;
-        self.pending.remove(&key);
+        self.unqueue(id);
         self.unreserve(id);
         let task = self.tasks.get_mut(&id).expect("pending task exists");
         task.assignee = Some((worker.clone(), epoch));
@@ -1069,7 +1219,7 @@ impl WorkBook {
                     EventKind::TaskFailed
                 };
                 op.task_event(kind, &task, Some(why));
-                self.pending.insert(pending_key(&task));
+                self.queue(id);
             }
         }
         // The claim is over: forget who held it and with which token.
@@ -1412,6 +1562,7 @@ impl WorkBook {
             attempts: t.attempts,
             max_attempts: t.max_attempts,
             requires_locks: t.locks.clone(),
+            role: t.role.clone(),
             created_at_ms: op.wall(t.created_at),
             updated_at_ms: op.wall(t.updated_at),
             claimed_at_ms: t.claimed_at.map(|m| op.wall(m)),
@@ -1476,6 +1627,12 @@ mod tests {
             .filter(|t| query.status.is_none_or(|s| t.status == s))
             .filter(|t| query.priority.is_none_or(|p| t.priority == p))
             .filter(|t| {
+                query
+                    .role
+                    .as_deref()
+                    .is_none_or(|r| t.role.as_deref() == Some(r))
+            })
+            .filter(|t| {
                 query.assignee.as_deref().is_none_or(|a| {
                     t.assignee
                         .as_ref()
@@ -1498,7 +1655,21 @@ mod tests {
         (rest.into_iter().take(limit).collect(), total, more)
     }
 
-    /// Random operations — creates, claims, step heartbeats, completions, failures, operator
+    /// Roles a task may require in the random test: none (twice as likely), or one of three.
+    const TASK_ROLES: [Option<&str>; 5] = [None, None, Some("a"), Some("b"), Some("c")];
+
+    /// The roles of worker `n` in the random test: `a`, `b`, both, or none.
+    fn roles_of(n: usize) -> Vec<String> {
+        match n % 4 {
+            0 => vec!["a".into()],
+            1 => vec!["b".into()],
+            2 => vec!["a".into(), "b".into()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Random operations — creates (some requiring a role), claims (unfiltered or narrowed to
+    /// a role), step heartbeats, completions, failures, operator
     /// actions, leases, departures, time passing and chunked sweeps — keep every index in
     /// step with the tasks and leases after each one, and a page in creation order is what
     /// the definition gives.
@@ -1536,12 +1707,39 @@ mod tests {
                         rng.random_range(0..4),
                         2,
                         locks,
+                        TASK_ROLES[rng.random_range(0..TASK_ROLES.len())].map(str::to_string),
                         None,
                     )
                     .unwrap();
                 }
                 3 | 4 if live[w] => {
-                    for c in book.claim(&mut op, &worker(w), Epoch(epochs[w]), 2) {
+                    // Unfiltered, or narrowed to one of its roles.
+                    let roles = roles_of(w);
+                    let only = match rng.random_range(0..3) {
+                        0 => roles.first().map(String::as_str),
+                        _ => None,
+                    };
+                    let claimant = Claimant {
+                        roles: &roles,
+                        only,
+                    };
+                    let own: BTreeSet<TaskId> = book
+                        .reserved_by
+                        .get(&(worker(w), Epoch(epochs[w])))
+                        .map(|keys| keys.iter().map(|k| k.2).collect())
+                        .unwrap_or_default();
+                    for c in book.claim(&mut op, &worker(w), Epoch(epochs[w]), &claimant, 2) {
+                        let role = c.task.role.as_deref();
+                        match only {
+                            Some(only) => assert_eq!(role, Some(only), "a narrowed claim"),
+                            None => assert!(
+                                role.is_none_or(|r| roles.iter().any(|x| x == r)),
+                                "{w} has no role {role:?}"
+                            ),
+                        }
+                        if !own.contains(&c.task.id) {
+                            assert!(book.tasks[&c.task.id].reserved.is_none());
+                        }
                         claims.push((c.task.id, c.claim_token));
                     }
                 }
@@ -1642,6 +1840,7 @@ mod tests {
                         let query = TaskQuery {
                             status,
                             priority: narrowed.then_some(1),
+                            role: (offset == 2).then(|| "a".to_string()),
                             limit: Some(4),
                             after,
                             offset,
@@ -1666,6 +1865,109 @@ mod tests {
         assert!(book.finished.len() <= 40, "retention holds");
     }
 
+    /// A task requiring a role goes only to a worker with that role; an unfiltered claim takes
+    /// from the shared queue and its roles' queues merged in one order (priority, then age);
+    /// a narrowed claim takes only its role's tasks; a worker without the role passes over
+    /// any number of such tasks at no cost (the scan limit is 4 here); and all of it holds
+    /// the same after the book is rebuilt from its records.
+    #[tokio::test]
+    async fn claims_respect_required_roles_in_one_order() {
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut book = WorkBook::new(WorkSettings {
+            claim_scan_limit: 4,
+            ..settings(100)
+        });
+        let mut op = Op::new(&clock, Term(1));
+        let mut create = |book: &mut WorkBook, priority: u8, role: Option<&str>| {
+            book.create(
+                &mut op,
+                serde_json::json!(priority),
+                priority,
+                3,
+                Vec::new(),
+                role.map(str::to_string),
+                None,
+            )
+            .unwrap()
+            .0
+            .id
+        };
+        // Many tasks only `x` workers may take, ahead of everything else in the order.
+        for _ in 0..500 {
+            create(&mut book, 100, Some("x"));
+        }
+        let t1 = create(&mut book, 50, Some("a"));
+        let t2 = create(&mut book, 50, None);
+        let t3 = create(&mut book, 90, Some("b"));
+        let t4 = create(&mut book, 50, Some("a"));
+        let t5 = create(&mut book, 90, Some("c"));
+        book.check_indexes();
+        let records: Vec<records::TaskRecord> = book
+            .tasks
+            .keys()
+            .filter_map(|id| book.task_record(*id, &clock))
+            .collect();
+        assert_eq!(records.iter().filter(|r| r.role.is_some()).count(), 504);
+        let mut rebuilt = WorkBook::new(book.settings.clone());
+        rebuilt.restore(records, Vec::new(), book.counters(), &clock);
+        rebuilt.check_indexes();
+        for mut book in [book, rebuilt] {
+            let mut op = Op::new(&clock, Term(1));
+            let ab = vec!["a".to_string(), "b".to_string()];
+            let ids = |claims: Vec<ClaimedTask>| -> Vec<TaskId> {
+                claims.iter().map(|c| c.task.id).collect()
+            };
+            // Narrowed to `a`: only `a`'s tasks, in order; a role the worker has, but no task.
+            let only_a = Claimant {
+                roles: &ab,
+                only: Some("a"),
+            };
+            let w = worker(1);
+            assert_eq!(ids(book.claim(&mut op, &w, Epoch(1), &only_a, 1)), [t1]);
+            // Unfiltered, with roles a and b: the best of shared, a and b — never x or c —
+            // by priority, then age, across the sets.
+            let unfiltered = Claimant {
+                roles: &ab,
+                only: None,
+            };
+            assert_eq!(
+                ids(book.claim(&mut op, &w, Epoch(1), &unfiltered, 2)),
+                [t3, t2]
+            );
+            assert_eq!(ids(book.claim(&mut op, &w, Epoch(1), &unfiltered, 2)), [t4]);
+            // A worker without roles finds nothing of the 501 left, without a scan.
+            let nobody = Claimant::default();
+            assert!(
+                book.claim(&mut op, &worker(2), Epoch(1), &nobody, 5)
+                    .is_empty()
+            );
+            let c = vec!["c".to_string()];
+            let with_c = Claimant {
+                roles: &c,
+                only: None,
+            };
+            assert_eq!(
+                ids(book.claim(&mut op, &worker(3), Epoch(1), &with_c, 5)),
+                [t5]
+            );
+            book.check_indexes();
+            // A task taken back goes back to its role's queue, in its place.
+            let mut op2 = Op::new(&clock, Term(1));
+            book.release_instance(&mut op2, &w, Epoch(1), "gone");
+            book.check_indexes();
+            assert_eq!(
+                ids(book.claim(&mut op2, &worker(4), Epoch(1), &unfiltered, 5)),
+                [t3, t1, t2, t4]
+            );
+            let query = TaskQuery {
+                role: Some("c".into()),
+                ..TaskQuery::default()
+            };
+            let listed: Vec<TaskId> = book.list(&query, &op2).items.iter().map(|t| t.id).collect();
+            assert_eq!(listed, [t5]);
+        }
+    }
+
     /// A sweep takes at most its chunk of each kind of due work and says when more is left;
     /// the safety net walks the holders a chunk at a time and comes round to all of them.
     #[tokio::test]
@@ -1674,12 +1976,16 @@ mod tests {
         let mut book = WorkBook::new(settings(1000));
         let mut op = Op::new(&clock, Term(1));
         for i in 0..10 {
-            book.create(&mut op, serde_json::json!(i), 50, 3, Vec::new(), None)
+            book.create(&mut op, serde_json::json!(i), 50, 3, Vec::new(), None, None)
                 .unwrap();
         }
         // Ten workers claim one each; five of them are gone without a notice.
         for n in 0..10 {
-            assert_eq!(book.claim(&mut op, &worker(n), Epoch(1), 1).len(), 1);
+            assert_eq!(
+                book.claim(&mut op, &worker(n), Epoch(1), &Claimant::default(), 1)
+                    .len(),
+                1
+            );
         }
         let live = |id: &InstanceId, _: Epoch| id.as_str() >= "w05";
         let mut rounds = 0;
@@ -1713,11 +2019,15 @@ mod tests {
         let mut book = WorkBook::new(settings(1));
         let mut op = Op::new(&clock, Term(1));
         for i in 0..2 {
-            book.create(&mut op, serde_json::json!(i), 50, 1, Vec::new(), None)
+            book.create(&mut op, serde_json::json!(i), 50, 1, Vec::new(), None, None)
                 .unwrap();
         }
-        let first = book.claim(&mut op, &worker(1), Epoch(1), 1).remove(0);
-        let second = book.claim(&mut op, &worker(2), Epoch(1), 1).remove(0);
+        let first = book
+            .claim(&mut op, &worker(1), Epoch(1), &Claimant::default(), 1)
+            .remove(0);
+        let second = book
+            .claim(&mut op, &worker(2), Epoch(1), &Claimant::default(), 1)
+            .remove(0);
         assert!(first.task.id < second.task.id);
         // The same millisecond: the later id completes, then the lower id fails for good.
         book.complete(&mut op, second.task.id, &second.claim_token, None);
@@ -1751,10 +2061,12 @@ mod tests {
             mode: LeaseMode::Exclusive,
         };
         let (task, _) = book
-            .create(&mut op, serde_json::json!(1), 50, 3, vec![lock], None)
+            .create(&mut op, serde_json::json!(1), 50, 3, vec![lock], None, None)
             .unwrap();
         let worker = InstanceId::parse("w", &crate::config::Limits::default()).unwrap();
-        let claim = book.claim(&mut op, &worker, Epoch(1), 1).remove(0);
+        let claim = book
+            .claim(&mut op, &worker, Epoch(1), &Claimant::default(), 1)
+            .remove(0);
         let holder = LeaseHolder::Claim {
             task_id: task.id,
             claim_token: claim.claim_token.clone(),

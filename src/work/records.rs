@@ -31,6 +31,9 @@ pub struct TaskRecord {
     pub max_attempts: u32,
     /// Locks required.
     pub locks: Vec<LockSpec>,
+    /// The role a claimer must have (absent: any worker; records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Holder, while claimed.
     pub assignee: Option<(InstanceId, Epoch)>,
     /// Claim token, while claimed.
@@ -145,6 +148,7 @@ impl WorkBook {
             attempts: t.attempts,
             max_attempts: t.max_attempts,
             locks: t.locks.clone(),
+            role: t.role.clone(),
             assignee: t.assignee.clone(),
             claim_token: t.token.clone(),
             created_at_ms: wall(t.created_at),
@@ -225,6 +229,7 @@ impl WorkBook {
                 attempts: r.attempts,
                 max_attempts: r.max_attempts,
                 locks: r.locks,
+                role: r.role,
                 assignee: r.assignee,
                 token: r.claim_token,
                 created_at: mono(r.created_at_ms),
@@ -263,18 +268,16 @@ impl WorkBook {
                 self.by_request.insert(key, task.id);
             }
             match task.status {
-                TaskStatus::Pending => match &task.reserved {
-                    // An assigned task waits in its instance's own queue.
-                    Some(holder) => {
+                TaskStatus::Pending => {
+                    // An assigned task waits in its instance's own queue; any other is queued
+                    // by its role below, once it is in the book.
+                    if let Some(holder) = &task.reserved {
                         self.reserved_by
                             .entry(holder.clone())
                             .or_default()
                             .insert(pending_key(&task));
                     }
-                    None => {
-                        self.pending.insert(pending_key(&task));
-                    }
-                },
+                }
                 TaskStatus::Claimed => {
                     let holder = task.assignee.clone().expect("checked above");
                     self.claimed_by.entry(holder).or_default().insert(task.id);
@@ -284,7 +287,14 @@ impl WorkBook {
                 }
                 TaskStatus::Completed | TaskStatus::Failed => {}
             }
+            let (id, shared) = (
+                task.id,
+                task.status == TaskStatus::Pending && task.reserved.is_none(),
+            );
             self.insert_task(task);
+            if shared {
+                self.queue(id);
+            }
         }
         self.next_task = last_task;
         let mut last_fence = counters.last_fencing_token;

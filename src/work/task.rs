@@ -39,6 +39,10 @@ pub struct TaskSpec {
     /// first attempt is unknown (a timeout, a lost connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The role a worker must be registered with to claim it (1–64 characters, no control
+    /// characters, as instance roles); absent: any worker may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl TaskSpec {
@@ -65,6 +69,12 @@ impl TaskSpec {
     /// Sets the request id (idempotency key).
     pub fn request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
+        self
+    }
+
+    /// Requires a worker registered with `role` to claim it.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
         self
     }
 
@@ -124,6 +134,9 @@ pub struct TaskView {
     pub max_attempts: u32,
     /// Locks it needs.
     pub requires_locks: Vec<LockSpec>,
+    /// The role a worker must be registered with to claim it (absent: any worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Wall ms of creation.
     pub created_at_ms: u64,
     /// Wall ms of the last change.
@@ -265,6 +278,9 @@ pub struct TaskQuery {
     /// Only this priority.
     #[serde(default)]
     pub priority: Option<u8>,
+    /// Only tasks requiring exactly this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// At most this many: [`DEFAULT_LIST_LIMIT`](crate::model::DEFAULT_LIST_LIMIT)
     /// (100) when `None`, at most [`MAX_LIST_LIMIT`](crate::model::MAX_LIST_LIMIT) (1000; a
     /// larger limit is taken as that).

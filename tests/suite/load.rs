@@ -36,8 +36,9 @@ async fn a_thousand_a_minute_is_kept_and_accounted_for() {
         "achieved {} vs {target}",
         report.achieved_rate
     );
-    // The server saw them: every worker registered and alive.
-    assert_eq!(coordinator.instance_count(), 10);
+    // The server saw them, every worker alive, and the run unregistered them at the end.
+    assert_eq!(report.cleanup.as_ref().unwrap().workers_unregistered, 10);
+    assert_eq!(coordinator.instance_count(), 0);
     let json = serde_json::to_value(&report).unwrap();
     for field in [
         "transport",
@@ -171,8 +172,10 @@ async fn websocket_transports_keep_the_books_and_the_pace() {
             "{name}: achieved {}",
             report.achieved_rate
         );
+        // Its workers were unregistered over the same transport when it ended.
+        assert_eq!(report.cleanup.unwrap().workers_unregistered, 40, "{name}");
     }
-    assert_eq!(coordinator.instance_count(), 80);
+    assert_eq!(coordinator.instance_count(), 0);
     let _ = stop.send(());
     coordinator.shutdown().await;
 }
@@ -211,6 +214,7 @@ async fn the_task_mix_runs_whole_flows_and_measures_each_method() {
         rate: Rate::PerSecond(200.0),
         duration: Duration::from_secs(2),
         tasks: Some(25.0),
+        keep: true, // to count on the server what the run did
         ..LoadConfig::new(crate::common::http(url, 1))
     })
     .await
@@ -286,9 +290,11 @@ async fn compare_alternates_between_two_servers_and_gives_ratios() {
     let rate = c.ratios["achieved rate /s"].unwrap();
     assert!((rate - 1.0).abs() < 0.02, "same rate on both sides: {rate}");
     assert!(c.table().contains("B/A"));
-    // Both servers saw their own workers.
-    assert_eq!(a_coord.instance_count(), 10);
-    assert_eq!(b_coord.instance_count(), 10);
+    // Both servers saw their own workers, and both sides cleaned up.
+    for (r, coord) in [(&c.a, &a_coord), (&c.b, &b_coord)] {
+        assert_eq!(r.cleanup.as_ref().unwrap().workers_unregistered, 10);
+        assert_eq!(coord.instance_count(), 0);
+    }
     let _ = (a_stop.send(()), b_stop.send(()));
     a_coord.shutdown().await;
     b_coord.shutdown().await;
@@ -319,8 +325,18 @@ fn plot_writes_both_charts_and_usage_errors_exit_2() {
         "{}",
         &drawing[..80.min(drawing.len())]
     );
-    assert!(drawing.contains("latency by intended send time"));
+    assert!(drawing.contains("by intended send time"));
     assert!(drawing.contains("heartbeat latency histogram"));
+    assert!(drawing.contains("vigil load: inproc over inproc, rate 500/s (30000/min), 0.5 s"));
+    assert!(
+        drawing.contains("latency, ms (log"),
+        "the histogram in ms too"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("wrote plot: {}", svg.display())),
+        "{stderr}"
+    );
     assert!(drawing.contains("<polyline"), "latency lines");
     assert!(drawing.matches("<rect").count() > 3, "histogram bars");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -33,6 +33,13 @@ mod limits;
 mod liveness;
 #[cfg(feature = "cli")]
 mod load;
+#[cfg(all(
+    feature = "cli",
+    feature = "redis",
+    feature = "server",
+    feature = "chaos"
+))]
+mod load_safety;
 #[cfg(feature = "mcp")]
 mod mcp;
 #[cfg(all(feature = "mcp", feature = "cli"))]

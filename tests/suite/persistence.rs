@@ -913,7 +913,7 @@ async fn load_compares_write_behind_with_write_through() {
             "2",
             "--json",
         ])
-        .args(["--store-prefix", "cmp:"])
+        .args(["--store-prefix", "cmp:", "--keep"]) // kept, to be counted below
         .output()
         .await
         .unwrap();
@@ -1506,6 +1506,7 @@ async fn a_full_rewrite_of_50k_tasks_holds_the_work_lock_briefly() {
             attempts: 0,
             max_attempts: 3,
             locks: Vec::new(),
+            role: None,
             assignee: None,
             claim_token: None,
             created_at_ms: now,
