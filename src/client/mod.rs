@@ -560,17 +560,30 @@ impl Client {
     /// `task.claim`: up to `max` (1–100) tasks for the live instance `worker_id`, each as a
     /// [`Claim`]; empty when nothing claimable is pending.
     pub async fn claim(&self, worker_id: &str, max: usize) -> Result<Vec<Claim>, ClientError> {
+        self.claim_with(json!({"workerId": worker_id, "maxTasks": max.max(1)}))
+            .await
+    }
+
+    /// [`claim`](Self::claim) narrowed to the tasks that require exactly `role` (`task.create
+    /// {role}`), which `worker_id` must be registered with (else −32602, field `role`). Tasks
+    /// that require no role, or another one, are left for other claims.
+    pub async fn claim_role(
+        &self,
+        worker_id: &str,
+        role: &str,
+        max: usize,
+    ) -> Result<Vec<Claim>, ClientError> {
+        self.claim_with(json!({"workerId": worker_id, "role": role, "maxTasks": max.max(1)}))
+            .await
+    }
+
+    async fn claim_with(&self, params: Value) -> Result<Vec<Claim>, ClientError> {
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default)]
             tasks: Vec<ClaimedTask>,
         }
-        let answer: Answer = self
-            .typed(
-                "task.claim",
-                json!({"workerId": worker_id, "maxTasks": max.max(1)}),
-            )
-            .await?;
+        let answer: Answer = self.typed("task.claim", params).await?;
         Ok(answer
             .tasks
             .into_iter()

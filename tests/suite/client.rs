@@ -254,6 +254,48 @@ async fn claimed_task_is_kept_alive_and_completed() {
     session.close().await.unwrap();
 }
 
+/// `claim_role` takes only the tasks that require its role; a plain claim by a worker without
+/// the role never sees them.
+#[tokio::test]
+async fn a_claim_by_role_takes_only_the_tasks_requiring_it() {
+    let (url, _coordinator, _stop) = server(None).await;
+    let client = client(&url, TransportKind::Http).await;
+    for (id, roles) in [("gpu-1", json!(["gpu"])), ("cpu-1", json!(["cpu"]))] {
+        client
+            .call("system.register", json!({"id": id, "roles": roles}))
+            .await
+            .unwrap();
+    }
+    let plain = client
+        .create_task(json!({"job": "plain"}), Some(90), &[])
+        .await
+        .unwrap();
+    let gpu = client
+        .call(
+            "task.create",
+            json!({"payload": {"job": "render"}, "role": "gpu", "priority": 10}),
+        )
+        .await
+        .unwrap();
+    // The CPU worker's plain claim skips the GPU task and takes the plain one.
+    let taken = client.claim("cpu-1", 10).await.unwrap();
+    assert_eq!(taken.iter().map(|c| c.id()).collect::<Vec<_>>(), [plain.id]);
+    // A claim by role takes the GPU task, though a plain claim would rank it lower.
+    let taken = client.claim_role("gpu-1", "gpu", 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id().to_string(), gpu["id"].as_str().unwrap());
+    // A worker without the role is refused, naming the field.
+    let refused = client.claim_role("cpu-1", "gpu", 1).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            vigil::client::ClientError::Rpc { code: -32602, .. }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("role"), "{refused}");
+}
+
 #[tokio::test]
 async fn stale_claim_is_signalled_at_once() {
     let (url, coordinator, _stop) = server(None).await;
