@@ -326,64 +326,78 @@ impl Browser {
                 "{what} is missing at {path}: the status page tests drive a real browser; {INSTALL}"
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let profile = std::env::temp_dir().join(format!(
-            "vigil-ui-{}-{port}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
+        // chromedriver cannot pick its own port: a free one is chosen, released and passed on,
+        // and another process may take it in between. Then chromedriver exits at once, seen
+        // here, and a new port is tried (a few times).
+        for attempt in 1..=3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&profile).unwrap();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}; {INSTALL}"));
-        let driver = Driver { child, profile };
-        let webdriver = format!("http://127.0.0.1:{port}");
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", driver.profile.display()),
-                    format!("--window-size={width},{height}"),
-                ],
-            }),
-        );
-        // The driver takes a moment to listen: retry the session until a deadline.
-        let started = Instant::now();
-        let client = loop {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match fantoccini::ClientBuilder::new(connector)
-                .capabilities(caps.clone())
-                .connect(&webdriver)
-                .await
-            {
-                Ok(client) => break client,
-                Err(e) if started.elapsed() < Duration::from_secs(20) => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                .local_addr()
+                .unwrap()
+                .port();
+            let profile = std::env::temp_dir().join(format!(
+                "vigil-ui-{}-{port}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            std::fs::create_dir_all(&profile).unwrap();
+            let child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}; {INSTALL}"));
+            let mut driver = Driver { child, profile };
+            let webdriver = format!("http://127.0.0.1:{port}");
+            let mut caps = serde_json::Map::new();
+            caps.insert(
+                "goog:chromeOptions".into(),
+                json!({
+                    "binary": CHROMIUM,
+                    "args": [
+                        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync",
+                        format!("--user-data-dir={}", driver.profile.display()),
+                        format!("--window-size={width},{height}"),
+                    ],
+                }),
+            );
+            // The driver takes a moment to listen: retry the session until a deadline.
+            let started = Instant::now();
+            loop {
+                if let Ok(Some(status)) = driver.child.try_wait() {
+                    assert!(
+                        attempt < 3,
+                        "{CHROMEDRIVER} exited ({status}) three times; port taken each time?"
+                    );
+                    break;
                 }
-                Err(e) => panic!("no WebDriver session from {CHROMEDRIVER} in 20 s: {e}"),
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                match fantoccini::ClientBuilder::new(connector)
+                    .capabilities(caps.clone())
+                    .connect(&webdriver)
+                    .await
+                {
+                    Ok(client) => {
+                        return Self {
+                            client,
+                            _driver: driver,
+                        };
+                    }
+                    Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("no WebDriver session from {CHROMEDRIVER} in 20 s: {e}"),
+                }
             }
-        };
-        Self {
-            client,
-            _driver: driver,
         }
+        unreachable!("the third attempt returns or panics")
     }
 
     /// Ends the session (chromedriver then quits Chromium); the driver goes when this drops.
@@ -419,6 +433,8 @@ impl Browser {
                   answers: dbg.answers, frames: dbg.frames,
                   href: location.href,
                   stored: sessionStorage.getItem("vigil.token"),
+                  pageLabel: t("page-label"),
+                  memory: dbg.feedMemory || null, batches: dbg.batches,
                 };"#,
                 vec![],
             )
@@ -447,17 +463,29 @@ impl Browser {
     }
 }
 
-/// Heartbeats the ids in `alive` every 500 ms, for at most `rounds` rounds: the test takes an
-/// id out to let that instance expire.
+/// Heartbeats the ids in `alive` every 500 ms until dropped (the task is aborted then, also when
+/// the test fails), or for at most [`TEST_DEADLINE`]: the test takes an id out to let that
+/// instance expire.
+struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A browser test's overall bound: Chromium's start plus a few [`DEADLINE`]s.
+const TEST_DEADLINE: Duration = Duration::from_secs(180);
+
 fn heartbeat_loop(
     url: String,
     token: Option<String>,
     alive: Arc<Mutex<Vec<String>>>,
-    rounds: usize,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Heartbeats {
+    Heartbeats(tokio::spawn(async move {
         let http = reqwest::Client::new();
-        for _ in 0..rounds {
+        let started = Instant::now();
+        while started.elapsed() < TEST_DEADLINE {
             let ids = alive.lock().unwrap().clone();
             for id in ids {
                 let mut request = http.post(format!("{url}/rpc")).json(&json!({
@@ -471,13 +499,18 @@ fn heartbeat_loop(
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    })
+    }))
 }
 
-fn short_ttl() -> Config {
+/// The TTL of the one instance a test lets expire (`ttlMs` at registration); every other
+/// instance lives by the server's default 30 s, so a stall of the loaded machine (Chromium
+/// starting on two cores) cannot expire a bystander.
+const SHORT_TTL_MS: u64 = 5000;
+
+/// For tests that register instances and never heartbeat them: none expires within the test.
+fn long_ttl() -> Config {
     Config {
-        ttl: Duration::from_secs(3),
-        grace: Duration::from_secs(1),
+        ttl: Duration::from_secs(600),
         ..Config::default()
     }
 }
@@ -485,21 +518,22 @@ fn short_ttl() -> Config {
 /// Workers, tasks in several states, a lease: the page shows the instances with the leader and
 /// term, the task counts and the claimed task's assignee; when the leader stops heartbeating
 /// it shows `instance.expired` in the feed and the new leader with a higher term.
+///
+/// Only w-1, the leader meant to expire, has a short TTL (3 s); it is heartbeated until the
+/// page shows it leading. The others live by the default 30 s and are heartbeated throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_cluster_and_the_leader_moving_on_in_chromium() {
-    let (url, _, _stop) = crate::common::serve(short_ttl(), ServerConfig::default()).await;
+    let (url, _, _stop) = crate::common::serve(Config::default(), ServerConfig::default()).await;
     let ids = ["w-1", "w-2", "w-3", "w-4"];
     for id in ids {
-        rpc(
-            &url,
-            None,
-            "system.register",
-            json!({"id": id, "roles": ["worker"]}),
-        )
-        .await;
+        let mut params = json!({"id": id, "roles": ["worker"]});
+        if id == "w-1" {
+            params["ttlMs"] = json!(SHORT_TTL_MS);
+        }
+        rpc(&url, None, "system.register", params).await;
     }
     let alive = Arc::new(Mutex::new(ids.map(String::from).to_vec()));
-    let beats = heartbeat_loop(url.clone(), None, alive.clone(), 120);
+    let _beats = heartbeat_loop(url.clone(), None, alive.clone());
     for n in 0..3 {
         rpc(
             &url,
@@ -551,7 +585,7 @@ async fn the_page_shows_the_cluster_and_the_leader_moving_on_in_chromium() {
         )
         .await;
 
-    // The leader stops heartbeating: after TTL (3 s) it expires and w-2 takes over.
+    // The leader stops heartbeating: after its TTL (3 s) it expires and w-2 takes over.
     alive.lock().unwrap().retain(|id| id != "w-1");
     let look = browser
         .until(
@@ -590,7 +624,6 @@ async fn the_page_shows_the_cluster_and_the_leader_moving_on_in_chromium() {
         !received.contains(&claim_token),
         "the page received a claim token"
     );
-    beats.abort();
     browser.close().await;
 }
 
@@ -604,7 +637,7 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
         token: Some(TOKEN.into()),
         ..ServerConfig::default()
     };
-    let (url, _, _stop) = crate::common::serve(short_ttl(), server).await;
+    let (url, _, _stop) = crate::common::serve(Config::default(), server).await;
     let t = Some(TOKEN);
     rpc(
         &url,
@@ -614,7 +647,7 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
     )
     .await;
     let alive = Arc::new(Mutex::new(vec!["w-1".to_string()]));
-    let beats = heartbeat_loop(url.clone(), Some(TOKEN.into()), alive.clone(), 120);
+    let _beats = heartbeat_loop(url.clone(), Some(TOKEN.into()), alive.clone());
     rpc(
         &url,
         t,
@@ -693,7 +726,6 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
         !look["body"].as_str().unwrap().contains(TOKEN),
         "the page shows the bearer token"
     );
-    beats.abort();
     browser.close().await;
 }
 
@@ -701,7 +733,8 @@ async fn with_a_token_the_page_asks_for_it_and_never_sees_a_claim_token() {
 /// headers are buttons; the filter works on the page; the event feed keeps at most 300 rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_holds_one_page_of_rows_and_a_bounded_feed() {
-    let (url, _, _stop) = crate::common::serve(Config::default(), ServerConfig::default()).await;
+    // Nobody heartbeats here: a TTL longer than the test, so no instance expires mid-way.
+    let (url, _, _stop) = crate::common::serve(long_ttl(), ServerConfig::default()).await;
     rpc(
         &url,
         None,
@@ -771,6 +804,68 @@ async fn the_page_holds_one_page_of_rows_and_a_bounded_feed() {
             (ids.len() == 50 && ids[0] == "i-050" && ids[49] == "i-099").then_some(())
         })
         .await;
+    // Paging while a refresh is in flight: every drawn page's label matches its rows (recorded
+    // by an observer at each draw); a double click pushes no duplicate cursor.
+    browser
+        .client
+        .execute(
+            r#"window.drawn = [];
+            new MutationObserver(() => {
+              const r = document.querySelector('[data-testid="instance-row"]');
+              window.drawn.push([document.getElementById("page-label").textContent, r ? r.dataset.id : null]);
+            }).observe(document.getElementById("instances").tBodies[0], {childList: true});"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    for (script, page, first) in [
+        // next then previous at once: the answer for page 3 must not be drawn as page 2
+        ("next-page prev-page", 2, "i-050"),
+        // next twice at once: page 3, not page 4 with page 3's rows
+        ("next-page next-page", 3, "i-100"),
+        ("prev-page", 2, "i-050"),
+    ] {
+        let before = browser.look().await.unwrap()["batches"].as_u64().unwrap();
+        let clicks: Vec<Value> = script.split(' ').map(|id| json!(id)).collect();
+        browser
+            .client
+            .execute(
+                r#"for (const id of arguments) document.querySelector(`[data-testid="${id}"]`).click();"#,
+                clicks,
+            )
+            .await
+            .unwrap();
+        // Three more answers: the one in flight at the click (if any), and two after it.
+        let label = format!("page {page}: ");
+        browser
+            .until(&format!("{script}: page {page} from {first}"), |look| {
+                let ids = ids(look);
+                (look["batches"].as_u64()? >= before + 3
+                    && look["pageLabel"].as_str()?.starts_with(&label)
+                    && ids.first().map(String::as_str) == Some(first))
+                .then_some(())
+            })
+            .await;
+        let drawn = browser
+            .client
+            .execute("return window.drawn;", vec![])
+            .await
+            .unwrap();
+        for pair in drawn.as_array().unwrap() {
+            // "page N: a–b of 350" shows rows from i-(a-1).
+            let label = pair[0].as_str().unwrap();
+            let a: usize = label
+                .split_once(": ")
+                .and_then(|(_, rest)| rest.split('–').next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("{script}: label {label:?}"));
+            assert_eq!(
+                pair[1].as_str().unwrap(),
+                format!("i-{:03}", a - 1),
+                "{script}: {label:?} drawn over other rows; all draws: {drawn}"
+            );
+        }
+    }
     // The id header is a button: a click sorts the page descending.
     browser
         .client
@@ -842,6 +937,46 @@ async fn the_page_holds_one_page_of_rows_and_a_bounded_feed() {
             shows_z1(look).then_some(())
         })
         .await;
+    // A long pause: 400 events while paused. The page holds the newest 300 and says how many
+    // it dropped; the ids it remembers to skip duplicates stay bounded by the feed plus the
+    // held events.
+    click("pause").await;
+    browser
+        .until("the feed paused again", |look| {
+            (look["feedState"] == "paused").then_some(())
+        })
+        .await;
+    let batch: Vec<Value> = (0..400)
+        .map(|n| json!({"jsonrpc": "2.0", "method": "system.register", "params": {"id": format!("p-{n:03}"), "roles": []}, "id": n}))
+        .collect();
+    reqwest::Client::new()
+        .post(format!("{url}/rpc"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let look = browser
+        .until("300 held, 100 dropped", |look| {
+            (look["feedState"] == "paused, 300 held, 100 dropped").then(|| look.clone())
+        })
+        .await;
+    let memory = &look["memory"];
+    assert_eq!(memory["held"], 300, "{memory}");
+    assert!(memory["seen"].as_u64().unwrap() <= 600, "{memory}");
+    click("pause").await;
+    let look = browser
+        .until("p-399 after resuming", |look| {
+            look["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["text"].as_str().is_some_and(|t| t.contains("p-399")))
+                .then(|| look.clone())
+        })
+        .await;
+    let memory = &look["memory"];
+    assert_eq!(memory["held"], 0, "{memory}");
+    assert!(memory["feed"].as_u64().unwrap() <= 300, "{memory}");
+    assert!(memory["seen"].as_u64().unwrap() <= 300, "{memory}");
     // The type filter shows one type only.
     rpc(
         &url,
@@ -889,7 +1024,7 @@ async fn click_css(browser: &Browser, css: &str) {
 /// `/vigil/ws`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_nested_under_a_prefix() {
-    let coordinator = vigil::Coordinator::start(Config::default()).await.unwrap();
+    let coordinator = vigil::Coordinator::start(long_ttl()).await.unwrap();
     let vigil = vigil::server::router(coordinator, &ServerConfig::default()).unwrap();
     let app = axum::Router::new().nest("/vigil", vigil);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -958,7 +1093,7 @@ async fn ui_screenshot() {
         }
     }
     let alive = Arc::new(Mutex::new(alive));
-    let beats = heartbeat_loop(url.clone(), None, alive, 80);
+    let _beats = heartbeat_loop(url.clone(), None, alive);
     for n in 0..14 {
         let locks = if n < 2 {
             json!([format!("repo/{n}")])
@@ -1019,7 +1154,6 @@ async fn ui_screenshot() {
         browser.client.screenshot().await.unwrap(),
     )
     .unwrap();
-    beats.abort();
     browser.close().await;
 }
 
@@ -1051,33 +1185,44 @@ async fn the_binary_turns_the_page_off_by_flag_environment_or_file() {
             404,
         ),
     ] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Port 0, and the address read from the startup line: no free port to guess.
         let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
         command
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(&args)
             .env_remove("VIGIL_UI")
+            .env_remove("VIGIL_LOG_FORMAT")
+            .env("VIGIL_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         if let Some(value) = env {
             command.env("VIGIL_UI", value);
         }
-        let _child = Kill(command.spawn().unwrap());
-        let started = Instant::now();
-        let answer = loop {
-            match reqwest::get(format!("http://127.0.0.1:{port}/")).await {
-                Ok(answer) => break answer,
-                Err(e) if started.elapsed() < Duration::from_secs(10) => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut child = Kill(command.spawn().unwrap());
+        let stderr = child.0.stderr.take().unwrap();
+        let (found, address) = std::sync::mpsc::channel();
+        // Reads the log to its end (so the pipe never fills), passing on the served address.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some((_, rest)) = line.split_once("serving http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or("");
+                    let _ = found.send(addr.trim_end_matches(':').to_string());
                 }
-                Err(e) => panic!("{what}: vigil serve did not answer within 10 s: {e}"),
             }
-        };
+        });
+        let addr =
+            tokio::task::spawn_blocking(move || address.recv_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| {
+                    panic!("{what}: no startup line from vigil serve in 10 s: {e}")
+                });
+        let answer = reqwest::get(format!("http://{addr}/")).await.unwrap();
         assert_eq!(answer.status().as_u16(), status, "{what}");
         let text = answer.text().await.unwrap();
         if status == 404 {

@@ -24,6 +24,8 @@
   const natural = new Intl.Collator(undefined, { numeric: true }); // worker-9 before worker-10
   // What the page received, last few answers and frames: for tests and for a curious operator.
   const seen = (window.vigilDebug = { answers: [], frames: [], calls: 0, batches: 0 });
+  // Sizes of the event feed's memory (ids seen, events held while paused): bounded.
+  Object.defineProperty(seen, "feedMemory", { get: () => ({ seen: feedSeen.size, held: held.length, feed: feed.length }) });
   const keep = (list, item, max) => { list.push(item); if (list.length > max) list.shift(); };
 
   let token = sessionStorage.getItem(TOKEN_KEY);
@@ -31,7 +33,8 @@
   let skew = 0;               // server clock minus ours, ms
   let snapshot = null;        // the last get_state answer
   let pages = [];             // `after` cursors of the pages before this one
-  let after = null;           // this page's cursor
+  let after = null;           // this page's cursor: what the next poll asks for
+  let shownAfter = null, shownPage = 0; // the cursor and page index `snapshot` answered
   let sortKey = "id", sortDir = 1;
   let timer = null, nextAt = 0, inFlight = false, queued = false, lastPoll = 0;
   let rpcId = 0;
@@ -96,7 +99,10 @@
     if (inFlight || needToken) return;
     inFlight = true; queued = false; lastPoll = Date.now();
     const stateParams = { limit: PAGE, taskLimit: 0 };
-    if (after) stateParams.after = after;
+    // The cursor asked with: a page click while this is in flight moves `after`, and the answer
+    // for the old cursor is then not drawn as the new page (the poll after it fetches that).
+    const asked = after;
+    if (asked) stateParams.after = asked;
     try {
       const [state, oldest, claimed, failed, leases, health, metrics] = await batch([
         ["system.get_state", stateParams],
@@ -108,9 +114,11 @@
         ["system.metrics", { detailed: true }],
       ]);
       if (typeof state.nowMs === "number") skew = state.nowMs - Date.now();
-      snapshot = state;
       renderHeader(state, health, metrics);
-      renderInstances();
+      if (asked === after) {
+        snapshot = state; shownAfter = asked; shownPage = pages.length;
+        renderInstances();
+      }
       renderTasks(state, oldest, claimed, failed);
       renderLeases(leases);
       mergeEvents(state.recentEvents || []);
@@ -123,7 +131,8 @@
       else { $("updated").textContent = "failed: " + e.message; setHealth("unreachable"); }
     } finally {
       inFlight = false;
-      schedule(queued ? Math.max(200, MIN_GAP_MS - (Date.now() - lastPoll)) : POLL_MS);
+      if (asked !== after) schedule(0); // a page was clicked meanwhile: fetch it now
+      else schedule(queued ? Math.max(200, MIN_GAP_MS - (Date.now() - lastPoll)) : POLL_MS);
     }
   }
 
@@ -228,14 +237,14 @@
       deadlineCell(r),
       el("td", {}, ago(r.i.lastSeenMs)));
     }));
-    const first = pages.length * PAGE;
+    const first = shownPage * PAGE;
     const n = snapshot.instances.length;
     $("instance-count").textContent = "(" + snapshot.instanceCount + ")";
     $("page-label").textContent = n === 0 ? "no instances" :
-      "page " + (pages.length + 1) + ": " + (first + 1) + "–" + (first + n) + " of " + snapshot.instanceCount +
+      "page " + (shownPage + 1) + ": " + (first + 1) + "–" + (first + n) + " of " + snapshot.instanceCount +
       (rows.length !== n ? " · " + rows.length + " shown by the filter" : "");
     $("prev-page").disabled = $("first-page").disabled = pages.length === 0;
-    $("next-page").disabled = !snapshot.truncated;
+    $("next-page").disabled = !snapshot.truncated || shownAfter !== after;
   }
   for (const b of document.querySelectorAll("th button[data-sort]")) {
     b.addEventListener("click", () => {
@@ -250,9 +259,11 @@
   document.querySelector('th button[data-sort="id"]').setAttribute("aria-sort", "ascending");
   $("filter").addEventListener("input", renderInstances);
   $("state-filter").addEventListener("change", renderInstances);
+  // `snapshot.nextAfter` is the next page only while the snapshot is this page's: a second
+  // click before that page arrives is ignored (it would push the same cursor twice).
   $("next-page").addEventListener("click", () => {
-    if (!snapshot || !snapshot.nextAfter) return;
-    pages.push(after); after = snapshot.nextAfter; poll();
+    if (!snapshot || !snapshot.nextAfter || shownAfter !== after) return;
+    pages.push(after); after = snapshot.nextAfter; $("next-page").disabled = true; poll();
   });
   $("prev-page").addEventListener("click", () => { if (pages.length) { after = pages.pop(); poll(); } });
   $("first-page").addEventListener("click", () => { pages = []; after = null; poll(); });
@@ -330,7 +341,15 @@
       lastSeq = Math.max(lastSeq, ev.seq);
     }
     noteLeadership(ev);
-    if (paused) { keep(held, ev, FEED_MAX); missed += 1; $("feed-state").textContent = "paused, " + missed + " held"; return; }
+    if (paused) {
+      held.push(ev); missed += 1;
+      // The oldest held event is dropped past FEED_MAX, and so is its id: the dedupe set stays
+      // at most the feed plus the held events however long the pause.
+      if (held.length > FEED_MAX) feedSeen.delete(held.shift().seq);
+      $("feed-state").textContent = "paused, " + held.length + " held" +
+        (missed > held.length ? ", " + (missed - held.length) + " dropped" : "");
+      return;
+    }
     feed.push(ev);
     if (feed.length > FEED_MAX) { const gone = feed.shift(); feedSeen.delete(gone.seq); }
     const want = typeSelect.value;
