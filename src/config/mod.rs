@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub use store::{PersistMode, RestartGrace, StoreConfig};
 #[cfg(feature = "redis")]
-pub use store::{RedisConfig, TYPE_STREAM_MAX_LEN};
+pub use store::{RedisConfig, SentinelUrl, TYPE_STREAM_MAX_LEN};
 
 /// Limits on what a caller may register. Every violation is reported as a
 /// [`ValidationError`](crate::ValidationError) naming the field and the rule.
@@ -193,6 +193,13 @@ impl Config {
         if self.lease_ttl < self.limits.min_lease_ttl || self.lease_ttl > self.limits.max_lease_ttl
         {
             return bad("lease_ttl", "must lie within the lease TTL limits".into());
+        }
+        #[cfg(feature = "redis")]
+        if let StoreConfig::Redis(redis) = &self.store
+            && store::SentinelUrl::is_sentinel(&redis.url)
+            && let Err(e) = store::SentinelUrl::parse(&redis.url)
+        {
+            return bad("store.url", e);
         }
         Ok(())
     }

@@ -54,7 +54,8 @@ pub const TYPE_STREAM_MAX_LEN: usize = 1000;
 #[cfg(feature = "redis")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `redis+sentinel://h1:p1,h2:p2/master-name[/db]` to find the
+    /// primary through Redis Sentinel and follow its failovers ([`SentinelUrl`]).
     pub url: String,
     /// Key prefix (default `cb:`, ClaudeBench's).
     pub prefix: String,
@@ -108,6 +109,195 @@ impl RedisConfig {
     }
 }
 
+/// The scheme of a Redis Sentinel URL ([`SentinelUrl`]).
+#[cfg(feature = "redis")]
+pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
+
+/// Sentinels' default port, when an address in a [`SentinelUrl`] has none.
+#[cfg(feature = "redis")]
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// A parsed `redis+sentinel://[user:pass@]host1:port1,host2:port2/master-name[/db][?query]`.
+///
+/// The store asks the sentinels which node is the primary of `master` and writes there; on a
+/// connection error, `READONLY`, `MASTERDOWN` or `NOREPLICAS` it asks again (docs/ha.md,
+/// "Redis Sentinel"). `user`/`pass` and `db` apply to the data nodes (primary); the sentinels'
+/// own credentials, if they have any, go in the query as `sentinel_username` and
+/// `sentinel_password`. Userinfo and query values are percent-decoded. A host without a port
+/// gets [`SENTINEL_PORT`]; IPv6 hosts are written in brackets (`[::1]:26379`).
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// The sentinels' addresses, `(host, port)`, in the order given (at least one).
+    pub sentinels: Vec<(String, u16)>,
+    /// The monitored master's name (`sentinel monitor <name> …`).
+    pub master: String,
+    /// The database on the data nodes (default 0).
+    pub db: i64,
+    /// Username for the data nodes.
+    pub username: Option<String>,
+    /// Password for the data nodes.
+    pub password: Option<String>,
+    /// Username for the sentinels.
+    pub sentinel_username: Option<String>,
+    /// Password for the sentinels.
+    pub sentinel_password: Option<String>,
+}
+
+#[cfg(feature = "redis")]
+impl SentinelUrl {
+    /// Whether `url` names sentinels rather than one server (its scheme is `redis+sentinel://`).
+    pub fn is_sentinel(url: &str) -> bool {
+        url.len() >= SENTINEL_SCHEME.len()
+            && url[..SENTINEL_SCHEME.len()].eq_ignore_ascii_case(SENTINEL_SCHEME)
+    }
+
+    /// Parses a `redis+sentinel://` URL; the error says what is wrong with it (never quoting a
+    /// password).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let shown = redact_url(url);
+        let msg = |what: String| format!("bad Redis Sentinel URL {shown:?}: {what}");
+        let bad = |what: String| Err(msg(what));
+        if !Self::is_sentinel(url) {
+            return bad(format!("the scheme must be {SENTINEL_SCHEME}"));
+        }
+        let rest = &url[SENTINEL_SCHEME.len()..];
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let Some((authority, path)) = before_query.split_once('/') else {
+            return bad("the master name is missing (…/master-name[/db])".into());
+        };
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (mut username, mut password) = (None, None);
+        if let Some(userinfo) = userinfo {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                username = Some(percent_decode(user).map_err(msg)?);
+            }
+            if let Some(pass) = pass.filter(|p| !p.is_empty()) {
+                password = Some(percent_decode(pass).map_err(msg)?);
+            }
+        }
+        if hosts.is_empty() {
+            return bad("no sentinel address before the master name".into());
+        }
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',') {
+            sentinels.push(parse_host(host).map_err(msg)?);
+        }
+        let mut segments = path.split('/');
+        let master = segments.next().unwrap_or_default();
+        if master.is_empty() {
+            return bad("the master name is empty (…/master-name[/db])".into());
+        }
+        let master = percent_decode(master).map_err(msg)?;
+        let db = match segments.next() {
+            None | Some("") => 0,
+            Some(db) => match db.parse::<i64>() {
+                Ok(n) if n >= 0 => n,
+                _ => return bad(format!("the database {db:?} is not a number 0 or more")),
+            },
+        };
+        if let Some(extra) = segments.find(|s| !s.is_empty()) {
+            return bad(format!(
+                "unexpected path segment {extra:?} after the database (…/master-name[/db])"
+            ));
+        }
+        let (mut sentinel_username, mut sentinel_password) = (None, None);
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v).map_err(msg)?;
+            match k {
+                "sentinel_username" => sentinel_username = Some(v),
+                "sentinel_password" => sentinel_password = Some(v),
+                other => {
+                    return bad(format!(
+                        "unknown parameter {other:?} (sentinel_username, sentinel_password)"
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            sentinels,
+            master,
+            db,
+            username,
+            password,
+            sentinel_username,
+            sentinel_password,
+        })
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`; the port defaults to [`SENTINEL_PORT`].
+#[cfg(feature = "redis")]
+fn parse_host(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err(format!("the address {s:?} lacks its closing ']'"));
+        };
+        match after {
+            "" => (host, None),
+            p => match p.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err(format!("the address {s:?} has junk after ']'")),
+            },
+        }
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("the sentinel address {s:?} has no host"));
+    }
+    let port = match port {
+        None => SENTINEL_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("the port in {s:?} is not a number 1..=65535")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// `%XX` sequences decoded; the result must be UTF-8.
+#[cfg(feature = "redis")]
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => out.push(b),
+                None => return Err("a '%' is not followed by two hex digits".into()),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a percent-encoded part is not UTF-8".into())
+}
+
 /// What a coordinator restarted from the store assumes about the instances the store still
 /// lists as alive whose TTL, by their stored last heartbeat, has run out.
 ///
@@ -149,7 +339,8 @@ impl std::str::FromStr for RestartGrace {
 }
 
 /// `url` with its password hidden, for logs and errors: `redis://:****@host:6379/0`,
-/// `redis://user:****@host`, `redis+unix:///run/redis.sock?pass=****`. A URL without a
+/// `redis://user:****@host`, `redis+unix:///run/redis.sock?pass=****`,
+/// `redis+sentinel://:****@h1:26379,h2:26379/vm?sentinel_password=****`. A URL without a
 /// password comes back unchanged.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn redact_url(url: &str) -> String {
@@ -176,7 +367,9 @@ pub(crate) fn redact_url(url: &str) -> String {
         q.split('&')
             .map(|pair| match pair.split_once('=') {
                 Some((k, _))
-                    if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                    if k.eq_ignore_ascii_case("pass")
+                        || k.eq_ignore_ascii_case("password")
+                        || k.eq_ignore_ascii_case("sentinel_password") =>
                 {
                     format!("{k}={HIDDEN}")
                 }
@@ -214,5 +407,75 @@ mod redact_tests {
             redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
             "redis+unix:///run/redis.sock?db=1&pass=****"
         );
+        assert_eq!(
+            redact_url("redis+sentinel://app:s3cret@h1:1,h2:2/vm/3?sentinel_password=t0p"),
+            "redis+sentinel://app:****@h1:1,h2:2/vm/3?sentinel_password=****"
+        );
+        assert_eq!(
+            redact_url("redis+sentinel://h1:1,[::1]:2/vm"),
+            "redis+sentinel://h1:1,[::1]:2/vm"
+        );
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod sentinel_url_tests {
+    use super::{SENTINEL_PORT, SentinelUrl};
+
+    #[test]
+    fn parses_hosts_master_db_and_credentials() {
+        let u = SentinelUrl::parse(
+            "redis+sentinel://app:p%40ss@10.0.0.1:26380,h2,[::1]:7/vm/2?sentinel_password=s%26p",
+        )
+        .unwrap();
+        assert_eq!(
+            u.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), 26380),
+                ("h2".to_string(), SENTINEL_PORT),
+                ("::1".to_string(), 7)
+            ]
+        );
+        assert_eq!(u.master, "vm");
+        assert_eq!(u.db, 2);
+        assert_eq!(u.username.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.sentinel_password.as_deref(), Some("s&p"));
+        assert_eq!(u.sentinel_username, None);
+        let plain = SentinelUrl::parse("REDIS+SENTINEL://127.0.0.1:1/m").unwrap();
+        assert_eq!(plain.db, 0);
+        assert_eq!(plain.password, None);
+        assert_eq!(
+            SentinelUrl::parse("redis+sentinel://:pw@h:1/m/")
+                .unwrap()
+                .password
+                .as_deref(),
+            Some("pw")
+        );
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong_without_the_password() {
+        for (url, expect) in [
+            ("redis://h:1/m", "the scheme must be"),
+            ("redis+sentinel://h:1", "master name is missing"),
+            ("redis+sentinel://h:1/", "master name is empty"),
+            ("redis+sentinel:///m", "no sentinel address"),
+            ("redis+sentinel://h:1,,h:2/m", "has no host"),
+            ("redis+sentinel://h:x/m", "not a number 1..=65535"),
+            ("redis+sentinel://h:0/m", "not a number 1..=65535"),
+            ("redis+sentinel://[::1/m", "closing ']'"),
+            ("redis+sentinel://h:1/m/x", "database \"x\""),
+            ("redis+sentinel://h:1/m/-1", "database \"-1\""),
+            ("redis+sentinel://h:1/m/0/z", "unexpected path segment"),
+            ("redis+sentinel://h:1/m?db=2", "unknown parameter \"db\""),
+            ("redis+sentinel://u:secret@h:1/m?x=1", "unknown parameter"),
+            ("redis+sentinel://u:a%zz@h:1/m", "two hex digits"),
+        ] {
+            let e = SentinelUrl::parse(url).unwrap_err();
+            assert!(e.contains(expect), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: {e}");
+        }
+        assert!(!SentinelUrl::is_sentinel("redis://h:1/"));
     }
 }

@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, Pipeline, Value};
+
+mod conn;
+use conn::Conn;
 
 use super::fields::{self, INSTANCE_TEXT, LEASE_TEXT, TASK_TEXT};
 use super::{
@@ -175,7 +178,8 @@ impl Keys {
 /// The Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    /// A fixed server's connection, or the primary's under Sentinel (it follows failovers).
+    connection: Conn,
     scripts: Arc<Scripts>,
     keys: Keys,
     stream_max_len: usize,
@@ -198,21 +202,24 @@ fn flatten(fields: Vec<(String, String)>) -> impl Iterator<Item = String> {
 impl RedisStore {
     /// Connects (the server must be reachable now) and loads the scripts.
     pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| fail("redis url", e))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(std::time::Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(|e| {
-                let url = crate::config::store::redact_url(&config.url);
-                fail(&format!("connecting to {url}"), e)
-            })?;
+        let scripts = Arc::new(Scripts::new());
+        let sources = scripts.all().iter().map(|s| s.source.to_string()).collect();
+        let connection = Conn::open(
+            &config.url,
+            manager_config,
+            sources,
+            config.response_timeout * 3,
+        )
+        .await
+        .map_err(StoreError)?;
         let store = Self {
             connection,
-            scripts: Arc::new(Scripts::new()),
+            scripts,
             keys: Keys::new(config.prefix.clone()),
             stream_max_len: config.stream_max_len.max(1),
             type_stream_max_len: config.type_stream_max_len,
