@@ -48,6 +48,8 @@ mod mcp_python;
 mod persistence;
 #[cfg(all(feature = "redis", feature = "chaos"))]
 mod redis_server;
+#[cfg(all(feature = "redis", feature = "chaos"))]
+mod sentinel;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "chaos")]

@@ -15,12 +15,30 @@ pub struct RedisServer {
     lock: PathBuf,
     /// Keeps its data across restarts (AOF, fsync always).
     durable: bool,
+    /// More `redis-server` arguments (`--replicaof 127.0.0.1 P`, …), given on every start.
+    extra: Vec<String>,
 }
 
 /// A free loopback port, reserved for this test across processes: nextest runs tests in
 /// parallel processes, and a server stopped mid-test must not find its port taken by another
 /// test's server when it restarts. A lock file per port (created exclusively, removed on drop)
 /// keeps other tests from picking it meanwhile.
+
+/// A loopback port nothing listens on, reserved like [`reserve_port`]'s until the guard drops.
+pub fn free_port() -> (u16, PortLock) {
+    let (port, lock) = reserve_port();
+    (port, PortLock(lock))
+}
+
+/// Removes a port's lock file on drop.
+pub struct PortLock(PathBuf);
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn reserve_port() -> (u16, PathBuf) {
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -51,7 +69,16 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// A server started with `extra` arguments too (e.g. `["--replicaof", "127.0.0.1", "P"]`).
+    pub fn start_args(extra: &[&str]) -> Self {
+        Self::start_full(false, extra)
+    }
+
     fn start_with(durable: bool) -> Self {
+        Self::start_full(durable, &[])
+    }
+
+    fn start_full(durable: bool, extra: &[&str]) -> Self {
         let (port, lock) = reserve_port();
         let dir = std::env::temp_dir().join(format!("vigil-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -61,6 +88,7 @@ impl RedisServer {
             dir,
             lock,
             durable,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -84,6 +112,7 @@ impl RedisServer {
                 "--protected-mode",
                 "yes",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -181,5 +210,192 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// A sentinel process of a [`SentinelSet`].
+struct SentinelProcess {
+    child: Child,
+    port: u16,
+    lock: PathBuf,
+}
+
+/// A Redis Sentinel deployment for one test, all private on loopback: a primary, one replica
+/// of it and three sentinels (quorum 2, down-after 1 s, failover-timeout 5 s) monitoring it as
+/// [`SentinelSet::MASTER`]. Their configuration files live in a temp dir of their own (the
+/// sentinels rewrite them). Drop kills every process (by its pid) and removes the files.
+pub struct SentinelSet {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    sentinels: Vec<SentinelProcess>,
+    dir: PathBuf,
+}
+
+impl SentinelSet {
+    /// The monitored master's name.
+    pub const MASTER: &'static str = "vm";
+
+    /// Starts the five processes and waits (at most 20 s) until the replica is in sync and
+    /// every sentinel knows the replica and the two other sentinels.
+    pub async fn start() -> Self {
+        let primary = RedisServer::start();
+        let port = primary.port.to_string();
+        let replica = RedisServer::start_args(&["--replicaof", "127.0.0.1", &port]);
+        let dir = std::env::temp_dir().join(format!(
+            "vigil-sentinel-{}-{}",
+            std::process::id(),
+            primary.port
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let (port, lock) = reserve_port();
+            let conf = dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {m} 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds {m} 1000\n\
+                     sentinel failover-timeout {m} 5000\n\
+                     sentinel parallel-syncs {m} 1\n",
+                    dir.display(),
+                    m = Self::MASTER,
+                    p = primary.port,
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            sentinels.push(SentinelProcess { child, port, lock });
+        }
+        let set = Self {
+            primary,
+            replica,
+            sentinels,
+            dir,
+        };
+        set.wait_ready().await;
+        set
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.ready().await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel set did not become ready in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        let Ok(info) =
+            query::<String>(self.replica.port, redis::cmd("INFO").arg("replication")).await
+        else {
+            return false;
+        };
+        if !info.contains("master_link_status:up") {
+            return false;
+        }
+        for s in &self.sentinels {
+            let replicas = query::<Vec<redis::Value>>(
+                s.port,
+                redis::cmd("SENTINEL").arg("replicas").arg(Self::MASTER),
+            )
+            .await;
+            if !replicas.is_ok_and(|r| !r.is_empty()) {
+                return false;
+            }
+            let master = query::<std::collections::HashMap<String, String>>(
+                s.port,
+                redis::cmd("SENTINEL").arg("master").arg(Self::MASTER),
+            )
+            .await;
+            if !master.is_ok_and(|m| m.get("num-other-sentinels").map(String::as_str) == Some("2"))
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/vm`
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), Self::MASTER)
+    }
+
+    /// The port the sentinels name as the primary now (asked of the first that answers).
+    pub async fn primary_port(&self) -> Option<u16> {
+        for s in &self.sentinels {
+            if let Ok((_host, port)) = query::<(String, u16)>(
+                s.port,
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(Self::MASTER),
+            )
+            .await
+            {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Waits (at most `within`) until the replica's replication offset reaches the primary's,
+    /// so that everything written to the primary so far survives its loss.
+    pub async fn wait_replicated(&self, within: Duration) {
+        let offset = |info: &str, field: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let primary: String = query(self.primary.port, redis::cmd("INFO").arg("replication"))
+                .await
+                .unwrap();
+            let replica: String = query(self.replica.port, redis::cmd("INFO").arg("replication"))
+                .await
+                .unwrap();
+            let wrote = offset(&primary, "master_repl_offset:").unwrap();
+            if offset(&replica, "slave_repl_offset:").is_some_and(|r| r >= wrote) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replica did not catch up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// One command to the server on `port` over a fresh connection.
+async fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    cmd.query_async(&mut con).await
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        for s in &mut self.sentinels {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            let _ = std::fs::remove_file(&s.lock);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
