@@ -70,7 +70,8 @@ pub struct ServeArgs {
     /// best when a load generator shares the machine [default: one per core].
     #[arg(long, env = "VIGIL_THREADS")]
     threads: Option<usize>,
-    /// Keep state in Redis at this URL, e.g. redis://127.0.0.1:6379 [default: in memory].
+    /// Keep state in Redis at this URL, e.g. redis://127.0.0.1:6379, or through Sentinel:
+    /// redis+sentinel://h1:26379,h2:26379/master-name[/db] (docs/ha.md) [default: in memory].
     #[arg(long, env = "VIGIL_REDIS")]
     redis: Option<String>,
     /// Redis key prefix [default: cb:].

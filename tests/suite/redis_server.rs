@@ -19,11 +19,6 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
-/// A free loopback port, reserved for this test across processes: nextest runs tests in
-/// parallel processes, and a server stopped mid-test must not find its port taken by another
-/// test's server when it restarts. A lock file per port (created exclusively, removed on drop)
-/// keeps other tests from picking it meanwhile.
-
 /// A loopback port nothing listens on, reserved like [`reserve_port`]'s until the guard drops.
 pub fn free_port() -> (u16, PortLock) {
     let (port, lock) = reserve_port();
@@ -39,6 +34,10 @@ impl Drop for PortLock {
     }
 }
 
+/// A free loopback port, reserved for this test across processes: nextest runs tests in
+/// parallel processes, and a server stopped mid-test must not find its port taken by another
+/// test's server when it restarts. A lock file per port (created exclusively, removed on drop)
+/// keeps other tests from picking it meanwhile.
 fn reserve_port() -> (u16, PathBuf) {
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")

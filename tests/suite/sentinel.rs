@@ -108,8 +108,7 @@ async fn writes_follow_a_sentinel_failover_to_the_promoted_replica() {
 async fn a_bad_sentinel_url_is_refused_at_start() {
     let err = Coordinator::start(config("redis+sentinel://u:secret@h:1".into()))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let text = err.to_string();
     assert!(text.contains("master name is missing"), "{text}");
     assert!(!text.contains("secret"), "{text}");
@@ -122,8 +121,7 @@ async fn unreachable_sentinels_fail_the_start() {
     let started = Instant::now();
     let err = Coordinator::start(config(format!("redis+sentinel://127.0.0.1:{port}/vm")))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         err.to_string().contains("finding the primary through"),
         "{err}"
