@@ -355,6 +355,17 @@ impl SentinelSet {
         None
     }
 
+    /// `SENTINEL FAILOVER`: the sentinels promote the replica and demote the live primary to a
+    /// replica of it (which then answers writes with READONLY).
+    pub async fn force_failover(&self) {
+        let _: () = query(
+            self.sentinels[0].port,
+            redis::cmd("SENTINEL").arg("failover").arg(Self::MASTER),
+        )
+        .await
+        .unwrap();
+    }
+
     /// Waits (at most `within`) until the replica's replication offset reaches the primary's,
     /// so that everything written to the primary so far survives its loss.
     pub async fn wait_replicated(&self, within: Duration) {
