@@ -360,19 +360,20 @@ impl RedisStore {
         )
     }
 
-    fn heartbeat_cmd(&self, beats: &[HeartbeatWrite]) -> Cmd {
-        let keys: Vec<String> = beats
-            .iter()
-            .map(|b| self.keys.instance(b.id.as_str()))
+    /// One heartbeats script call for `beats`, recording `flush_mark` as `lastFlush` too.
+    fn heartbeat_cmd(&self, beats: &[HeartbeatWrite], flush_mark: Option<u64>) -> Cmd {
+        let keys: Vec<String> = std::iter::once(self.keys.counters())
+            .chain(beats.iter().map(|b| self.keys.instance(b.id.as_str())))
             .collect();
-        let args = beats.iter().flat_map(|b| {
+        let mark = flush_mark.map(|at| at.to_string()).unwrap_or_default();
+        let args = std::iter::once(mark).chain(beats.iter().flat_map(|b| {
             [
                 b.last_seen_ms.to_string(),
                 crate::work::task::iso_ms(b.last_seen_ms),
                 b.status.as_str().to_string(),
                 (b.expire_in_ms.max(1) + self.retention_ms).to_string(),
             ]
-        });
+        }));
         self.fenced(&self.scripts.heartbeats, &keys, args)
     }
 
@@ -444,9 +445,12 @@ impl RedisStore {
         }
         // Positions of the heartbeat script calls, whose replies list missing records.
         let mut heartbeat_calls = Vec::new();
-        for chunk in batch.heartbeats.chunks(BATCH) {
+        let chunks = batch.heartbeats.chunks(BATCH).count();
+        for (n, chunk) in batch.heartbeats.chunks(BATCH).enumerate() {
             heartbeat_calls.push(cmds.len());
-            cmds.push(self.heartbeat_cmd(chunk));
+            // The flush mark rides with the last chunk: one script call per flush tick.
+            let mark = batch.flush_mark.filter(|_| n + 1 == chunks);
+            cmds.push(self.heartbeat_cmd(chunk, mark));
         }
         for record in &batch.tasks {
             cmds.push(self.task_put(record));
@@ -485,13 +489,21 @@ impl RedisStore {
                 ),
             );
         }
-        if let Some(at) = batch.flush_mark {
-            // Recovery reads it to bound lost heartbeats.
-            cmds.push(self.fenced(
-                &self.scripts.flush_mark,
-                &[self.keys.counters()],
-                [at.to_string()],
-            ));
+        if let Some(at) = batch.flush_mark.filter(|_| batch.heartbeats.is_empty()) {
+            // Recovery reads it to bound lost heartbeats. Written with the heartbeats when any;
+            // alone (a tick that moved none) a fenced script, or without fencing the plain
+            // command it always was (one key, nothing to check).
+            if self.fence.is_empty() {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(self.keys.counters()).arg("lastFlush").arg(at);
+                cmds.push(cmd);
+            } else {
+                cmds.push(self.fenced(
+                    &self.scripts.flush_mark,
+                    &[self.keys.counters()],
+                    [at.to_string()],
+                ));
+            }
         }
         for chunk in batch.events.chunks(500) {
             let args = std::iter::once(self.stream_max_len.to_string()).chain(
@@ -899,7 +911,7 @@ impl Store for RedisStore {
 
     fn heartbeat<'a>(&'a self, beat: &'a HeartbeatWrite) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.run(vec![self.heartbeat_cmd(std::slice::from_ref(beat))])
+            self.run(vec![self.heartbeat_cmd(std::slice::from_ref(beat), None)])
                 .await
                 .map(|_| ())
         })

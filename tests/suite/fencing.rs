@@ -67,8 +67,9 @@ fn task(n: u64, now: u64) -> TaskRecord {
     }
 }
 
-/// A batch that calls every write script once: counters, instance put and gone, heartbeats,
-/// task put and gone, lease put and gone, term, flush mark, events and ClaudeBench's events.
+/// A batch that calls every write script once: counters, instance put and gone, heartbeats
+/// (with the flush mark), task put and gone, lease put and gone, term, events and ClaudeBench's
+/// events. The flush mark's own script runs when no heartbeat goes with it: [`mark_only`].
 fn every_write(now: u64) -> WriteBatch {
     WriteBatch {
         instances: vec![(instance("w-1", now), 30_000)],
@@ -103,8 +104,16 @@ fn every_write(now: u64) -> WriteBatch {
     }
 }
 
-/// The batch's commands: 11 script calls plus one ClaudeBench event call.
-const WRITES: usize = 12;
+/// The batch's commands: 10 script calls plus one ClaudeBench event call.
+const WRITES: usize = 11;
+
+/// A flush tick that moved no heartbeat: the flush mark alone.
+fn mark_only(at: u64) -> WriteBatch {
+    WriteBatch {
+        flush_mark: Some(at),
+        ..WriteBatch::default()
+    }
+}
 
 async fn keys(redis: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS")
@@ -149,6 +158,7 @@ async fn every_write_script_is_refused_with_an_old_epoch_and_accepted_with_the_c
                 .contains(&format!("{WRITES} of {WRITES} writes refused")),
         "{e}"
     );
+    assert!(old.apply(&mark_only(now)).await.unwrap_err().is_fenced());
     let e = old.reserve_terms(100).await.unwrap_err();
     assert!(e.is_fenced(), "{e}");
     let beat = HeartbeatWrite {
@@ -199,6 +209,14 @@ async fn every_write_script_is_refused_with_an_old_epoch_and_accepted_with_the_c
         .await
         .unwrap();
     assert_eq!(counters["lastFlush"], now.to_string());
+    current.apply(&mark_only(now + 1)).await.unwrap();
+    let last_flush: String = redis::cmd("HGET")
+        .arg("cb:meta:counters")
+        .arg("lastFlush")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    assert_eq!(last_flush, (now + 1).to_string());
     assert_eq!(counters["lastEpoch"], "5");
     assert_eq!(counters["termReserved"], "100");
     assert_eq!(redis.calls("publish").await, 1);
