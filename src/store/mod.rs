@@ -517,3 +517,28 @@ impl Persistence {
         self.progress.borrow().durable
     }
 }
+
+#[cfg(test)]
+mod fenced_tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_failure_sets_the_watch_once_and_others_do_not() {
+        let p = Persistence::new(
+            Arc::new(MemoryStore),
+            PersistMode::WriteBehind,
+            Duration::from_millis(250),
+            Breaker::new(3, Duration::from_secs(10)),
+        );
+        let watch = p.fenced();
+        p.store_failed("flush", "store: pipeline: connection refused", false);
+        assert!(!*watch.borrow(), "an ordinary failure is not fenced");
+        let fenced = StoreError(format!("{FENCED}store epoch is 7, ours 6"));
+        assert!(fenced.is_fenced());
+        assert!(!StoreError("reserving terms: FENCED: x".into()).is_fenced());
+        p.store_failed("flush", &fenced.to_string(), false);
+        assert!(*watch.borrow(), "the watch turns on");
+        p.store_failed("heartbeat", &fenced.to_string(), false);
+        assert!(*p.fenced().borrow(), "and stays on");
+    }
+}
