@@ -24,7 +24,7 @@ pub const BATCH: usize = 1000;
 #[derive(Debug)]
 struct Script {
     name: &'static str,
-    source: &'static str,
+    source: std::borrow::Cow<'static, str>,
     sha: String,
 }
 
@@ -32,18 +32,18 @@ struct Script {
 const FENCE_PRELUDE: &str = include_str!("lua/fence.lua");
 
 impl Script {
-    fn new(name: &'static str, source: &'static str) -> Self {
+    fn new(name: &'static str, source: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        let source = source.into();
         Self {
             name,
+            sha: redis::Script::new(&source).get_hash().to_string(),
             source,
-            sha: redis::Script::new(source).get_hash().to_string(),
         }
     }
 
     /// A write script: the fencing prelude, then `body`. Called with [`RedisStore::fenced`].
     fn fenced(name: &'static str, body: &'static str) -> Self {
-        let source: &'static str = Box::leak(format!("{FENCE_PRELUDE}{body}").into_boxed_str());
-        Self::new(name, source)
+        Self::new(name, format!("{FENCE_PRELUDE}{body}"))
     }
 
     /// `EVALSHA sha numkeys keys... args...`
@@ -260,7 +260,7 @@ impl RedisStore {
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for s in self.scripts.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source);
+            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source.as_ref());
         }
         let shas: Vec<String> = pipe
             .query_async(&mut self.connection.clone())
@@ -297,7 +297,21 @@ impl RedisStore {
                         out.extend(values);
                         break;
                     }
-                    Err(e) if fenced_by(&e).is_some() => {
+                    Err(e) if self.fence.is_empty() || fenced_by(&e).is_none() => {
+                        if !reloaded
+                            && e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                        {
+                            tracing::info!("redis lost its scripts; loading them again");
+                            self.load_scripts().await?;
+                            reloaded = true;
+                            continue;
+                        }
+                        return Err(fail("pipeline", e));
+                    }
+                    // Refused by the fencing check, before the NOSCRIPT retry: another
+                    // coordinator took over, and no retry can succeed.
+                    Err(e) => {
                         let (refused, stored) = fenced_by(&e).unwrap_or_default();
                         return Err(StoreError(format!(
                             "{FENCED}store epoch is {stored}, ours {}; {refused} of {} writes refused",
@@ -305,16 +319,6 @@ impl RedisStore {
                             chunk.len()
                         )));
                     }
-                    Err(e)
-                        if !reloaded
-                            && e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        tracing::info!("redis lost its scripts; loading them again");
-                        self.load_scripts().await?;
-                        reloaded = true;
-                    }
-                    Err(e) => return Err(fail("pipeline", e)),
                 }
             }
         }
