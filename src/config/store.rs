@@ -86,6 +86,12 @@ pub struct RedisConfig {
     /// What a restart assumes about instances whose stored TTL ran out (default
     /// [`RestartGrace::FullTtl`]).
     pub restart_grace: RestartGrace,
+    /// The coordinator epoch every write is fenced with (default `None`: no check, as
+    /// without high availability). With `Some(e)` each write script first compares `e` with
+    /// the epoch of the coordinator lease in `{prefix}coordinator` and refuses the write with
+    /// `FENCED` when they differ ([`StoreError::is_fenced`](crate::store::StoreError::is_fenced)):
+    /// a coordinator that lost the lease can no longer write. See docs/ha.md.
+    pub fence_epoch: Option<u64>,
 }
 
 #[cfg(feature = "redis")]
@@ -105,6 +111,7 @@ impl RedisConfig {
             breaker_open_for: BREAKER_OPEN_FOR,
             record_retention: Duration::from_secs(600),
             restart_grace: RestartGrace::FullTtl,
+            fence_epoch: None,
         }
     }
 }

@@ -28,6 +28,8 @@ mod failures;
 mod fields;
 mod journal;
 #[cfg(feature = "redis")]
+mod lease;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::fmt::Debug;
@@ -42,6 +44,10 @@ pub use crate::config::{PersistMode, RestartGrace, StoreConfig};
 pub use crate::config::{RedisConfig, TYPE_STREAM_MAX_LEN};
 pub(crate) use breaker::{Admission, Breaker, BreakerState};
 pub(crate) use journal::{Dirty, Journal};
+// The coordinator lease, for the HA controller (issue 19, in progress) and its tests.
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub use lease::{Acquire, CoordLease, Renewal};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
@@ -63,6 +69,19 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(pub String);
+
+impl StoreError {
+    /// Whether the store refused the write because this coordinator's epoch
+    /// ([`RedisConfig::fence_epoch`]) is no longer the coordinator lease's: another coordinator
+    /// took over. Not a store failure: retrying cannot succeed, and the caller must stop
+    /// writing.
+    pub fn is_fenced(&self) -> bool {
+        self.0.starts_with(FENCED)
+    }
+}
+
+/// The prefix of a fenced [`StoreError`].
+const FENCED: &str = "FENCED: ";
 
 /// An instance as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,6 +318,9 @@ pub(crate) struct Persistence {
     failures: parking_lot::Mutex<Vec<(&'static str, failures::FailureLog)>>,
     /// Whether `failures` is counting an outage: a success checks this before the lock.
     failing: std::sync::atomic::AtomicBool,
+    /// Set once a write was refused as fenced ([`StoreError::is_fenced`]); the HA controller
+    /// watches it to step down.
+    fenced: watch::Sender<bool>,
 }
 
 // Without the `redis` feature no store backend exists to build one.
@@ -322,15 +344,46 @@ impl Persistence {
             progress: watch::Sender::new(Progress::default()),
             failures: parking_lot::Mutex::default(),
             failing: std::sync::atomic::AtomicBool::new(false),
+            fenced: watch::Sender::new(false),
         }
+    }
+
+    /// Records that the store refused a write as fenced (`error`, for the log): logged at
+    /// error level the first time only, and sets the flag [`Persistence::fenced`] watches.
+    pub fn note_fenced(&self, what: &'static str, error: &StoreError) {
+        if !self.fenced.send_replace(true) {
+            tracing::error!(
+                write = what,
+                %error,
+                "the store refused a write: another coordinator holds the lease; stop writing"
+            );
+        }
+    }
+
+    /// Whether a write was refused as fenced, as a watch: it turns `true` at the first
+    /// [`Persistence::note_fenced`] and stays so.
+    #[allow(dead_code)] // for the HA controller (issue 19), which steps down on it
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.subscribe()
     }
 
     /// Logs a failed store write (`what`: `flush`, `heartbeat`, `term reservation`) in
     /// summary: the first failure, the breaker opening (`opened`), then at most one line every
     /// [`failures::SUMMARY_EVERY`] with the count — never a line per failure.
+    ///
+    /// A fenced refusal (`error` is a [`StoreError::is_fenced`] displayed) goes to
+    /// [`Persistence::note_fenced`] instead: one error line, the watch set. Its callers still
+    /// count it as a failure (breaker, retry) until the HA controller reacts to the watch.
     pub fn store_failed(&self, what: &'static str, error: &str, opened: bool) {
         use failures::Line;
         use std::sync::atomic::Ordering;
+        if let Some(fenced) = error
+            .strip_prefix("store: ")
+            .filter(|e| e.starts_with(FENCED))
+        {
+            self.note_fenced(what, &StoreError(fenced.to_string()));
+            return;
+        }
         let wall_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -462,5 +515,30 @@ impl Persistence {
     #[cfg(feature = "chaos")]
     pub fn durable_seq(&self) -> u64 {
         self.progress.borrow().durable
+    }
+}
+
+#[cfg(test)]
+mod fenced_tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_failure_sets_the_watch_once_and_others_do_not() {
+        let p = Persistence::new(
+            Arc::new(MemoryStore),
+            PersistMode::WriteBehind,
+            Duration::from_millis(250),
+            Breaker::new(3, Duration::from_secs(10)),
+        );
+        let watch = p.fenced();
+        p.store_failed("flush", "store: pipeline: connection refused", false);
+        assert!(!*watch.borrow(), "an ordinary failure is not fenced");
+        let fenced = StoreError(format!("{FENCED}store epoch is 7, ours 6"));
+        assert!(fenced.is_fenced());
+        assert!(!StoreError("reserving terms: FENCED: x".into()).is_fenced());
+        p.store_failed("flush", &fenced.to_string(), false);
+        assert!(*watch.borrow(), "the watch turns on");
+        p.store_failed("heartbeat", &fenced.to_string(), false);
+        assert!(*p.fenced().borrow(), "and stays on");
     }
 }

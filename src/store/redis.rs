@@ -13,8 +13,8 @@ use conn::Conn;
 
 use super::fields::{self, INSTANCE_TEXT, LEASE_TEXT, TASK_TEXT};
 use super::{
-    Applied, BoxFuture, Counters, HeartbeatWrite, InstanceRecord, RedisConfig, Snapshot, Store,
-    StoreError, TermRecord, WriteBatch,
+    Applied, BoxFuture, Counters, FENCED, HeartbeatWrite, InstanceRecord, RedisConfig, Snapshot,
+    Store, StoreError, TermRecord, WriteBatch,
 };
 use crate::events::Event;
 use crate::model::{Epoch, InstanceId, Term};
@@ -27,17 +27,26 @@ pub const BATCH: usize = 1000;
 #[derive(Debug)]
 struct Script {
     name: &'static str,
-    source: &'static str,
+    source: std::borrow::Cow<'static, str>,
     sha: String,
 }
 
+/// The fencing prelude ([`fence.lua`](lua/fence.lua)) every write script starts with.
+const FENCE_PRELUDE: &str = include_str!("lua/fence.lua");
+
 impl Script {
-    fn new(name: &'static str, source: &'static str) -> Self {
+    fn new(name: &'static str, source: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        let source = source.into();
         Self {
             name,
+            sha: redis::Script::new(&source).get_hash().to_string(),
             source,
-            sha: redis::Script::new(source).get_hash().to_string(),
         }
+    }
+
+    /// A write script: the fencing prelude, then `body`. Called with [`RedisStore::fenced`].
+    fn fenced(name: &'static str, body: &'static str) -> Self {
+        Self::new(name, format!("{FENCE_PRELUDE}{body}"))
     }
 
     /// `EVALSHA sha numkeys keys... args...`
@@ -64,6 +73,8 @@ struct Scripts {
     counters: Script,
     term_reserve: Script,
     events: Script,
+    flush_mark: Script,
+    cb_events: Script,
     dump: Script,
 }
 
@@ -74,23 +85,30 @@ impl Scripts {
                 Script::new($name, include_str!(concat!("lua/", $name, ".lua")))
             };
         }
+        macro_rules! fenced {
+            ($name:literal) => {
+                Script::fenced($name, include_str!(concat!("lua/", $name, ".lua")))
+            };
+        }
         Self {
-            instance_put: script!("instance_put"),
-            instance_gone: script!("instance_gone"),
-            heartbeats: script!("heartbeats"),
-            task_put: script!("task_put"),
-            task_gone: script!("task_gone"),
-            lease_put: script!("lease_put"),
-            lease_gone: script!("lease_gone"),
-            term: script!("term"),
-            counters: script!("counters"),
-            term_reserve: script!("term_reserve"),
-            events: script!("events"),
+            instance_put: fenced!("instance_put"),
+            instance_gone: fenced!("instance_gone"),
+            heartbeats: fenced!("heartbeats"),
+            task_put: fenced!("task_put"),
+            task_gone: fenced!("task_gone"),
+            lease_put: fenced!("lease_put"),
+            lease_gone: fenced!("lease_gone"),
+            term: fenced!("term"),
+            counters: fenced!("counters"),
+            term_reserve: fenced!("term_reserve"),
+            events: fenced!("events"),
+            flush_mark: fenced!("flush_mark"),
+            cb_events: fenced!("cb_events"),
             dump: script!("dump"),
         }
     }
 
-    fn all(&self) -> [&Script; 12] {
+    fn all(&self) -> [&Script; 14] {
         [
             &self.instance_put,
             &self.instance_gone,
@@ -103,6 +121,8 @@ impl Scripts {
             &self.counters,
             &self.term_reserve,
             &self.events,
+            &self.flush_mark,
+            &self.cb_events,
             &self.dump,
         ]
     }
@@ -149,6 +169,10 @@ impl Keys {
     pub fn counters(&self) -> String {
         format!("{}meta:counters", self.prefix)
     }
+    /// `{p}coordinator`: the coordinator lease and its epoch, which fences every write.
+    pub fn coordinator(&self) -> String {
+        format!("{}coordinator", self.prefix)
+    }
     /// `{p}stream:events`
     pub fn stream(&self) -> String {
         format!("{}stream:events", self.prefix)
@@ -189,6 +213,11 @@ pub struct RedisStore {
     publish_events: bool,
     /// Added to an instance record's remaining TTL to give its key's lifetime.
     retention_ms: u64,
+    /// `{p}coordinator`, the first key of every write script.
+    fence_key: String,
+    /// The coordinator epoch this store writes under ([`RedisConfig::fence_epoch`]), `''` for
+    /// none (no check).
+    fence: String,
 }
 
 fn fail(context: &str, e: impl std::fmt::Display) -> StoreError {
@@ -225,6 +254,11 @@ impl RedisStore {
             type_stream_max_len: config.type_stream_max_len,
             publish_events: config.publish_events,
             retention_ms: config.record_retention.as_millis() as u64,
+            fence_key: Keys::new(config.prefix.clone()).coordinator(),
+            fence: config
+                .fence_epoch
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
         };
         store.load_scripts().await?;
         Ok(store)
@@ -233,7 +267,7 @@ impl RedisStore {
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for s in self.scripts.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source);
+            pipe.cmd("SCRIPT").arg("LOAD").arg(s.source.as_ref());
         }
         let shas: Vec<String> = pipe
             .query_async(&mut self.connection.clone())
@@ -270,20 +304,52 @@ impl RedisStore {
                         out.extend(values);
                         break;
                     }
-                    Err(e)
+                    Err(e) if self.fence.is_empty() || fenced_by(&e).is_none() => {
                         if !reloaded
                             && e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        tracing::info!("redis lost its scripts; loading them again");
-                        self.load_scripts().await?;
-                        reloaded = true;
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                        {
+                            tracing::info!("redis lost its scripts; loading them again");
+                            self.load_scripts().await?;
+                            reloaded = true;
+                            continue;
+                        }
+                        return Err(fail("pipeline", e));
                     }
-                    Err(e) => return Err(fail("pipeline", e)),
+                    // Refused by the fencing check, before the NOSCRIPT retry: another
+                    // coordinator took over, and no retry can succeed.
+                    Err(e) => {
+                        let (refused, stored) = fenced_by(&e).unwrap_or_default();
+                        return Err(StoreError(format!(
+                            "{FENCED}store epoch is {stored}, ours {}; {refused} of {} writes refused",
+                            self.fence,
+                            chunk.len()
+                        )));
+                    }
                 }
             }
         }
         Ok(out)
+    }
+
+    /// `EVALSHA` of a write script: the fence key before `keys`, our epoch (or `''`) before
+    /// `args`, which the script's prelude checks and removes.
+    fn fenced(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: impl IntoIterator<Item = String>,
+    ) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&script.sha)
+            .arg(keys.len() + 1)
+            .arg(&self.fence_key)
+            .arg(keys)
+            .arg(&self.fence);
+        for a in args {
+            cmd.arg(a);
+        }
+        cmd
     }
 
     fn instance_put(&self, record: &InstanceRecord, expire_in_ms: u64) -> Cmd {
@@ -293,7 +359,8 @@ impl RedisStore {
             "lastHeartbeat".into(),
             crate::work::task::iso_ms(record.last_seen_ms),
         ));
-        self.scripts.instance_put.call(
+        self.fenced(
+            &self.scripts.instance_put,
             &[self.keys.instance(id), self.keys.active()],
             [
                 id.to_string(),
@@ -304,20 +371,21 @@ impl RedisStore {
         )
     }
 
-    fn heartbeat_cmd(&self, beats: &[HeartbeatWrite]) -> Cmd {
-        let keys: Vec<String> = beats
-            .iter()
-            .map(|b| self.keys.instance(b.id.as_str()))
+    /// One heartbeats script call for `beats`, recording `flush_mark` as `lastFlush` too.
+    fn heartbeat_cmd(&self, beats: &[HeartbeatWrite], flush_mark: Option<u64>) -> Cmd {
+        let keys: Vec<String> = std::iter::once(self.keys.counters())
+            .chain(beats.iter().map(|b| self.keys.instance(b.id.as_str())))
             .collect();
-        let args = beats.iter().flat_map(|b| {
+        let mark = flush_mark.map(|at| at.to_string()).unwrap_or_default();
+        let args = std::iter::once(mark).chain(beats.iter().flat_map(|b| {
             [
                 b.last_seen_ms.to_string(),
                 crate::work::task::iso_ms(b.last_seen_ms),
                 b.status.as_str().to_string(),
                 (b.expire_in_ms.max(1) + self.retention_ms).to_string(),
             ]
-        });
-        self.scripts.heartbeats.call(&keys, args)
+        }));
+        self.fenced(&self.scripts.heartbeats, &keys, args)
     }
 
     fn task_put(&self, record: &TaskRecord) -> Cmd {
@@ -332,7 +400,8 @@ impl RedisStore {
             crate::work::task::TaskStatus::Pending => record.pending_score().to_string(),
             _ => String::new(),
         };
-        self.scripts.task_put.call(
+        self.fenced(
+            &self.scripts.task_put,
             &[self.keys.task(&id), self.keys.pending()],
             [id, score].into_iter().chain(flatten(f)),
         )
@@ -347,7 +416,8 @@ impl RedisStore {
             ),
             ("expiresAt".to_string(), record.expires_at_ms().to_string()),
         ];
-        self.scripts.lease_put.call(
+        self.fenced(
+            &self.scripts.lease_put,
             &[self.keys.lease(record.key.as_str())],
             std::iter::once(expire_in_ms.max(1).to_string()).chain(flatten(f)),
         )
@@ -372,47 +442,52 @@ impl RedisStore {
                 // came back empty gets the ceiling back with everything else.
                 args.extend(["termReserved".to_string(), c.term_reserved.to_string()]);
             }
-            cmds.push(self.scripts.counters.call(&[self.keys.counters()], args));
+            cmds.push(self.fenced(&self.scripts.counters, &[self.keys.counters()], args));
         }
         for (record, expire) in &batch.instances {
             cmds.push(self.instance_put(record, *expire));
         }
         for id in &batch.instances_gone {
-            cmds.push(self.scripts.instance_gone.call(
+            cmds.push(self.fenced(
+                &self.scripts.instance_gone,
                 &[self.keys.instance(id.as_str()), self.keys.active()],
                 [id.to_string()],
             ));
         }
         // Positions of the heartbeat script calls, whose replies list missing records.
         let mut heartbeat_calls = Vec::new();
-        for chunk in batch.heartbeats.chunks(BATCH) {
+        let chunks = batch.heartbeats.chunks(BATCH).count();
+        for (n, chunk) in batch.heartbeats.chunks(BATCH).enumerate() {
             heartbeat_calls.push(cmds.len());
-            cmds.push(self.heartbeat_cmd(chunk));
+            // The flush mark rides with the last chunk: one script call per flush tick.
+            let mark = batch.flush_mark.filter(|_| n + 1 == chunks);
+            cmds.push(self.heartbeat_cmd(chunk, mark));
         }
         for record in &batch.tasks {
             cmds.push(self.task_put(record));
         }
         for id in &batch.tasks_gone {
             let id = id.to_string();
-            cmds.push(
-                self.scripts
-                    .task_gone
-                    .call(&[self.keys.task(&id), self.keys.pending()], [id]),
-            );
+            cmds.push(self.fenced(
+                &self.scripts.task_gone,
+                &[self.keys.task(&id), self.keys.pending()],
+                [id],
+            ));
         }
         for (record, expire) in &batch.leases {
             cmds.push(self.lease_put(record, *expire));
         }
         for key in &batch.leases_gone {
-            cmds.push(
-                self.scripts
-                    .lease_gone
-                    .call(&[self.keys.lease(key.as_str())], []),
-            );
+            cmds.push(self.fenced(
+                &self.scripts.lease_gone,
+                &[self.keys.lease(key.as_str())],
+                [],
+            ));
         }
         if let Some(term) = &batch.term {
             cmds.push(
-                self.scripts.term.call(
+                self.fenced(
+                    &self.scripts.term,
                     &self.keys.leader(),
                     [
                         term.term.0.to_string(),
@@ -425,11 +500,21 @@ impl RedisStore {
                 ),
             );
         }
-        if let Some(at) = batch.flush_mark {
-            // One key: a plain command. Recovery reads it to bound lost heartbeats.
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(self.keys.counters()).arg("lastFlush").arg(at);
-            cmds.push(cmd);
+        if let Some(at) = batch.flush_mark.filter(|_| batch.heartbeats.is_empty()) {
+            // Recovery reads it to bound lost heartbeats. Written with the heartbeats when any;
+            // alone (a tick that moved none) a fenced script, or without fencing the plain
+            // command it always was (one key, nothing to check).
+            if self.fence.is_empty() {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(self.keys.counters()).arg("lastFlush").arg(at);
+                cmds.push(cmd);
+            } else {
+                cmds.push(self.fenced(
+                    &self.scripts.flush_mark,
+                    &[self.keys.counters()],
+                    [at.to_string()],
+                ));
+            }
         }
         for chunk in batch.events.chunks(500) {
             let args = std::iter::once(self.stream_max_len.to_string()).chain(
@@ -440,7 +525,7 @@ impl RedisStore {
                     ]
                 }),
             );
-            cmds.push(self.scripts.events.call(&[self.keys.stream()], args));
+            cmds.push(self.fenced(&self.scripts.events, &[self.keys.stream()], args));
         }
         self.claudebench_events(&batch.events, &mut cmds);
         (cmds, heartbeat_calls)
@@ -457,22 +542,22 @@ impl RedisStore {
         for event in events {
             let kind = event.kind.as_str();
             let envelope = crate::events::claudebench_envelope(event).to_string();
-            if self.type_stream_max_len > 0 {
-                let mut xadd = redis::cmd("XADD");
-                xadd.arg(self.keys.type_stream(kind))
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(self.type_stream_max_len)
-                    .arg("*")
-                    .arg("data")
-                    .arg(&envelope);
-                cmds.push(xadd);
-            }
-            if self.publish_events {
-                let mut publish = redis::cmd("PUBLISH");
-                publish.arg(kind).arg(envelope);
-                cmds.push(publish);
-            }
+            // One fenced script call per event: XADD (if kept) then PUBLISH (if on).
+            let keys = if self.type_stream_max_len > 0 {
+                vec![self.keys.type_stream(kind)]
+            } else {
+                Vec::new()
+            };
+            let channel = if self.publish_events { kind } else { "" };
+            cmds.push(self.fenced(
+                &self.scripts.cb_events,
+                &keys,
+                [
+                    self.type_stream_max_len.to_string(),
+                    channel.to_string(),
+                    envelope,
+                ],
+            ));
         }
     }
 
@@ -763,14 +848,18 @@ impl RedisStore {
 
     async fn reserve(&self, ceiling: u64) -> Result<u64, StoreError> {
         let key = self.keys.counters();
-        let cmd = self
-            .scripts
-            .term_reserve
-            .call(std::slice::from_ref(&key), [ceiling.to_string()]);
-        let reply = self
-            .run(vec![cmd])
-            .await
-            .map_err(|e| StoreError(format!("reserving terms up to {ceiling}: {}", e.0)))?;
+        let cmd = self.fenced(
+            &self.scripts.term_reserve,
+            std::slice::from_ref(&key),
+            [ceiling.to_string()],
+        );
+        let reply = self.run(vec![cmd]).await.map_err(|e| {
+            if e.is_fenced() {
+                e
+            } else {
+                StoreError(format!("reserving terms up to {ceiling}: {}", e.0))
+            }
+        })?;
         let stored: String = reply
             .into_iter()
             .next()
@@ -784,6 +873,15 @@ impl RedisStore {
             ))
         })
     }
+}
+
+/// Whether `e` (one reply or a pipeline's) holds `FENCED` replies: how many, and the epoch
+/// stored in Redis that the first one names.
+fn fenced_by(e: &redis::RedisError) -> Option<(usize, String)> {
+    let errors = e.clone().into_server_errors()?;
+    let mut fenced = errors.iter().filter(|(_, err)| err.code() == "FENCED");
+    let stored = fenced.next()?.1.details().unwrap_or("none").to_string();
+    Some((1 + fenced.count(), stored))
 }
 
 /// Events from an XREVRANGE reply of `stream`; an entry that does not parse is listed in
@@ -824,7 +922,7 @@ impl Store for RedisStore {
 
     fn heartbeat<'a>(&'a self, beat: &'a HeartbeatWrite) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.run(vec![self.heartbeat_cmd(std::slice::from_ref(beat))])
+            self.run(vec![self.heartbeat_cmd(std::slice::from_ref(beat), None)])
                 .await
                 .map(|_| ())
         })

@@ -26,6 +26,8 @@ mod compat_ws;
 #[cfg(feature = "server")]
 mod connections;
 mod events;
+#[cfg(all(feature = "redis", feature = "chaos"))]
+mod fencing;
 mod leader;
 mod leases;
 #[cfg(feature = "server")]
