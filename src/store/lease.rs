@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
-use super::redis::Keys;
+use super::redis::{Conn, Keys};
 use super::{RedisConfig, StoreError};
 
 /// What [`CoordLease::try_acquire`] found.
@@ -54,7 +54,7 @@ pub enum Renewal {
 /// queue behind the store's long calls).
 #[derive(Clone)]
 pub struct CoordLease {
-    connection: ConnectionManager,
+    connection: Conn,
     key: String,
     counters: String,
     scripts: std::sync::Arc<[redis::Script; 3]>,
@@ -91,31 +91,34 @@ fn check_holder(holder: &str) -> Result<(), StoreError> {
 }
 
 impl CoordLease {
-    /// Connects to `config.url` (the server must be reachable now), for the lease key under
+    /// Connects to `config.url` (the server must be reachable now; a `redis+sentinel://` URL
+    /// finds the primary through the sentinels and follows it), for the lease key under
     /// `config.prefix`.
     pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| fail("redis url", e))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(|e| {
-                let url = crate::config::store::redact_url(&config.url);
-                fail(&format!("connecting to {url}"), e)
-            })?;
+        let sources = [
+            include_str!("lua/coord_acquire.lua"),
+            include_str!("lua/coord_renew.lua"),
+            include_str!("lua/coord_release.lua"),
+        ];
+        let connection = Conn::open(
+            &config.url,
+            manager_config,
+            sources.iter().map(|s| s.to_string()).collect(),
+            config.response_timeout * 3,
+        )
+        .await
+        .map_err(StoreError)?;
         let keys = Keys::new(config.prefix.clone());
         Ok(Self {
             connection,
             key: keys.coordinator(),
             counters: keys.counters(),
-            scripts: std::sync::Arc::new([
-                redis::Script::new(include_str!("lua/coord_acquire.lua")),
-                redis::Script::new(include_str!("lua/coord_renew.lua")),
-                redis::Script::new(include_str!("lua/coord_release.lua")),
-            ]),
+            scripts: std::sync::Arc::new(sources.map(redis::Script::new)),
         })
     }
 

@@ -9,7 +9,7 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, Pipeline, Value};
 
 mod conn;
-use conn::Conn;
+pub(super) use conn::Conn;
 
 use super::fields::{self, INSTANCE_TEXT, LEASE_TEXT, TASK_TEXT};
 use super::{

@@ -29,7 +29,7 @@ const RESOLVE_EVERY: Duration = Duration::from_millis(100);
 
 /// The connection [`RedisStore`](super::RedisStore) sends everything through. Clones share it.
 #[derive(Clone)]
-pub(super) struct Conn {
+pub(in crate::store) struct Conn {
     inner: Arc<Inner>,
 }
 
@@ -82,7 +82,7 @@ impl Conn {
     /// Connects to `url` (a `redis://` URL, or `redis+sentinel://` through the sentinels).
     /// `scripts` are loaded into every primary found after a failover; loading them into the
     /// first is the caller's.
-    pub(super) async fn open(
+    pub(in crate::store) async fn open(
         url: &str,
         config: ConnectionManagerConfig,
         scripts: Vec<String>,
