@@ -25,8 +25,8 @@ async fn create(c: &Coordinator, text: String) -> Result<String, Error> {
         .map(|t| t.id.to_string())
 }
 
-/// Kill the primary: the coordinator's writes fail while the sentinels elect the replica, then
-/// resume there without a restart, and every write acknowledged before and after is on the
+/// Kill the primary: the coordinator's writes fail (or wait, within the store wait) while the
+/// sentinels elect the replica, then resume there without a restart, and every write acknowledged before and after is on the
 /// promoted replica. Prints the time from the kill to the first acknowledged write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_a_sentinel_failover_to_the_promoted_replica() {
@@ -66,7 +66,10 @@ async fn writes_follow_a_sentinel_failover_to_the_promoted_replica() {
              ({refused} writes refused meanwhile)",
             first.as_millis()
         );
-        assert!(refused > 0, "the primary's death went unnoticed");
+        // `refused` may be 0: a write-through call waits up to the store wait (1.5 s) for its
+        // write, and a failover faster than that (seen: 1.5 s) acknowledges it on the promoted
+        // replica without any caller seeing an error. That the writes went there is checked
+        // below: the replica is the primary now and holds every acknowledged task.
         for i in 0..10 {
             acked.push(create(&c, format!("after {i}")).await.unwrap());
         }
