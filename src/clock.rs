@@ -226,6 +226,78 @@ impl Ticker {
     }
 }
 
+/// Whether a coordinator may still act as the active one of several (high availability,
+/// docs/ha.md): open until a deadline on the monotonic clock that the holder of the
+/// coordinator lease moves forward at each renewal, and shut for good by [`close`].
+///
+/// A coordinator started with a gate ([`Coordinator::start_gated`]) checks it before every
+/// call it answers (`-32008` once shut), before expiring an instance, electing a leader or
+/// sweeping: past the deadline it does nothing a successor could contradict, even before the
+/// process that holds it notices (a process stopped with SIGSTOP resumes past its deadline,
+/// since the monotonic clock kept running). Clones share one gate.
+///
+/// [`close`]: ActiveGate::close
+/// [`Coordinator::start_gated`]: crate::Coordinator::start_gated
+#[derive(Debug, Clone)]
+pub struct ActiveGate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug)]
+struct GateInner {
+    origin: std::time::Instant,
+    /// One more than the milliseconds after `origin` until which the gate is open; 0 once
+    /// closed.
+    until_ms: AtomicU64,
+}
+
+impl ActiveGate {
+    /// A gate open until `deadline`.
+    pub fn open_until(deadline: std::time::Instant) -> Self {
+        let origin = std::time::Instant::now();
+        let gate = Self {
+            inner: Arc::new(GateInner {
+                origin,
+                until_ms: AtomicU64::new(0),
+            }),
+        };
+        gate.inner
+            .until_ms
+            .store(gate.ms_of(deadline) + 1, Ordering::Release);
+        gate
+    }
+
+    fn ms_of(&self, at: std::time::Instant) -> u64 {
+        at.saturating_duration_since(self.inner.origin).as_millis() as u64
+    }
+
+    /// Whether the deadline is still ahead (and the gate not closed).
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        let until = self.inner.until_ms.load(Ordering::Acquire);
+        until > 0 && self.ms_of(std::time::Instant::now()) + 1 < until
+    }
+
+    /// Moves the deadline to `deadline` if the gate is still open (a gate past its deadline
+    /// stays shut: a late renewal does not revive it). Whether it is open afterwards.
+    pub fn extend_to(&self, deadline: std::time::Instant) -> bool {
+        let new = self.ms_of(deadline) + 1;
+        let now = self.ms_of(std::time::Instant::now()) + 1;
+        self.inner
+            .until_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |until| {
+                (until > 0 && now < until).then_some(new.max(until))
+            })
+            .is_ok()
+            && self.is_open()
+    }
+
+    /// Shuts the gate for good.
+    pub fn close(&self) {
+        self.inner.until_ms.store(0, Ordering::Release);
+    }
+}
+
 /// Wall-clock `ms` as ISO-8601 UTC with milliseconds (`2026-11-29T08:00:00.000Z`), as
 /// JavaScript's `Date.toISOString` writes them (ClaudeBench's times).
 pub(crate) fn iso_ms(ms: u64) -> String {
@@ -238,6 +310,25 @@ pub(crate) fn iso_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_is_open_until_its_deadline_and_a_late_renewal_does_not_revive_it() {
+        let now = std::time::Instant::now();
+        let gate = ActiveGate::open_until(now + Duration::from_secs(60));
+        assert!(gate.is_open());
+        assert!(gate.extend_to(now + Duration::from_secs(120)));
+        assert!(gate.is_open());
+        gate.close();
+        assert!(!gate.is_open());
+        assert!(
+            !gate.extend_to(now + Duration::from_secs(180)),
+            "closed stays closed"
+        );
+        let past = ActiveGate::open_until(now);
+        assert!(!past.is_open(), "a deadline already passed");
+        assert!(!past.extend_to(now + Duration::from_secs(60)));
+        assert!(!past.is_open());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn coarse_clock_follows_precise_within_a_tick() {

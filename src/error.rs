@@ -39,6 +39,11 @@ pub mod code {
     /// The call timed out; its outcome is unknown (it may or may not have taken effect).
     /// (ClaudeBench uses −32002 for `UNAUTHORIZED`, so the timeout has a code of its own.)
     pub const TIMEOUT: i64 = -32007;
+    /// This coordinator is not the active one of several (`vigil serve --ha`, docs/ha.md):
+    /// **nothing ran**; send the request to the active coordinator. `data.role` is `standby`,
+    /// `data.active` the active's URL (`null` while a takeover is under way) and `data.epoch`
+    /// its epoch (`null` when unknown).
+    pub const NOT_ACTIVE: i64 = -32008;
 }
 
 /// A piece of input that broke a rule. `field` is the name the caller used (`id`, `roles[3]`,
@@ -116,4 +121,17 @@ pub enum Error {
     /// write-through call that keeps its change is idempotent (see docs/persistence.md).
     #[error("not yet durable: {0}")]
     NotDurable(String),
+    /// This coordinator is not (or no longer) the active one of several (see
+    /// [`ActiveGate`](crate::ActiveGate) and docs/ha.md): nothing was changed that will last;
+    /// the call belongs at the active coordinator.
+    #[error("not the active coordinator{}", match .active {
+        Some(url) => format!(" (the active one is at {url})"),
+        None => String::new(),
+    })]
+    NotActive {
+        /// The active coordinator's URL, when known.
+        active: Option<String>,
+        /// The active coordinator's epoch, when known.
+        epoch: Option<u64>,
+    },
 }

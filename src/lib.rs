@@ -88,6 +88,7 @@ pub mod cli;
 #[cfg(feature = "cli")]
 pub mod load;
 
+pub use clock::ActiveGate;
 pub use config::{Config, Limits};
 #[cfg(feature = "chaos")]
 pub use coordinator::faults;

@@ -97,6 +97,12 @@ impl InstanceState {
     /// Re-reads the slot and moves the instance on, or re-arms the timer.
     fn evaluate(&mut self, myself: &ActorRef<InstanceMsg>) {
         self.wakeups += 1;
+        if !self.ctx.is_active() {
+            // Deposed (high availability): the successor judges this instance now. Nothing is
+            // expired or marked; the coordinator is being torn down.
+            self.armed_for = None;
+            return;
+        }
         let now = self.ctx.clock.precise_ms();
         let grace = self.ctx.grace_ms();
         let (status, seen) = self.slot.liveness();

@@ -187,6 +187,9 @@ impl LeaderState {
     /// killed, it fires into a dead mailbox and its replacement arms its own.
     fn sweep(&mut self, myself: &ActorRef<LeaderMsg>) {
         let ctx = &self.ctx;
+        if !ctx.is_active() {
+            return; // deposed: the successor sweeps (and nothing re-arms here)
+        }
         let report = ctx.with_work(|work, op| {
             work.sweep(op, crate::work::SWEEP_CHUNK, |id, epoch| {
                 ctx.is_live(id, epoch)
@@ -223,6 +226,9 @@ impl LeaderState {
     /// the live candidate with the oldest epoch, `Active` before `Suspect`, judged alive at
     /// this moment ([`alive_at`]). Synchronous: no `.await`, so a kill cannot cut it in half.
     fn ensure_leader(&mut self) {
+        if !self.ctx.is_active() {
+            return; // deposed: the successor elects
+        }
         let now = self.ctx.clock.precise_ms();
         let record = self.ctx.leadership.record();
         let current_ok = record.slot.as_ref().is_some_and(|slot| {
@@ -338,6 +344,11 @@ impl LeaderState {
                     }
                     Err(e) => {
                         if ctx.is_shutting_down() {
+                            return;
+                        }
+                        if e.is_fenced() {
+                            // Another coordinator holds the lease: no retry can succeed.
+                            persistence.note_fenced("term reservation", &e);
                             return;
                         }
                         persistence.store_failed("term reservation", &e.to_string(), false);

@@ -50,6 +50,8 @@ pub struct ClusterContext {
     pub work: parking_lot::Mutex<WorkBook>,
     /// The durable store, when there is one.
     pub persistence: Option<Arc<crate::store::Persistence>>,
+    /// With high availability, whether this coordinator may still act as the active one.
+    pub gate: Option<crate::clock::ActiveGate>,
     next_epoch: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -81,9 +83,18 @@ impl ClusterContext {
             arena: Arc::default(),
             work: parking_lot::Mutex::new(work),
             persistence,
+            gate: None,
             next_epoch: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this coordinator may act as the active one: always without a gate; with one,
+    /// until its deadline passes or it is closed. Past it nothing expires, no leader is
+    /// elected and no sweep runs: a successor may already own the cluster.
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.is_open())
     }
 
     /// Puts `slot` in the registry (replacing any slot under its id) and in the id order.

@@ -273,6 +273,17 @@ impl PersisterState {
             let batch = self.batch(&part, with_heartbeats && last);
             if !batch.is_empty() {
                 if let Err(e) = self.write_part(&batch).await {
+                    if e.is_fenced() {
+                        // Not a store failure: another coordinator holds the lease, and no
+                        // retry can succeed. No breaker count, no resync: the coordinator
+                        // steps down on the watch `note_fenced` sets.
+                        p.note_fenced("flush", &e);
+                        let left = p.in_flight.lock().take().unwrap_or_default();
+                        p.journal.put_back(left);
+                        p.flush_failed();
+                        return Err(e.to_string());
+                    }
+                    let e = e.to_string();
                     self.failures += 1;
                     crate::telemetry::store_failed();
                     let opened = admission.failure();
@@ -309,7 +320,7 @@ impl PersisterState {
     }
 
     /// Writes one part and records what it wrote.
-    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), String> {
+    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), crate::store::StoreError> {
         let span = tracing::debug_span!(
             "flush",
             instances = batch.instances.len() + batch.instances_gone.len(),
@@ -319,12 +330,7 @@ impl PersisterState {
             events = batch.events.len(),
         );
         let p = &self.persistence;
-        let applied = p
-            .store
-            .apply(batch)
-            .instrument(span)
-            .await
-            .map_err(|e| e.to_string())?;
+        let applied = p.store.apply(batch).instrument(span).await?;
         for id in applied.missing_instances {
             // Its record lapsed in the store while memory still had it alive.
             p.journal.touch_instance(&id);

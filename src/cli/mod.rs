@@ -2,6 +2,7 @@
 //! code. `src/main.rs` only calls [`main`].
 
 mod chaos;
+mod ha;
 mod load;
 mod mcp;
 mod serve;

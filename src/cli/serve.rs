@@ -106,6 +106,27 @@ pub struct ServeArgs {
     /// Serve the status page at GET / (docs/ui.md); `--ui false` turns it off [default: true].
     #[arg(long, env = "VIGIL_UI", action = clap::ArgAction::Set, value_name = "BOOL")]
     ui: Option<bool>,
+    /// Run as one of several coordinators on one Redis (needs --redis): the holder of the
+    /// coordinator lease is active, the others stand by, answer -32008 naming it, and take
+    /// over when it dies (docs/ha.md).
+    #[arg(long, env = "VIGIL_HA")]
+    ha: bool,
+    /// With --ha: the coordinator lease; a successor takes over at most this long after the
+    /// active stops renewing [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_HA_LEASE")]
+    ha_lease: Option<Duration>,
+    /// With --ha: the active steps down when it could not renew for this long; below the
+    /// lease, so that it stops before anyone may take over [default: 6s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_HA_RENEW_DEADLINE")]
+    ha_renew_deadline: Option<Duration>,
+    /// With --ha: how often the active renews the lease and a standby tries to take it
+    /// [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_HA_RETRY")]
+    ha_retry: Option<Duration>,
+    /// With --ha: the URL clients are sent to while this coordinator is active
+    /// [default: http:// and the address bound].
+    #[arg(long, env = "VIGIL_HA_ADVERTISE")]
+    ha_advertise: Option<String>,
 }
 
 impl ServeArgs {
@@ -141,8 +162,16 @@ impl ServeArgs {
             chaos: self.chaos.then_some(true),
             mcp: self.mcp,
             ui: self.ui,
+            ha: self.ha.then_some(true),
+            ha_lease: self.ha_lease,
+            ha_renew_deadline: self.ha_renew_deadline,
+            ha_retry: self.ha_retry,
+            ha_advertise: self.ha_advertise.clone(),
         };
         let settings = flags.over(file).resolve();
+        if settings.ha {
+            super::ha::check(&settings)?;
+        }
         if settings.max_answer_bytes < MIN_ANSWER_BYTES {
             return Err(format!(
                 "max-answer-bytes must be at least {MIN_ANSWER_BYTES}, got {}: below that even \
@@ -180,6 +209,14 @@ impl ServeArgs {
         if let Some(warning) = above_the_file_limit(server_config.max_connections) {
             tracing::warn!("{warning}");
         }
+        let secured = settings.token.is_some() || !server_config.tokens.is_empty();
+        if let Some(warning) = open_to_the_network(server_config.listen, secured) {
+            tracing::warn!("{warning}");
+            eprintln!("vigil: WARNING: {warning}");
+        }
+        if settings.ha {
+            return super::ha::run(settings, server_config, shutdown_signal()).await;
+        }
         let config = settings.coordinator_config();
         let coordinator = match Coordinator::start(config).await {
             Ok(c) => c,
@@ -197,11 +234,6 @@ impl ServeArgs {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        let secured = settings.token.is_some() || !server_config.tokens.is_empty();
-        if let Some(warning) = open_to_the_network(listen, secured) {
-            tracing::warn!("{warning}");
-            eprintln!("vigil: WARNING: {warning}");
-        }
         let bound = server.local_addr().unwrap_or(listen);
         let store = match &settings.redis {
             Some(url) => crate::config::store::redact_url(url),
@@ -229,7 +261,7 @@ impl ServeArgs {
 
 /// What the event logger receives: an event, or how many it missed.
 #[derive(Debug, PartialEq)]
-enum Logged {
+pub(super) enum Logged {
     Event(Box<crate::Event>),
     Missed(u64),
 }
@@ -237,7 +269,7 @@ enum Logged {
 /// Hands every event of `events` to `log` until the bus closes. A logger that fell more than
 /// the bus's capacity behind is told how many events it missed (`Lagged`) and goes on with the
 /// oldest it still has: a burst never silences it for good.
-async fn relay_events(
+pub(super) async fn relay_events(
     mut events: tokio::sync::broadcast::Receiver<crate::Event>,
     mut log: impl FnMut(Logged),
 ) {
@@ -252,7 +284,7 @@ async fn relay_events(
 }
 
 /// Every endpoint a server with `config` serves, as `METHOD /path`.
-fn endpoints(config: &crate::server::ServerConfig) -> Vec<&'static str> {
+pub(super) fn endpoints(config: &crate::server::ServerConfig) -> Vec<&'static str> {
     let mut all = vec![
         "POST /rpc",
         "POST /rpc/batch",
@@ -319,7 +351,7 @@ fn event_line(e: &crate::Event) -> String {
 }
 
 /// Logs one event, once: the library logs its own transitions at debug level only.
-fn log_event(logged: Logged) {
+pub(super) fn log_event(logged: Logged) {
     match logged {
         Logged::Event(event) => {
             tracing::info!(target: "vigil::events", seq = event.seq, "{}", event_line(&event));

@@ -29,6 +29,11 @@
 //! chaos = false                       # serve chaos.* fault injection (tests only)
 //! mcp = true                          # serve MCP at POST /mcp
 //! ui = true                           # serve the status page at GET /
+//! ha = false                          # one of several coordinators on one Redis (docs/ha.md)
+//! ha-lease = "10s"                    # the coordinator lease
+//! ha-renew-deadline = "6s"            # the active steps down if not renewed within it
+//! ha-retry = "1s"                     # renewal period, and a standby's acquire period
+//! ha-advertise = "http://10.0.0.5:7420"  # the URL clients are sent to while active
 //! ```
 //!
 //! An unknown key or a value of the wrong type is an error naming the key, never ignored.
@@ -113,6 +118,19 @@ pub struct ServeLayer {
     pub mcp: Option<bool>,
     /// Serve the status page at `GET /`.
     pub ui: Option<bool>,
+    /// Run as one of several coordinators on one Redis (high availability).
+    pub ha: Option<bool>,
+    /// The coordinator lease.
+    #[serde(default, deserialize_with = "duration")]
+    pub ha_lease: Option<Duration>,
+    /// How long the active may go without a renewal before it steps down.
+    #[serde(default, deserialize_with = "duration")]
+    pub ha_renew_deadline: Option<Duration>,
+    /// How often the active renews and a standby tries to acquire.
+    #[serde(default, deserialize_with = "duration")]
+    pub ha_retry: Option<Duration>,
+    /// The URL clients are redirected to while this coordinator is active.
+    pub ha_advertise: Option<String>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -163,6 +181,11 @@ impl ServeLayer {
             chaos: self.chaos.or(lower.chaos),
             mcp: self.mcp.or(lower.mcp),
             ui: self.ui.or(lower.ui),
+            ha: self.ha.or(lower.ha),
+            ha_lease: self.ha_lease.or(lower.ha_lease),
+            ha_renew_deadline: self.ha_renew_deadline.or(lower.ha_renew_deadline),
+            ha_retry: self.ha_retry.or(lower.ha_retry),
+            ha_advertise: self.ha_advertise.or(lower.ha_advertise),
         }
     }
 
@@ -195,6 +218,11 @@ impl ServeLayer {
             chaos: self.chaos.unwrap_or(d.chaos),
             mcp: self.mcp.unwrap_or(d.mcp),
             ui: self.ui.unwrap_or(d.ui),
+            ha: self.ha.unwrap_or(d.ha),
+            ha_lease: self.ha_lease.unwrap_or(d.ha_lease),
+            ha_renew_deadline: self.ha_renew_deadline.unwrap_or(d.ha_renew_deadline),
+            ha_retry: self.ha_retry.unwrap_or(d.ha_retry),
+            ha_advertise: self.ha_advertise.or(d.ha_advertise),
         }
     }
 }
@@ -252,6 +280,16 @@ pub struct ServeSettings {
     pub mcp: bool,
     /// Serve the status page at `GET /` (on).
     pub ui: bool,
+    /// One of several coordinators on one Redis (off).
+    pub ha: bool,
+    /// The coordinator lease (10 s).
+    pub ha_lease: Duration,
+    /// The active steps down when it has not renewed within this (6 s).
+    pub ha_renew_deadline: Duration,
+    /// Renewal period of the active, acquire period of a standby (1 s).
+    pub ha_retry: Duration,
+    /// The URL advertised to clients while active (none: `http://` and the bound address).
+    pub ha_advertise: Option<String>,
 }
 
 impl Default for ServeSettings {
@@ -286,6 +324,11 @@ impl Default for ServeSettings {
             chaos: false,
             mcp: true,
             ui: true,
+            ha: false,
+            ha_lease: Duration::from_secs(10),
+            ha_renew_deadline: Duration::from_secs(6),
+            ha_retry: Duration::from_secs(1),
+            ha_advertise: None,
         }
     }
 }

@@ -100,7 +100,23 @@ impl Coordinator {
         config.validate()?;
         let started = std::time::Instant::now();
         let persistence = recovery::connect(&config).await?;
-        Self::start_on(config, persistence, started).await
+        Self::start_on(config, persistence, started, None).await
+    }
+
+    /// [`start`](Self::start) as the active coordinator of several (high availability,
+    /// docs/ha.md), behind `gate`: once the gate shuts, every call is refused with
+    /// [`Error::NotActive`] (−32008 on the wire), and no instance expires, no leader is
+    /// elected and no sweep runs. The caller holds the coordinator lease, renews it and moves
+    /// the gate's deadline; on losing it, it calls [`abandon`](Self::abandon).
+    ///
+    /// With a Redis store whose [`fence_epoch`](crate::store::RedisConfig::fence_epoch) is
+    /// `Some(e)`, recovery also resumes terms and lease fencing tokens above `e · 2^32`, so
+    /// that no value handed out under an earlier epoch is handed out again.
+    pub async fn start_gated(config: Config, gate: crate::ActiveGate) -> Result<Self, Error> {
+        config.validate()?;
+        let started = std::time::Instant::now();
+        let persistence = recovery::connect(&config).await?;
+        Self::start_on(config, persistence, started, Some(gate)).await
     }
 
     /// Starts on `store` instead of the configured one (tests of the store's failures).
@@ -121,6 +137,7 @@ impl Coordinator {
             config,
             Some(Arc::new(persistence)),
             std::time::Instant::now(),
+            None,
         )
         .await
     }
@@ -129,13 +146,17 @@ impl Coordinator {
         config: Config,
         persistence: Option<Arc<crate::store::Persistence>>,
         started: std::time::Instant,
+        gate: Option<crate::ActiveGate>,
     ) -> Result<Self, Error> {
+        let floor = recovery::epoch_floor(&config);
         let loaded = match &persistence {
-            Some(p) => Some(recovery::load(p, config.recent_events).await?),
+            Some(p) => Some(recovery::load(p, config.recent_events, floor).await?),
             None => None,
         };
-        let ctx = Arc::new(ClusterContext::new(config, persistence));
-        let plan = loaded.map(|(snap, terms)| recovery::prepare(&ctx, snap, terms, started));
+        let mut ctx = ClusterContext::new(config, persistence);
+        ctx.gate = gate;
+        let ctx = Arc::new(ctx);
+        let plan = loaded.map(|(snap, terms)| recovery::prepare(&ctx, snap, terms, started, floor));
         let ticker = ctx.clock.spawn_ticker();
         let (supervisor, supervisor_task) = Actor::spawn(None, ClusterSupervisor, Arc::clone(&ctx))
             .await
@@ -204,6 +225,7 @@ impl Coordinator {
     /// Fails fast with [`Error::StoreUnavailable`] while the store's circuit is open: a
     /// write-through call checks this before changing anything.
     pub(crate) fn store_ready(&self) -> Result<(), Error> {
+        self.ensure_active()?;
         match &self.inner.ctx.persistence {
             Some(p) => p.check_available(),
             None => Ok(()),
@@ -349,6 +371,7 @@ impl Coordinator {
                 admission.success();
                 p.store_ok("heartbeat");
             }
+            Err(e) if e.is_fenced() => p.note_fenced("heartbeat", &e),
             Err(e) => {
                 let opened = admission.failure();
                 p.store_failed("heartbeat", &e.to_string(), opened);
@@ -641,7 +664,19 @@ impl Coordinator {
     /// Stops at once without the final flush (see `Faults::crash`).
     #[cfg(feature = "chaos")]
     pub(crate) async fn crash(&self) {
+        self.abandon().await;
+    }
+
+    /// Stops at once, **without** the final flush, and drops the cluster from memory: for a
+    /// coordinator that lost the coordinator lease (high availability, docs/ha.md), whose
+    /// writes the store now refuses and whose successor owns the cluster. Shuts its
+    /// [`ActiveGate`](crate::ActiveGate) first. Idempotent; a no-op after
+    /// [`shutdown`](Self::shutdown).
+    pub async fn abandon(&self) {
         let ctx = &self.inner.ctx;
+        if let Some(gate) = &ctx.gate {
+            gate.close();
+        }
         if !ctx.begin_shutdown() {
             return;
         }
@@ -711,8 +746,28 @@ impl Coordinator {
         if self.inner.ctx.is_shutting_down() {
             Err(Error::ShutDown)
         } else {
-            Ok(())
+            self.ensure_active()
         }
+    }
+
+    /// [`Error::NotActive`] once the coordinator's [`ActiveGate`](crate::ActiveGate) shut (a
+    /// coordinator started without one is always active). One atomic load and a clock read.
+    #[inline]
+    pub fn ensure_active(&self) -> Result<(), Error> {
+        if self.inner.ctx.is_active() {
+            Ok(())
+        } else {
+            Err(Error::NotActive {
+                active: None,
+                epoch: None,
+            })
+        }
+    }
+
+    /// Whether the store refused a write as fenced (another coordinator took the lease), as a
+    /// watch that turns `true` once and stays so; `None` without a store.
+    pub fn fenced(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.inner.ctx.persistence.as_ref().map(|p| p.fenced())
     }
 
     fn unwrap_call<T>(

@@ -96,6 +96,7 @@ pub(super) struct Terms {
 pub(super) async fn load(
     p: &Persistence,
     recent_events: usize,
+    floor: u64,
 ) -> Result<(Snapshot, Terms), Error> {
     let refuse = |what: &str, e: crate::store::StoreError| {
         Error::StoreUnavailable(format!(
@@ -121,7 +122,9 @@ pub(super) async fn load(
             stored + TERM_GAP_AFTER_RECOVERY
         }
         reserved => reserved.max(stored),
-    };
+    }
+    // Under a coordinator epoch E every term is above E · 2^32 (see `epoch_floor`).
+    .max(floor);
     let ceiling = p
         .store
         .reserve_terms(last_possible + TERM_BLOCK)
@@ -134,6 +137,24 @@ pub(super) async fn load(
             ceiling,
         },
     ))
+}
+
+/// How many values — terms, lease fencing tokens — one coordinator epoch may hand out: the
+/// epoch E goes into the bits above them (`E · 2^32 + n`), so that everything a later epoch
+/// hands out is greater than anything an earlier one did, by construction. Epochs stop at
+/// 2^21 − 1 (`coord_acquire.lua`), which keeps every value below 2^53: exact in Lua's
+/// doubles and in JavaScript.
+pub const EPOCH_SHIFT: u32 = 32;
+
+/// The floor of terms and fencing tokens for the coordinator epoch `config` writes under
+/// ([`RedisConfig::fence_epoch`](crate::store::RedisConfig::fence_epoch)): `E · 2^32`, or 0
+/// without high availability.
+pub(super) fn epoch_floor(config: &Config) -> u64 {
+    match &config.store {
+        #[cfg(feature = "redis")]
+        StoreConfig::Redis(rc) => rc.fence_epoch.map_or(0, |e| e << EPOCH_SHIFT),
+        StoreConfig::Memory => 0,
+    }
 }
 
 /// What is left to do once the actors run.
@@ -150,6 +171,7 @@ pub(super) fn prepare(
     snap: Snapshot,
     terms: Terms,
     started: Instant,
+    floor: u64,
 ) -> Plan {
     let clock = &ctx.clock;
     let now_wall = clock.now_wall_ms();
@@ -224,9 +246,12 @@ pub(super) fn prepare(
         }
     }
     ctx.advance_epoch(last_epoch);
+    let mut work_counters = snap.counters.work;
+    // Fencing tokens of this epoch start above every one an earlier epoch could hand out.
+    work_counters.last_fencing_token = work_counters.last_fencing_token.max(floor);
     ctx.work
         .lock()
-        .restore(snap.tasks, snap.leases, snap.counters.work, clock);
+        .restore(snap.tasks, snap.leases, work_counters, clock);
     report.term = snap.term.as_ref().map_or(0, |t| t.term.0);
     // `leader:term` is written behind: a term announced after the last flush is not in it.
     // The reserved ceiling is written before any term under it is used, so resuming above it

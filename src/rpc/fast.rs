@@ -366,7 +366,9 @@ impl Dispatcher {
         // rate-limit budget.
         let refused = match (
             &self.guard,
-            self.coordinator.may_act_as(&instance, &self.authority),
+            self.coordinator
+                .ensure_active()
+                .and_then(|()| self.coordinator.may_act_as(&instance, &self.authority)),
         ) {
             (_, Err(e)) => Some(super::RpcError::from(e)),
             (Some(guard), Ok(())) => guard.check("system.heartbeat", Some(&instance)).err(),

@@ -54,6 +54,7 @@ pub fn outcome_label(result: Result<(), &RpcError>) -> &'static str {
             code::UNAUTHORIZED => "unauthorized",
             code::CAPACITY => "capacity",
             code::ANSWER_TOO_LARGE => "answer_too_large",
+            code::NOT_ACTIVE => "not_active",
             _ => "error",
         },
     }

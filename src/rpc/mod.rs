@@ -125,8 +125,19 @@ impl From<Error> for RpcError {
                 message: format!("applied but not yet durable: {why}"),
                 data: Some(json!({"applied": true})),
             },
+            Error::NotActive { active, epoch } => not_active(active.as_deref(), epoch),
             other => RpcError::new(code::INTERNAL, other.to_string()),
         }
+    }
+}
+
+/// The −32008 error of a coordinator that is not the active one: `data` names the active's URL
+/// and epoch when known (`null` otherwise). Nothing ran.
+pub fn not_active(active: Option<&str>, epoch: Option<u64>) -> RpcError {
+    RpcError {
+        code: code::NOT_ACTIVE,
+        message: "not the active coordinator".into(),
+        data: Some(json!({"role": "standby", "active": active, "epoch": epoch})),
     }
 }
 
@@ -530,6 +541,8 @@ impl Dispatcher {
     }
 
     async fn call_unmetered(&self, method: &str, params: Params) -> Result<Value, RpcError> {
+        // A deposed coordinator (high availability) answers nothing but −32008.
+        self.coordinator.ensure_active()?;
         if let Some(guard) = &self.guard {
             let instance = if method == "system.heartbeat" {
                 params.opt_str(&["instanceId", "id"]).ok().flatten()

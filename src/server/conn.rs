@@ -423,7 +423,8 @@ impl AsyncWrite for Counted {
 #[derive(Clone)]
 struct ConnService {
     inner: TowerToHyperService<Router>,
-    direct: Arc<DirectRpc>,
+    /// `None` on a standby (`standby.rs`): everything goes to its router.
+    direct: Option<Arc<DirectRpc>>,
     shared: Arc<Shared>,
     body_read: Duration,
 }
@@ -444,8 +445,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             shared: shared.clone(),
             expired: false,
         });
-        let answer = if DirectRpc::takes(&request) {
-            Routed::Direct(self.direct.clone().serve(request))
+        let answer = if let Some(direct) = &self.direct
+            && DirectRpc::takes(&request)
+        {
+            Routed::Direct(direct.clone().serve(request))
         } else {
             // Boxed: the router's future is large, and inline it would make every request's
             // future (boxed below) as large.

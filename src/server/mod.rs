@@ -13,8 +13,11 @@ mod conn;
 mod direct;
 mod metrics;
 mod rate;
+mod standby;
 mod ui;
 mod ws;
+
+pub use standby::ActiveInfo;
 
 /// The scrape-time part of the `GET /metrics` page of `coordinator` (its gauges, without the
 /// recorder's counters), for `benches/scale.rs`. Not API.
@@ -122,6 +125,10 @@ pub struct ServerConfig {
     /// [`Server`] stops accepting: new connections wait in the listen backlog until one
     /// closes. Keep it below the process's open-file limit (`ulimit -n`).
     pub max_connections: usize,
+    /// The coordinator epoch of an active coordinator among several (`vigil serve --ha`,
+    /// docs/ha.md; default `None`): `/healthz` then adds `"role": "active"` and `"epoch"`, and
+    /// `/metrics` `vigil_ha_active 1` and `vigil_ha_epoch`.
+    pub ha_epoch: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -142,6 +149,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             max_connections: 10_000,
+            ha_epoch: None,
         }
     }
 }
@@ -278,6 +286,8 @@ struct AppState {
     closing: Arc<watch::Sender<bool>>,
     /// The open WebSockets, for `/ws/stats`.
     ws_clients: Arc<ws::WsClients>,
+    /// [`ServerConfig::ha_epoch`].
+    ha_epoch: Option<u64>,
 }
 
 /// Builds the router over `coordinator`. Installs the Prometheus recorder first (once per
@@ -293,8 +303,9 @@ pub fn router(coordinator: Coordinator, config: &ServerConfig) -> Result<Router,
 /// What a [`Server`] serves.
 struct App {
     router: Router,
-    /// `POST /rpc` as the router serves it, without the router (see `direct.rs`).
-    direct: Arc<direct::DirectRpc>,
+    /// `POST /rpc` as the router serves it, without the router (see `direct.rs`); `None` on
+    /// a standby.
+    direct: Option<Arc<direct::DirectRpc>>,
     /// Turns `true` when the server shuts down: WebSockets then close.
     closing: Arc<watch::Sender<bool>>,
 }
@@ -340,6 +351,7 @@ fn app(coordinator: Coordinator, config: &ServerConfig, bound: Option<SocketAddr
         idle_timeout: config.idle_timeout,
         closing: Arc::new(watch::channel(false).0),
         ws_clients: Arc::default(),
+        ha_epoch: config.ha_epoch,
     };
     let closing = state.closing.clone();
     let direct = Arc::new(direct::DirectRpc {
@@ -386,7 +398,7 @@ fn app(coordinator: Coordinator, config: &ServerConfig, bound: Option<SocketAddr
     let router = router.with_state(state);
     App {
         router,
-        direct,
+        direct: Some(direct),
         closing,
     }
 }
@@ -411,8 +423,32 @@ impl Server {
     pub async fn bind(coordinator: Coordinator, config: &ServerConfig) -> std::io::Result<Self> {
         let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         config.validate().map_err(invalid)?;
-        let limits = config.connection_limits().map_err(invalid)?;
         let listener = TcpListener::bind(config.listen).await?;
+        Self::serving(coordinator, config, listener)
+    }
+
+    /// A server on a listener already bound (`config.listen` is ignored): the socket outlives
+    /// the server, so that clients wait in its backlog while one server gives way to another
+    /// (`vigil serve --ha` switching between standby and active). Must be called inside a
+    /// tokio runtime.
+    pub fn on_listener(
+        coordinator: Coordinator,
+        config: &ServerConfig,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<Self> {
+        let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        config.validate().map_err(invalid)?;
+        listener.set_nonblocking(true)?;
+        Self::serving(coordinator, config, TcpListener::from_std(listener)?)
+    }
+
+    fn serving(
+        coordinator: Coordinator,
+        config: &ServerConfig,
+        listener: TcpListener,
+    ) -> std::io::Result<Self> {
+        let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let limits = config.connection_limits().map_err(invalid)?;
         let bound = listener.local_addr()?;
         let mut app = app(coordinator, config, Some(bound));
         // An unknown path is a short 404 naming the endpoints, and `GET /` one saying the page
@@ -614,7 +650,11 @@ async fn rpc_batch(
 }
 
 async fn metrics_page(State(state): State<AppState>) -> Response {
-    let page = metrics::render(state.dispatcher.coordinator(), state.metrics);
+    let mut page = metrics::render(state.dispatcher.coordinator(), state.metrics);
+    if let Some(epoch) = state.ha_epoch {
+        let active = state.dispatcher.coordinator().ensure_active().is_ok();
+        page.push_str(&standby::ha_metrics(active, Some(epoch)));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -626,10 +666,20 @@ async fn metrics_page(State(state): State<AppState>) -> Response {
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let instances = state.dispatcher.coordinator().instance_count();
+    let coordinator = state.dispatcher.coordinator();
+    let instances = coordinator.instance_count();
+    let mut body = serde_json::json!({"status": "ok", "instances": instances});
+    if let Some(epoch) = state.ha_epoch {
+        if coordinator.ensure_active().is_err() {
+            // Deposed, and about to give way to the standby server.
+            return standby::health(&standby::ActiveInfo::default());
+        }
+        body["role"] = "active".into();
+        body["epoch"] = epoch.into();
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({"status": "ok", "instances": instances}).to_string(),
+        body.to_string(),
     )
         .into_response()
 }

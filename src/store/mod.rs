@@ -352,6 +352,8 @@ impl Persistence {
     /// error level the first time only, and sets the flag [`Persistence::fenced`] watches.
     pub fn note_fenced(&self, what: &'static str, error: &StoreError) {
         if !self.fenced.send_replace(true) {
+            // Write-through callers waiting for durability learn it at once.
+            self.progress.send_modify(|_| ());
             tracing::error!(
                 write = what,
                 %error,
@@ -362,7 +364,6 @@ impl Persistence {
 
     /// Whether a write was refused as fenced, as a watch: it turns `true` at the first
     /// [`Persistence::note_fenced`] and stays so.
-    #[allow(dead_code)] // for the HA controller (issue 19), which steps down on it
     pub fn fenced(&self) -> watch::Receiver<bool> {
         self.fenced.subscribe()
     }
@@ -474,16 +475,28 @@ impl Persistence {
     /// Waits until every change journaled so far is in the store, until `deadline` at most.
     /// Gives up early when the circuit opens meanwhile (nothing will be attempted before the
     /// next probe). The error is [`Error::NotDurable`]: the changes are in memory, not yet in
-    /// the store; the caller decides whether to undo its own.
+    /// the store; the caller decides whether to undo its own. Once a write was refused as
+    /// fenced ([`Persistence::note_fenced`]) it is [`Error::NotActive`] at once: another
+    /// coordinator owns the store.
     pub async fn wait_durable(&self, deadline: tokio::time::Instant) -> Result<(), Error> {
         let target = self.journal.seq();
         self.journal.wake();
         let mut rx = self.progress.subscribe();
         let open = || matches!(self.breaker.state(), BreakerState::Open { .. });
-        let waited =
-            tokio::time::timeout_at(deadline, rx.wait_for(|p| p.durable >= target || open())).await;
+        let fenced = || *self.fenced.borrow();
+        let waited = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|p| p.durable >= target || open() || fenced()),
+        )
+        .await;
         match waited {
             Ok(Ok(p)) if p.durable >= target => Ok(()),
+            // Refused by the store: another coordinator took over, and this one's memory is
+            // about to go. The change will not last; the caller goes to the active one.
+            Ok(Ok(_)) if fenced() => Err(Error::NotActive {
+                active: None,
+                epoch: None,
+            }),
             Ok(Ok(_)) => Err(Error::NotDurable(
                 "the store failed repeatedly and its circuit opened".into(),
             )),
