@@ -93,8 +93,8 @@ pub use config::{Config, Limits};
 #[cfg(feature = "chaos")]
 pub use coordinator::faults;
 pub use coordinator::{
-    ClusterState, Coordinator, LeaseOutcome, LeaseOwner, RecoveryReport, StoreCheck, StoreStatus,
-    TERM_GAP_AFTER_RECOVERY,
+    ClusterState, Coordinator, EPOCH_SHIFT, LeaseOutcome, LeaseOwner, RecoveryReport, StoreCheck,
+    StoreStatus, TERM_GAP_AFTER_RECOVERY,
 };
 pub use error::{Error, ValidationError};
 pub use events::{Event, EventKind};

@@ -43,7 +43,7 @@ mod work;
 
 #[cfg(feature = "server")]
 pub(crate) use admin::check_text;
-pub use recovery::{RecoveryReport, TERM_GAP_AFTER_RECOVERY};
+pub use recovery::{EPOCH_SHIFT, RecoveryReport, TERM_GAP_AFTER_RECOVERY};
 pub use verify::StoreCheck;
 pub use work::{LeaseOutcome, LeaseOwner};
 

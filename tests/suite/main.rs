@@ -28,6 +28,8 @@ mod connections;
 mod events;
 #[cfg(all(feature = "redis", feature = "chaos"))]
 mod fencing;
+#[cfg(all(feature = "redis", feature = "chaos", feature = "cli"))]
+mod ha;
 mod leader;
 mod leases;
 #[cfg(feature = "server")]
