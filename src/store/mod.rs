@@ -44,9 +44,8 @@ pub use crate::config::{PersistMode, RestartGrace, StoreConfig};
 pub use crate::config::{RedisConfig, TYPE_STREAM_MAX_LEN};
 pub(crate) use breaker::{Admission, Breaker, BreakerState};
 pub(crate) use journal::{Dirty, Journal};
-// The coordinator lease, for the HA controller (issue 19, in progress) and its tests.
+// The coordinator lease: `vigil serve --ha` and embedders with an election of their own.
 #[cfg(feature = "redis")]
-#[doc(hidden)]
 pub use lease::{Acquire, CoordLease, Renewal};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
