@@ -274,6 +274,7 @@ impl Ha {
             epoch,
             "active: took the coordinator lease; recovering from Redis"
         );
+        metrics::counter!("vigil_ha_takeovers_total").increment(1);
         let (lost_tx, mut lost) = watch::channel(None::<String>);
         let renewing = tokio::spawn(renew(
             lease.clone(),
@@ -365,6 +366,7 @@ impl Ha {
                 // At once: nothing more is answered, expired or elected here.
                 gate.close();
                 tracing::error!(epoch, "stepping down: {reason}; now a standby");
+                metrics::counter!("vigil_ha_step_downs_total").increment(1);
                 let _ = server_stop.send(());
                 stop_server(serving).await;
                 coordinator.abandon().await;

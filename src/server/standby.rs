@@ -8,7 +8,8 @@
 //! * `GET /healthz`: HTTP 429 (as Vault's standbys answer) with `{"status": "standby", …}`, so
 //!   that a load balancer checking for 200 routes to the active one.
 //! * `GET /ws`, `POST /mcp`, `GET /`: HTTP 503 with the same JSON.
-//! * `GET /metrics`: `vigil_ha_active 0` and `vigil_ha_epoch`.
+//! * `GET /metrics`: `vigil_ha_active 0`, `vigil_ha_epoch` (the active's), and the process's
+//!   counters (`vigil_ha_takeovers_total`, `vigil_ha_step_downs_total`, …).
 //!
 //! The bearer tokens and the body limit apply as on the active server.
 
@@ -141,7 +142,15 @@ async fn metrics(State(state): State<StandbyState>, headers: HeaderMap) -> Respo
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ha_metrics(false, state.active().epoch),
+        {
+            // The process's counters too (calls, takeovers, step-downs), when Vigil's recorder
+            // is the process's.
+            let mut page = ha_metrics(false, state.active().epoch);
+            if let Some(handle) = super::metrics::install() {
+                page.push_str(&handle.render());
+            }
+            page
+        },
     )
         .into_response()
 }
