@@ -550,3 +550,54 @@ async fn past_its_gate_a_coordinator_refuses_calls_and_expires_nobody() {
     }
     c.abandon().await;
 }
+
+/// Redis Cluster layout: with a prefix carrying a hash tag (`{cb}:`), every key Vigil writes —
+/// records, indexes, streams, counters, the coordinator lease — starts with it, so all of them
+/// (and so every script's keys) hash to one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_hash_tag_prefix_every_key_is_in_one_slot() {
+    use vigil::store::{CoordLease, RedisConfig, StoreConfig};
+    use vigil::work::task::TaskSpec;
+    use vigil::{Config, Coordinator, LeaseOwner, RegisterRequest};
+    let redis = RedisServer::start();
+    let mut rc = RedisConfig::new(redis.url());
+    rc.prefix = "{cb}:".into();
+    let lease = CoordLease::connect(&rc).await.unwrap();
+    let holder = CoordLease::holder_id();
+    let vigil::store::Acquire::Acquired { epoch } = lease
+        .try_acquire(&holder, "http://127.0.0.1:1", Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("the lease is free")
+    };
+    rc.fence_epoch = Some(epoch);
+    let c = Coordinator::start(Config {
+        store: StoreConfig::Redis(rc),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    c.register(RegisterRequest::new("w1").roles(["worker"]))
+        .await
+        .unwrap();
+    c.heartbeat("w1").await;
+    c.create_task(TaskSpec::new(json!("t"))).await.unwrap();
+    c.claim("w1", 1).await.unwrap();
+    c.acquire_lease(
+        "k",
+        LeaseOwner::Instance("w1".into()),
+        vigil::work::lease::LeaseMode::Exclusive,
+        None,
+    )
+        .await
+        .unwrap();
+    c.flush().await.unwrap();
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    assert!(keys.len() >= 6, "{keys:?}");
+    for key in &keys {
+        assert!(key.starts_with("{cb}:"), "{key} is outside the hash tag: {keys:?}");
+    }
+    c.shutdown().await;
+}
