@@ -35,10 +35,14 @@ pub enum Invariant {
     NoForeignAction,
     /// No answer or event read by another principal carries a claim token.
     NoTokenLeak,
+    /// High availability: no epoch is active on two coordinators, nor two at once.
+    OneActivePerEpoch,
+    /// High availability: once an epoch was active, no lower one answers as active.
+    DeposedNeverActive,
 }
 
 impl Invariant {
-    const ALL: [Invariant; 11] = [
+    const ALL: [Invariant; 13] = [
         Invariant::NoFalseExpiry,
         Invariant::AcknowledgedPresent,
         Invariant::TermsNeverGoBack,
@@ -50,6 +54,8 @@ impl Invariant {
         Invariant::StoreEqualsMemory,
         Invariant::NoForeignAction,
         Invariant::NoTokenLeak,
+        Invariant::OneActivePerEpoch,
+        Invariant::DeposedNeverActive,
     ];
 
     fn statement(self) -> &'static str {
@@ -76,6 +82,12 @@ impl Invariant {
             }
             Invariant::NoTokenLeak => {
                 "no answer or event the adversary reads carries a claim token"
+            }
+            Invariant::OneActivePerEpoch => {
+                "no epoch is active on two coordinators, and no two answer as active at once"
+            }
+            Invariant::DeposedNeverActive => {
+                "once an epoch was active, no coordinator answers as active under a lower one"
             }
         }
     }
@@ -130,6 +142,8 @@ pub(crate) struct Ledger {
     results: BTreeMap<Invariant, (u64, u64, Vec<String>)>,
     /// Every claim token handed to a claimer.
     minted: std::collections::HashSet<String>,
+    /// Timings the disruptors measured, by name.
+    figures: BTreeMap<String, Vec<Duration>>,
 }
 
 /// The 32-hex-digit words of `text`: the shape of a claim token.
@@ -167,6 +181,7 @@ impl Ledger {
             leaders: BTreeMap::new(),
             results: BTreeMap::new(),
             minted: Default::default(),
+            figures: BTreeMap::new(),
         }
     }
 
@@ -595,8 +610,35 @@ impl Ledger {
         self.leases = ledger;
     }
 
+    /// Adds what a disruptor observed. Disruptors that share one source (the kill and the
+    /// pause of one group) report it each: per invariant and per figure, the largest count
+    /// is kept, not the sum.
+    pub fn disruptor_report(&mut self, report: super::DisruptorReport) {
+        for (invariant, (checked, violations, examples)) in report.invariants {
+            let entry = self.results.entry(invariant).or_default();
+            if checked > entry.0 {
+                *entry = (checked, violations, examples);
+            }
+        }
+        for (name, samples) in report.figures {
+            let entry = self.figures.entry(name).or_default();
+            if samples.len() > entry.len() {
+                *entry = samples;
+            }
+        }
+    }
+
     pub fn report(&self, seed: u64, workload: Duration) -> ChaosReport {
         ChaosReport {
+            figures: self
+                .figures
+                .iter()
+                .filter(|(_, samples)| !samples.is_empty())
+                .map(|(name, samples)| {
+                    let ms = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+                    (name.clone(), ms)
+                })
+                .collect(),
             seed,
             duration_s: workload.as_secs_f64(),
             faults: self.faults.clone(),

@@ -27,6 +27,7 @@
 //! * no answer or event the adversary reads carries a claim token.
 
 pub mod disrupt;
+pub mod ha;
 mod ledger;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,20 @@ pub trait Disruptor: Send + Sync {
     fn name(&self) -> String;
     /// Injects the fault and brings the system back.
     fn disrupt(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>>;
+    /// What it observed besides the faults: invariants it checks and timings it measured
+    /// (none by default). Read once, after the workload.
+    fn report(&self) -> DisruptorReport {
+        DisruptorReport::default()
+    }
+}
+
+/// What a [`Disruptor`] observed (see [`ha`]).
+#[derive(Debug, Clone, Default)]
+pub struct DisruptorReport {
+    /// Per invariant: (checked, violations, first examples).
+    pub invariants: Vec<(Invariant, (u64, u64, Vec<String>))>,
+    /// Timings by name (e.g. `takeover`).
+    pub figures: Vec<(String, Vec<Duration>)>,
 }
 
 /// One chaos run.
@@ -157,6 +172,10 @@ pub struct ChaosReport {
     pub unacknowledged: BTreeMap<String, u64>,
     /// The invariants.
     pub invariants: Vec<InvariantResult>,
+    /// Timings the disruptors measured, in milliseconds, by name (`takeover`: a kill or stop
+    /// of the active coordinator → the first write a successor acknowledged; `zombie window`:
+    /// the resume of a stopped former active → its first 429).
+    pub figures: BTreeMap<String, Vec<f64>>,
 }
 
 impl ChaosReport {
@@ -188,6 +207,17 @@ impl ChaosReport {
             for (k, n) in &self.unacknowledged {
                 out.push_str(&format!("  {k} {n}"));
             }
+        }
+        for (name, ms) in &self.figures {
+            let mut sorted = ms.clone();
+            sorted.sort_by(f64::total_cmp);
+            out.push_str(&format!(
+                "\n{name}: {} times, min {:.0} ms, median {:.0} ms, max {:.0} ms",
+                sorted.len(),
+                sorted[0],
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1]
+            ));
         }
         out.push_str(&format!(
             "\n{:<22} {:>9} {:>10}  statement\n",
@@ -568,6 +598,9 @@ impl Driver {
     }
 
     async fn disruptions(&self, d: &dyn Disruptor, every: Duration, until: Instant) {
+        if every.is_zero() {
+            return; // only observes (its report is read at the end)
+        }
         let mut at = self.start + every;
         while at < until {
             tokio::time::sleep_until(at).await;
@@ -650,7 +683,8 @@ async fn read_all(client: &Client, method: &str, field: &str) -> Result<Value, i
 }
 
 /// Runs the workload with its faults for `config.duration`, then checks every invariant.
-/// Each disruptor runs every its interval (first after one interval).
+/// Each disruptor runs every its interval (first after one interval); one given a zero
+/// interval never runs, and only its [`Disruptor::report`] counts.
 pub async fn run(
     transport: Transport,
     config: ChaosConfig,
@@ -736,6 +770,9 @@ pub async fn run(
         }
     };
     keep_alive.await;
-    let l = driver.ledger.lock();
+    let mut l = driver.ledger.lock();
+    for (d, _) in disruptors {
+        l.disruptor_report(d.report());
+    }
     Ok(l.report(config.seed, workload))
 }

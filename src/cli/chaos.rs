@@ -40,6 +40,19 @@ pub struct ChaosArgs {
     /// the coordinator's memory together is a double fault nothing can recover from.
     #[arg(long)]
     redis_empty_restarts: bool,
+    /// With --spawn: start this many `vigil serve --ha` children on the Redis instead of one
+    /// (lease 2 s, renew deadline 1.2 s, retry 200 ms), watch which is active, and check
+    /// that no epoch is active twice and no deposed one answers as active (docs/ha.md).
+    #[arg(long, value_name = "N")]
+    ha: Option<usize>,
+    /// With --ha: kill the active coordinator (SIGKILL) this often; a standby takes over,
+    /// and the killed one comes back as a standby. Reports the takeover time.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_active_every: Option<Duration>,
+    /// With --ha: stop the active coordinator (SIGSTOP) for longer than the lease this
+    /// often, then resume it: the zombie must step down. Reports the zombie window.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pause_active_every: Option<Duration>,
     /// Seed of every random choice [default: from the clock, printed].
     #[arg(long)]
     seed: Option<u64>,
@@ -116,6 +129,25 @@ impl ChaosArgs {
                 "--sigkill-every needs a Redis to recover from (--spawn-redis or --redis)",
             );
         }
+        if let Some(n) = self.ha {
+            if !self.spawn || (!self.spawn_redis && self.redis.is_none()) {
+                return usage("--ha needs --spawn and a Redis (--spawn-redis or --redis)");
+            }
+            if n < 2 {
+                return usage("--ha needs at least 2 coordinators");
+            }
+            if self.sigkill_every.is_some() {
+                return usage("with --ha, use --kill-active-every instead of --sigkill-every");
+            }
+            if self.redis_empty_restarts {
+                return usage(
+                    "--redis-empty-restarts with --ha would lose the coordinator lease with \
+                     the data; drop one of them",
+                );
+            }
+        } else if self.kill_active_every.is_some() || self.pause_active_every.is_some() {
+            return usage("--kill-active-every and --pause-active-every need --ha N");
+        }
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -152,6 +184,7 @@ impl ChaosArgs {
         } else {
             None
         };
+        let mut ha_group = None;
         let server = if self.spawn {
             let program = match std::env::current_exe() {
                 Ok(p) => p,
@@ -175,20 +208,35 @@ impl ChaosArgs {
             if let Some(file) = &tokens_file {
                 extra.extend(["--tokens".into(), file.path.display().to_string()]);
             }
-            match ServeProcess::start(program, extra).await {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    eprintln!("vigil chaos: {e}");
-                    return ExitCode::FAILURE;
+            if let Some(n) = self.ha {
+                match crate::chaos::ha::HaGroup::start(program, n, extra, token.clone()).await {
+                    Ok(group) => ha_group = Some(group),
+                    Err(e) => {
+                        eprintln!("vigil chaos: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                None
+            } else {
+                match ServeProcess::start(program, extra).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!("vigil chaos: {e}");
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
         } else {
             None
         };
-        let target = server
-            .as_ref()
-            .map_or(self.target.clone(), ServeProcess::url);
+        let target = match (&server, &ha_group) {
+            (Some(server), _) => server.url(),
+            // Every coordinator of the group: the workload's client follows the active one.
+            (None, Some(group)) => group.urls().join(","),
+            (None, None) => self.target.clone(),
+        };
         if server.is_none()
+            && ha_group.is_none()
             && let Err(e) = super::reach(&target, token.as_deref(), super::TARGET_TIMEOUT).await
         {
             eprintln!("vigil chaos: {e}");
@@ -212,6 +260,21 @@ impl ChaosArgs {
         }
         if let (Some(r), Some(every)) = (&redis, self.redis_restart_every) {
             disruptors.push((r, every));
+        }
+        let kill_active = ha_group.as_ref().map(|g| g.kill_active());
+        let pause_active = ha_group.as_ref().map(|g| g.pause_active());
+        if let (Some(d), Some(every)) = (&kill_active, self.kill_active_every) {
+            disruptors.push((d, every));
+        }
+        if let (Some(d), Some(every)) = (&pause_active, self.pause_active_every) {
+            disruptors.push((d, every));
+        }
+        if let Some(d) = &kill_active
+            && self.kill_active_every.is_none()
+            && self.pause_active_every.is_none()
+        {
+            // No fault, but the group's invariants still count.
+            disruptors.push((d, Duration::ZERO));
         }
         let config = crate::chaos::ChaosConfig {
             seed,

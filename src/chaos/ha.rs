@@ -1,0 +1,436 @@
+//! High-availability chaos (`vigil chaos --spawn --ha N`): N `vigil serve --ha` children on one
+//! Redis, disruptors that kill the active coordinator or stop it (SIGSTOP) for longer than the
+//! lease and resume it, and a monitor that watches every child's `/healthz` for the
+//! high-availability invariants:
+//!
+//! * **one active per epoch**: no epoch is ever reported active by two children, and no poll
+//!   round finds two children answering 200;
+//! * **a deposed epoch never answers as active**: once epoch E was seen active, no child answers
+//!   200 with an epoch below E (its writes are refused by Redis in any case; the store check at
+//!   the end compares what stayed).
+//!
+//! The figures: **takeover** (kill, or stop, of the active → the first write a successor
+//! acknowledges: a probe task only the `chaos-probe` role may claim, deleted at once) and the
+//! **zombie window** (resuming a stopped former active → its first 429).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::disrupt::free_port;
+use super::{Disruptor, DisruptorReport, Invariant};
+
+/// The lease timings the children run with: short, so a chaos run sees many takeovers.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// The renew deadline of the children.
+pub const RENEW_DEADLINE: Duration = Duration::from_millis(1200);
+/// The retry period of the children.
+pub const RETRY: Duration = Duration::from_millis(200);
+
+/// The role of the probe tasks: no worker of the workload has it, so none claims them.
+const PROBE_ROLE: &str = "chaos-probe";
+
+struct Node {
+    port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+impl Node {
+    fn pid(&self) -> Option<u32> {
+        self.child.lock().as_ref().map(Child::id)
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| format!("the child on port {} is not running", self.port))?;
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|e| format!("kill {signal} {pid}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill {signal} {pid} failed"))
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(mut c) = self.child.lock().take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// What the monitor saw.
+#[derive(Default)]
+struct Observed {
+    /// epoch → the children seen active under it.
+    actives: std::collections::BTreeMap<u64, std::collections::BTreeSet<usize>>,
+    highest: u64,
+    /// (invariant, checked, violations, examples)
+    one_per_epoch: (u64, u64, Vec<String>),
+    deposed: (u64, u64, Vec<String>),
+    takeovers: Vec<Duration>,
+    zombie_windows: Vec<Duration>,
+}
+
+/// Checks one round of `/healthz` answers: the children that answered 200, with their epochs.
+fn observe(o: &mut Observed, round: &[(usize, u64)]) {
+    let many = round.len();
+    note(&mut o.one_per_epoch, many <= 1, || {
+        format!("{many} coordinators answered 200 in one round: {round:?}")
+    });
+    for &(i, epoch) in round {
+        let highest = o.highest;
+        note(&mut o.deposed, epoch >= highest, || {
+            format!("child {i} answered as active under epoch {epoch} after {highest}")
+        });
+        o.highest = highest.max(epoch);
+        let seen = o.actives.entry(epoch).or_default();
+        seen.insert(i);
+        let holders = seen.clone();
+        note(&mut o.one_per_epoch, holders.len() == 1, || {
+            format!("epoch {epoch} active on children {holders:?}")
+        });
+    }
+}
+
+fn note(entry: &mut (u64, u64, Vec<String>), holds: bool, describe: impl FnOnce() -> String) {
+    entry.0 += 1;
+    if !holds {
+        entry.1 += 1;
+        if entry.2.len() < 5 {
+            entry.2.push(describe());
+        }
+    }
+}
+
+/// N `vigil serve --ha --chaos` children on one Redis and the monitor of their `/healthz`.
+pub struct HaGroup {
+    program: PathBuf,
+    args: Vec<String>,
+    token: Option<String>,
+    nodes: Vec<Node>,
+    observed: Arc<Mutex<Observed>>,
+    monitoring: Arc<AtomicBool>,
+}
+
+impl HaGroup {
+    /// Starts `n` children (`program serve --chaos --ha --listen 127.0.0.1:PORT` with the
+    /// short lease timings, then `extra`, which must name the Redis) and waits until exactly
+    /// one is active. `token`: the operator token the children require, if any.
+    pub async fn start(
+        program: PathBuf,
+        n: usize,
+        extra: Vec<String>,
+        token: Option<String>,
+    ) -> Result<Self, String> {
+        if n < 2 {
+            return Err("--ha needs at least 2 coordinators".into());
+        }
+        let mut args = vec![
+            "serve".to_string(),
+            "--chaos".into(),
+            "--ha".into(),
+            "--ha-lease".into(),
+            humantime::format_duration(LEASE).to_string(),
+            "--ha-renew-deadline".into(),
+            humantime::format_duration(RENEW_DEADLINE).to_string(),
+            "--ha-retry".into(),
+            humantime::format_duration(RETRY).to_string(),
+            "--ui".into(),
+            "false".into(),
+        ];
+        args.extend(extra);
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(Node {
+                port: free_port()?,
+                child: Mutex::new(None),
+            });
+        }
+        let group = Self {
+            program,
+            args,
+            token,
+            nodes,
+            observed: Arc::default(),
+            monitoring: Arc::new(AtomicBool::new(true)),
+        };
+        for i in 0..n {
+            group.spawn(i)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group.active().await.is_none() {
+            if Instant::now() > deadline {
+                return Err("no coordinator of the group became active within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        group.monitor();
+        Ok(group)
+    }
+
+    fn spawn(&self, i: usize) -> Result<(), String> {
+        let node = &self.nodes[i];
+        let mut args = self.args.clone();
+        args.extend(["--listen".into(), format!("127.0.0.1:{}", node.port)]);
+        let child = Command::new(&self.program)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
+        *node.child.lock() = Some(child);
+        Ok(())
+    }
+
+    /// Every child's base URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The child answering `/healthz` 200 now, with its epoch.
+    async fn active(&self) -> Option<(usize, u64)> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some((200, body)) = request(node.port, "GET", "/healthz", None, None).await {
+                return Some((i, body["epoch"].as_u64().unwrap_or(0)));
+            }
+        }
+        None
+    }
+
+    /// Polls every child's `/healthz` every 100 ms until the group is dropped, checking the
+    /// invariants.
+    fn monitor(&self) {
+        let ports: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+        let observed = Arc::clone(&self.observed);
+        let monitoring = Arc::clone(&self.monitoring);
+        tokio::spawn(async move {
+            while monitoring.load(Ordering::Relaxed) {
+                // All at once, each within 500 ms: a 200 means the child's renew deadline
+                // (1.2 s) was ahead, so no successor can be active within 0.8 s of it, and a
+                // round spans less than that.
+                let answers = futures_util::future::join_all(ports.iter().map(|&port| {
+                    tokio::time::timeout(
+                        Duration::from_millis(500),
+                        request(port, "GET", "/healthz", None, None),
+                    )
+                }))
+                .await;
+                let round: Vec<(usize, u64)> = answers
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, answer)| match answer {
+                        Ok(Some((200, body))) => Some((i, body["epoch"].as_u64().unwrap_or(0))),
+                        _ => None,
+                    })
+                    .collect();
+                observe(&mut observed.lock(), &round);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Writes a probe task to whichever child takes it (the successor), and deletes it:
+    /// when it was acknowledged. Bounded by `within`.
+    async fn probe_write(&self, skip: usize, within: Duration) -> Result<Instant, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            for (i, node) in self.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": "task.create",
+                    "params": {"text": "chaos probe", "role": PROBE_ROLE}});
+                let answer = request(node.port, "POST", "/rpc", self.token.as_deref(), Some(body))
+                    .await;
+                if let Some((200, answer)) = answer
+                    && let Some(id) = answer["result"]["id"].as_str()
+                {
+                    let at = Instant::now();
+                    let delete = json!({"jsonrpc": "2.0", "id": 2, "method": "task.delete",
+                        "params": {"taskId": id}});
+                    let _ = request(
+                        self.nodes[i].port,
+                        "POST",
+                        "/rpc",
+                        self.token.as_deref(),
+                        Some(delete),
+                    )
+                    .await;
+                    return Ok(at);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no successor acknowledged a write within {within:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for some child to be active, at most `within`.
+    async fn wait_active(&self, within: Duration) -> Result<(usize, u64), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(active) = self.active().await {
+                return Ok(active);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no active coordinator within {within:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The disruptor that kills the active child (SIGKILL) and starts it again as a standby
+    /// once a successor acknowledged a write.
+    pub fn kill_active(&self) -> KillActive<'_> {
+        KillActive(self)
+    }
+
+    /// The disruptor that stops the active child (SIGSTOP) for longer than the lease, waits for
+    /// a successor, and resumes it.
+    pub fn pause_active(&self) -> PauseActive<'_> {
+        PauseActive(self)
+    }
+
+    fn report(&self) -> DisruptorReport {
+        let o = self.observed.lock();
+        DisruptorReport {
+            invariants: vec![
+                (Invariant::OneActivePerEpoch, o.one_per_epoch.clone()),
+                (Invariant::DeposedNeverActive, o.deposed.clone()),
+            ],
+            figures: vec![
+                ("takeover".into(), o.takeovers.clone()),
+                ("zombie window".into(), o.zombie_windows.clone()),
+            ],
+        }
+    }
+}
+
+impl Drop for HaGroup {
+    fn drop(&mut self) {
+        self.monitoring.store(false, Ordering::Relaxed);
+        for node in &self.nodes {
+            node.kill();
+        }
+    }
+}
+
+/// See [`HaGroup::kill_active`].
+pub struct KillActive<'a>(&'a HaGroup);
+
+impl Disruptor for KillActive<'_> {
+    fn name(&self) -> String {
+        "active coordinator SIGKILL".into()
+    }
+
+    fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let group = self.0;
+            let (victim, _) = group.wait_active(Duration::from_secs(30)).await?;
+            let killed = Instant::now();
+            group.nodes[victim].kill();
+            let acked = group.probe_write(victim, Duration::from_secs(60)).await?;
+            group.observed.lock().takeovers.push(acked - killed);
+            group.spawn(victim)
+        })
+    }
+
+    fn report(&self) -> DisruptorReport {
+        self.0.report()
+    }
+}
+
+/// See [`HaGroup::pause_active`].
+pub struct PauseActive<'a>(&'a HaGroup);
+
+impl Disruptor for PauseActive<'_> {
+    fn name(&self) -> String {
+        "active coordinator SIGSTOP past the lease".into()
+    }
+
+    fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let group = self.0;
+            let (victim, _) = group.wait_active(Duration::from_secs(30)).await?;
+            let node = &group.nodes[victim];
+            let stopped = Instant::now();
+            node.signal("-STOP")?;
+            let acked = group.probe_write(victim, Duration::from_secs(60)).await;
+            // Past the lease for sure, whatever happened.
+            tokio::time::sleep_until(stopped + LEASE + Duration::from_millis(500)).await;
+            let resumed = Instant::now();
+            node.signal("-CONT")?;
+            let acked = acked?;
+            group.observed.lock().takeovers.push(acked - stopped);
+            loop {
+                if let Some((429, _)) = request(node.port, "GET", "/healthz", None, None).await {
+                    group.observed.lock().zombie_windows.push(resumed.elapsed());
+                    return Ok(());
+                }
+                if resumed.elapsed() > Duration::from_secs(10) {
+                    return Err("the resumed former active never stepped down".into());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+
+    fn report(&self) -> DisruptorReport {
+        self.0.report()
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (connection closed after it), within 2 s: the
+/// status and the JSON body (`Null` if it is not JSON). `None` when nothing answers.
+async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.ok()?;
+        stream.write_all(body.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out);
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let json = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        Some((status, json))
+    };
+    tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .ok()
+        .flatten()
+}
