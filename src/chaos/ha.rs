@@ -9,9 +9,15 @@
 //!   200 with an epoch below E (its writes are refused by Redis in any case; the store check at
 //!   the end compares what stayed).
 //!
-//! The figures: **takeover** (kill, or stop, of the active → the first write a successor
-//! acknowledges: a probe task only the `chaos-probe` role may claim, deleted at once) and the
-//! **zombie window** (resuming a stopped former active → its first 429).
+//! The figures: **takeover** (kill, stop or partition of the active → the first write a
+//! successor acknowledges: a probe task only the `chaos-probe` role may claim, deleted at
+//! once), the **zombie window** (resuming a stopped former active → its first 429) and the
+//! **partitioned step-down** (cutting the active off from Redis → its first 429).
+//!
+//! The partition is loopback-only: with relays, each child reaches Redis through a TCP relay
+//! of its own ([`Relay`]), which the disruptor cuts — it stops forwarding and holds every
+//! connection open without answering, as a dropped network does — and heals. (Network
+//! namespaces would need root and `ip`; the relay needs neither.)
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -41,6 +47,8 @@ const PROBE_ROLE: &str = "chaos-probe";
 struct Node {
     port: u16,
     child: Mutex<Option<Child>>,
+    /// Its own way to Redis, when the group was started with relays.
+    relay: Option<Relay>,
 }
 
 impl Node {
@@ -85,6 +93,7 @@ struct Observed {
     deposed: (u64, u64, Vec<String>),
     takeovers: Vec<Duration>,
     zombie_windows: Vec<Duration>,
+    partitioned_step_downs: Vec<Duration>,
 }
 
 /// Checks one round of `/healthz` answers: the children that answered 200, with their epochs.
@@ -121,6 +130,7 @@ fn note(entry: &mut (u64, u64, Vec<String>), holds: bool, describe: impl FnOnce(
 /// N `vigil serve --ha --chaos` children on one Redis and the monitor of their `/healthz`.
 pub struct HaGroup {
     program: PathBuf,
+    redis: String,
     args: Vec<String>,
     token: Option<String>,
     nodes: Vec<Node>,
@@ -129,12 +139,16 @@ pub struct HaGroup {
 }
 
 impl HaGroup {
-    /// Starts `n` children (`program serve --chaos --ha --listen 127.0.0.1:PORT` with the
-    /// short lease timings, then `extra`, which must name the Redis) and waits until exactly
-    /// one is active. `token`: the operator token the children require, if any.
+    /// Starts `n` children (`program serve --chaos --ha --listen 127.0.0.1:PORT --redis R`
+    /// with the short lease timings, then `extra`) and waits until one is active. `redis`:
+    /// the Redis URL; with `relayed`, a `redis://127.0.0.1:PORT` one, which each child reaches
+    /// through a [`Relay`] of its own (for [`HaGroup::partition_active`]). `token`: the
+    /// operator token the children require, if any.
     pub async fn start(
         program: PathBuf,
         n: usize,
+        redis: &str,
+        relayed: bool,
         extra: Vec<String>,
         token: Option<String>,
     ) -> Result<Self, String> {
@@ -155,15 +169,32 @@ impl HaGroup {
             "false".into(),
         ];
         args.extend(extra);
+        let upstream = if relayed {
+            let port = redis
+                .strip_prefix("redis://127.0.0.1:")
+                .map(|rest| rest.trim_end_matches('/'))
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| format!("relays need a redis://127.0.0.1:PORT URL, not {redis}"))?;
+            Some(port)
+        } else {
+            None
+        };
         let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
+            let relay = match upstream {
+                Some(port) => Some(Relay::start(port).await?),
+                None => None,
+            };
             nodes.push(Node {
                 port: free_port()?,
                 child: Mutex::new(None),
+                relay,
             });
         }
+        let redis = redis.to_string();
         let group = Self {
             program,
+            redis,
             args,
             token,
             nodes,
@@ -188,6 +219,11 @@ impl HaGroup {
         let node = &self.nodes[i];
         let mut args = self.args.clone();
         args.extend(["--listen".into(), format!("127.0.0.1:{}", node.port)]);
+        let redis = match &node.relay {
+            Some(relay) => format!("redis://127.0.0.1:{}/", relay.port),
+            None => self.redis.clone(),
+        };
+        args.extend(["--redis".into(), redis]);
         let child = Command::new(&self.program)
             .args(&args)
             .stdout(Stdio::null())
@@ -308,6 +344,12 @@ impl HaGroup {
         PauseActive(self)
     }
 
+    /// The disruptor that cuts the active child off from Redis (its relay), waits for a
+    /// successor and for the cut-off one to step down, and heals the cut. Needs relays.
+    pub fn partition_active(&self) -> PartitionActive<'_> {
+        PartitionActive(self)
+    }
+
     fn report(&self) -> DisruptorReport {
         let o = self.observed.lock();
         DisruptorReport {
@@ -318,6 +360,10 @@ impl HaGroup {
             figures: vec![
                 ("takeover".into(), o.takeovers.clone()),
                 ("zombie window".into(), o.zombie_windows.clone()),
+                (
+                    "partitioned step-down".into(),
+                    o.partitioned_step_downs.clone(),
+                ),
             ],
         }
     }
@@ -394,6 +440,112 @@ impl Disruptor for PauseActive<'_> {
 
     fn report(&self) -> DisruptorReport {
         self.0.report()
+    }
+}
+
+/// See [`HaGroup::partition_active`].
+pub struct PartitionActive<'a>(&'a HaGroup);
+
+impl Disruptor for PartitionActive<'_> {
+    fn name(&self) -> String {
+        "active coordinator cut off from Redis".into()
+    }
+
+    fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let group = self.0;
+            let (victim, _) = group.wait_active(Duration::from_secs(30)).await?;
+            let node = &group.nodes[victim];
+            let relay = node
+                .relay
+                .as_ref()
+                .ok_or("the group was started without relays")?;
+            let cut = Instant::now();
+            relay.cut(true);
+            let result = async {
+                // It still answers HTTP: it must step down on its own, at its renew deadline.
+                loop {
+                    if let Some((429, _)) = request(node.port, "GET", "/healthz", None, None).await
+                    {
+                        group
+                            .observed
+                            .lock()
+                            .partitioned_step_downs
+                            .push(cut.elapsed());
+                        break;
+                    }
+                    if cut.elapsed() > Duration::from_secs(30) {
+                        return Err("the cut-off active never stepped down".to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let acked = group.probe_write(victim, Duration::from_secs(60)).await?;
+                group.observed.lock().takeovers.push(acked - cut);
+                Ok(())
+            }
+            .await;
+            relay.cut(false);
+            result
+        })
+    }
+
+    fn report(&self) -> DisruptorReport {
+        self.0.report()
+    }
+}
+
+/// A TCP relay on loopback to a Redis port, which can be cut: while cut it forwards nothing
+/// and holds every connection — old and new — open without a byte, as a dropped network
+/// does; healing closes the held connections, so clients reconnect.
+struct Relay {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Result<Self, String> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| format!("relay: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("relay: {e}"))?
+            .port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let mut client = client;
+                    if !*watch.borrow() {
+                        let Ok(mut server) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                            _ = watch.wait_for(|cut| *cut) => {}
+                        }
+                        drop(server);
+                    }
+                    // Cut: hold the connection silently until healed, then close it.
+                    let _ = watch.wait_for(|cut| !*cut).await;
+                });
+            }
+        });
+        Ok(Self { port, cut, task })
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

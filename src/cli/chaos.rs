@@ -53,6 +53,11 @@ pub struct ChaosArgs {
     /// often, then resume it: the zombie must step down. Reports the zombie window.
     #[arg(long, value_parser = humantime::parse_duration)]
     pause_active_every: Option<Duration>,
+    /// With --ha and --spawn-redis: cut the active coordinator off from Redis this often (each
+    /// child reaches Redis through a loopback relay of its own), until it stepped down and a
+    /// standby took over; then heal the cut.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    partition_active_every: Option<Duration>,
     /// Seed of every random choice [default: from the clock, printed].
     #[arg(long)]
     seed: Option<u64>,
@@ -145,8 +150,16 @@ impl ChaosArgs {
                      the data; drop one of them",
                 );
             }
-        } else if self.kill_active_every.is_some() || self.pause_active_every.is_some() {
-            return usage("--kill-active-every and --pause-active-every need --ha N");
+            if self.partition_active_every.is_some() && !self.spawn_redis {
+                return usage("--partition-active-every needs --spawn-redis");
+            }
+        } else if self.kill_active_every.is_some()
+            || self.pause_active_every.is_some()
+            || self.partition_active_every.is_some()
+        {
+            return usage(
+                "--kill-active-every, --pause-active-every and --partition-active-every need --ha N",
+            );
         }
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -195,12 +208,11 @@ impl ChaosArgs {
             };
             let mut extra = vec!["--heartbeat-rate".to_string(), "0".into()];
             if let Some(url) = &redis_url {
-                extra.extend([
-                    "--redis".into(),
-                    url.clone(),
-                    "--flush-interval".into(),
-                    "100ms".into(),
-                ]);
+                if self.ha.is_none() {
+                    // An HA group gives each child its Redis (or its relay to it) itself.
+                    extra.extend(["--redis".into(), url.clone()]);
+                }
+                extra.extend(["--flush-interval".into(), "100ms".into()]);
             }
             if let Some(token) = &token {
                 extra.extend(["--token".into(), token.clone()]);
@@ -209,7 +221,17 @@ impl ChaosArgs {
                 extra.extend(["--tokens".into(), file.path.display().to_string()]);
             }
             if let Some(n) = self.ha {
-                match crate::chaos::ha::HaGroup::start(program, n, extra, token.clone()).await {
+                let url = redis_url.clone().unwrap_or_default();
+                let relayed = self.partition_active_every.is_some();
+                let group = crate::chaos::ha::HaGroup::start(
+                    program,
+                    n,
+                    &url,
+                    relayed,
+                    extra,
+                    token.clone(),
+                );
+                match group.await {
                     Ok(group) => ha_group = Some(group),
                     Err(e) => {
                         eprintln!("vigil chaos: {e}");
@@ -263,6 +285,10 @@ impl ChaosArgs {
         }
         let kill_active = ha_group.as_ref().map(|g| g.kill_active());
         let pause_active = ha_group.as_ref().map(|g| g.pause_active());
+        let partition_active = ha_group.as_ref().map(|g| g.partition_active());
+        if let (Some(d), Some(every)) = (&partition_active, self.partition_active_every) {
+            disruptors.push((d, every));
+        }
         if let (Some(d), Some(every)) = (&kill_active, self.kill_active_every) {
             disruptors.push((d, every));
         }
@@ -272,6 +298,7 @@ impl ChaosArgs {
         if let Some(d) = &kill_active
             && self.kill_active_every.is_none()
             && self.pause_active_every.is_none()
+            && self.partition_active_every.is_none()
         {
             // No fault, but the group's invariants still count.
             disruptors.push((d, Duration::ZERO));
