@@ -63,11 +63,14 @@ pub trait Disruptor: Send + Sync {
     }
 }
 
+/// One invariant's tally: (checked, violations, the first examples).
+pub type Tally = (u64, u64, Vec<String>);
+
 /// What a [`Disruptor`] observed (see [`ha`]).
 #[derive(Debug, Clone, Default)]
 pub struct DisruptorReport {
     /// Per invariant: (checked, violations, first examples).
-    pub invariants: Vec<(Invariant, (u64, u64, Vec<String>))>,
+    pub invariants: Vec<(Invariant, Tally)>,
     /// Timings by name (e.g. `takeover`).
     pub figures: Vec<(String, Vec<Duration>)>,
 }
