@@ -227,7 +227,7 @@ impl HaGroup {
         let child = Command::new(&self.program)
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(super::disrupt::child_log(&format!("ha-{}", node.port)))
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
         *node.child.lock() = Some(child);
@@ -292,8 +292,8 @@ impl HaGroup {
             for (i, node) in self.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
                 let body = json!({"jsonrpc": "2.0", "id": 1, "method": "task.create",
                     "params": {"text": "chaos probe", "role": PROBE_ROLE}});
-                let answer = request(node.port, "POST", "/rpc", self.token.as_deref(), Some(body))
-                    .await;
+                let answer =
+                    request(node.port, "POST", "/rpc", self.token.as_deref(), Some(body)).await;
                 if let Some((200, answer)) = answer
                     && let Some(id) = answer["result"]["id"].as_str()
                 {
@@ -312,7 +312,9 @@ impl HaGroup {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("no successor acknowledged a write within {within:?}"));
+                return Err(format!(
+                    "no successor acknowledged a write within {within:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -559,7 +561,9 @@ async fn request(
     body: Option<Value>,
 ) -> Option<(u16, Value)> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))

@@ -648,7 +648,8 @@ impl Driver {
         // After a Redis outage the breaker keeps writes off for its open period (10 s by
         // default): wait for it rather than report the store as different.
         let mut store = self.client.call("chaos.verify_store", json!({})).await;
-        let patience = Instant::now() + Duration::from_secs(20);
+        // Two breaker periods: a probe may fail once more while Redis settles.
+        let patience = Instant::now() + Duration::from_secs(30);
         while store == Err(crate::rpc::code::STORE_UNAVAILABLE) && Instant::now() < patience {
             tokio::time::sleep(Duration::from_millis(500)).await;
             store = self.client.call("chaos.verify_store", json!({})).await;
@@ -748,21 +749,29 @@ pub async fn run(
     let driver_ref = &driver;
     let started = driver.start;
     let until = started + config.duration;
-    tokio::join!(
-        driver_ref.heartbeats(until),
-        driver_ref.tasks(until),
-        driver_ref.leases(until),
-        driver_ref.dooms(),
-        driver_ref.kills("instance", config.instance_kills, 10, until),
-        driver_ref.kills("leader", config.leader_kills, 11, until),
-        driver_ref.kills("persister", config.persister_kills, 12, until),
-        driver_ref.adversary(until),
-        futures_util::future::join_all(
-            disruptors
-                .iter()
-                .map(|(d, every)| driver_ref.disruptions(*d, *every, until))
-        ),
-    );
+    // The live workers heartbeat until every part of the workload is done, disruptions
+    // included: one that outlasts the run (a failover being waited for) must not leave them
+    // silent past their TTL.
+    let rest = async {
+        tokio::join!(
+            driver_ref.tasks(until),
+            driver_ref.leases(until),
+            driver_ref.dooms(),
+            driver_ref.kills("instance", config.instance_kills, 10, until),
+            driver_ref.kills("leader", config.leader_kills, 11, until),
+            driver_ref.kills("persister", config.persister_kills, 12, until),
+            driver_ref.adversary(until),
+            futures_util::future::join_all(
+                disruptors
+                    .iter()
+                    .map(|(d, every)| driver_ref.disruptions(*d, *every, until))
+            ),
+        )
+    };
+    tokio::select! {
+        _ = driver_ref.heartbeats(until + Duration::from_secs(3600)) => {}
+        _ = rest => {}
+    }
     let workload = started.elapsed();
     // Live workers keep heartbeating while the dead settle and the checks run.
     let keep_alive = async {

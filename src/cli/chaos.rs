@@ -27,6 +27,14 @@ pub struct ChaosArgs {
     /// --redis-restart-every).
     #[arg(long)]
     spawn_redis: bool,
+    /// With --spawn: start a private Redis Sentinel deployment (a primary, a replica, three
+    /// sentinels) and give the child (or the --ha children) its redis+sentinel:// URL.
+    #[arg(long, conflicts_with_all = ["spawn_redis", "redis"])]
+    spawn_sentinel: bool,
+    /// With --spawn-sentinel: kill the Redis primary (SIGKILL) this often; the sentinels
+    /// promote the replica, and the killed node comes back as a replica of it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_primary_every: Option<Duration>,
     /// Kill the child with SIGKILL and start it again this often (needs --spawn and a Redis).
     #[arg(long, value_parser = humantime::parse_duration)]
     sigkill_every: Option<Duration>,
@@ -116,9 +124,18 @@ impl ChaosArgs {
         if !["http", "ws"].contains(&self.transport.as_str()) {
             return usage("--transport is http or ws");
         }
-        if !self.spawn && (self.spawn_redis || self.sigkill_every.is_some() || self.redis.is_some())
+        if !self.spawn
+            && (self.spawn_redis
+                || self.spawn_sentinel
+                || self.sigkill_every.is_some()
+                || self.redis.is_some())
         {
-            return usage("--spawn-redis, --redis and --sigkill-every need --spawn");
+            return usage(
+                "--spawn-redis, --spawn-sentinel, --redis and --sigkill-every need --spawn",
+            );
+        }
+        if self.kill_primary_every.is_some() && !self.spawn_sentinel {
+            return usage("--kill-primary-every needs --spawn-sentinel");
         }
         if (self.redis_restart_every.is_some() || self.redis_empty_restarts) && !self.spawn_redis {
             return usage("--redis-restart-every and --redis-empty-restarts need --spawn-redis");
@@ -129,14 +146,17 @@ impl ChaosArgs {
                  together, which no store can recover from; drop one of them",
             );
         }
-        if self.sigkill_every.is_some() && !self.spawn_redis && self.redis.is_none() {
+        let any_redis = self.spawn_redis || self.spawn_sentinel || self.redis.is_some();
+        if self.sigkill_every.is_some() && !any_redis {
             return usage(
                 "--sigkill-every needs a Redis to recover from (--spawn-redis or --redis)",
             );
         }
         if let Some(n) = self.ha {
-            if !self.spawn || (!self.spawn_redis && self.redis.is_none()) {
-                return usage("--ha needs --spawn and a Redis (--spawn-redis or --redis)");
+            if !self.spawn || !any_redis {
+                return usage(
+                    "--ha needs --spawn and a Redis (--spawn-redis, --spawn-sentinel or --redis)",
+                );
             }
             if n < 2 {
                 return usage("--ha needs at least 2 coordinators");
@@ -178,7 +198,22 @@ impl ChaosArgs {
         } else {
             None
         };
-        let redis_url = redis.as_ref().map(RedisProcess::url).or(self.redis.clone());
+        let sentinel = if self.spawn_sentinel {
+            match crate::chaos::disrupt::SentinelRedis::start().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("vigil chaos: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let redis_url = redis
+            .as_ref()
+            .map(RedisProcess::url)
+            .or(sentinel.as_ref().map(|s| s.url()))
+            .or(self.redis.clone());
         // A spawned server gets principals: an operator token for the driver (which needs
         // chaos.*) and a worker token for the adversary.
         let mut token = self.token.clone();
@@ -282,6 +317,9 @@ impl ChaosArgs {
         }
         if let (Some(r), Some(every)) = (&redis, self.redis_restart_every) {
             disruptors.push((r, every));
+        }
+        if let (Some(s), Some(every)) = (&sentinel, self.kill_primary_every) {
+            disruptors.push((s, every));
         }
         let kill_active = ha_group.as_ref().map(|g| g.kill_active());
         let pause_active = ha_group.as_ref().map(|g| g.pause_active());

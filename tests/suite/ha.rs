@@ -590,14 +590,21 @@ async fn with_a_hash_tag_prefix_every_key_is_in_one_slot() {
         vigil::work::lease::LeaseMode::Exclusive,
         None,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     c.flush().await.unwrap();
     let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(keys.len() >= 6, "{keys:?}");
     for key in &keys {
-        assert!(key.starts_with("{cb}:"), "{key} is outside the hash tag: {keys:?}");
+        assert!(
+            key.starts_with("{cb}:"),
+            "{key} is outside the hash tag: {keys:?}"
+        );
     }
     c.shutdown().await;
 }

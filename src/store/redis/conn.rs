@@ -52,6 +52,9 @@ struct Follow {
     /// Bound on one re-resolution (sentinels, connect, SCRIPT LOAD).
     timeout: Duration,
     last_attempt: Mutex<Option<Instant>>,
+    /// Whether the last re-resolution failed: while it keeps failing (the sentinels still
+    /// electing), the failures after the first are logged at debug level only.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -112,6 +115,7 @@ impl Conn {
             scripts,
             timeout,
             last_attempt: Mutex::new(None),
+            failing: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Self::new(manager, address, parsed.db, Some(follow)))
     }
@@ -130,6 +134,16 @@ impl Conn {
     /// How many times the connection moved to another primary.
     pub(super) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a call that failed with `e` at `generation` goes once more: under Sentinel,
+    /// when the connection moved to another primary since, or when the connection had dropped
+    /// (a node restarted under it: the manager reconnects for the second try).
+    fn retry_after(&self, generation: u64, e: &RedisError) -> bool {
+        self.inner.follow.is_some()
+            && (self.generation() != generation
+                || e.is_connection_dropped()
+                || e.is_connection_refusal())
     }
 
     /// The manager in use and the generation it belongs to (the lock is not held after).
@@ -177,6 +191,12 @@ impl Conn {
             RedisResult::Ok(Some((manager, address)))
         })
         .await;
+        let failed = !matches!(found, Ok(Ok(_)));
+        let failing_before = follow.failing.swap(failed, Ordering::AcqRel);
+        if failed && failing_before {
+            tracing::debug!(master = %follow.master, cause = %e, "the sentinels still name no new primary");
+            return;
+        }
         match found {
             Ok(Ok(Some((manager, address)))) => {
                 let to = address.clone();
@@ -192,11 +212,13 @@ impl Conn {
             }
             Ok(Err(err)) => tracing::warn!(
                 master = %follow.master, cause = %e, error = %err,
-                "asking the sentinels for the redis primary failed"
+                "asking the sentinels for the redis primary failed; asking again on the next \
+                 failed call (logged again once they answer)"
             ),
             Err(_) => tracing::warn!(
                 master = %follow.master, cause = %e,
-                "asking the sentinels for the redis primary timed out"
+                "asking the sentinels for the redis primary timed out; asking again on the next \
+                 failed call (logged again once they answer)"
             ),
         }
     }
@@ -253,6 +275,13 @@ impl ConnectionLike for Conn {
             let result = manager.req_packed_command(cmd).await;
             if let Err(e) = &result {
                 self.after_error(generation, e).await;
+                if self.retry_after(generation, e) {
+                    // Once more, on the new primary or a fresh connection: every write is
+                    // idempotent (records are put whole, counters and reservations raised to a
+                    // value), so a call that ran before the failure changes nothing twice.
+                    let (mut manager, _) = self.current();
+                    return manager.req_packed_command(cmd).await;
+                }
             }
             result
         })
@@ -269,6 +298,11 @@ impl ConnectionLike for Conn {
             let result = manager.req_packed_commands(pipeline, offset, count).await;
             if let Err(e) = &result {
                 self.after_error(generation, e).await;
+                if self.retry_after(generation, e) {
+                    // Once more (see `req_packed_command`).
+                    let (mut manager, _) = self.current();
+                    return manager.req_packed_commands(pipeline, offset, count).await;
+                }
             }
             result
         })
