@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::ClientError;
+pub(crate) use super::error::NOT_ACTIVE;
 pub(crate) use super::error::TransportError;
 pub(crate) use super::error::not_json_rpc;
 use super::error::{ConnectFailure, bad_target};
@@ -56,6 +57,94 @@ pub(crate) fn parse_target(target: &str) -> Result<(String, String), String> {
     };
     let path = if path == "/" { String::new() } else { path };
     Ok((authority, path))
+}
+
+/// What a standby said about the active coordinator (the `data` of its −32008 answer, or the
+/// body of its `/ws` or `/healthz` refusal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Standby {
+    /// The active's base URL (`scheme://host:port`), `None` while a takeover is under way.
+    pub active: Option<String>,
+    /// The active's epoch, when known.
+    pub epoch: Option<u64>,
+}
+
+impl Standby {
+    /// Reads `{"active": url|null, "epoch": E|null, …}`.
+    fn of_data(data: Option<&Value>) -> Self {
+        Standby {
+            active: data
+                .and_then(|d| d.get("active"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            epoch: data.and_then(|d| d.get("epoch")).and_then(Value::as_u64),
+        }
+    }
+}
+
+/// Whether `body` mentions the code −32008 at all: a byte search, so that answers that cannot
+/// be a standby's are not parsed twice.
+pub(crate) fn mentions_not_active(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"-32008";
+    body.len() >= NEEDLE.len() && body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
+/// The −32008 error object of one JSON-RPC answer, as a [`Standby`].
+fn standby_of_answer(answer: &Value) -> Option<Standby> {
+    let error = answer.get("error")?;
+    (error.get("code").and_then(Value::as_i64) == Some(NOT_ACTIVE))
+        .then(|| Standby::of_data(error.get("data")))
+}
+
+/// A standby's answer: one JSON-RPC answer with error −32008, or a batch whose every entry is
+/// one (a standby answers each entry so; nothing ran). `None` for anything else, checked with
+/// a byte search before any parsing. A batch where only some entries are −32008 is `None`:
+/// the others ran, so the batch as a whole must not be sent again.
+pub(crate) fn standby_answer(body: &[u8]) -> Option<Standby> {
+    if !mentions_not_active(body) {
+        return None;
+    }
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Array(answers) if !answers.is_empty() => {
+            let all: Option<Vec<Standby>> = answers.iter().map(standby_of_answer).collect();
+            all?.into_iter().next()
+        }
+        answer @ Value::Object(_) => standby_of_answer(&answer),
+        _ => None,
+    }
+}
+
+/// A standby's refusal of a non-RPC request (`/ws` upgrade, `/healthz`):
+/// `{"status": "standby", "role": "standby", "active": …, "epoch": …}`, or a −32008 answer.
+pub(crate) fn standby_body(body: &str) -> Option<Standby> {
+    if !body.contains("standby") && !mentions_not_active(body.as_bytes()) {
+        return None;
+    }
+    let value: Value = serde_json::from_str(body).ok()?;
+    if value.get("role").and_then(Value::as_str) == Some("standby")
+        || value.get("status").and_then(Value::as_str) == Some("standby")
+    {
+        return Some(Standby::of_data(Some(&value)));
+    }
+    standby_answer(body.as_bytes())
+}
+
+/// What a standby said, when `e` is its refusal: an HTTP error status whose body is a
+/// standby's (`/ws` refused with 503 `{"role":"standby","active":…}`, or a −32008 answer under
+/// an error status). Nothing ran then.
+pub(crate) fn standby_refusal(e: &TransportError) -> Option<Standby> {
+    match e {
+        TransportError::Status { body, .. } => standby_body(body),
+        _ => None,
+    }
+}
+
+/// The origin of an `http://` target (`host:port`, lower case, port 80 when absent): two
+/// targets with the same origin reach the same server, whatever their paths or trailing
+/// slashes. `None` for a target that is not `http://`.
+pub(crate) fn origin(target: &str) -> Option<String> {
+    let (authority, _) = parse_target(target.trim()).ok()?;
+    Some(authority.to_ascii_lowercase())
 }
 
 /// `Bearer <token>` for an optional token.
