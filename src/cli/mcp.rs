@@ -15,7 +15,8 @@ use crate::rpc::{Principal, RpcError};
 /// `vigil mcp` arguments.
 #[derive(Debug, clap::Args)]
 pub struct McpArgs {
-    /// The coordinator's base URL.
+    /// The coordinator's base URL, or several separated by commas (`vigil serve --ha`: calls
+    /// go to the active one, following a standby's redirect).
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one: every tool acts as its principal.
@@ -47,6 +48,11 @@ impl RemoteBackend {
     }
 }
 
+/// The URLs of a `--target` list (each checked when the client connects).
+fn target_list(target: &str) -> Vec<String> {
+    crate::client::transport::parse_targets(target).unwrap_or_else(|_| vec![target.to_string()])
+}
+
 fn from_client(e: ClientError) -> RpcError {
     match e {
         ClientError::Rpc {
@@ -74,7 +80,7 @@ impl Backend for RemoteBackend {
             .client
             .get_or_try_init(|| {
                 Client::builder()
-                    .url(self.target.clone())
+                    .urls(target_list(&self.target))
                     .token_opt(self.token.clone())
                     .timeout(self.timeout)
                     .connect()
@@ -90,7 +96,7 @@ impl McpArgs {
     pub async fn run(self) -> ExitCode {
         // A target that can never work is refused now; one that is merely down is reported
         // by each tool call (the agent host may start this before the coordinator).
-        if let Err(e) = crate::client::transport::parse_target(&self.target) {
+        if let Err(e) = crate::client::transport::parse_targets(&self.target) {
             eprintln!("vigil mcp: {e} (--target)");
             return ExitCode::from(super::USAGE);
         }

@@ -27,7 +27,8 @@ const PAGE: usize = 1000;
 /// `vigil status` arguments.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The coordinator's base URL.
+    /// The coordinator's base URL, or several separated by commas (`vigil serve --ha`: the
+    /// status is the active one's, found by following a standby's redirect).
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one.
@@ -167,6 +168,9 @@ struct Departed {
 #[serde(rename_all = "camelCase")]
 struct Status {
     target: String,
+    /// The base URL that answered: the active coordinator when `target` lists several, or
+    /// names a standby.
+    answered_by: String,
     server: ServerInfo,
     store: StoreInfo,
     leader: Option<String>,
@@ -354,6 +358,7 @@ async fn fetch(
     };
     Ok(Status {
         target: target.to_string(),
+        answered_by: client.current_url(),
         server,
         store,
         leader,
@@ -449,6 +454,12 @@ fn render(s: &Status, now_ms: u64) -> String {
         s.server.listen.clone().unwrap_or_else(|| s.target.clone()),
         s.server.uptime_ms.map_or("?".into(), uptime)
     ));
+    if s.answered_by != s.target {
+        out.push_str(&format!(
+            "active: {} answered (--target {})\n",
+            s.answered_by, s.target
+        ));
+    }
     out.push_str(&format!(
         "store: {}, {}, {} writes pending",
         s.store.kind,

@@ -32,7 +32,8 @@ use super::ClientError;
 pub(crate) use super::error::NOT_ACTIVE;
 pub(crate) use super::error::TransportError;
 pub(crate) use super::error::not_json_rpc;
-use super::error::{ConnectFailure, bad_target};
+pub(crate) use super::error::ConnectFailure;
+use super::error::bad_target;
 
 // The load harness reads it here (feature `cli`).
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
@@ -145,6 +146,22 @@ pub(crate) fn standby_refusal(e: &TransportError) -> Option<Standby> {
 pub(crate) fn origin(target: &str) -> Option<String> {
     let (authority, _) = parse_target(target.trim()).ok()?;
     Some(authority.to_ascii_lowercase())
+}
+
+/// The base URLs of a `--target` list: one URL, or several separated by commas
+/// (`http://a:7420,http://b:7420`), each checked as [`parse_target`] does.
+pub(crate) fn parse_targets(list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = list.split(',').map(|u| u.trim().to_string()).collect();
+    if urls.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{list}` has an empty URL: give one URL, or several separated by commas \
+             (http://HOST:PORT,http://HOST:PORT)"
+        ));
+    }
+    for url in &urls {
+        parse_target(url)?;
+    }
+    Ok(urls)
 }
 
 /// `Bearer <token>` for an optional token.
@@ -264,12 +281,6 @@ impl HttpPool {
             url: self.base.clone(),
             why,
         }
-    }
-
-    /// The target as given (`http://host:port[/prefix]`).
-    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-    pub(crate) fn base(&self) -> &str {
-        &self.base
     }
 
     /// Opens one connection and keeps it for the next request: checks the server is there.
