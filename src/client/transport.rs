@@ -29,11 +29,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::ClientError;
+pub(crate) use super::error::ConnectFailure;
 pub(crate) use super::error::NOT_ACTIVE;
 pub(crate) use super::error::TransportError;
-pub(crate) use super::error::not_json_rpc;
-pub(crate) use super::error::ConnectFailure;
 use super::error::bad_target;
+pub(crate) use super::error::not_json_rpc;
 
 // The load harness reads it here (feature `cli`).
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
@@ -606,6 +606,86 @@ impl Drop for WsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STANDBY: &str = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32008,"message":"not the active coordinator","data":{"role":"standby","active":"http://127.0.0.1:7421","epoch":7}}}"#;
+    const TAKEOVER: &str = r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32008,"message":"not the active coordinator","data":{"role":"standby","active":null,"epoch":null}}}"#;
+
+    #[test]
+    fn a_standbys_answer_is_recognised_single_or_batch() {
+        let named = Standby {
+            active: Some("http://127.0.0.1:7421".into()),
+            epoch: Some(7),
+        };
+        assert_eq!(standby_answer(STANDBY.as_bytes()), Some(named.clone()));
+        assert_eq!(
+            standby_answer(TAKEOVER.as_bytes()),
+            Some(Standby {
+                active: None,
+                epoch: None
+            })
+        );
+        // A batch whose every entry is −32008: nothing ran.
+        let batch = format!("[{STANDBY},{TAKEOVER}]");
+        assert_eq!(standby_answer(batch.as_bytes()), Some(named));
+        // A batch where another entry ran is not sent again as a whole.
+        let mixed = format!(r#"[{STANDBY},{{"jsonrpc":"2.0","id":3,"result":{{"alive":true}}}}]"#);
+        assert_eq!(standby_answer(mixed.as_bytes()), None);
+        // −32008 inside a result is no standby's answer; other errors neither.
+        let result = br#"{"jsonrpc":"2.0","id":1,"result":{"note":"-32008"}}"#;
+        assert!(mentions_not_active(result));
+        assert_eq!(standby_answer(result), None);
+        let other = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"slow down"}}"#;
+        assert!(!mentions_not_active(other));
+        assert_eq!(standby_answer(other), None);
+        // A refused WebSocket upgrade carries the /healthz body.
+        let refusal = TransportError::Status {
+            url: "http://h:1".into(),
+            status: 503,
+            body: r#"{"status":"standby","role":"standby","active":null,"epoch":null}"#.into(),
+        };
+        assert_eq!(
+            standby_refusal(&refusal),
+            Some(Standby {
+                active: None,
+                epoch: None
+            })
+        );
+        let busy = TransportError::Status {
+            url: "http://h:1".into(),
+            status: 503,
+            body: "overloaded".into(),
+        };
+        assert_eq!(standby_refusal(&busy), None);
+    }
+
+    #[test]
+    fn origins_compare_host_and_port_only() {
+        assert_eq!(
+            origin("http://127.0.0.1:7421/"),
+            origin("http://127.0.0.1:7421")
+        );
+        assert_eq!(origin("http://Host:7421/vigil"), origin("http://host:7421"));
+        assert_eq!(origin("http://h"), origin("http://h:80"));
+        assert_ne!(origin("http://h:7420"), origin("http://h:7421"));
+        assert_eq!(origin("https://h:7421"), None);
+    }
+
+    #[test]
+    fn target_lists_are_checked_url_by_url() {
+        assert_eq!(
+            parse_targets("http://a:1, http://b:2").unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            parse_targets("http://a:1,b:2").unwrap_err(),
+            "`b:2` has no scheme: use http://b:2"
+        );
+        assert!(
+            parse_targets("http://a:1,,http://b:2")
+                .unwrap_err()
+                .contains("has an empty URL")
+        );
+    }
 
     #[test]
     fn targets_are_parsed() {

@@ -436,7 +436,11 @@ impl Client {
                 let i = current.load(Ordering::Relaxed) % t.len();
                 (i, Arc::clone(&t[i]), t.len())
             };
-            match target.link.get_or_try_init(|| open_link(&target.base, spec)).await {
+            match target
+                .link
+                .get_or_try_init(|| open_link(&target.base, spec))
+                .await
+            {
                 Ok(_) => return Ok((i, target)),
                 Err(e) => {
                     if let Some(standby) = transport::standby_refusal(&e) {
@@ -550,8 +554,7 @@ impl Client {
                     } else {
                         1
                     };
-                    self.redirected
-                        .fetch_add(entries as u64, Ordering::Relaxed);
+                    self.redirected.fetch_add(entries as u64, Ordering::Relaxed);
                     self.follow(i, &standby, &mut follow).await?;
                 }
             }
@@ -727,15 +730,15 @@ impl Client {
                 })
                 .collect();
             let body = serde_json::to_vec(&batch).expect("a JSON value always serializes");
-            let answer = self
-                .exchange_json(|| body.clone())
-                .await
-                .map_err(|e: TransportError| {
-                    format!(
-                        "registering workers: {}",
-                        crate::client::ClientError::from(e)
-                    )
-                })?;
+            let answer =
+                self.exchange_json(|| body.clone())
+                    .await
+                    .map_err(|e: TransportError| {
+                        format!(
+                            "registering workers: {}",
+                            crate::client::ClientError::from(e)
+                        )
+                    })?;
             let answers: Vec<Value> = serde_json::from_slice(&answer).map_err(|_| {
                 format!(
                     "registering workers: {}",
@@ -840,6 +843,95 @@ mod tests {
             .collect();
         assert_eq!(ids, ["b\"q", "a", "b\"q"]);
         assert_eq!(batch[2]["id"], 2);
+    }
+
+    /// A server answering heartbeats at `/rpc`: entries whose position is in `refuse` get a
+    /// standby's −32008 naming `active`, the others `alive: true`. Counts the heartbeats it
+    /// answered alive.
+    async fn beat_server(
+        refuse: fn(usize) -> bool,
+        active: Option<String>,
+    ) -> (String, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let alive = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&alive);
+        let app = axum::Router::new().route(
+            "/rpc",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (counted, active) = (Arc::clone(&counted), active.clone());
+                async move {
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    let entries = match request {
+                        Value::Array(a) => a,
+                        one => vec![one],
+                    };
+                    let answers: Vec<Value> = entries
+                        .iter()
+                        .enumerate()
+                        .map(|(k, e)| {
+                            if refuse(k) {
+                                serde_json::json!({"jsonrpc": "2.0", "id": e["id"], "error": {
+                                    "code": -32008, "message": "not the active coordinator",
+                                    "data": {"role": "standby", "active": active, "epoch": 3}}})
+                            } else {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                serde_json::json!({"jsonrpc": "2.0", "id": e["id"],
+                                                   "result": {"alive": true}})
+                            }
+                        })
+                        .collect();
+                    axum::Json(Value::Array(answers))
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, alive)
+    }
+
+    fn http(target: &str) -> Transport {
+        Transport::Http {
+            target: target.into(),
+            token: None,
+            batch: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeat_batches_a_standby_answers_are_sent_to_the_active() {
+        let ids: Vec<String> = (0..4).map(|i| format!("w-{i}")).collect();
+        let (active, beats) = beat_server(|_| false, None).await;
+        let (standby, _) = beat_server(|_| true, Some(active.clone())).await;
+        let client = Client::connect(&http(&standby), ids.clone(), 1)
+            .await
+            .unwrap();
+        let out = client.heartbeats(0, 4).await;
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Alive(true))),
+            "{out:?}"
+        );
+        assert_eq!(client.redirected(), 4);
+        assert_eq!(beats.load(Ordering::SeqCst), 4);
+        assert_eq!(client.current_target(), active);
+
+        // A coordinator stepping down mid-batch: only the entries it refused go again.
+        let (active, beats) = beat_server(|_| false, None).await;
+        let (stepping_down, answered) = beat_server(|k| k > 0, Some(active.clone())).await;
+        let client = Client::connect(&http(&stepping_down), ids, 1)
+            .await
+            .unwrap();
+        let out = client.heartbeats(0, 4).await;
+        assert!(
+            out.iter().all(|o| matches!(o, Outcome::Alive(true))),
+            "{out:?}"
+        );
+        assert_eq!(answered.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            beats.load(Ordering::SeqCst),
+            3,
+            "the three refused, once each"
+        );
+        assert_eq!(client.redirected(), 3);
     }
 
     #[test]

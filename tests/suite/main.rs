@@ -28,6 +28,8 @@ mod connections;
 mod events;
 #[cfg(all(feature = "redis", feature = "chaos"))]
 mod fencing;
+#[cfg(feature = "cli")]
+mod ha_client;
 mod leader;
 mod leases;
 #[cfg(feature = "server")]
