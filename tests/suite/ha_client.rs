@@ -91,7 +91,7 @@ async fn rpc(State(standby): State<Standby>, body: Bytes) -> Response {
                 .iter()
                 .filter_map(|e| not_active(&standby, e))
                 .collect();
-            (!answers.is_empty()).then(|| Value::Array(answers))
+            (!answers.is_empty()).then_some(Value::Array(answers))
         }
         one => not_active(&standby, one),
     };
