@@ -321,9 +321,9 @@ impl std::fmt::Display for TransportError {
             }
             TransportError::NoActive { urls, after } => write!(
                 f,
-                "no active coordinator among {} within {} (a takeover may be under way): each \
-                 answered that it is a standby (JSON-RPC error -32008); nothing ran, so the \
-                 call can be repeated",
+                "no active coordinator among {} within {} (a takeover may be under way): those \
+                 that answered are standbys (JSON-RPC error -32008); nothing ran, so the call \
+                 can be repeated",
                 urls.join(", "),
                 human(*after)
             ),

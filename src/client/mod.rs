@@ -517,11 +517,13 @@ impl Client {
     /// Sends `body` to the current server, moving on to the next one when no connection can
     /// be made (nothing was sent then, so this never runs a call twice). Each attempt to
     /// connect is bounded by the connect timeout; once sent, the answer by `timeout`.
-    /// Returns the endpoint's index with what it answered.
+    /// Returns the endpoint's index with what it answered; the indices of those that could
+    /// not be connected to go to `tried`.
     async fn round(
         &self,
         body: &[u8],
         timeout: Duration,
+        tried: &mut Vec<usize>,
     ) -> Result<(usize, Reply), TransportError> {
         let n = self.endpoint_count();
         let first = self.inner.current.load(Ordering::Relaxed);
@@ -545,6 +547,7 @@ impl Client {
                         return Ok((i, Reply::Standby(standby)));
                     }
                     if e.before_sending() {
+                        tried.push(i);
                         failures.push(e);
                     } else {
                         return Err(e);
@@ -561,15 +564,16 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let mut timeout = self.inner.timeout;
         let mut backoff = FIRST_BACKOFF;
-        // The endpoints that answered −32008 during this call.
-        let mut standbys: Vec<usize> = Vec::new();
+        // The endpoints tried during this call: standbys, and those not reachable (a standby
+        // may name an active that is gone until its lease runs out).
+        let mut tried: Vec<usize> = Vec::new();
         loop {
-            let (i, standby) = match self.round(&body, timeout).await? {
+            let (i, standby) = match self.round(&body, timeout, &mut tried).await? {
                 (i, Reply::Answer(answer)) => return Ok((answer, self.endpoint(i).base.clone())),
                 (i, Reply::Standby(standby)) => (i, standby),
             };
             let here = self.endpoint(i).base.clone();
-            standbys.push(i);
+            tried.push(i);
             let next = match &standby.active {
                 Some(active) => Some(self.endpoint_for(&here, active)?).filter(|&j| j != i),
                 None => None,
@@ -577,9 +581,10 @@ impl Client {
             tracing::debug!(standby = %here, active = ?standby.active, epoch = ?standby.epoch,
                             "vigil client: a standby answered");
             // Straight to a named active not yet tried in this call; otherwise the next URL
-            // after a pause (a takeover under way, or standbys naming each other).
+            // after a pause (a takeover under way, standbys naming each other, or naming an
+            // active that cannot be reached).
             let (j, pause) = match next {
-                Some(j) if !standbys.contains(&j) => (j, false),
+                Some(j) if !tried.contains(&j) => (j, false),
                 Some(j) => (j, true),
                 None => ((i + 1) % self.endpoint_count(), true),
             };

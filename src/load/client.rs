@@ -264,8 +264,9 @@ pub(crate) struct Client {
 struct Follow {
     deadline: tokio::time::Instant,
     backoff: Duration,
-    /// Targets that answered −32008 in this call.
-    standbys: Vec<usize>,
+    /// Targets tried in this call: standbys, and those that could not be connected to (a
+    /// standby may name an active that is gone until its lease runs out).
+    tried: Vec<usize>,
 }
 
 impl Follow {
@@ -273,7 +274,7 @@ impl Follow {
         Self {
             deadline: tokio::time::Instant::now() + FOLLOW_TIMEOUT,
             backoff: FIRST_BACKOFF,
-            standbys: Vec::new(),
+            tried: Vec::new(),
         }
     }
 }
@@ -451,6 +452,7 @@ impl Client {
                     if !e.before_sending() {
                         return Err(e);
                     }
+                    follow.tried.push(i);
                     failures.push(e);
                     if failures.len() >= n {
                         return Err(if failures.len() == 1 {
@@ -486,7 +488,7 @@ impl Client {
         else {
             unreachable!("only for remote clients")
         };
-        follow.standbys.push(i);
+        follow.tried.push(i);
         let here = targets.read()[i].base.clone();
         let next = match &standby.active {
             Some(active) => Some(target_for(targets, &here, active)?).filter(|&j| j != i),
@@ -494,7 +496,7 @@ impl Client {
         };
         let n = targets.read().len();
         let (j, pause) = match next {
-            Some(j) if !follow.standbys.contains(&j) => (j, false),
+            Some(j) if !follow.tried.contains(&j) => (j, false),
             Some(j) => (j, true),
             None => ((i + 1) % n, true),
         };

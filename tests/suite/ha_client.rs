@@ -238,9 +238,9 @@ async fn no_active_within_the_call_timeout_is_a_clear_error() {
     assert_eq!(
         err.to_string(),
         format!(
-            "no active coordinator among {}, {} within 1 s (a takeover may be under way): each \
-             answered that it is a standby (JSON-RPC error -32008); nothing ran, so the call \
-             can be repeated",
+            "no active coordinator among {}, {} within 1 s (a takeover may be under way): those \
+             that answered are standbys (JSON-RPC error -32008); nothing ran, so the call can \
+             be repeated",
             a.url, b.url
         )
     );
@@ -270,6 +270,38 @@ async fn standbys_naming_each_other_do_not_make_a_hot_loop() {
     assert!(err.to_string().contains(&b.url), "{err}");
     let asked = a.hits() + b.hits();
     assert!((4..=10).contains(&asked), "{asked} requests");
+}
+
+/// A loopback URL nobody listens on.
+fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+#[tokio::test]
+async fn a_named_active_that_is_gone_is_retried_with_pauses_not_in_a_hot_loop() {
+    // The active was killed; the standby names it until its lease runs out.
+    let gone = closed_url();
+    let standby = Standby::start(Some(&gone)).await;
+    let client = client(&[&standby.url], TransportKind::Http, Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let err = timeout(BOUND, client.call("system.health", json!({})))
+        .await
+        .expect("it gives up by itself")
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "no active coordinator among {}, {gone} within 1 s",
+            standby.url
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1800));
+    assert!(
+        (3..=8).contains(&standby.hits()),
+        "{} requests",
+        standby.hits()
+    );
 }
 
 #[tokio::test]
