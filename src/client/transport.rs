@@ -224,6 +224,8 @@ pub(crate) struct HttpPool {
     /// The target as given, `http://host:port[/prefix]` (named in errors).
     base: String,
     authority: String,
+    /// The path prefix, without a trailing `/` (empty for none).
+    prefix: String,
     rpc_path: String,
     auth: Option<String>,
     connect_timeout: Duration,
@@ -240,6 +242,7 @@ impl HttpPool {
             base: target.trim_end_matches('/').to_string(),
             authority,
             rpc_path: format!("{path}/rpc"),
+            prefix: path,
             auth,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle: Mutex::new(Vec::new()),
@@ -310,6 +313,34 @@ impl HttpPool {
             self.connect_failed(ConnectFailure::Other(format!("connection not ready: {e}")))
         })?;
         Ok(sender)
+    }
+
+    /// `GET <prefix><path>` on a connection of its own: the status and the body, whatever
+    /// the status.
+    // Used by `vigil status` (feature `cli`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Bytes), TransportError> {
+        let mut sender = self.connect().await?;
+        let mut request = hyper::Request::get(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, &self.authority);
+        if let Some(auth) = &self.auth {
+            request = request.header(hyper::header::AUTHORIZATION, auth);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.failed(format!("building the request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.failed(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.failed(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, body))
     }
 
     /// POSTs `body` to the RPC path; the answer's body on a 2xx status.

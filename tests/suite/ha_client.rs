@@ -435,10 +435,29 @@ async fn vigil_status_and_load_take_a_list_and_name_the_active() {
         out.contains(&format!("active: {url} answered (--target {target})")),
         "{out}"
     );
-    let (code, out, err) = vigil(&["status", "--json", "--target", &target]).await;
+    // Each URL's role from its /healthz: 429 standby, 200 active, no answer unreachable.
+    let gone = closed_url();
+    assert!(
+        out.contains(&format!(
+            "coordinators: {} standby (epoch 7), {url} active\n",
+            standby.url
+        )),
+        "{out}"
+    );
+    let three = format!("{target},{gone}");
+    let (code, out, err) = vigil(&["status", "--json", "--target", &three]).await;
     assert_eq!(code, Some(0), "{err}");
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["answeredBy"], url.as_str(), "{status}");
+    assert_eq!(
+        status["coordinators"],
+        json!([
+            {"url": standby.url, "role": "standby", "epoch": 7},
+            {"url": url, "role": "active", "epoch": null},
+            {"url": gone, "role": "unreachable", "epoch": null},
+        ]),
+        "{status}"
+    );
 
     let (code, out, err) = vigil(&[
         "load",
