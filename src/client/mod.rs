@@ -1,7 +1,8 @@
 //! A worker client for a Vigil server, in the spirit of etcd's `clientv3/concurrency`.
 //!
 //! * [`Client`] — a connection to one or more `vigil serve` addresses over HTTP or WebSocket,
-//!   with an optional bearer token; typed calls for every method a worker needs, and
+//!   with an optional bearer token, following a standby (`vigil serve --ha`) to the active
+//!   coordinator; typed calls for every method a worker needs, and
 //!   [`Client::call`] for the rest.
 //! * [`Session`] — a registered instance that keeps itself alive with heartbeats from a
 //!   background task, signals the moment it is lost, and registers again.
@@ -136,7 +137,8 @@ impl std::fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// Adds a base URL (`http://127.0.0.1:7420`). Several are tried in order; a call moves to
-    /// the next when a connection cannot be made.
+    /// the next when a connection cannot be made, and follows a standby's −32008 to the active
+    /// coordinator (see [`Client`], "Several servers, and standbys").
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.urls.push(url.into());
         self
