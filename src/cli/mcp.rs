@@ -135,4 +135,53 @@ mod tests {
             format!("nothing listens at {target}: is `vigil serve` running there? (--target)")
         );
     }
+
+    /// `--target standby,active`: tool calls reach the active, which the standby names.
+    #[tokio::test]
+    async fn a_target_list_reaches_the_active_past_a_standby() {
+        let coordinator = crate::Coordinator::start(crate::Config::default())
+            .await
+            .unwrap();
+        let server = crate::server::Server::bind(
+            coordinator.clone(),
+            &crate::server::ServerConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let active = format!("http://{}", server.local_addr().unwrap());
+        tokio::spawn(server.run(std::future::pending()));
+        // A test-only standby answering the contract: −32008 naming the active.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let standby = format!("http://{}", listener.local_addr().unwrap());
+        let named = active.clone();
+        let app = axum::Router::new().route(
+            "/rpc",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let named = named.clone();
+                async move {
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": request["id"],
+                        "error": {"code": -32008, "message": "not the active coordinator",
+                                  "data": {"role": "standby", "active": named, "epoch": 2}}}))
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let backend =
+            RemoteBackend::new(format!("{standby},{active}"), None, Duration::from_secs(5));
+        let health = backend
+            .call("system.health", serde_json::json!({}), None)
+            .await
+            .unwrap();
+        assert!(
+            health.pointer("/services/coordinator").is_some(),
+            "{health}"
+        );
+        assert_eq!(backend.client.get().map(Client::current_url), Some(active));
+        coordinator.shutdown().await;
+    }
 }
