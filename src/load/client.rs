@@ -262,7 +262,8 @@ pub(crate) struct Client {
 
 /// Follows standbys for one call: where to go next and how long to pause.
 struct Follow {
-    deadline: tokio::time::Instant,
+    /// Set at the first pause, so calls that meet no standby never read the clock.
+    deadline: Option<tokio::time::Instant>,
     backoff: Duration,
     /// Targets tried in this call: standbys, and those that could not be connected to (a
     /// standby may name an active that is gone until its lease runs out).
@@ -272,7 +273,7 @@ struct Follow {
 impl Follow {
     fn new() -> Self {
         Self {
-            deadline: tokio::time::Instant::now() + FOLLOW_TIMEOUT,
+            deadline: None,
             backoff: FIRST_BACKOFF,
             tried: Vec::new(),
         }
@@ -503,13 +504,14 @@ impl Client {
         current.store(j, Ordering::Relaxed);
         if pause {
             let now = tokio::time::Instant::now();
-            if now >= follow.deadline {
+            let deadline = *follow.deadline.get_or_insert(now + FOLLOW_TIMEOUT);
+            if now >= deadline {
                 return Err(TransportError::NoActive {
                     urls: targets.read().iter().map(|t| t.base.clone()).collect(),
                     after: FOLLOW_TIMEOUT,
                 });
             }
-            tokio::time::sleep(follow.backoff.min(follow.deadline - now)).await;
+            tokio::time::sleep(follow.backoff.min(deadline - now)).await;
             follow.backoff = (follow.backoff * 2).min(MAX_BACKOFF);
         }
         Ok(())
