@@ -7,7 +7,8 @@ use super::USAGE;
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
-    /// The server's base URL (started with --chaos); ignored with --spawn.
+    /// The server's base URL (started with --chaos), or several separated by commas
+    /// (`vigil serve --ha`: calls follow the active); ignored with --spawn.
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one.

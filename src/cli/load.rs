@@ -7,7 +7,9 @@ use crate::Coordinator;
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// The server's base URL (http, ws and ws-binary transports).
+    /// The server's base URL (http, ws and ws-binary transports), or several separated by
+    /// commas (`vigil serve --ha`): calls follow a standby's −32008 to the active, and the
+    /// report counts those answers as redirected, not as errors.
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one.

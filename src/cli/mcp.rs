@@ -15,7 +15,8 @@ use crate::rpc::{Principal, RpcError};
 /// `vigil mcp` arguments.
 #[derive(Debug, clap::Args)]
 pub struct McpArgs {
-    /// The coordinator's base URL.
+    /// The coordinator's base URL, or several separated by commas (`vigil serve --ha`: calls
+    /// go to the active one, following a standby's redirect).
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one: every tool acts as its principal.
@@ -47,6 +48,11 @@ impl RemoteBackend {
     }
 }
 
+/// The URLs of a `--target` list (each checked when the client connects).
+fn target_list(target: &str) -> Vec<String> {
+    crate::client::transport::parse_targets(target).unwrap_or_else(|_| vec![target.to_string()])
+}
+
 fn from_client(e: ClientError) -> RpcError {
     match e {
         ClientError::Rpc {
@@ -74,7 +80,7 @@ impl Backend for RemoteBackend {
             .client
             .get_or_try_init(|| {
                 Client::builder()
-                    .url(self.target.clone())
+                    .urls(target_list(&self.target))
                     .token_opt(self.token.clone())
                     .timeout(self.timeout)
                     .connect()
@@ -90,7 +96,7 @@ impl McpArgs {
     pub async fn run(self) -> ExitCode {
         // A target that can never work is refused now; one that is merely down is reported
         // by each tool call (the agent host may start this before the coordinator).
-        if let Err(e) = crate::client::transport::parse_target(&self.target) {
+        if let Err(e) = crate::client::transport::parse_targets(&self.target) {
             eprintln!("vigil mcp: {e} (--target)");
             return ExitCode::from(super::USAGE);
         }
@@ -128,5 +134,54 @@ mod tests {
             error.message,
             format!("nothing listens at {target}: is `vigil serve` running there? (--target)")
         );
+    }
+
+    /// `--target standby,active`: tool calls reach the active, which the standby names.
+    #[tokio::test]
+    async fn a_target_list_reaches_the_active_past_a_standby() {
+        let coordinator = crate::Coordinator::start(crate::Config::default())
+            .await
+            .unwrap();
+        let server = crate::server::Server::bind(
+            coordinator.clone(),
+            &crate::server::ServerConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let active = format!("http://{}", server.local_addr().unwrap());
+        tokio::spawn(server.run(std::future::pending()));
+        // A test-only standby answering the contract: −32008 naming the active.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let standby = format!("http://{}", listener.local_addr().unwrap());
+        let named = active.clone();
+        let app = axum::Router::new().route(
+            "/rpc",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let named = named.clone();
+                async move {
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": request["id"],
+                        "error": {"code": -32008, "message": "not the active coordinator",
+                                  "data": {"role": "standby", "active": named, "epoch": 2}}}))
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let backend =
+            RemoteBackend::new(format!("{standby},{active}"), None, Duration::from_secs(5));
+        let health = backend
+            .call("system.health", serde_json::json!({}), None)
+            .await
+            .unwrap();
+        assert!(
+            health.pointer("/services/coordinator").is_some(),
+            "{health}"
+        );
+        assert_eq!(backend.client.get().map(Client::current_url), Some(active));
+        coordinator.shutdown().await;
     }
 }

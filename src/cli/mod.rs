@@ -119,23 +119,25 @@ fn init_logging(format: settings::LogFormat, default_level: &str) {
 /// `--timeout`).
 const TARGET_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to `target` and asks it `system.health`: the client and the answer, or an error
-/// whose words say what to fix (no scheme, nothing listening, a token needed, no answer
-/// within `timeout`, not a Vigil server). `status` reads the answer; `load` and `chaos` call
+/// Connects to `target` (one base URL, or several separated by commas: the client follows a
+/// standby's −32008 to the active, see [`Client`]) and asks it `system.health`: the client and
+/// the answer, or an error whose words say what to fix (no scheme, nothing listening, a token
+/// needed, no answer within `timeout`, not a Vigil server, no active coordinator). `status` reads the answer; `load` and `chaos` call
 /// it to fail early and clearly.
 async fn reach(
     target: &str,
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<(Client, Value), ClientError> {
+    let urls = crate::client::transport::parse_targets(target).map_err(ClientError::InvalidUrl)?;
     let client = Client::builder()
-        .url(target)
+        .urls(urls)
         .token_opt(token.map(str::to_string))
         .timeout(timeout)
         .connect()
         .await?;
     let not_vigil = |answer: &str| ClientError::NotVigil {
-        url: target.to_string(),
+        url: client.current_url(),
         answer: answer.to_string(),
     };
     let health = client

@@ -27,7 +27,8 @@ const PAGE: usize = 1000;
 /// `vigil status` arguments.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The coordinator's base URL.
+    /// The coordinator's base URL, or several separated by commas (`vigil serve --ha`: the
+    /// status is the active one's, found by following a standby's redirect).
     #[arg(long, default_value = "http://127.0.0.1:7420", env = "VIGIL_TARGET")]
     target: String,
     /// Bearer token, if the server requires one.
@@ -107,6 +108,52 @@ struct StoreInfo {
     pending_events: u64,
 }
 
+/// One URL of the `--target` list and its role as its `/healthz` tells it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CoordinatorRole {
+    url: String,
+    /// `active` (HTTP 200), `standby` (HTTP 429), `unreachable`, or `HTTP <status>`.
+    role: String,
+    /// The coordinator epoch it reports, if any.
+    epoch: Option<u64>,
+}
+
+/// The role of each of `urls` from its `/healthz`, all asked at once, each bounded by
+/// `timeout`.
+async fn roles(
+    urls: &[String],
+    token: Option<&str>,
+    timeout: std::time::Duration,
+) -> Vec<CoordinatorRole> {
+    use crate::client::transport::{HttpPool, bearer};
+    let ask = |url: String| async move {
+        let answer = match HttpPool::new(&url, bearer(token)) {
+            Ok(pool) => {
+                tokio::time::timeout(timeout, pool.with_connect_timeout(timeout).get("/healthz"))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let (role, epoch) = match answer {
+            None => ("unreachable".to_string(), None),
+            Some((status, body)) => {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let role = match status {
+                    200 => "active".to_string(),
+                    429 => "standby".to_string(),
+                    other => format!("HTTP {other}"),
+                };
+                (role, body["epoch"].as_u64())
+            }
+        };
+        CoordinatorRole { url, role, epoch }
+    };
+    futures_util::future::join_all(urls.iter().cloned().map(ask)).await
+}
+
 /// One instance row.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -167,6 +214,12 @@ struct Departed {
 #[serde(rename_all = "camelCase")]
 struct Status {
     target: String,
+    /// The base URL that answered: the active coordinator when `target` lists several, or
+    /// names a standby.
+    answered_by: String,
+    /// With several URLs in `target`: each one's role, from its `/healthz`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    coordinators: Vec<CoordinatorRole>,
     server: ServerInfo,
     store: StoreInfo,
     leader: Option<String>,
@@ -275,6 +328,12 @@ async fn fetch(
     timeout: std::time::Duration,
 ) -> Result<Status, ClientError> {
     let (client, health) = super::reach(target, token, timeout).await?;
+    let urls = crate::client::transport::parse_targets(target).unwrap_or_default();
+    let coordinators = if urls.len() > 1 {
+        roles(&urls, token, timeout.min(std::time::Duration::from_secs(2))).await
+    } else {
+        Vec::new()
+    };
     let services = &health["services"];
     let store = StoreInfo {
         kind: services["store"].as_str().unwrap_or("?").to_string(),
@@ -354,6 +413,8 @@ async fn fetch(
     };
     Ok(Status {
         target: target.to_string(),
+        answered_by: client.current_url(),
+        coordinators,
         server,
         store,
         leader,
@@ -449,6 +510,23 @@ fn render(s: &Status, now_ms: u64) -> String {
         s.server.listen.clone().unwrap_or_else(|| s.target.clone()),
         s.server.uptime_ms.map_or("?".into(), uptime)
     ));
+    if s.answered_by != s.target {
+        out.push_str(&format!(
+            "active: {} answered (--target {})\n",
+            s.answered_by, s.target
+        ));
+    }
+    if !s.coordinators.is_empty() {
+        let each: Vec<String> = s
+            .coordinators
+            .iter()
+            .map(|c| match c.epoch {
+                Some(e) => format!("{} {} (epoch {e})", c.url, c.role),
+                None => format!("{} {}", c.url, c.role),
+            })
+            .collect();
+        out.push_str(&format!("coordinators: {}\n", each.join(", ")));
+    }
     out.push_str(&format!(
         "store: {}, {}, {} writes pending",
         s.store.kind,

@@ -13,6 +13,9 @@ use crate::error::code;
 /// (connection refused or lost, an unreadable answer, an answer missing from a batch).
 pub const TRANSPORT_FAILURE: i64 = -1;
 
+/// The JSON-RPC code of a coordinator that is not the active one (a standby): nothing ran.
+pub(crate) const NOT_ACTIVE: i64 = code::NOT_ACTIVE;
+
 /// What went wrong with a call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -83,13 +86,18 @@ impl ClientError {
 
     /// Whether the call may be tried again later unchanged: a transport failure, a rate
     /// limit, an unavailable store (nothing changed), a change not yet durable (applied;
-    /// repeating it is safe) or a server-side timeout.
+    /// repeating it is safe), a server-side timeout, or a standby's −32008 (nothing ran; the
+    /// client follows it by itself, so this shows only in an answer it could not follow).
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Transport(_) => true,
             ClientError::Rpc { code, .. } => matches!(
                 *code,
-                code::RATE_LIMITED | code::STORE_UNAVAILABLE | code::NOT_DURABLE | code::TIMEOUT
+                code::RATE_LIMITED
+                    | code::STORE_UNAVAILABLE
+                    | code::NOT_DURABLE
+                    | code::TIMEOUT
+                    | NOT_ACTIVE
             ),
             _ => false,
         }
@@ -189,6 +197,25 @@ pub(crate) enum TransportError {
         /// What broke.
         why: String,
     },
+    /// Every server tried answered that it is a standby (−32008) with no active coordinator
+    /// to follow, until the call timeout: a takeover under way, or no active at all. Nothing
+    /// ran.
+    NoActive {
+        /// The targets tried, in order.
+        urls: Vec<String>,
+        /// The call timeout.
+        after: Duration,
+    },
+    /// A standby named an active coordinator whose URL this client cannot use (not
+    /// `http://host:port`). Nothing ran.
+    BadActive {
+        /// The standby that answered.
+        url: String,
+        /// The active's URL as the standby gave it.
+        active: String,
+        /// Why it cannot be used (the words of [`bad_target`]).
+        why: String,
+    },
     /// The request was sent but no answer came back within the call timeout.
     TimedOut {
         /// The target.
@@ -208,6 +235,7 @@ impl TransportError {
         match self {
             TransportError::Unauthorized { .. } => -401,
             TransportError::Status { status, .. } => -i64::from(*status),
+            TransportError::NoActive { .. } | TransportError::BadActive { .. } => NOT_ACTIVE,
             TransportError::Connect { .. }
             | TransportError::Unreachable(_)
             | TransportError::Failed { .. }
@@ -290,6 +318,20 @@ impl std::fmt::Display for TransportError {
             TransportError::Failed { url, why } => {
                 write!(f, "the connection to {url} broke before the answer: {why}")
             }
+            TransportError::NoActive { urls, after } => write!(
+                f,
+                "no active coordinator among {} within {} (a takeover may be under way): those \
+                 that answered are standbys (JSON-RPC error -32008); nothing ran, so the call \
+                 can be repeated",
+                urls.join(", "),
+                human(*after)
+            ),
+            TransportError::BadActive { url, active, why } => write!(
+                f,
+                "{url} is a standby and names {active} as the active coordinator, which this \
+                 client cannot reach: {why}; nothing ran (give the active's http:// address \
+                 in --target)"
+            ),
             TransportError::TimedOut { url, after, method } => {
                 let what = method
                     .as_deref()

@@ -1,7 +1,8 @@
 //! A worker client for a Vigil server, in the spirit of etcd's `clientv3/concurrency`.
 //!
 //! * [`Client`] — a connection to one or more `vigil serve` addresses over HTTP or WebSocket,
-//!   with an optional bearer token; typed calls for every method a worker needs, and
+//!   with an optional bearer token, following a standby (`vigil serve --ha`) to the active
+//!   coordinator; typed calls for every method a worker needs, and
 //!   [`Client::call`] for the rest.
 //! * [`Session`] — a registered instance that keeps itself alive with heartbeats from a
 //!   background task, signals the moment it is lost, and registers again.
@@ -136,7 +137,8 @@ impl std::fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// Adds a base URL (`http://127.0.0.1:7420`). Several are tried in order; a call moves to
-    /// the next when a connection cannot be made.
+    /// the next when a connection cannot be made, and follows a standby's −32008 to the active
+    /// coordinator (see [`Client`], "Several servers, and standbys").
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.urls.push(url.into());
         self
@@ -195,31 +197,20 @@ impl ClientBuilder {
         let connect_timeout = connect_timeout(timeout, self.urls.len());
         let mut endpoints = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
-            let link = match self.transport {
-                TransportKind::Http => Link::Http(
-                    HttpPool::new(url, auth.clone())
-                        .map_err(ClientError::InvalidUrl)?
-                        .with_connect_timeout(connect_timeout),
-                ),
-                TransportKind::WebSocket => Link::Ws {
-                    url: transport::ws_url(url).map_err(ClientError::InvalidUrl)?,
-                    auth: auth.clone(),
-                    conn: parking_lot::Mutex::new(None),
-                    opening: tokio::sync::Mutex::new(()),
-                },
-            };
-            endpoints.push(Endpoint {
-                base: url.clone(),
-                link,
-                connect_timeout,
-            });
+            endpoints.push(Arc::new(
+                Endpoint::new(url, self.transport, auth.clone(), connect_timeout)
+                    .map_err(ClientError::InvalidUrl)?,
+            ));
         }
         let client = Client {
             inner: Arc::new(Inner {
-                endpoints,
+                endpoints: parking_lot::RwLock::new(endpoints),
                 current: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 timeout,
+                transport: self.transport,
+                auth,
+                connect_timeout,
             }),
         };
         client.warm_up().await?;
@@ -247,6 +238,31 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// An endpoint for the base URL `url` (checked; nothing is connected yet).
+    fn new(
+        url: &str,
+        transport: TransportKind,
+        auth: Option<String>,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        let link = match transport {
+            TransportKind::Http => {
+                Link::Http(HttpPool::new(url, auth)?.with_connect_timeout(connect_timeout))
+            }
+            TransportKind::WebSocket => Link::Ws {
+                url: transport::ws_url(url)?,
+                auth,
+                conn: parking_lot::Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
+            },
+        };
+        Ok(Endpoint {
+            base: url.to_string(),
+            link,
+            connect_timeout,
+        })
+    }
+
     async fn ws(&self) -> Result<Arc<WsConn>, TransportError> {
         let Link::Ws {
             url,
@@ -332,14 +348,62 @@ fn unreachable(mut failures: Vec<TransportError>) -> TransportError {
 }
 
 struct Inner {
-    endpoints: Vec<Endpoint>,
+    /// The URLs given, in order, then any active coordinator a standby named that was not
+    /// among them (see [`Client`], "Standbys"). Only ever appended to.
+    endpoints: parking_lot::RwLock<Vec<Arc<Endpoint>>>,
+    /// Where calls go first: the index of the server that answered last.
     current: AtomicUsize,
     next_id: AtomicU64,
     timeout: Duration,
+    /// For endpoints added when following a standby.
+    transport: TransportKind,
+    auth: Option<String>,
+    connect_timeout: Duration,
+}
+
+/// The first pause while no coordinator is active (a takeover under way); it doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest pause between rounds while no coordinator is active.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The most endpoints a client keeps: the URLs given plus actives followed outside them.
+const MAX_ENDPOINTS: usize = 64;
+
+/// What one round of [`Client::exchange`] got from the endpoint at `index`.
+enum Reply {
+    /// An answer (anything but a standby's).
+    Answer(Vec<u8>),
+    /// A standby's −32008 (or its refusal of the WebSocket): nothing ran.
+    Standby(transport::Standby),
 }
 
 /// A connection to a Vigil server (or a list of them, tried in order). Cheap to clone: clones
 /// share the connections.
+///
+/// # Several servers, and standbys
+///
+/// A call goes to the server that answered last. When no connection can be made to it, the
+/// call moves on to the next URL (nothing was sent). When the server answers that it is a
+/// standby (`vigil serve --ha`: JSON-RPC error −32008, or `/ws` refused with 503 and the same
+/// data), nothing ran there, so the call is sent again:
+///
+/// * to the active coordinator the standby names (`data.active`). It is matched against the
+///   URLs given by origin (host and port; paths and trailing slashes aside). **An active that
+///   is not among them is followed all the same** when it is an `http://` URL: the client
+///   adds it to its list (the bearer token goes to it too, as it is a member of the same
+///   cluster). An active URL it cannot use fails the call with a message naming it;
+/// * while no coordinator is active (`data.active` is `null`: a takeover under way), to the
+///   next URL in turn, pausing 100 ms, then 200, 400, 500, 500 ms… between rounds until the
+///   call timeout, and then the call fails: "no active coordinator among A, B within 10 s
+///   (a takeover may be under way) …" ([`ClientError::Transport`], which
+///   [`is_transient`](ClientError::is_transient)).
+///
+/// The client remembers where the active answered ([`current_url`](Self::current_url)), so
+/// later calls go straight there. Each request is followed on its own, over HTTP as over
+/// WebSocket. An answer is checked for −32008 with a byte search before anything is parsed,
+/// so other answers cost nothing more.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -347,13 +411,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<&str> = self
-            .inner
-            .endpoints
-            .iter()
-            .map(|e| e.base.as_str())
-            .collect();
-        f.debug_struct("Client").field("urls", &urls).finish()
+        f.debug_struct("Client")
+            .field("urls", &self.urls())
+            .finish()
     }
 }
 
@@ -372,18 +432,45 @@ impl Client {
         Self::builder().urls(urls).connect().await
     }
 
-    /// The base URL calls currently go to.
-    pub fn current_url(&self) -> &str {
-        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
-        &self.inner.endpoints[i].base
+    /// The base URL calls currently go to: the server that answered last (after following a
+    /// standby, the active coordinator it named).
+    pub fn current_url(&self) -> String {
+        self.endpoint(self.inner.current.load(Ordering::Relaxed))
+            .base
+            .clone()
+    }
+
+    /// Every base URL the client knows: those given, then any active it followed outside them.
+    fn urls(&self) -> Vec<String> {
+        self.inner
+            .endpoints
+            .read()
+            .iter()
+            .map(|e| e.base.clone())
+            .collect()
+    }
+
+    fn endpoint_count(&self) -> usize {
+        self.inner.endpoints.read().len()
+    }
+
+    /// The endpoint at `i` (modulo their count).
+    fn endpoint(&self, i: usize) -> Arc<Endpoint> {
+        let endpoints = self.inner.endpoints.read();
+        Arc::clone(&endpoints[i % endpoints.len()])
     }
 
     async fn warm_up(&self) -> Result<(), ClientError> {
-        let n = self.inner.endpoints.len();
+        let n = self.endpoint_count();
         let mut failures = Vec::new();
         for i in 0..n {
-            match self.inner.endpoints[i].warm_up().await {
+            match self.endpoint(i).warm_up().await {
                 Ok(()) => {
+                    self.inner.current.store(i, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // A standby refusing the WebSocket answers: calls will follow it.
+                Err(e) if transport::standby_refusal(&e).is_some() => {
                     self.inner.current.store(i, Ordering::Relaxed);
                     return Ok(());
                 }
@@ -394,29 +481,132 @@ impl Client {
         Err(unreachable(failures).into())
     }
 
+    /// The index of the endpoint for the active's URL `active`: one with the same origin, or
+    /// a new one added for it. Errors when `active` is not a URL this client can use.
+    fn endpoint_for(&self, standby: &str, active: &str) -> Result<usize, TransportError> {
+        let bad = |why: String| TransportError::BadActive {
+            url: standby.to_string(),
+            active: active.to_string(),
+            why,
+        };
+        let origin = transport::origin(active)
+            .ok_or_else(|| bad(transport::parse_target(active).err().unwrap_or_default()))?;
+        let same = |e: &Endpoint| transport::origin(&e.base).as_deref() == Some(origin.as_str());
+        if let Some(i) = self.inner.endpoints.read().iter().position(|e| same(e)) {
+            return Ok(i);
+        }
+        let endpoint = Endpoint::new(
+            active.trim_end_matches('/'),
+            self.inner.transport,
+            self.inner.auth.clone(),
+            self.inner.connect_timeout,
+        )
+        .map_err(bad)?;
+        let mut endpoints = self.inner.endpoints.write();
+        if let Some(i) = endpoints.iter().position(|e| same(e)) {
+            return Ok(i);
+        }
+        if endpoints.len() >= MAX_ENDPOINTS {
+            return Err(bad(format!(
+                "this client already follows {MAX_ENDPOINTS} addresses"
+            )));
+        }
+        endpoints.push(Arc::new(endpoint));
+        tracing::info!(url = %active, "vigil client: following an active coordinator not among the URLs given");
+        Ok(endpoints.len() - 1)
+    }
+
     /// Sends `body` to the current server, moving on to the next one when no connection can
     /// be made (nothing was sent then, so this never runs a call twice). Each attempt to
-    /// connect is bounded by the connect timeout; once sent, the answer by the call timeout.
-    async fn exchange(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        let n = self.inner.endpoints.len();
+    /// connect is bounded by the connect timeout; once sent, the answer by `timeout`.
+    /// Returns the endpoint's index with what it answered; the indices of those that could
+    /// not be connected to go to `tried`.
+    async fn round(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+        tried: &mut Vec<usize>,
+    ) -> Result<(usize, Reply), TransportError> {
+        let n = self.endpoint_count();
         let first = self.inner.current.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for k in 0..n {
             let i = (first + k) % n;
-            let endpoint = &self.inner.endpoints[i];
-            match endpoint.exchange(body.clone(), self.inner.timeout).await {
+            let endpoint = self.endpoint(i);
+            match endpoint.exchange(body.to_vec(), timeout).await {
                 Ok(answer) => {
                     if k > 0 {
                         self.inner.current.store(i, Ordering::Relaxed);
                         tracing::info!(url = %endpoint.base, "vigil client: switched server");
                     }
-                    return Ok(answer);
+                    return Ok(match transport::standby_answer(&answer) {
+                        Some(standby) => (i, Reply::Standby(standby)),
+                        None => (i, Reply::Answer(answer)),
+                    });
                 }
-                Err(e) if e.before_sending() => failures.push(e),
-                Err(other) => return Err(other),
+                Err(e) => {
+                    if let Some(standby) = transport::standby_refusal(&e) {
+                        return Ok((i, Reply::Standby(standby)));
+                    }
+                    if e.before_sending() {
+                        tried.push(i);
+                        failures.push(e);
+                    } else {
+                        return Err(e);
+                    }
+                }
             }
         }
         Err(unreachable(failures))
+    }
+
+    /// Sends `body` and returns the answer with the base URL that gave it, following standbys
+    /// to the active coordinator (see [`Client`], "Several servers, and standbys").
+    async fn exchange(&self, body: Vec<u8>) -> Result<(Vec<u8>, String), TransportError> {
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let mut timeout = self.inner.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        // The endpoints tried during this call: standbys, and those not reachable (a standby
+        // may name an active that is gone until its lease runs out).
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let (i, standby) = match self.round(&body, timeout, &mut tried).await? {
+                (i, Reply::Answer(answer)) => return Ok((answer, self.endpoint(i).base.clone())),
+                (i, Reply::Standby(standby)) => (i, standby),
+            };
+            let here = self.endpoint(i).base.clone();
+            tried.push(i);
+            let next = match &standby.active {
+                Some(active) => Some(self.endpoint_for(&here, active)?).filter(|&j| j != i),
+                None => None,
+            };
+            tracing::debug!(standby = %here, active = ?standby.active, epoch = ?standby.epoch,
+                            "vigil client: a standby answered");
+            // Straight to a named active not yet tried in this call; otherwise the next URL
+            // after a pause (a takeover under way, standbys naming each other, or naming an
+            // active that cannot be reached).
+            let (j, pause) = match next {
+                Some(j) if !tried.contains(&j) => (j, false),
+                Some(j) => (j, true),
+                None => ((i + 1) % self.endpoint_count(), true),
+            };
+            self.inner.current.store(j, Ordering::Relaxed);
+            if pause {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(TransportError::NoActive {
+                        urls: self.urls(),
+                        after: self.inner.timeout,
+                    });
+                }
+                tokio::time::sleep(backoff.min(deadline - now)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            // What is left of the call timeout, for the answer of the next attempt.
+            timeout = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(10));
+        }
     }
 
     /// One JSON-RPC call with named parameters: its `result`, or the error.
@@ -433,7 +623,7 @@ impl Client {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let body = transport::request_body(method, &params, id);
-        let answer = self.exchange(body).await.map_err(|e| match e {
+        let (answer, url) = self.exchange(body).await.map_err(|e| match e {
             TransportError::TimedOut { url, after, .. } => TransportError::TimedOut {
                 url,
                 after,
@@ -442,7 +632,7 @@ impl Client {
             .into(),
             other => ClientError::from(other),
         })?;
-        transport::decode_answer_from(self.current_url(), &answer)
+        transport::decode_answer_from(&url, &answer)
     }
 
     /// A call whose result is read as `T`.

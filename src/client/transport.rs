@@ -29,9 +29,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::ClientError;
+pub(crate) use super::error::ConnectFailure;
+pub(crate) use super::error::NOT_ACTIVE;
 pub(crate) use super::error::TransportError;
+use super::error::bad_target;
 pub(crate) use super::error::not_json_rpc;
-use super::error::{ConnectFailure, bad_target};
 
 // The load harness reads it here (feature `cli`).
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
@@ -56,6 +58,110 @@ pub(crate) fn parse_target(target: &str) -> Result<(String, String), String> {
     };
     let path = if path == "/" { String::new() } else { path };
     Ok((authority, path))
+}
+
+/// What a standby said about the active coordinator (the `data` of its −32008 answer, or the
+/// body of its `/ws` or `/healthz` refusal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Standby {
+    /// The active's base URL (`scheme://host:port`), `None` while a takeover is under way.
+    pub active: Option<String>,
+    /// The active's epoch, when known.
+    pub epoch: Option<u64>,
+}
+
+impl Standby {
+    /// Reads `{"active": url|null, "epoch": E|null, …}`.
+    fn of_data(data: Option<&Value>) -> Self {
+        Standby {
+            active: data
+                .and_then(|d| d.get("active"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            epoch: data.and_then(|d| d.get("epoch")).and_then(Value::as_u64),
+        }
+    }
+}
+
+/// Whether `body` mentions the code −32008 at all: a byte search, so that answers that cannot
+/// be a standby's are not parsed twice.
+pub(crate) fn mentions_not_active(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"-32008";
+    body.len() >= NEEDLE.len() && body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
+/// The −32008 error object of one JSON-RPC answer, as a [`Standby`].
+fn standby_of_answer(answer: &Value) -> Option<Standby> {
+    let error = answer.get("error")?;
+    (error.get("code").and_then(Value::as_i64) == Some(NOT_ACTIVE))
+        .then(|| Standby::of_data(error.get("data")))
+}
+
+/// A standby's answer: one JSON-RPC answer with error −32008, or a batch whose every entry is
+/// one (a standby answers each entry so; nothing ran). `None` for anything else, checked with
+/// a byte search before any parsing. A batch where only some entries are −32008 is `None`:
+/// the others ran, so the batch as a whole must not be sent again.
+pub(crate) fn standby_answer(body: &[u8]) -> Option<Standby> {
+    if !mentions_not_active(body) {
+        return None;
+    }
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Array(answers) if !answers.is_empty() => {
+            let all: Option<Vec<Standby>> = answers.iter().map(standby_of_answer).collect();
+            all?.into_iter().next()
+        }
+        answer @ Value::Object(_) => standby_of_answer(&answer),
+        _ => None,
+    }
+}
+
+/// A standby's refusal of a non-RPC request (`/ws` upgrade, `/healthz`):
+/// `{"status": "standby", "role": "standby", "active": …, "epoch": …}`, or a −32008 answer.
+pub(crate) fn standby_body(body: &str) -> Option<Standby> {
+    if !body.contains("standby") && !mentions_not_active(body.as_bytes()) {
+        return None;
+    }
+    let value: Value = serde_json::from_str(body).ok()?;
+    if value.get("role").and_then(Value::as_str) == Some("standby")
+        || value.get("status").and_then(Value::as_str) == Some("standby")
+    {
+        return Some(Standby::of_data(Some(&value)));
+    }
+    standby_answer(body.as_bytes())
+}
+
+/// What a standby said, when `e` is its refusal: an HTTP error status whose body is a
+/// standby's (`/ws` refused with 503 `{"role":"standby","active":…}`, or a −32008 answer under
+/// an error status). Nothing ran then.
+pub(crate) fn standby_refusal(e: &TransportError) -> Option<Standby> {
+    match e {
+        TransportError::Status { body, .. } => standby_body(body),
+        _ => None,
+    }
+}
+
+/// The origin of an `http://` target (`host:port`, lower case, port 80 when absent): two
+/// targets with the same origin reach the same server, whatever their paths or trailing
+/// slashes. `None` for a target that is not `http://`.
+pub(crate) fn origin(target: &str) -> Option<String> {
+    let (authority, _) = parse_target(target.trim()).ok()?;
+    Some(authority.to_ascii_lowercase())
+}
+
+/// The base URLs of a `--target` list: one URL, or several separated by commas
+/// (`http://a:7420,http://b:7420`), each checked as [`parse_target`] does.
+pub(crate) fn parse_targets(list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = list.split(',').map(|u| u.trim().to_string()).collect();
+    if urls.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{list}` has an empty URL: give one URL, or several separated by commas \
+             (http://HOST:PORT,http://HOST:PORT)"
+        ));
+    }
+    for url in &urls {
+        parse_target(url)?;
+    }
+    Ok(urls)
 }
 
 /// `Bearer <token>` for an optional token.
@@ -118,6 +224,8 @@ pub(crate) struct HttpPool {
     /// The target as given, `http://host:port[/prefix]` (named in errors).
     base: String,
     authority: String,
+    /// The path prefix, without a trailing `/` (empty for none).
+    prefix: String,
     rpc_path: String,
     auth: Option<String>,
     connect_timeout: Duration,
@@ -134,6 +242,7 @@ impl HttpPool {
             base: target.trim_end_matches('/').to_string(),
             authority,
             rpc_path: format!("{path}/rpc"),
+            prefix: path,
             auth,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle: Mutex::new(Vec::new()),
@@ -177,12 +286,6 @@ impl HttpPool {
         }
     }
 
-    /// The target as given (`http://host:port[/prefix]`).
-    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-    pub(crate) fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Opens one connection and keeps it for the next request: checks the server is there.
     pub(crate) async fn warm_up(&self) -> Result<(), TransportError> {
         let sender = self.connect().await?;
@@ -210,6 +313,34 @@ impl HttpPool {
             self.connect_failed(ConnectFailure::Other(format!("connection not ready: {e}")))
         })?;
         Ok(sender)
+    }
+
+    /// `GET <prefix><path>` on a connection of its own: the status and the body, whatever
+    /// the status.
+    // Used by `vigil status` (feature `cli`).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Bytes), TransportError> {
+        let mut sender = self.connect().await?;
+        let mut request = hyper::Request::get(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, &self.authority);
+        if let Some(auth) = &self.auth {
+            request = request.header(hyper::header::AUTHORIZATION, auth);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.failed(format!("building the request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.failed(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.failed(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, body))
     }
 
     /// POSTs `body` to the RPC path; the answer's body on a 2xx status.
@@ -506,6 +637,86 @@ impl Drop for WsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STANDBY: &str = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32008,"message":"not the active coordinator","data":{"role":"standby","active":"http://127.0.0.1:7421","epoch":7}}}"#;
+    const TAKEOVER: &str = r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32008,"message":"not the active coordinator","data":{"role":"standby","active":null,"epoch":null}}}"#;
+
+    #[test]
+    fn a_standbys_answer_is_recognised_single_or_batch() {
+        let named = Standby {
+            active: Some("http://127.0.0.1:7421".into()),
+            epoch: Some(7),
+        };
+        assert_eq!(standby_answer(STANDBY.as_bytes()), Some(named.clone()));
+        assert_eq!(
+            standby_answer(TAKEOVER.as_bytes()),
+            Some(Standby {
+                active: None,
+                epoch: None
+            })
+        );
+        // A batch whose every entry is −32008: nothing ran.
+        let batch = format!("[{STANDBY},{TAKEOVER}]");
+        assert_eq!(standby_answer(batch.as_bytes()), Some(named));
+        // A batch where another entry ran is not sent again as a whole.
+        let mixed = format!(r#"[{STANDBY},{{"jsonrpc":"2.0","id":3,"result":{{"alive":true}}}}]"#);
+        assert_eq!(standby_answer(mixed.as_bytes()), None);
+        // −32008 inside a result is no standby's answer; other errors neither.
+        let result = br#"{"jsonrpc":"2.0","id":1,"result":{"note":"-32008"}}"#;
+        assert!(mentions_not_active(result));
+        assert_eq!(standby_answer(result), None);
+        let other = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"slow down"}}"#;
+        assert!(!mentions_not_active(other));
+        assert_eq!(standby_answer(other), None);
+        // A refused WebSocket upgrade carries the /healthz body.
+        let refusal = TransportError::Status {
+            url: "http://h:1".into(),
+            status: 503,
+            body: r#"{"status":"standby","role":"standby","active":null,"epoch":null}"#.into(),
+        };
+        assert_eq!(
+            standby_refusal(&refusal),
+            Some(Standby {
+                active: None,
+                epoch: None
+            })
+        );
+        let busy = TransportError::Status {
+            url: "http://h:1".into(),
+            status: 503,
+            body: "overloaded".into(),
+        };
+        assert_eq!(standby_refusal(&busy), None);
+    }
+
+    #[test]
+    fn origins_compare_host_and_port_only() {
+        assert_eq!(
+            origin("http://127.0.0.1:7421/"),
+            origin("http://127.0.0.1:7421")
+        );
+        assert_eq!(origin("http://Host:7421/vigil"), origin("http://host:7421"));
+        assert_eq!(origin("http://h"), origin("http://h:80"));
+        assert_ne!(origin("http://h:7420"), origin("http://h:7421"));
+        assert_eq!(origin("https://h:7421"), None);
+    }
+
+    #[test]
+    fn target_lists_are_checked_url_by_url() {
+        assert_eq!(
+            parse_targets("http://a:1, http://b:2").unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            parse_targets("http://a:1,b:2").unwrap_err(),
+            "`b:2` has no scheme: use http://b:2"
+        );
+        assert!(
+            parse_targets("http://a:1,,http://b:2")
+                .unwrap_err()
+                .contains("has an empty URL")
+        );
+    }
 
     #[test]
     fn targets_are_parsed() {

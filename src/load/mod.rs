@@ -444,7 +444,7 @@ impl Harness {
             Rate::PerSecond(_) if r.paced_span > 0.0 => r.paced_heartbeats / r.paced_span,
             _ => r.heartbeats as f64 / r.elapsed.as_secs_f64().max(1e-9),
         };
-        r.report(
+        let mut report = r.report(
             self.config.transport.target().to_string(),
             self.config.transport.name(),
             match self.config.rate {
@@ -453,7 +453,9 @@ impl Harness {
             },
             achieved,
             r.elapsed,
-        )
+        );
+        report.redirected = self.client.redirected();
+        report
     }
 
     fn progress_message(&self) -> String {

@@ -339,6 +339,7 @@ mod tests {
             errors: Default::default(),
             heartbeats: 10,
             alive_false: 0,
+            redirected: 0,
             target_rate: Some(1000.0 / 60.0),
             achieved_rate: 16.6,
             elapsed_s: 20.0,

@@ -165,6 +165,9 @@ pub struct LoadReport {
     pub heartbeats: u64,
     /// Heartbeats answered `alive: false`.
     pub alive_false: u64,
+    /// Answers −32008 from a standby (each batch entry counted): nothing ran there, and the
+    /// call was sent again to the active coordinator, so these are not errors.
+    pub redirected: u64,
     /// The heartbeat rate asked for (per second; `null` for max).
     pub target_rate: Option<f64>,
     /// The heartbeat rate achieved: for an open loop, the pace actually kept between the first
@@ -265,6 +268,12 @@ impl LoadReport {
         }
         for (code, n) in &self.errors {
             out.push_str(&format!("errors {code}: {n}\n"));
+        }
+        if self.redirected > 0 {
+            out.push_str(&format!(
+                "redirected {}: answered -32008 by a standby, sent again to the active\n",
+                self.redirected
+            ));
         }
         if let Some(cleanup) = &self.cleanup {
             out.push_str(&format!("{cleanup}\n"));
@@ -478,6 +487,7 @@ impl Recorder {
             errors: self.errors.clone(),
             heartbeats: self.heartbeats,
             alive_false: self.alive_false,
+            redirected: 0,
             target_rate,
             achieved_rate,
             elapsed_s: elapsed.as_secs_f64(),

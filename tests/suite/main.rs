@@ -30,6 +30,8 @@ mod events;
 mod fencing;
 #[cfg(all(feature = "redis", feature = "chaos", feature = "cli"))]
 mod ha;
+#[cfg(feature = "cli")]
+mod ha_client;
 mod leader;
 mod leases;
 #[cfg(feature = "server")]
