@@ -241,6 +241,10 @@ impl PersisterState {
     /// write-through callers waiting on them are released, while the rest of a full rewrite
     /// follows. Heartbeat timestamps and the flush mark ride on the last part.
     async fn flush(&mut self, heartbeats: bool) -> Result<(), String> {
+        if !self.ctx.is_active() {
+            // Deposed (high availability): the store would refuse it as fenced anyway.
+            return Err("not the active coordinator".into());
+        }
         let p = Arc::clone(&self.persistence);
         let Some(admission) = p.breaker.admit() else {
             return Err("circuit open".into());

@@ -487,7 +487,9 @@ async fn a_stopped_active_is_deposed_and_steps_down_when_it_resumes() {
         let log = zombie.log();
         assert!(log.contains("stepping down"), "{log}");
         let after_resume = log.split("stepping down").nth(1).unwrap_or_default();
-        for word in ["instance.expired", "leader.elected", "FENCED"] {
+        // (A write in flight when it was stopped may still be refused as FENCED on resuming:
+        // refused is the point. It starts none after.)
+        for word in ["instance.expired", "leader.elected"] {
             assert!(
                 !after_resume.contains(word),
                 "the zombie logged {word} after resuming: {log}"
