@@ -30,7 +30,7 @@ use crate::clock::MonoMs;
 use crate::model::InstanceId;
 use crate::store::{
     Counters, Dirty, FLUSH_PART, HeartbeatWrite, InstanceRecord, PersistMode, Persistence,
-    TermRecord, WriteBatch,
+    StoreError, TermRecord, WriteBatch,
 };
 
 /// The Persister behaviour.
@@ -273,13 +273,21 @@ impl PersisterState {
             let batch = self.batch(&part, with_heartbeats && last);
             if !batch.is_empty() {
                 if let Err(e) = self.write_part(&batch).await {
+                    // NOT_REPLICATED: the primary has the part, too few replicas confirmed it.
+                    // Nothing can have been lost, so no full rewrite — unless this flush was
+                    // one, whose rest must still be written. Its marks go back either way and
+                    // are written (and waited for) again.
+                    let rewrite = resync || !e.is_not_replicated();
+                    let e = e.to_string();
                     self.failures += 1;
                     crate::telemetry::store_failed();
                     let opened = admission.failure();
                     p.store_failed("flush", &e, opened);
                     let left = p.in_flight.lock().take().unwrap_or_default();
                     p.journal.put_back(left);
-                    p.resync.store(true, Ordering::Release);
+                    if rewrite {
+                        p.resync.store(true, Ordering::Release);
+                    }
                     p.flush_failed();
                     return Err(e);
                 }
@@ -309,7 +317,7 @@ impl PersisterState {
     }
 
     /// Writes one part and records what it wrote.
-    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), String> {
+    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         let span = tracing::debug_span!(
             "flush",
             instances = batch.instances.len() + batch.instances_gone.len(),
@@ -323,8 +331,7 @@ impl PersisterState {
             .store
             .apply(batch)
             .instrument(span)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for id in applied.missing_instances {
             // Its record lapsed in the store while memory still had it alive.
             p.journal.touch_instance(&id);

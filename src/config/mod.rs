@@ -4,9 +4,9 @@ pub mod store;
 
 use std::time::Duration;
 
-pub use store::{PersistMode, RestartGrace, StoreConfig};
+pub use store::{PersistMode, RestartGrace, StoreConfig, WaitReplicas};
 #[cfg(feature = "redis")]
-pub use store::{RedisConfig, SentinelUrl, TYPE_STREAM_MAX_LEN};
+pub use store::{RedisConfig, SentinelUrl, TYPE_STREAM_MAX_LEN, WAIT_TIMEOUT};
 
 /// Limits on what a caller may register. Every violation is reported as a
 /// [`ValidationError`](crate::ValidationError) naming the field and the rule.
@@ -200,6 +200,26 @@ impl Config {
             && let Err(e) = store::SentinelUrl::parse(&redis.url)
         {
             return bad("store.url", e);
+        }
+        #[cfg(feature = "redis")]
+        if let StoreConfig::Redis(redis) = &self.store {
+            // A write-through call waits `store_wait` in all; a WAIT as long would leave no
+            // time for the write itself, and one past the response timeout would be taken for
+            // a dead connection.
+            let wait = redis.wait_timeout;
+            if wait.is_zero() || wait >= self.store_wait || wait >= redis.response_timeout {
+                return bad(
+                    "store.wait_timeout",
+                    format!(
+                        "must be more than zero and less than the store wait ({} ms) and the \
+                         Redis response timeout ({} ms), got {} ms: a write-through call's \
+                         WAIT for replicas must end before the call stops waiting",
+                        self.store_wait.as_millis(),
+                        redis.response_timeout.as_millis(),
+                        wait.as_millis()
+                    ),
+                );
+            }
         }
         Ok(())
     }
