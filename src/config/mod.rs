@@ -224,3 +224,45 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(all(test, feature = "redis"))]
+mod wait_tests {
+    use super::*;
+
+    /// `wait_timeout` must be above zero (`WAIT n 0` blocks for ever) and below the store wait
+    /// and the response timeout; the error names the field and both bounds.
+    #[test]
+    fn the_wait_timeout_must_end_before_the_store_wait() {
+        let with = |wait_ms: u64, store_wait_ms: u64| Config {
+            store_wait: Duration::from_millis(store_wait_ms),
+            store: StoreConfig::Redis(RedisConfig {
+                wait_timeout: Duration::from_millis(wait_ms),
+                ..RedisConfig::new("redis://127.0.0.1:1")
+            }),
+            ..Config::default()
+        };
+        assert!(with(500, 1500).validate().is_ok(), "the defaults");
+        assert!(Config {
+            store: StoreConfig::Redis(RedisConfig::new("redis://127.0.0.1:1")),
+            ..Config::default()
+        }
+        .validate()
+        .is_ok());
+        for (wait, store_wait) in [(0, 1500), (1500, 1500), (1600, 1900), (1000, 1900)] {
+            match with(wait, store_wait).validate() {
+                Err(crate::Error::Config(e)) => {
+                    assert_eq!(e.field, "store.wait_timeout", "{wait}/{store_wait}");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&format!("got {wait} ms"))
+                            && text.contains(&format!("store wait ({store_wait} ms)"))
+                            && text.contains("response timeout (1000 ms)"),
+                        "{text}"
+                    );
+                }
+                other => panic!("{wait}/{store_wait}: {other:?}"),
+            }
+        }
+        assert!(with(999, 1900).validate().is_ok());
+    }
+}
