@@ -96,7 +96,7 @@ pub struct ServeArgs {
     #[arg(long, env = "VIGIL_RESTART_GRACE")]
     restart_grace: Option<crate::store::RestartGrace>,
     /// Redis replicas that must confirm a write-through write (WAIT) before it is
-    /// acknowledged: `auto` (1 while Redis reports a connected replica, else 0) or a number;
+    /// acknowledged: `auto` (1 while Redis reports a replica online, else 0) or a number;
     /// 0 never waits (docs/ha.md) [default: auto].
     #[arg(long, env = "VIGIL_HA_WAIT_REPLICAS", value_name = "auto|N")]
     ha_wait_replicas: Option<crate::store::WaitReplicas>,

@@ -143,8 +143,9 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Written `auto` or a number (`--ha-wait-replicas auto|N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WaitReplicas {
-    /// 1 while Redis reports a connected replica (`INFO replication`: `connected_slaves` ≥ 1),
-    /// else 0 (no `WAIT`: as without replicas). Read at connect, then again at most every few
+    /// 1 while Redis reports a replica online (`INFO replication`: `connected_slaves` ≥ 1 and
+    /// a `slaveN` line with `state=online`; one still in its initial sync does not count), else
+    /// 0 (no `WAIT`: as without replicas). Read at connect, then again at most every few
     /// seconds, after a move to another primary and soon after a `WAIT` that fell short — never
     /// per write (docs/ha.md).
     #[default]

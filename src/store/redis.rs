@@ -287,10 +287,11 @@ impl RedisStore {
             .await;
         let connected = match info {
             Ok(info) => {
-                let n = wait::connected_replicas(&info);
+                let n = wait::online_replicas(&info);
                 if n.is_none() {
                     tracing::warn!(
-                        "INFO replication lists no connected_slaves; waiting for no replica"
+                        "INFO replication lists no connected_slaves; the replicas to wait for \
+                         stay as they were"
                     );
                 }
                 n

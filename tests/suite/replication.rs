@@ -263,3 +263,43 @@ async fn serve_with_one_replica_required_answers_not_durable_without_it() {
     .await
     .expect("bounded");
 }
+
+/// `auto` counts only replicas online: one still in its initial sync (held in `wait_bgsave` by
+/// the primary's `repl-diskless-sync-delay`) cannot acknowledge anything, and waiting for it
+/// would fail every write — here the start itself, whose term reservation waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_does_not_wait_for_a_replica_still_syncing() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let primary = RedisServer::start_args(&["--repl-diskless-sync-delay", "10"]);
+        let _replica =
+            RedisServer::start_args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let info = || async {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut primary.connection().await)
+                .await
+                .unwrap();
+            info
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !info().await.contains("state=wait_bgsave") {
+            assert!(Instant::now() < deadline, "the replica never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let c = Coordinator::start(config(primary.url(), WaitReplicas::Auto))
+            .await
+            .unwrap();
+        c.create_task(TaskSpec::new(serde_json::json!("x")))
+            .await
+            .unwrap();
+        let now = info().await;
+        assert!(
+            now.contains("connected_slaves:1") && now.contains("state=wait_bgsave"),
+            "the replica was syncing throughout: {now}"
+        );
+        assert_eq!(primary.calls("wait").await, 0);
+        c.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

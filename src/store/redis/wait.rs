@@ -1,7 +1,9 @@
 //! How many replicas a write that a caller waits on must reach (`WAIT n timeout`), and, with
 //! [`WaitReplicas::Auto`], how that number is kept current without asking Redis per write.
 //!
-//! `Auto` reads `connected_slaves` from `INFO replication` at connect, then again only when the
+//! `Auto` counts the replicas `INFO replication` lists as `state=online` (a replica still in its
+//! initial sync is connected but cannot acknowledge anything yet: waiting for it would fail
+//! every write for the length of the sync), at connect, then again only when the
 //! answer is older than [`AUTO_REFRESH`] (5 s), when the connection moved to another primary
 //! (Sentinel), or [`AUTO_RECHECK`] (1 s) after a `WAIT` that fell short — so a replica that
 //! left is noticed within a second or two of writes failing, and a flush never pays for more
@@ -79,8 +81,8 @@ impl Replicas {
         }
     }
 
-    /// Records an `INFO replication` answer (`connected`: its `connected_slaves`, `None` when
-    /// it could not be read: the previous number stays) read from `generation`; answers the
+    /// Records an `INFO replication` answer (`connected`: its online replicas, `None` when it
+    /// could not be read: the previous number stays) read from `generation`; answers the
     /// number to wait for now.
     pub(super) fn learned(&self, connected: Option<u32>, generation: u64) -> u32 {
         let mut auto = self.auto.lock();
@@ -111,11 +113,24 @@ impl Replicas {
     }
 }
 
-/// `connected_slaves` in an `INFO replication` answer.
-pub(super) fn connected_replicas(info: &str) -> Option<u32> {
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
-        .and_then(|n| n.trim().parse().ok())
+/// The replicas an `INFO replication` answer lists as online (`slaveN:…,state=online,…`);
+/// `None` when it is not such an answer (no `connected_slaves` line).
+pub(super) fn online_replicas(info: &str) -> Option<u32> {
+    let mut listed = false;
+    let mut online = 0;
+    for line in info.lines().map(str::trim) {
+        if line.starts_with("connected_slaves:") {
+            listed = true;
+        } else if let Some((name, fields)) = line.split_once(':')
+            && name.strip_prefix("slave").is_some_and(|n| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+            })
+            && fields.split(',').any(|f| f == "state=online")
+        {
+            online += 1;
+        }
+    }
+    listed.then_some(online)
 }
 
 #[cfg(test)]
@@ -123,12 +138,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connected_slaves_is_read_from_info() {
-        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
-                    slave0:ip=127.0.0.1,port=1,state=online,offset=1,lag=0\r\n";
-        assert_eq!(connected_replicas(info), Some(2));
-        assert_eq!(connected_replicas("role:master\r\n"), None);
-        assert_eq!(connected_replicas("connected_slaves:x\r\n"), None);
+    fn online_replicas_are_counted_from_info() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n\
+                    slave0:ip=127.0.0.1,port=1,state=online,offset=1,lag=0\r\n\
+                    slave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n\
+                    slave2:ip=127.0.0.1,port=3,state=online,offset=1,lag=1\r\n\
+                    master_failover_state:no-failover\r\n";
+        assert_eq!(online_replicas(info), Some(2), "one is still syncing");
+        let syncing = "connected_slaves:1\r\n\
+                       slave0:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n";
+        assert_eq!(online_replicas(syncing), Some(0));
+        assert_eq!(online_replicas("role:master\r\nconnected_slaves:0\r\n"), Some(0));
+        assert_eq!(online_replicas("role:master\r\n"), None, "not INFO replication");
     }
 
     #[test]
