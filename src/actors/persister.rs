@@ -327,11 +327,7 @@ impl PersisterState {
             events = batch.events.len(),
         );
         let p = &self.persistence;
-        let applied = p
-            .store
-            .apply(batch)
-            .instrument(span)
-            .await?;
+        let applied = p.store.apply(batch).instrument(span).await?;
         for id in applied.missing_instances {
             // Its record lapsed in the store while memory still had it alive.
             p.journal.touch_instance(&id);

@@ -486,7 +486,9 @@ mod tests {
             WaitReplicas::Auto
         );
         assert_eq!(
-            parse(&["--ha-wait-replicas", "0"]).unwrap().ha_wait_replicas,
+            parse(&["--ha-wait-replicas", "0"])
+                .unwrap()
+                .ha_wait_replicas,
             WaitReplicas::Fixed(0)
         );
         for bad in ["-1", "some", "1.5", ""] {

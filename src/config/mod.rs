@@ -242,12 +242,14 @@ mod wait_tests {
             ..Config::default()
         };
         assert!(with(500, 1500).validate().is_ok(), "the defaults");
-        assert!(Config {
-            store: StoreConfig::Redis(RedisConfig::new("redis://127.0.0.1:1")),
-            ..Config::default()
-        }
-        .validate()
-        .is_ok());
+        assert!(
+            Config {
+                store: StoreConfig::Redis(RedisConfig::new("redis://127.0.0.1:1")),
+                ..Config::default()
+            }
+            .validate()
+            .is_ok()
+        );
         for (wait, store_wait) in [(0, 1500), (1500, 1500), (1600, 1900), (1000, 1900)] {
             match with(wait, store_wait).validate() {
                 Err(crate::Error::Config(e)) => {

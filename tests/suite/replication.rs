@@ -53,7 +53,10 @@ async fn a_write_through_task_is_on_the_replica_when_acknowledged() {
             );
         }
         let waits = primary.calls("wait").await - before;
-        assert!(waits >= 20, "{waits} WAIT calls for 20 write-through creates");
+        assert!(
+            waits >= 20,
+            "{waits} WAIT calls for 20 write-through creates"
+        );
         c.shutdown().await;
     })
     .await
@@ -89,7 +92,10 @@ async fn a_hung_replica_makes_write_through_calls_not_durable_until_it_resumes()
                 }
                 other => panic!("expected NotDurable, got {other:?}"),
             }
-            assert!(holds(&primary, "cb:instance:w1").await, "written on the primary");
+            assert!(
+                holds(&primary, "cb:instance:w1").await,
+                "written on the primary"
+            );
             match c.create_task(TaskSpec::new(serde_json::json!("x"))).await {
                 Err(Error::StoreUnavailable(why)) => assert!(why.contains("withdrawn"), "{why}"),
                 other => panic!("expected the create to be undone, got {other:?}"),
@@ -139,7 +145,10 @@ async fn without_a_replica_auto_waits_for_none_and_a_fixed_one_refuses_to_start(
             }
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
-        assert!(started.elapsed() >= Duration::from_millis(500), "WAIT ran its timeout");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "WAIT ran its timeout"
+        );
     })
     .await
     .expect("bounded");
@@ -167,7 +176,10 @@ async fn heartbeat_only_flushes_send_no_wait() {
                 break;
             }
             last = now;
-            assert!(Instant::now() < deadline, "WAITs kept coming without writes");
+            assert!(
+                Instant::now() < deadline,
+                "WAITs kept coming without writes"
+            );
         }
         assert!(last >= 1, "the registration waited");
         let scripts = primary.calls("evalsha").await;
@@ -187,7 +199,10 @@ async fn heartbeat_only_flushes_send_no_wait() {
         c.create_task(TaskSpec::new(serde_json::json!("x")))
             .await
             .unwrap();
-        assert!(primary.calls("wait").await > last, "a write-through call waits");
+        assert!(
+            primary.calls("wait").await > last,
+            "a write-through call waits"
+        );
         c.shutdown().await;
     })
     .await
@@ -218,12 +233,7 @@ async fn serve_with_one_replica_required_answers_not_durable_without_it() {
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .is_err()
-        {
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
             assert!(Instant::now() < deadline, "vigil serve did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -255,8 +265,15 @@ async fn serve_with_one_replica_required_answers_not_durable_without_it() {
         let asked = Instant::now();
         let refused = register("w2").await;
         assert_eq!(refused["error"]["code"], -32006, "{refused}");
-        assert!(asked.elapsed() >= Duration::from_millis(1400), "{:?}", asked.elapsed());
-        assert!(holds(&primary, "cb:instance:w2").await, "kept on the primary");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(
+            holds(&primary, "cb:instance:w2").await,
+            "kept on the primary"
+        );
         let _ = child.start_kill();
         let _ = child.wait().await;
     })
@@ -299,6 +316,46 @@ async fn auto_does_not_wait_for_a_replica_still_syncing() {
         );
         assert_eq!(primary.calls("wait").await, 0);
         c.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}
+
+/// A write refused by the fencing check stays `FENCED`, even when the `WAIT` behind it would
+/// also fall short (one replica asked for, none there): fenced is "stop writing", never
+/// "retry until replicated".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_write_stays_fenced_not_unreplicated() {
+    use vigil::store::{RedisStore, Store, WriteBatch};
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let primary = RedisServer::start();
+        let _: () = redis::cmd("HSET")
+            .arg("cb:coordinator")
+            .arg("epoch")
+            .arg(2)
+            .query_async(&mut primary.connection().await)
+            .await
+            .unwrap();
+        let mut rc = RedisConfig::new(primary.url());
+        rc.fence_epoch = Some(1);
+        rc.wait_replicas = WaitReplicas::Fixed(1);
+        let store = RedisStore::connect(&rc).await.unwrap();
+        let e = store.reserve_terms(1000).await.unwrap_err();
+        assert!(e.is_fenced() && !e.is_not_replicated(), "{e}");
+        let batch = WriteBatch {
+            instances_gone: vec![
+                vigil::model::InstanceId::parse("w1", &vigil::Limits::default()).unwrap(),
+            ],
+            ..WriteBatch::default()
+        };
+        let e = store.apply(&batch).await.unwrap_err();
+        assert!(e.is_fenced() && !e.is_not_replicated(), "{e}");
+        // The same writes under the current epoch: written, then not replicated.
+        rc.fence_epoch = Some(2);
+        let store = RedisStore::connect(&rc).await.unwrap();
+        let e = store.apply(&batch).await.unwrap_err();
+        assert!(e.is_not_replicated() && !e.is_fenced(), "{e}");
+        assert!(e.to_string().contains("NOT_REPLICATED 0/1 in "), "{e}");
     })
     .await
     .expect("bounded");

@@ -122,9 +122,9 @@ pub(super) fn online_replicas(info: &str) -> Option<u32> {
         if line.starts_with("connected_slaves:") {
             listed = true;
         } else if let Some((name, fields)) = line.split_once(':')
-            && name.strip_prefix("slave").is_some_and(|n| {
-                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-            })
+            && name
+                .strip_prefix("slave")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             && fields.split(',').any(|f| f == "state=online")
         {
             online += 1;
@@ -148,8 +148,15 @@ mod tests {
         let syncing = "connected_slaves:1\r\n\
                        slave0:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n";
         assert_eq!(online_replicas(syncing), Some(0));
-        assert_eq!(online_replicas("role:master\r\nconnected_slaves:0\r\n"), Some(0));
-        assert_eq!(online_replicas("role:master\r\n"), None, "not INFO replication");
+        assert_eq!(
+            online_replicas("role:master\r\nconnected_slaves:0\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            online_replicas("role:master\r\n"),
+            None,
+            "not INFO replication"
+        );
     }
 
     #[test]
@@ -164,19 +171,31 @@ mod tests {
     async fn auto_is_read_again_only_when_stale_moved_or_short() {
         let r = Replicas::new(WaitReplicas::Auto, Duration::from_millis(500));
         assert_eq!(r.known(0), None, "never read: ask");
-        assert_eq!(r.learned(Some(3), 0), 1, "any number of replicas waits for one");
+        assert_eq!(
+            r.learned(Some(3), 0),
+            1,
+            "any number of replicas waits for one"
+        );
         assert_eq!(r.known(0), Some(1));
         tokio::time::advance(AUTO_REFRESH - Duration::from_millis(1)).await;
         assert_eq!(r.known(0), Some(1), "fresh for AUTO_REFRESH");
         assert_eq!(r.known(1), None, "another primary: ask");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(r.known(0), None, "stale: ask");
-        assert_eq!(r.learned(None, 0), 1, "unreadable: the previous number stays");
+        assert_eq!(
+            r.learned(None, 0),
+            1,
+            "unreadable: the previous number stays"
+        );
         r.fell_short();
         tokio::time::advance(AUTO_RECHECK - Duration::from_millis(1)).await;
         assert_eq!(r.known(0), Some(1), "not an INFO per failed write");
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(r.known(0), None, "a short WAIT: ask again after AUTO_RECHECK");
+        assert_eq!(
+            r.known(0),
+            None,
+            "a short WAIT: ask again after AUTO_RECHECK"
+        );
         assert_eq!(r.learned(Some(0), 0), 0, "the replica left");
         tokio::time::advance(AUTO_RECHECK).await;
         assert_eq!(r.known(0), Some(0), "trusted for AUTO_REFRESH again");
