@@ -67,7 +67,7 @@ async fn a_write_through_task_is_on_the_replica_when_acknowledged() {
 /// registration is answered `NotDurable` once the store wait (1.5 s) ran out — its flushes
 /// reached the primary, but `WAIT 1` came back 0 — and a `task.create` is withdrawn
 /// (`StoreUnavailable`). Once the replica resumes, the retried write reaches it, and calls are
-/// acknowledged again.
+/// acknowledged again — without a full rewrite of the state, which the primary never lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_replica_makes_write_through_calls_not_durable_until_it_resumes() {
     tokio::time::timeout(Duration::from_secs(40), async {
@@ -114,6 +114,11 @@ async fn a_hung_replica_makes_write_through_calls_not_durable_until_it_resumes()
             .await
             .unwrap();
         assert!(holds(&replica, &format!("cb:task:{}", task.id)).await);
+        // The primary lost nothing: the failed flushes were retried as they were, with no
+        // full rewrite of the state (which follows any other failure).
+        let view = c.faults().inspect_persister().await.unwrap();
+        assert!(view.failures >= 2, "{view:?}");
+        assert_eq!(view.resyncs, 0, "{view:?}");
         c.shutdown().await;
     })
     .await
