@@ -175,7 +175,8 @@ impl RedisServer {
     }
 
     /// A replica of `primary` (`--replicaof`), returned once it is in sync: its link is up
-    /// and the primary counts it among its connected replicas (at most 10 s).
+    /// and the primary lists it online (at most 10 s) — the primary marks it so only after
+    /// the replica's first acknowledgement, a moment after the replica's link is up.
     pub async fn replica_of(primary: &RedisServer) -> Self {
         let replica = Self::start_args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -185,7 +186,7 @@ impl RedisServer {
                 .is_ok_and(|info| info.contains("master_link_status:up"));
             let counted = query::<String>(primary.port, redis::cmd("INFO").arg("replication"))
                 .await
-                .is_ok_and(|info| !info.contains("connected_slaves:0"));
+                .is_ok_and(|info| info.contains("state=online"));
             if linked && counted {
                 return replica;
             }
