@@ -30,7 +30,7 @@ use crate::clock::MonoMs;
 use crate::model::InstanceId;
 use crate::store::{
     Counters, Dirty, FLUSH_PART, HeartbeatWrite, InstanceRecord, PersistMode, Persistence,
-    TermRecord, WriteBatch,
+    StoreError, TermRecord, WriteBatch,
 };
 
 /// The Persister behaviour.
@@ -287,6 +287,11 @@ impl PersisterState {
                         p.flush_failed();
                         return Err(e.to_string());
                     }
+                    // NOT_REPLICATED: the primary has the part, too few replicas confirmed it.
+                    // Nothing can have been lost, so no full rewrite — unless this flush was
+                    // one, whose rest must still be written. Its marks go back either way and
+                    // are written (and waited for) again.
+                    let rewrite = resync || !e.is_not_replicated();
                     let e = e.to_string();
                     self.failures += 1;
                     crate::telemetry::store_failed();
@@ -294,7 +299,9 @@ impl PersisterState {
                     p.store_failed("flush", &e, opened);
                     let left = p.in_flight.lock().take().unwrap_or_default();
                     p.journal.put_back(left);
-                    p.resync.store(true, Ordering::Release);
+                    if rewrite {
+                        p.resync.store(true, Ordering::Release);
+                    }
                     p.flush_failed();
                     return Err(e);
                 }
@@ -324,7 +331,7 @@ impl PersisterState {
     }
 
     /// Writes one part and records what it wrote.
-    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), crate::store::StoreError> {
+    async fn write_part(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         let span = tracing::debug_span!(
             "flush",
             instances = batch.instances.len() + batch.instances_gone.len(),

@@ -95,6 +95,14 @@ pub struct ServeArgs {
     /// Redis outage expires live workers) [default: ttl].
     #[arg(long, env = "VIGIL_RESTART_GRACE")]
     restart_grace: Option<crate::store::RestartGrace>,
+    /// Redis replicas that must confirm a write-through write (WAIT) before it is
+    /// acknowledged: `auto` (1 while Redis reports a replica online, else 0) or a number;
+    /// 0 never waits (docs/ha.md) [default: auto].
+    #[arg(long, env = "VIGIL_HA_WAIT_REPLICAS", value_name = "auto|N")]
+    ha_wait_replicas: Option<crate::store::WaitReplicas>,
+    /// Longest one WAIT for replicas blocks; below the store wait (1.5 s) [default: 500ms].
+    #[arg(long, value_parser = humantime::parse_duration, env = "VIGIL_HA_WAIT_TIMEOUT")]
+    ha_wait_timeout: Option<Duration>,
     /// Serve the chaos.* fault-injection methods (kill actors, compare the store with
     /// memory), for chaos tests; never on a production server.
     #[arg(long, env = "VIGIL_CHAOS")]
@@ -159,6 +167,8 @@ impl ServeArgs {
             persist: self.persist,
             record_retention: self.record_retention,
             restart_grace: self.restart_grace,
+            ha_wait_replicas: self.ha_wait_replicas,
+            ha_wait_timeout: self.ha_wait_timeout,
             chaos: self.chaos.then_some(true),
             mcp: self.mcp,
             ui: self.ui,

@@ -26,6 +26,8 @@
 //! persist = "write-behind"           # or "write-through"
 //! record-retention = "10m"            # how long a record outlives its TTL in Redis
 //! restart-grace = "ttl"               # or "last-flush"
+//! ha-wait-replicas = "auto"           # or a number: replicas that confirm (WAIT) a write
+//! ha-wait-timeout = "500ms"           # longest one WAIT blocks
 //! chaos = false                       # serve chaos.* fault injection (tests only)
 //! mcp = true                          # serve MCP at POST /mcp
 //! ui = true                           # serve the status page at GET /
@@ -44,7 +46,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::store::{PersistMode, RedisConfig, RestartGrace, StoreConfig};
+use crate::store::{PersistMode, RedisConfig, RestartGrace, StoreConfig, WaitReplicas};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -112,6 +114,11 @@ pub struct ServeLayer {
     pub record_retention: Option<Duration>,
     /// What a restart assumes about instances whose stored TTL ran out.
     pub restart_grace: Option<RestartGrace>,
+    /// Replicas that must confirm a write-through write (`WAIT`).
+    pub ha_wait_replicas: Option<WaitReplicas>,
+    /// Longest one `WAIT` for replicas blocks.
+    #[serde(default, deserialize_with = "duration")]
+    pub ha_wait_timeout: Option<Duration>,
     /// Serve the chaos.* fault-injection methods.
     pub chaos: Option<bool>,
     /// Serve MCP at `POST /mcp`.
@@ -178,6 +185,8 @@ impl ServeLayer {
             persist: self.persist.or(lower.persist),
             record_retention: self.record_retention.or(lower.record_retention),
             restart_grace: self.restart_grace.or(lower.restart_grace),
+            ha_wait_replicas: self.ha_wait_replicas.or(lower.ha_wait_replicas),
+            ha_wait_timeout: self.ha_wait_timeout.or(lower.ha_wait_timeout),
             chaos: self.chaos.or(lower.chaos),
             mcp: self.mcp.or(lower.mcp),
             ui: self.ui.or(lower.ui),
@@ -215,6 +224,8 @@ impl ServeLayer {
             persist: self.persist.unwrap_or(d.persist),
             record_retention: self.record_retention.unwrap_or(d.record_retention),
             restart_grace: self.restart_grace.unwrap_or(d.restart_grace),
+            ha_wait_replicas: self.ha_wait_replicas.unwrap_or(d.ha_wait_replicas),
+            ha_wait_timeout: self.ha_wait_timeout.unwrap_or(d.ha_wait_timeout),
             chaos: self.chaos.unwrap_or(d.chaos),
             mcp: self.mcp.unwrap_or(d.mcp),
             ui: self.ui.unwrap_or(d.ui),
@@ -274,6 +285,10 @@ pub struct ServeSettings {
     pub record_retention: Duration,
     /// What a restart assumes about instances whose stored TTL ran out (a full TTL).
     pub restart_grace: RestartGrace,
+    /// Replicas that must confirm a write-through write (auto).
+    pub ha_wait_replicas: WaitReplicas,
+    /// Longest one `WAIT` for replicas blocks (500 ms).
+    pub ha_wait_timeout: Duration,
     /// Serve chaos.* (off).
     pub chaos: bool,
     /// Serve MCP at `POST /mcp` (on).
@@ -321,6 +336,8 @@ impl Default for ServeSettings {
             persist: redis.persist,
             record_retention: redis.record_retention,
             restart_grace: redis.restart_grace,
+            ha_wait_replicas: redis.wait_replicas,
+            ha_wait_timeout: redis.wait_timeout,
             chaos: false,
             mcp: true,
             ui: true,
@@ -387,6 +404,8 @@ impl ServeSettings {
                 persist: self.persist,
                 record_retention: self.record_retention,
                 restart_grace: self.restart_grace,
+                wait_replicas: self.ha_wait_replicas,
+                wait_timeout: self.ha_wait_timeout,
                 ..RedisConfig::new(url.clone())
             }),
         };
@@ -467,6 +486,80 @@ mod tests {
         );
         let missing = ServeLayer::from_file(Path::new("/nonexistent/vigil.toml")).unwrap_err();
         assert!(missing.contains("/nonexistent/vigil.toml"), "{missing}");
+    }
+
+    /// `--ha-wait-replicas auto|N` and `--ha-wait-timeout`: parsed from flags and TOML,
+    /// flags over the file, carried into the Redis settings; bad values named.
+    #[test]
+    fn ha_wait_flags_parse_layer_and_reach_the_store() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: crate::cli::serve::ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.serve.settings(None))
+        };
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.ha_wait_replicas, WaitReplicas::Auto);
+        assert_eq!(d.ha_wait_timeout, Duration::from_millis(500));
+        let s = parse(&[
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--ha-wait-replicas",
+            "2",
+            "--ha-wait-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        match s.coordinator_config().store {
+            StoreConfig::Redis(r) => {
+                assert_eq!(r.wait_replicas, WaitReplicas::Fixed(2));
+                assert_eq!(r.wait_timeout, Duration::from_millis(250));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(&["--ha-wait-replicas", "AUTO"])
+                .unwrap()
+                .ha_wait_replicas,
+            WaitReplicas::Auto
+        );
+        assert_eq!(
+            parse(&["--ha-wait-replicas", "0"])
+                .unwrap()
+                .ha_wait_replicas,
+            WaitReplicas::Fixed(0)
+        );
+        for bad in ["-1", "some", "1.5", ""] {
+            let e = parse(&[&format!("--ha-wait-replicas={bad}")]).unwrap_err();
+            assert!(e.contains("--ha-wait-replicas"), "{bad}: {e}");
+        }
+        let e = parse(&["--ha-wait-timeout", "soon"]).unwrap_err();
+        assert!(e.contains("--ha-wait-timeout"), "{e}");
+
+        let file =
+            ServeLayer::from_toml("ha-wait-replicas = 1\nha-wait-timeout = \"200ms\"\n").unwrap();
+        assert_eq!(file.ha_wait_replicas, Some(WaitReplicas::Fixed(1)));
+        assert_eq!(file.ha_wait_timeout, Some(Duration::from_millis(200)));
+        let text = ServeLayer::from_toml("ha-wait-replicas = \"auto\"").unwrap();
+        assert_eq!(text.ha_wait_replicas, Some(WaitReplicas::Auto));
+        let flags = ServeLayer {
+            ha_wait_replicas: Some(WaitReplicas::Fixed(3)),
+            ..ServeLayer::default()
+        };
+        let s = flags.over(file).resolve();
+        assert_eq!(s.ha_wait_replicas, WaitReplicas::Fixed(3), "the flag wins");
+        assert_eq!(s.ha_wait_timeout, Duration::from_millis(200), "the file's");
+        for bad in ["ha-wait-replicas = -1", "ha-wait-replicas = \"most\""] {
+            let e = ServeLayer::from_toml(bad).unwrap_err();
+            assert!(e.contains("ha-wait-replicas"), "{bad}: {e}");
+        }
+        let e = ServeLayer::from_toml("ha-wait-timeout = \"later\"").unwrap_err();
+        assert!(e.contains("ha-wait-timeout") && e.contains("later"), "{e}");
     }
 
     #[test]

@@ -4,9 +4,9 @@ pub mod store;
 
 use std::time::Duration;
 
-pub use store::{PersistMode, RestartGrace, StoreConfig};
+pub use store::{PersistMode, RestartGrace, StoreConfig, WaitReplicas};
 #[cfg(feature = "redis")]
-pub use store::{RedisConfig, SentinelUrl, TYPE_STREAM_MAX_LEN};
+pub use store::{RedisConfig, SentinelUrl, TYPE_STREAM_MAX_LEN, WAIT_TIMEOUT};
 
 /// Limits on what a caller may register. Every violation is reported as a
 /// [`ValidationError`](crate::ValidationError) naming the field and the rule.
@@ -201,6 +201,70 @@ impl Config {
         {
             return bad("store.url", e);
         }
+        #[cfg(feature = "redis")]
+        if let StoreConfig::Redis(redis) = &self.store {
+            // A write-through call waits `store_wait` in all; a WAIT as long would leave no
+            // time for the write itself, and one past the response timeout would be taken for
+            // a dead connection.
+            let wait = redis.wait_timeout;
+            if wait.is_zero() || wait >= self.store_wait || wait >= redis.response_timeout {
+                return bad(
+                    "store.wait_timeout",
+                    format!(
+                        "must be more than zero and less than the store wait ({} ms) and the \
+                         Redis response timeout ({} ms), got {} ms: a write-through call's \
+                         WAIT for replicas must end before the call stops waiting",
+                        self.store_wait.as_millis(),
+                        redis.response_timeout.as_millis(),
+                        wait.as_millis()
+                    ),
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod wait_tests {
+    use super::*;
+
+    /// `wait_timeout` must be above zero (`WAIT n 0` blocks for ever) and below the store wait
+    /// and the response timeout; the error names the field and both bounds.
+    #[test]
+    fn the_wait_timeout_must_end_before_the_store_wait() {
+        let with = |wait_ms: u64, store_wait_ms: u64| Config {
+            store_wait: Duration::from_millis(store_wait_ms),
+            store: StoreConfig::Redis(RedisConfig {
+                wait_timeout: Duration::from_millis(wait_ms),
+                ..RedisConfig::new("redis://127.0.0.1:1")
+            }),
+            ..Config::default()
+        };
+        assert!(with(500, 1500).validate().is_ok(), "the defaults");
+        assert!(
+            Config {
+                store: StoreConfig::Redis(RedisConfig::new("redis://127.0.0.1:1")),
+                ..Config::default()
+            }
+            .validate()
+            .is_ok()
+        );
+        for (wait, store_wait) in [(0, 1500), (1500, 1500), (1600, 1900), (1000, 1900)] {
+            match with(wait, store_wait).validate() {
+                Err(crate::Error::Config(e)) => {
+                    assert_eq!(e.field, "store.wait_timeout", "{wait}/{store_wait}");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&format!("got {wait} ms"))
+                            && text.contains(&format!("store wait ({store_wait} ms)"))
+                            && text.contains("response timeout (1000 ms)"),
+                        "{text}"
+                    );
+                }
+                other => panic!("{wait}/{store_wait}: {other:?}"),
+            }
+        }
+        assert!(with(999, 1900).validate().is_ok());
     }
 }

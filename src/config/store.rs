@@ -92,6 +92,14 @@ pub struct RedisConfig {
     /// `FENCED` when they differ ([`StoreError::is_fenced`](crate::store::StoreError::is_fenced)):
     /// a coordinator that lost the lease can no longer write. See docs/ha.md.
     pub fence_epoch: Option<u64>,
+    /// How many replicas must confirm a write that a caller waits on before it is
+    /// acknowledged (`WAIT`; default [`WaitReplicas::Auto`]). See docs/ha.md, "Acknowledged
+    /// means replicated".
+    pub wait_replicas: WaitReplicas,
+    /// How long one `WAIT` may block (default [`WAIT_TIMEOUT`], 500 ms). Must be more than
+    /// zero and below both [`Config::store_wait`](crate::Config::store_wait) and
+    /// [`RedisConfig::response_timeout`] ([`Config::validate`](crate::Config::validate)).
+    pub wait_timeout: Duration,
 }
 
 #[cfg(feature = "redis")]
@@ -112,6 +120,78 @@ impl RedisConfig {
             record_retention: Duration::from_secs(600),
             restart_grace: RestartGrace::FullTtl,
             fence_epoch: None,
+            wait_replicas: WaitReplicas::Auto,
+            wait_timeout: WAIT_TIMEOUT,
+        }
+    }
+}
+
+/// Default of [`RedisConfig::wait_timeout`].
+#[cfg(feature = "redis")]
+pub const WAIT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many replicas must confirm a write-through write (`WAIT n timeout`) before the
+/// coordinator acknowledges it ([`RedisConfig::wait_replicas`]).
+///
+/// Only the writes a caller waits on are followed by `WAIT`: the journal's marked entities
+/// (registrations, tasks, leases, the term, the counters) and term reservations. Batches of
+/// heartbeat timestamps, the flush mark or events alone are not (write-behind stays cheap).
+/// A `WAIT` answered by fewer replicas than asked fails the write (`NOT_REPLICATED`): the
+/// caller gets [`Error::NotDurable`](crate::Error::NotDurable) (or its call is undone), and
+/// the write is retried. `WAIT` is Redis's best effort, not a consensus: see docs/ha.md.
+///
+/// Written `auto` or a number (`--ha-wait-replicas auto|N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitReplicas {
+    /// 1 while Redis reports a replica online (`INFO replication`: `connected_slaves` ≥ 1 and
+    /// a `slaveN` line with `state=online`; one still in its initial sync does not count), else
+    /// 0 (no `WAIT`: as without replicas). Read at connect, then again at most every few
+    /// seconds, after a move to another primary and soon after a `WAIT` that fell short — never
+    /// per write (docs/ha.md).
+    #[default]
+    Auto,
+    /// Exactly this many replicas; 0 never waits (the behaviour before `WAIT` existed).
+    Fixed(u32),
+}
+
+impl std::str::FromStr for WaitReplicas {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        s.parse::<u32>().map(Self::Fixed).map_err(|_| {
+            format!("replicas to wait for must be \"auto\" or a number 0 or more, got {s:?}")
+        })
+    }
+}
+
+impl std::fmt::Display for WaitReplicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `"auto"`, `"2"` or `2` (TOML: `ha-wait-replicas = "auto"` or `ha-wait-replicas = 1`).
+impl<'de> Deserialize<'de> for WaitReplicas {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => u32::try_from(n).map(Self::Fixed).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "replicas to wait for must be \"auto\" or a number 0 or more, got {n}"
+                ))
+            }),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
         }
     }
 }

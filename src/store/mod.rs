@@ -39,7 +39,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use crate::config::{PersistMode, RestartGrace, StoreConfig};
+pub use crate::config::{PersistMode, RestartGrace, StoreConfig, WaitReplicas};
 #[cfg(feature = "redis")]
 pub use crate::config::{RedisConfig, TYPE_STREAM_MAX_LEN};
 pub(crate) use breaker::{Admission, Breaker, BreakerState};
@@ -81,6 +81,20 @@ impl StoreError {
 
 /// The prefix of a fenced [`StoreError`].
 const FENCED: &str = "FENCED: ";
+
+impl StoreError {
+    /// Whether the write reached the primary but fewer replicas confirmed it than
+    /// [`RedisConfig::wait_replicas`] asks, within [`RedisConfig::wait_timeout`]
+    /// (`NOT_REPLICATED k/n in t ms`). Nothing was lost on the primary: the write is retried
+    /// as it is (no full rewrite), and whoever waits on it is not answered "written".
+    pub fn is_not_replicated(&self) -> bool {
+        self.0.starts_with(NOT_REPLICATED)
+    }
+}
+
+/// The prefix of a [`StoreError`] for a write that `WAIT` found on too few replicas.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+const NOT_REPLICATED: &str = "NOT_REPLICATED ";
 
 /// An instance as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

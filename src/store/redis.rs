@@ -9,12 +9,13 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, Pipeline, Value};
 
 mod conn;
+mod wait;
 pub(super) use conn::Conn;
 
 use super::fields::{self, INSTANCE_TEXT, LEASE_TEXT, TASK_TEXT};
 use super::{
-    Applied, BoxFuture, Counters, FENCED, HeartbeatWrite, InstanceRecord, RedisConfig, Snapshot,
-    Store, StoreError, TermRecord, WriteBatch,
+    Applied, BoxFuture, Counters, FENCED, HeartbeatWrite, InstanceRecord, NOT_REPLICATED,
+    RedisConfig, Snapshot, Store, StoreError, TermRecord, WriteBatch,
 };
 use crate::events::Event;
 use crate::model::{Epoch, InstanceId, Term};
@@ -218,6 +219,8 @@ pub struct RedisStore {
     /// The coordinator epoch this store writes under ([`RedisConfig::fence_epoch`]), `''` for
     /// none (no check).
     fence: String,
+    /// The replicas a write that a caller waits on must reach ([`RedisConfig::wait_replicas`]).
+    replicas: Arc<wait::Replicas>,
 }
 
 fn fail(context: &str, e: impl std::fmt::Display) -> StoreError {
@@ -259,9 +262,50 @@ impl RedisStore {
                 .fence_epoch
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
+            replicas: Arc::new(wait::Replicas::new(
+                config.wait_replicas,
+                config.wait_timeout,
+            )),
         };
         store.load_scripts().await?;
+        // `auto`: how many replicas there are now (then at most every few seconds).
+        store.replicas_to_wait().await;
         Ok(store)
+    }
+
+    /// How many replicas the next awaited write must reach (0: no `WAIT`). A fixed number as
+    /// configured; `auto` from `INFO replication`, read again only when the last answer is
+    /// stale (see [`wait`]).
+    async fn replicas_to_wait(&self) -> u32 {
+        let generation = self.connection.generation();
+        if let Some(n) = self.replicas.known(generation) {
+            return n;
+        }
+        let info: Result<String, _> = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.connection.clone())
+            .await;
+        let connected = match info {
+            Ok(info) => {
+                let n = wait::online_replicas(&info);
+                if n.is_none() {
+                    tracing::warn!(
+                        "INFO replication lists no connected_slaves; the replicas to wait for \
+                         stay as they were"
+                    );
+                }
+                n
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot read INFO replication; the replicas to wait for stay as they were \
+                     (set --ha-wait-replicas to a number if INFO is not allowed)"
+                );
+                None
+            }
+        };
+        self.replicas.learned(connected, generation)
     }
 
     async fn load_scripts(&self) -> Result<(), StoreError> {
@@ -288,19 +332,40 @@ impl RedisStore {
     /// script cache: restart, SCRIPT FLUSH) reloads the scripts and runs the pipeline again,
     /// which is safe because every script writes whole states.
     async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>, StoreError> {
+        self.run_waiting(cmds, 0).await
+    }
+
+    /// [`run`](Self::run), then, with `replicas` > 0, `WAIT replicas timeout` as the last
+    /// command of the last pipeline, on the same connection: `WAIT` counts the replicas that
+    /// acknowledged everything this connection wrote before it, so it covers every chunk. A
+    /// reply below `replicas` is a `NOT_REPLICATED k/n in t ms` error
+    /// ([`StoreError::is_not_replicated`]); the values returned never include `WAIT`'s.
+    async fn run_waiting(&self, cmds: Vec<Cmd>, replicas: u32) -> Result<Vec<Value>, StoreError> {
         let mut out = Vec::with_capacity(cmds.len());
-        for chunk in cmds.chunks(BATCH) {
-            let mut pipe = Pipeline::with_capacity(chunk.len());
+        let chunks = cmds.chunks(BATCH).count();
+        for (n, chunk) in cmds.chunks(BATCH).enumerate() {
+            let wait = (replicas > 0 && n + 1 == chunks).then_some(replicas);
+            let mut pipe = Pipeline::with_capacity(chunk.len() + 1);
             for cmd in chunk {
                 pipe.add_command(cmd.clone());
             }
+            if let Some(replicas) = wait {
+                pipe.cmd("WAIT")
+                    .arg(replicas)
+                    .arg(self.replicas.timeout_ms());
+            }
             let mut reloaded = false;
             loop {
+                let started = std::time::Instant::now();
                 match pipe
                     .query_async::<Vec<Value>>(&mut self.connection.clone())
                     .await
                 {
-                    Ok(values) => {
+                    Ok(mut values) => {
+                        if let Some(asked) = wait {
+                            let reply = values.pop();
+                            self.check_replicated(reply, asked, started)?;
+                        }
                         out.extend(values);
                         break;
                     }
@@ -330,6 +395,32 @@ impl RedisStore {
             }
         }
         Ok(out)
+    }
+
+    /// `WAIT`'s `reply` to a pipeline sent at `started`, asking for `asked` replicas: an error
+    /// naming the numbers when fewer acknowledged.
+    fn check_replicated(
+        &self,
+        reply: Option<Value>,
+        asked: u32,
+        started: std::time::Instant,
+    ) -> Result<(), StoreError> {
+        let acked: i64 = reply
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| fail("WAIT (reply)", e))?
+            .ok_or_else(|| StoreError("WAIT: no reply".into()))?;
+        if acked >= i64::from(asked) {
+            return Ok(());
+        }
+        self.replicas.fell_short();
+        Err(StoreError(format!(
+            "{NOT_REPLICATED}{acked}/{asked} in {} ms: the primary has the write, but only \
+             {acked} of the {asked} replicas asked for confirmed it within the WAIT timeout \
+             ({} ms)",
+            started.elapsed().as_millis(),
+            self.replicas.timeout_ms()
+        )))
     }
 
     /// `EVALSHA` of a write script: the fence key before `keys`, our epoch (or `''`) before
@@ -566,7 +657,12 @@ impl RedisStore {
         if cmds.is_empty() {
             return Ok(Applied::default());
         }
-        let replies = self.run(cmds).await?;
+        let replicas = if awaited(batch) {
+            self.replicas_to_wait().await
+        } else {
+            0
+        };
+        let replies = self.run_waiting(cmds, replicas).await?;
         let mut applied = Applied::default();
         for (n, at) in heartbeat_calls.into_iter().enumerate() {
             let missing: Vec<usize> = replies
@@ -853,8 +949,9 @@ impl RedisStore {
             std::slice::from_ref(&key),
             [ceiling.to_string()],
         );
-        let reply = self.run(vec![cmd]).await.map_err(|e| {
-            if e.is_fenced() {
+        let replicas = self.replicas_to_wait().await;
+        let reply = self.run_waiting(vec![cmd], replicas).await.map_err(|e| {
+            if e.is_fenced() || e.is_not_replicated() {
                 e
             } else {
                 StoreError(format!("reserving terms up to {ceiling}: {}", e.0))
@@ -873,6 +970,20 @@ impl RedisStore {
             ))
         })
     }
+}
+
+/// Whether a caller may wait on `batch`, so that it is followed by `WAIT` for replicas: it
+/// holds records (instances, tasks, leases, the term, the counters) marked by the journal.
+/// Heartbeat timestamps, the flush mark and events alone are written behind: no `WAIT`.
+fn awaited(batch: &WriteBatch) -> bool {
+    !(batch.instances.is_empty()
+        && batch.instances_gone.is_empty()
+        && batch.tasks.is_empty()
+        && batch.tasks_gone.is_empty()
+        && batch.leases.is_empty()
+        && batch.leases_gone.is_empty()
+        && batch.term.is_none()
+        && batch.counters.is_none())
 }
 
 /// Whether `e` (one reply or a pipeline's) holds `FENCED` replies: how many, and the epoch

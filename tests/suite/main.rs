@@ -55,6 +55,8 @@ mod persistence;
 #[cfg(all(feature = "redis", feature = "chaos"))]
 mod redis_server;
 #[cfg(all(feature = "redis", feature = "chaos"))]
+mod replication;
+#[cfg(all(feature = "redis", feature = "chaos"))]
 mod sentinel;
 #[cfg(feature = "server")]
 mod server;

@@ -11,6 +11,9 @@ use vigil::{Config, Coordinator, Error, LeaseOwner, RegisterRequest};
 fn config(redis: &RedisServer, tweak: impl FnOnce(&mut RedisConfig)) -> Config {
     let mut rc = RedisConfig::new(redis.url());
     rc.flush_interval = Duration::from_millis(100);
+    // Below the short store waits and response timeouts some tests set (validated); these
+    // servers have no replica, so no WAIT is sent anyway.
+    rc.wait_timeout = Duration::from_millis(100);
     tweak(&mut rc);
     Config {
         store: StoreConfig::Redis(rc),

@@ -174,6 +174,38 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
+    /// A replica of `primary` (`--replicaof`), returned once it is in sync: its link is up
+    /// and the primary lists it online (at most 10 s) — the primary marks it so only after
+    /// the replica's first acknowledgement, a moment after the replica's link is up.
+    pub async fn replica_of(primary: &RedisServer) -> Self {
+        let replica = Self::start_args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let linked = query::<String>(replica.port, redis::cmd("INFO").arg("replication"))
+                .await
+                .is_ok_and(|info| info.contains("master_link_status:up"));
+            let counted = query::<String>(primary.port, redis::cmd("INFO").arg("replication"))
+                .await
+                .is_ok_and(|info| info.contains("state=online"));
+            if linked && counted {
+                return replica;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica on port {} did not sync with {} in 10 s",
+                replica.port,
+                primary.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// [`pause`](Self::pause), thawed again when the guard drops — also when the test fails.
+    pub fn paused(&self) -> Paused<'_> {
+        self.pause();
+        Paused(self)
+    }
+
     /// Starts it again on the same port: empty, or with its data if durable.
     pub fn restart(&mut self) {
         self.stop();
@@ -201,6 +233,19 @@ impl RedisServer {
             .and_then(|rest| rest.split(',').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
+    }
+}
+
+/// A server paused by [`RedisServer::paused`]; dropping it resumes the server (SIGCONT).
+pub struct Paused<'a>(&'a RedisServer);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        if let Some(child) = &self.0.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
     }
 }
 
