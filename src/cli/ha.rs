@@ -250,7 +250,21 @@ impl Ha {
             .try_acquire(&self.holder, &self.advertise, self.timing.lease)
             .await
         {
-            Ok(Acquire::Acquired { epoch }) => Ok(Some((epoch, sent))),
+            Ok(Acquire::Acquired { epoch }) => match lease.replicated().await {
+                Ok(true) => Ok(Some((epoch, sent))),
+                // Only the primary has the new epoch: lost with it, it could be taken again.
+                replicated => {
+                    let why = match replicated {
+                        Err(e) => e.to_string(),
+                        _ => "no replica confirmed it in time".into(),
+                    };
+                    tracing::warn!(epoch, "took the coordinator lease, but {why}; giving it up");
+                    if let Err(e) = lease.release(epoch, &self.holder).await {
+                        tracing::warn!(error = %e, "could not release the lease; it lapses on its own");
+                    }
+                    Ok(None)
+                }
+            },
             Ok(Acquire::Held { epoch, url, .. }) => {
                 self.last_held = Some(ActiveInfo {
                     url: (!url.is_empty()).then_some(url),

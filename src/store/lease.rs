@@ -55,6 +55,8 @@ pub enum Renewal {
 #[derive(Clone)]
 pub struct CoordLease {
     connection: Conn,
+    /// How many replicas must have an acquisition, and for how long to wait for them.
+    wait: (crate::config::WaitReplicas, Duration),
     key: String,
     counters: String,
     scripts: std::sync::Arc<[redis::Script; 3]>,
@@ -116,6 +118,7 @@ impl CoordLease {
         let keys = Keys::new(config.prefix.clone());
         Ok(Self {
             connection,
+            wait: (config.wait_replicas, config.wait_timeout),
             key: keys.coordinator(),
             counters: keys.counters(),
             scripts: std::sync::Arc::new(sources.map(redis::Script::new)),
@@ -183,6 +186,39 @@ impl CoordLease {
                 remaining: Duration::from_millis(int(4)?),
             })
         }
+    }
+
+    /// Whether the replicas have this connection's writes (an acquisition just made): `true`
+    /// when none is required — [`WaitReplicas::Auto`](crate::config::WaitReplicas::Auto)
+    /// with no replica online, or a fixed 0 — or when `WAIT` confirms enough of them within
+    /// [`RedisConfig::wait_timeout`]. A new epoch that only the primary holds would be lost
+    /// with it, and a successor could take the same epoch again: the caller does not serve
+    /// under it (it releases the lease and tries again).
+    pub async fn replicated(&self) -> Result<bool, StoreError> {
+        let (wanted, timeout) = self.wait;
+        let needed = match wanted {
+            crate::config::WaitReplicas::Fixed(n) => n,
+            crate::config::WaitReplicas::Auto => {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut self.connection.clone())
+                    .await
+                    .map_err(|e| fail("INFO replication", e))?;
+                super::redis::wait::online_replicas(&info)
+                    .unwrap_or(0)
+                    .min(1)
+            }
+        };
+        if needed == 0 {
+            return Ok(true);
+        }
+        let acknowledged: u32 = redis::cmd("WAIT")
+            .arg(needed)
+            .arg(timeout.as_millis() as u64)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| fail("WAIT", e))?;
+        Ok(acknowledged >= needed)
     }
 
     /// Extends the lease by `lease` from now if `holder` holds it under `epoch`.

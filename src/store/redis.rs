@@ -9,7 +9,7 @@ use redis::aio::ConnectionManagerConfig;
 use redis::{Cmd, Pipeline, Value};
 
 mod conn;
-mod wait;
+pub(in crate::store) mod wait;
 pub(super) use conn::Conn;
 
 use super::fields::{self, INSTANCE_TEXT, LEASE_TEXT, TASK_TEXT};

@@ -365,3 +365,54 @@ async fn a_fenced_write_stays_fenced_not_unreplicated() {
     .await
     .expect("bounded");
 }
+
+/// The coordinator lease's acquisition is confirmed on a replica before `vigil serve --ha`
+/// serves under it: with the replica in sync, `replicated` is true and the replica holds the
+/// new epoch; with the replica stopped, it is false within the wait timeout (the caller then
+/// gives the lease up); without a replica, nothing is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_epoch_is_confirmed_on_a_replica_before_it_is_used() {
+    use vigil::store::{Acquire, CoordLease};
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let primary = RedisServer::start();
+        let alone = CoordLease::connect(&RedisConfig::new(primary.url()))
+            .await
+            .unwrap();
+        assert!(alone.replicated().await.unwrap(), "no replica: no wait");
+        let replica = RedisServer::replica_of(&primary).await;
+        let mut rc = RedisConfig::new(primary.url());
+        rc.wait_timeout = Duration::from_millis(300);
+        let lease = CoordLease::connect(&rc).await.unwrap();
+        let Acquire::Acquired { epoch } = lease
+            .try_acquire("a", "http://127.0.0.1:1", Duration::from_secs(30))
+            .await
+            .unwrap()
+        else {
+            panic!("the lease is free")
+        };
+        assert!(lease.replicated().await.unwrap());
+        let mut on_replica = replica.connection().await;
+        let stored: u64 = redis::cmd("HGET")
+            .arg("cb:coordinator")
+            .arg("epoch")
+            .query_async(&mut on_replica)
+            .await
+            .unwrap();
+        assert_eq!(stored, epoch, "the replica has the new epoch at once");
+        lease.release(epoch, "a").await.unwrap();
+        let paused = replica.paused();
+        let Acquire::Acquired { .. } = lease
+            .try_acquire("b", "http://127.0.0.1:2", Duration::from_secs(30))
+            .await
+            .unwrap()
+        else {
+            panic!("released")
+        };
+        let started = Instant::now();
+        assert!(!lease.replicated().await.unwrap(), "the replica is stopped");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(paused);
+    })
+    .await
+    .expect("bounded");
+}

@@ -115,7 +115,7 @@ impl Replicas {
 
 /// The replicas an `INFO replication` answer lists as online (`slaveN:…,state=online,…`);
 /// `None` when it is not such an answer (no `connected_slaves` line).
-pub(super) fn online_replicas(info: &str) -> Option<u32> {
+pub(in crate::store) fn online_replicas(info: &str) -> Option<u32> {
     let mut listed = false;
     let mut online = 0;
     for line in info.lines().map(str::trim) {
