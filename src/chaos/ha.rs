@@ -136,6 +136,9 @@ pub struct HaGroup {
     nodes: Vec<Node>,
     observed: Arc<Mutex<Observed>>,
     monitoring: Arc<AtomicBool>,
+    /// Held by a disruptor while it works: one fault of the group at a time (a kill and a
+    /// pause picking the same active at once would each undo the other's).
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl HaGroup {
@@ -200,6 +203,7 @@ impl HaGroup {
             nodes,
             observed: Arc::default(),
             monitoring: Arc::new(AtomicBool::new(true)),
+            busy: tokio::sync::Mutex::new(()),
         };
         for i in 0..n {
             group.spawn(i)?;
@@ -391,6 +395,7 @@ impl Disruptor for KillActive<'_> {
     fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let group = self.0;
+            let _one_at_a_time = group.busy.lock().await;
             let (victim, _) = group.wait_active(Duration::from_secs(30)).await?;
             let killed = Instant::now();
             group.nodes[victim].kill();
@@ -416,6 +421,7 @@ impl Disruptor for PauseActive<'_> {
     fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let group = self.0;
+            let _one_at_a_time = group.busy.lock().await;
             let (victim, _) = group.wait_active(Duration::from_secs(30)).await?;
             let node = &group.nodes[victim];
             let stopped = Instant::now();
@@ -456,6 +462,7 @@ impl Disruptor for PartitionActive<'_> {
     fn disrupt(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let group = self.0;
+            let _one_at_a_time = group.busy.lock().await;
             let (victim, _) = group.wait_active(Duration::from_secs(30)).await?;
             let node = &group.nodes[victim];
             let relay = node
