@@ -249,6 +249,8 @@ struct GateInner {
     /// One more than the milliseconds after `origin` until which the gate is open; 0 once
     /// closed.
     until_ms: AtomicU64,
+    /// Turns `true` at [`ActiveGate::close`], for those waiting in [`ActiveGate::closed`].
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl ActiveGate {
@@ -259,6 +261,7 @@ impl ActiveGate {
             inner: Arc::new(GateInner {
                 origin,
                 until_ms: AtomicU64::new(0),
+                closed: tokio::sync::watch::Sender::new(false),
             }),
         };
         gate.inner
@@ -292,9 +295,17 @@ impl ActiveGate {
             && self.is_open()
     }
 
-    /// Shuts the gate for good.
+    /// Shuts the gate for good, and wakes those waiting in [`closed`](Self::closed).
     pub fn close(&self) {
         self.inner.until_ms.store(0, Ordering::Release);
+        self.inner.closed.send_replace(true);
+    }
+
+    /// Returns once [`close`](Self::close) was called (a deadline that merely passed does not
+    /// end the wait: the holder closes the gate when it notices).
+    pub async fn closed(&self) {
+        let mut closed = self.inner.closed.subscribe();
+        let _ = closed.wait_for(|c| *c).await;
     }
 }
 

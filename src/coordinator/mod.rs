@@ -240,7 +240,18 @@ impl Coordinator {
         match &self.inner.ctx.persistence {
             Some(p) => {
                 let wait = self.inner.ctx.config.store_wait;
-                p.wait_durable(started + wait).await.map_err(|e| match e {
+                let durable = p.wait_durable(started + wait);
+                let durable = async {
+                    match &self.inner.ctx.gate {
+                        // Deposed meanwhile: the change lives only in memory about to go.
+                        Some(gate) => tokio::select! {
+                            result = durable => result,
+                            () = gate.closed() => Err(Error::NotActive { active: None, epoch: None }),
+                        },
+                        None => durable.await,
+                    }
+                };
+                durable.await.map_err(|e| match e {
                     Error::NotDurable(why) => Error::NotDurable(format!(
                         "{why} (waited up to {} ms); the change is kept in memory and written \
                          when the store is back",

@@ -346,3 +346,69 @@ fn the_chaos_command_runs_and_refuses_what_it_cannot_do() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// High availability under chaos: three `vigil serve --ha` children on one private Redis, the
+/// workload following the active one, while the active is killed, stopped past its lease and
+/// cut off from Redis in turn. Every invariant holds — none of the workload's, and one active
+/// per epoch, no deposed epoch answering as active — and each fault is followed by a takeover
+/// (its time measured: kill, stop or cut → the successor's first acknowledged write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_takeovers_under_kills_pauses_and_partitions_keep_every_invariant() {
+    use vigil::chaos::ha::HaGroup;
+    let redis = RedisServer::start();
+    let group = HaGroup::start(
+        env!("CARGO_BIN_EXE_vigil").into(),
+        3,
+        &redis.url(),
+        true,
+        vec![
+            "--flush-interval".into(),
+            "100ms".into(),
+            "--heartbeat-rate".into(),
+            "0".into(),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let config = ChaosConfig {
+        instance_kills: 10.0,
+        leader_kills: 0.5,
+        ..seeded(23, Duration::from_secs(24))
+    };
+    let (kill, pause, cut) = (
+        group.kill_active(),
+        group.pause_active(),
+        group.partition_active(),
+    );
+    let report = vigil::chaos::run(
+        http(&group.urls().join(",")),
+        config,
+        &[
+            (&kill, Duration::from_secs(6)),
+            (&pause, Duration::from_secs(11)),
+            (&cut, Duration::from_secs(16)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_clean(&report);
+    assert!(
+        report.faults["active coordinator SIGKILL"] >= 2,
+        "{report:?}"
+    );
+    assert!(report.faults["active coordinator SIGSTOP past the lease"] >= 1);
+    assert!(report.faults["active coordinator cut off from Redis"] >= 1);
+    let checked = |name: &str| {
+        report
+            .invariants
+            .iter()
+            .find(|i| format!("{:?}", i.invariant) == name)
+            .map_or(0, |i| i.checked)
+    };
+    assert!(checked("OneActivePerEpoch") > 50, "{}", report.table());
+    assert!(checked("DeposedNeverActive") > 10, "{}", report.table());
+    assert!(report.figures["takeover"].len() >= 4, "{}", report.table());
+    assert!(!report.figures["zombie window"].is_empty());
+    println!("{}", report.table());
+}
