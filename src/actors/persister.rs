@@ -246,6 +246,7 @@ impl PersisterState {
             return Err("not the active coordinator".into());
         }
         let p = Arc::clone(&self.persistence);
+        p.notice_moves();
         let Some(admission) = p.breaker.admit() else {
             return Err("circuit open".into());
         };

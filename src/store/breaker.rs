@@ -136,6 +136,17 @@ impl Breaker {
         }
     }
 
+    /// Ends the open period now (the next [`admit`](Self::admit) is a half-open probe): for
+    /// when the cause of the failures is known to be gone (the store moved to another
+    /// server). Nothing while closed.
+    pub fn probe_now(&self) {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        if inner.open_until.is_some_and(|until| until > now) {
+            inner.open_until = Some(now);
+        }
+    }
+
     /// Leave to make an attempt now: always while closed; while half-open only to the first
     /// caller (the probe) until it reports; never while open.
     pub fn admit(&self) -> Option<Admission<'_>> {
@@ -165,6 +176,24 @@ mod tests {
 
     fn fail(b: &Breaker) -> bool {
         b.admit().expect("admitted").failure()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_can_be_let_through_before_the_pause_ends() {
+        let b = Breaker::new(2, Duration::from_secs(10));
+        b.probe_now();
+        assert!(
+            matches!(b.state(), BreakerState::Closed { failures: 0 }),
+            "closed stays closed"
+        );
+        assert!(!fail(&b));
+        assert!(fail(&b), "opened");
+        assert!(b.admit().is_none());
+        b.probe_now();
+        let probe = b.admit().expect("a probe at once");
+        assert!(b.admit().is_none(), "one probe at a time");
+        probe.success();
+        assert!(matches!(b.state(), BreakerState::Closed { failures: 0 }));
     }
 
     #[tokio::test(start_paused = true)]

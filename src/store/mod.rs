@@ -270,6 +270,13 @@ pub trait Store: Send + Sync + Debug {
     /// now stored (never lower than before). Awaited before any term above the previous
     /// ceiling is used, so no term is handed out that a restart could hand out again.
     fn reserve_terms(&self, ceiling: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// How many times the store moved to another server (a Redis Sentinel failover); 0 for a
+    /// store that never moves. A move lets the circuit breaker probe at once: the failures
+    /// that opened it were the old server's.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Keeps nothing: state lives in memory only.
@@ -334,6 +341,8 @@ pub(crate) struct Persistence {
     /// Set once a write was refused as fenced ([`StoreError::is_fenced`]); the HA controller
     /// watches it to step down.
     fenced: watch::Sender<bool>,
+    /// The store's [`Store::generation`] last seen by [`Persistence::notice_moves`].
+    seen_generation: std::sync::atomic::AtomicU64,
 }
 
 // Without the `redis` feature no store backend exists to build one.
@@ -358,6 +367,19 @@ impl Persistence {
             failures: parking_lot::Mutex::default(),
             failing: std::sync::atomic::AtomicBool::new(false),
             fenced: watch::Sender::new(false),
+            seen_generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// After the store moved to another server (see [`Store::generation`]), lets the breaker
+    /// probe at once instead of waiting out its open period.
+    pub fn notice_moves(&self) {
+        let now = self.store.generation();
+        let seen = self
+            .seen_generation
+            .swap(now, std::sync::atomic::Ordering::AcqRel);
+        if now != seen {
+            self.breaker.probe_now();
         }
     }
 
@@ -476,6 +498,7 @@ impl Persistence {
 
     /// Refuses a write-through call while the breaker is open (nothing has changed yet).
     pub fn check_available(&self) -> Result<(), Error> {
+        self.notice_moves();
         match self.breaker.state() {
             BreakerState::Open { retry_in } => Err(Error::StoreUnavailable(format!(
                 "circuit open after repeated failures; next attempt in {} ms",

@@ -1027,6 +1027,10 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn generation(&self) -> u64 {
+        self.connection.generation()
+    }
+
     fn apply<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<Applied, StoreError>> {
         Box::pin(self.apply_batch(batch))
     }

@@ -206,6 +206,17 @@ impl RedisServer {
         Paused(self)
     }
 
+    /// Starts it again on the same port as a replica of `primary` (empty: it syncs from it).
+    pub fn restart_as_replica_of(&mut self, primary: u16) {
+        self.stop();
+        self.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.to_string(),
+        ];
+        self.spawn();
+    }
+
     /// Starts it again on the same port: empty, or with its data if durable.
     pub fn restart(&mut self) {
         self.stop();

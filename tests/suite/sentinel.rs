@@ -185,3 +185,48 @@ async fn unreachable_sentinels_fail_the_start() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The killed primary comes back at once as a replica of the promoted one (as a process
+/// supervisor and Sentinel arrange it): writes resume on the new primary within a few seconds
+/// of the kill, before the breaker's open period could matter, and never stall behind the
+/// restarted node's READONLY answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_failover_when_the_old_primary_returns_as_a_replica() {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        let mut set = SentinelSet::start().await;
+        let c = Coordinator::start(config(set.url())).await.unwrap();
+        c.register(RegisterRequest::new("w1")).await.unwrap();
+        create(&c, "before".into()).await.unwrap();
+        set.wait_replicated(Duration::from_secs(5)).await;
+        let old = set.primary.port;
+        set.primary.stop();
+        let killed = Instant::now();
+        // As soon as the sentinels name the replica, the old node returns as its replica.
+        while set.primary_port().await != Some(set.replica.port) {
+            assert!(killed.elapsed() < Duration::from_secs(15), "no promotion");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        set.primary.restart_as_replica_of(set.replica.port);
+        assert_ne!(set.primary_port().await, Some(old));
+        let mut refused = 0;
+        loop {
+            if create(&c, format!("after {refused}")).await.is_ok() {
+                break;
+            }
+            refused += 1;
+            assert!(
+                killed.elapsed() < Duration::from_secs(8),
+                "no write acknowledged 8 s after the kill ({refused} refused); the store did not \
+                 follow the promotion"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "first acknowledged write {} ms after the kill ({refused} refused)",
+            killed.elapsed().as_millis()
+        );
+        c.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

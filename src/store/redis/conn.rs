@@ -55,6 +55,8 @@ struct Follow {
     /// Whether the last re-resolution failed: while it keeps failing (the sentinels still
     /// electing), the failures after the first are logged at debug level only.
     failing: std::sync::atomic::AtomicBool,
+    /// A background loop is asking the sentinels until they name a primary.
+    chasing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -116,6 +118,7 @@ impl Conn {
             timeout,
             last_attempt: Mutex::new(None),
             failing: std::sync::atomic::AtomicBool::new(false),
+            chasing: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Self::new(manager, address, parsed.db, Some(follow)))
     }
@@ -136,16 +139,6 @@ impl Conn {
         self.inner.generation.load(Ordering::Acquire)
     }
 
-    /// Whether a call that failed with `e` at `generation` goes once more: under Sentinel,
-    /// when the connection moved to another primary since, or when the connection had dropped
-    /// (a node restarted under it: the manager reconnects for the second try).
-    fn retry_after(&self, generation: u64, e: &RedisError) -> bool {
-        self.inner.follow.is_some()
-            && (self.generation() != generation
-                || e.is_connection_dropped()
-                || e.is_connection_refusal())
-    }
-
     /// The manager in use and the generation it belongs to (the lock is not held after).
     fn current(&self) -> (ConnectionManager, u64) {
         let current = self.inner.current.read();
@@ -153,19 +146,15 @@ impl Conn {
     }
 
     /// After `e` on a call that began at `generation`: under Sentinel, ask the sentinels for
-    /// the primary and move to it if it changed. Never fails; what goes wrong is logged.
+    /// the primary and move to it if it changed. If they name none yet (a failover under way),
+    /// keep asking in the background every [`CHASE_EVERY`] for up to [`CHASE_FOR`]: the
+    /// circuit breaker may stop every call meanwhile, and without one no call would ask again.
+    /// Never fails; what goes wrong is logged.
     async fn after_error(&self, generation: u64, e: &RedisError) {
         let Some(follow) = &self.inner.follow else {
             return;
         };
         if !primary_lost(e) || self.generation() != generation {
-            return;
-        }
-        // One re-resolution at a time; calls failing meanwhile just return their error.
-        let Ok(mut sentinel) = follow.sentinel.try_lock() else {
-            return;
-        };
-        if self.generation() != generation {
             return;
         }
         {
@@ -174,6 +163,38 @@ impl Conn {
                 return;
             }
             *last = Some(Instant::now());
+        }
+        let cause = e.to_string();
+        if self.resolve(generation, &cause).await == Resolved::NotYet
+            && !follow.chasing.swap(true, Ordering::AcqRel)
+        {
+            let conn = self.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                while started.elapsed() < CHASE_FOR && conn.generation() == generation {
+                    tokio::time::sleep(CHASE_EVERY).await;
+                    if conn.resolve(generation, &cause).await != Resolved::NotYet {
+                        break;
+                    }
+                }
+                if let Some(follow) = &conn.inner.follow {
+                    follow.chasing.store(false, Ordering::Release);
+                }
+            });
+        }
+    }
+
+    /// One question to the sentinels (skipped while another runs, or when the connection moved
+    /// since `generation`), and the move if they name another primary.
+    async fn resolve(&self, generation: u64, cause: &str) -> Resolved {
+        let Some(follow) = &self.inner.follow else {
+            return Resolved::Done;
+        };
+        let Ok(mut sentinel) = follow.sentinel.try_lock() else {
+            return Resolved::Busy;
+        };
+        if self.generation() != generation {
+            return Resolved::Done;
         }
         let found = tokio::time::timeout(follow.timeout, async {
             let client = sentinel.async_get_client().await?;
@@ -194,8 +215,8 @@ impl Conn {
         let failed = !matches!(found, Ok(Ok(_)));
         let failing_before = follow.failing.swap(failed, Ordering::AcqRel);
         if failed && failing_before {
-            tracing::debug!(master = %follow.master, cause = %e, "the sentinels still name no new primary");
-            return;
+            tracing::debug!(master = %follow.master, cause, "the sentinels still name no new primary");
+            return Resolved::NotYet;
         }
         match found {
             Ok(Ok(Some((manager, address)))) => {
@@ -204,25 +225,49 @@ impl Conn {
                 let generation = self.inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 tracing::warn!(
                     master = %follow.master, from = %old.1, %to, generation,
-                    cause = %e, "redis primary moved; following it"
+                    cause, "redis primary moved; following it"
                 );
+                Resolved::Done
             }
             Ok(Ok(None)) => {
-                tracing::debug!(master = %follow.master, cause = %e, "redis primary unchanged");
+                tracing::debug!(master = %follow.master, cause, "redis primary unchanged");
+                Resolved::Done
             }
-            Ok(Err(err)) => tracing::warn!(
-                master = %follow.master, cause = %e, error = %err,
-                "asking the sentinels for the redis primary failed; asking again on the next \
-                 failed call (logged again once they answer)"
-            ),
-            Err(_) => tracing::warn!(
-                master = %follow.master, cause = %e,
-                "asking the sentinels for the redis primary timed out; asking again on the next \
-                 failed call (logged again once they answer)"
-            ),
+            Ok(Err(err)) => {
+                tracing::warn!(
+                    master = %follow.master, cause, error = %err,
+                    "asking the sentinels for the redis primary failed; asking again every \
+                     250 ms (logged again once they answer)"
+                );
+                Resolved::NotYet
+            }
+            Err(_) => {
+                tracing::warn!(
+                    master = %follow.master, cause,
+                    "asking the sentinels for the redis primary timed out; asking again every \
+                     250 ms (logged again once they answer)"
+                );
+                Resolved::NotYet
+            }
         }
     }
 }
+
+/// What one question to the sentinels gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// Moved, unchanged, or moved meanwhile by someone else: nothing more to ask.
+    Done,
+    /// No primary named yet (or no answer): ask again.
+    NotYet,
+    /// Another question is under way.
+    Busy,
+}
+
+/// How often a failover under way is asked about again in the background.
+const CHASE_EVERY: Duration = Duration::from_millis(250);
+/// For how long, at most (Sentinel's own failover timeout is of this order).
+const CHASE_FOR: Duration = Duration::from_secs(60);
 
 /// The sentinel client for `url`: its sentinels with their credentials, and the data nodes'.
 fn sentinel_client(url: &SentinelUrl) -> RedisResult<SentinelClient> {
@@ -275,13 +320,6 @@ impl ConnectionLike for Conn {
             let result = manager.req_packed_command(cmd).await;
             if let Err(e) = &result {
                 self.after_error(generation, e).await;
-                if self.retry_after(generation, e) {
-                    // Once more, on the new primary or a fresh connection: every write is
-                    // idempotent (records are put whole, counters and reservations raised to a
-                    // value), so a call that ran before the failure changes nothing twice.
-                    let (mut manager, _) = self.current();
-                    return manager.req_packed_command(cmd).await;
-                }
             }
             result
         })
@@ -298,11 +336,6 @@ impl ConnectionLike for Conn {
             let result = manager.req_packed_commands(pipeline, offset, count).await;
             if let Err(e) = &result {
                 self.after_error(generation, e).await;
-                if self.retry_after(generation, e) {
-                    // Once more (see `req_packed_command`).
-                    let (mut manager, _) = self.current();
-                    return manager.req_packed_commands(pipeline, offset, count).await;
-                }
             }
             result
         })
