@@ -156,10 +156,10 @@ pub(super) async fn run(
         last_held: None,
     };
     loop {
-        let Some((epoch, sent)) = ha.standby().await else {
+        let Some((epoch, sent, standby)) = ha.standby().await else {
             return ExitCode::SUCCESS;
         };
-        match ha.active(epoch, sent).await {
+        match ha.active(epoch, sent, standby).await {
             Ended::SteppedDown => continue,
             Ended::Stopped(code) => return code,
         }
@@ -171,9 +171,10 @@ impl Ha {
         *self.stop.borrow()
     }
 
-    /// Serves as a standby until the lease is ours: its epoch and when the acquiring call was
-    /// sent. `None` on SIGINT or SIGTERM.
-    async fn standby(&mut self) -> Option<(u64, Instant)> {
+    /// Serves as a standby until the lease is ours: its epoch, when the acquiring call was
+    /// sent, and the standby server, still serving (the caller starts renewing first, then
+    /// stops it). `None` on SIGINT or SIGTERM.
+    async fn standby(&mut self) -> Option<(u64, Instant, Serving)> {
         let (info_tx, info) = watch::channel(ActiveInfo::default());
         let listener = match self.listener.try_clone() {
             Ok(l) => l,
@@ -208,7 +209,8 @@ impl Ha {
                     if failures == 1 || failures.is_multiple_of(60) {
                         tracing::warn!(error = %e, failures, "standby: cannot reach the coordinator lease in Redis; retrying");
                     }
-                    let _ = info_tx.send_replace(ActiveInfo::default());
+                    // What was known of the active is stale now.
+                    self.last_held = Some(ActiveInfo::default());
                 }
             }
             if let Some(info) = &self.last_held {
@@ -231,9 +233,21 @@ impl Ha {
                 _ = stop.wait_for(|s| *s) => {}
             }
         };
-        let _ = server_stop.send(());
-        stop_server(serving).await;
-        acquired
+        match acquired {
+            Some((epoch, sent)) => Some((
+                epoch,
+                sent,
+                Serving {
+                    stop: server_stop,
+                    task: serving,
+                },
+            )),
+            None => {
+                let _ = server_stop.send(());
+                stop_server(serving).await;
+                None
+            }
+        }
     }
 
     /// One try for the lease: `Some` when taken (its epoch and when the call was sent).
@@ -265,9 +279,13 @@ impl Ha {
                     Ok(None)
                 }
             },
-            Ok(Acquire::Held { epoch, url, .. }) => {
+            Ok(Acquire::Held {
+                epoch, url, holder, ..
+            }) => {
+                // Our own lease from before a step-down, not yet run out: nobody is active.
+                let ours = holder == self.holder;
                 self.last_held = Some(ActiveInfo {
-                    url: (!url.is_empty()).then_some(url),
+                    url: (!url.is_empty() && !ours).then_some(url),
                     epoch: Some(epoch),
                 });
                 Ok(None)
@@ -280,7 +298,7 @@ impl Ha {
 impl Ha {
     /// Serves as the active coordinator under `epoch` (the lease taken by a call sent at
     /// `sent`) until the lease is lost or the process is told to stop.
-    async fn active(&mut self, epoch: u64, sent: Instant) -> Ended {
+    async fn active(&mut self, epoch: u64, sent: Instant, standby: Serving) -> Ended {
         let lease = self.lease.clone().expect("the lease was taken through it");
         let timing = self.timing;
         let gate = ActiveGate::open_until((sent + timing.renew_deadline).into_std());
@@ -299,6 +317,9 @@ impl Ha {
             gate.clone(),
             lost_tx,
         ));
+        // Renewing already: now the standby server may take its time to finish.
+        let _ = standby.stop.send(());
+        stop_server(standby.task).await;
         let mut config = self.settings.coordinator_config();
         if let StoreConfig::Redis(rc) = &mut config.store {
             rc.fence_epoch = Some(epoch);
@@ -381,10 +402,16 @@ impl Ha {
                 gate.close();
                 tracing::error!(epoch, "stepping down: {reason}; now a standby");
                 metrics::counter!("vigil_ha_step_downs_total").increment(1);
+                renewing.abort();
+                // If the lease is still ours (a missed deadline, not a takeover), hand it
+                // over now rather than make every standby wait for it to run out.
+                let release = lease.release(epoch, &self.holder);
+                if let Ok(Ok(true)) = tokio::time::timeout(timing.retry, release).await {
+                    tracing::info!(epoch, "released the coordinator lease");
+                }
                 let _ = server_stop.send(());
                 stop_server(serving).await;
                 coordinator.abandon().await;
-                renewing.abort();
                 logger.abort();
                 Ended::SteppedDown
             }
@@ -467,6 +494,12 @@ async fn renew(
             }
         }
     }
+}
+
+/// A server running in a task, and what tells it to stop.
+struct Serving {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Waits for a server told to stop, at most [`SERVER_STOP`]; then drops what is left of it.

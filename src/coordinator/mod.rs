@@ -244,9 +244,16 @@ impl Coordinator {
                 let durable = async {
                     match &self.inner.ctx.gate {
                         // Deposed meanwhile: the change lives only in memory about to go.
+                        // Its write may have reached the store before the lease was lost, or not:
+                        // the outcome is unknown (−32007), not "nothing ran" (−32008).
                         Some(gate) => tokio::select! {
                             result = durable => result,
-                            () = gate.closed() => Err(Error::NotActive { active: None, epoch: None }),
+                            () = gate.closed() => Err(Error::Timeout(
+                                wait,
+                                "store: this coordinator lost the coordinator lease while \
+                                 waiting, so whether the change reached the store is unknown; \
+                                 ask the active coordinator",
+                            )),
                         },
                         None => durable.await,
                     }

@@ -171,6 +171,14 @@ impl Dispatcher {
                 format!("instanceIds[{i}]: must be at least 1 character long"),
             );
         }
+        if self.coordinator.ensure_active().is_err() {
+            // Deposed (high availability): as −32008 on the JSON paths; nothing recorded.
+            return AnswerFrame::error(
+                frame.seq,
+                code::NOT_ACTIVE,
+                "not the active coordinator".to_string(),
+            );
+        }
         let write_through = self.coordinator.heartbeats_write_through();
         let mut results = Vec::with_capacity(n);
         let mut tally = super::fast::Tally::default();

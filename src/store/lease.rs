@@ -57,6 +57,8 @@ pub struct CoordLease {
     connection: Conn,
     /// How many replicas must have an acquisition, and for how long to wait for them.
     wait: (crate::config::WaitReplicas, Duration),
+    /// The connection's generation (moves to another primary) at the last acquisition.
+    acquired_on: std::sync::Arc<std::sync::atomic::AtomicU64>,
     key: String,
     counters: String,
     scripts: std::sync::Arc<[redis::Script; 3]>,
@@ -119,6 +121,7 @@ impl CoordLease {
         Ok(Self {
             connection,
             wait: (config.wait_replicas, config.wait_timeout),
+            acquired_on: std::sync::Arc::default(),
             key: keys.coordinator(),
             counters: keys.counters(),
             scripts: std::sync::Arc::new(sources.map(redis::Script::new)),
@@ -153,6 +156,10 @@ impl CoordLease {
     ) -> Result<Acquire, StoreError> {
         check_holder(holder)?;
         let ms = lease_ms(lease)?;
+        self.acquired_on.store(
+            self.connection.generation(),
+            std::sync::atomic::Ordering::Release,
+        );
         let reply: Vec<redis::Value> = self.scripts[0]
             .key(&self.key)
             .key(&self.counters)
@@ -211,6 +218,13 @@ impl CoordLease {
         };
         if needed == 0 {
             return Ok(true);
+        }
+        if self.connection.generation()
+            != self.acquired_on.load(std::sync::atomic::Ordering::Acquire)
+        {
+            // The connection moved to another primary since: a `WAIT` there would count the
+            // replicas of a node that may never have had the acquisition.
+            return Ok(false);
         }
         let acknowledged: u32 = redis::cmd("WAIT")
             .arg(needed)

@@ -135,7 +135,7 @@ impl Conn {
     }
 
     /// How many times the connection moved to another primary.
-    pub(super) fn generation(&self) -> u64 {
+    pub(in crate::store) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
     }
 
