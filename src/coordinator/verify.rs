@@ -68,6 +68,7 @@ impl Coordinator {
             .map_err(|e| Error::StoreUnavailable(e.to_string()))?;
         let ctx = &self.inner.ctx;
         let clock = &ctx.clock;
+        let settled_ms = clock.now_wall_ms() + LAPSING_MS;
         let mut memory_instances = BTreeMap::new();
         for entry in ctx.registry.iter() {
             let (status, _) = entry.cell.liveness();
@@ -92,7 +93,8 @@ impl Coordinator {
             let leases: BTreeMap<String, _> = lease_keys
                 .iter()
                 .filter_map(|k| work.lease_record(k, clock))
-                .map(|l| (l.key.to_string(), grants(&l)))
+                .map(|l| (l.key.to_string(), grants(&l, settled_ms)))
+                .filter(|(_, g)| !g.is_empty())
                 .collect();
             (tasks, leases)
         };
@@ -115,7 +117,8 @@ impl Coordinator {
         let stored_leases: BTreeMap<String, _> = snap
             .leases
             .iter()
-            .map(|l| (l.key.to_string(), grants(l)))
+            .map(|l| (l.key.to_string(), grants(l, settled_ms)))
+            .filter(|(_, g)| !g.is_empty())
             .collect();
         let mut differences = Vec::new();
         diff(
@@ -151,12 +154,19 @@ impl Coordinator {
     }
 }
 
-fn grants(l: &crate::work::records::LeaseRecord) -> Vec<(String, u64)> {
+/// The grants of `l` that do not lapse before `settled_ms` (wall clock): a grant about to
+/// lapse may already be gone from Redis (its key expires at the grant's expiry) while memory
+/// still holds it until the next sweep, and neither copy is wrong.
+fn grants(l: &crate::work::records::LeaseRecord, settled_ms: u64) -> Vec<(String, u64)> {
     let mut g: Vec<(String, u64)> = l
         .grants
         .iter()
+        .filter(|g| g.expires_at_ms > settled_ms)
         .map(|g| (format!("{:?}", g.holder), g.fencing_token))
         .collect();
     g.sort();
     g
 }
+
+/// How far ahead of now a grant must run to be compared: a sweep interval and a margin.
+const LAPSING_MS: u64 = 3_000;
