@@ -15,7 +15,7 @@
 //! **partitioned step-down** (cutting the active off from Redis → its first 429).
 //!
 //! The partition is loopback-only: with relays, each child reaches Redis through a TCP relay
-//! of its own ([`Relay`]), which the disruptor cuts — it stops forwarding and holds every
+//! of its own (a relay), which the disruptor cuts — it stops forwarding and holds every
 //! connection open without answering, as a dropped network does — and heals. (Network
 //! namespaces would need root and `ip`; the relay needs neither.)
 
@@ -145,7 +145,7 @@ impl HaGroup {
     /// Starts `n` children (`program serve --chaos --ha --listen 127.0.0.1:PORT --redis R`
     /// with the short lease timings, then `extra`) and waits until one is active. `redis`:
     /// the Redis URL; with `relayed`, a `redis://127.0.0.1:PORT` one, which each child reaches
-    /// through a [`Relay`] of its own (for [`HaGroup::partition_active`]). `token`: the
+    /// through a relay of its own (for [`HaGroup::partition_active`]). `token`: the
     /// operator token the children require, if any.
     pub async fn start(
         program: PathBuf,

@@ -26,8 +26,8 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::serve::{endpoints, log_event, relay_events};
 use super::settings::ServeSettings;
+use super::shared::{endpoints, log_event, relay_events};
 use crate::server::{ActiveInfo, Server, ServerConfig};
 use crate::store::{Acquire, CoordLease, Renewal};
 use crate::store::{RedisConfig, RestartGrace, StoreConfig};

@@ -7,6 +7,7 @@ mod load;
 mod mcp;
 mod serve;
 pub mod settings;
+mod shared;
 mod status;
 
 use std::process::ExitCode;
