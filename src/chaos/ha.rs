@@ -28,11 +28,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::disrupt::free_port;
 use super::{Disruptor, DisruptorReport, Invariant};
+use crate::client::transport::{HttpPool, bearer, request_body};
 
 /// The lease timings the children run with: short, so a chaos run sees many takeovers.
 pub const LEASE: Duration = Duration::from_secs(2);
@@ -46,6 +46,8 @@ const PROBE_ROLE: &str = "chaos-probe";
 
 struct Node {
     port: u16,
+    /// Its HTTP connections (the operator token on each request, if any).
+    pool: Arc<HttpPool>,
     child: Mutex<Option<Child>>,
     /// Its own way to Redis, when the group was started with relays.
     relay: Option<Relay>,
@@ -68,6 +70,20 @@ impl Node {
             Ok(())
         } else {
             Err(format!("kill {signal} {pid} failed"))
+        }
+    }
+
+    /// How long after `since` the child first answered `/healthz` 429 (a standby), polled
+    /// every 5 ms; `None` if it did not within `within`.
+    async fn stepped_down(&self, since: Instant, within: Duration) -> Option<Duration> {
+        loop {
+            if let Some((429, _)) = health(&self.pool, Duration::from_secs(2)).await {
+                return Some(since.elapsed());
+            }
+            if since.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -132,7 +148,6 @@ pub struct HaGroup {
     program: PathBuf,
     redis: String,
     args: Vec<String>,
-    token: Option<String>,
     nodes: Vec<Node>,
     observed: Arc<Mutex<Observed>>,
     monitoring: Arc<AtomicBool>,
@@ -188,8 +203,14 @@ impl HaGroup {
                 Some(port) => Some(Relay::start(port).await?),
                 None => None,
             };
+            let port = free_port()?;
+            let pool = HttpPool::new(
+                &format!("http://127.0.0.1:{port}"),
+                bearer(token.as_deref()),
+            )?;
             nodes.push(Node {
-                port: free_port()?,
+                port,
+                pool: Arc::new(pool.with_connect_timeout(Duration::from_secs(2))),
                 child: Mutex::new(None),
                 relay,
             });
@@ -199,7 +220,6 @@ impl HaGroup {
             program,
             redis,
             args,
-            token,
             nodes,
             observed: Arc::default(),
             monitoring: Arc::new(AtomicBool::new(true)),
@@ -249,7 +269,7 @@ impl HaGroup {
     /// The child answering `/healthz` 200 now, with its epoch.
     async fn active(&self) -> Option<(usize, u64)> {
         for (i, node) in self.nodes.iter().enumerate() {
-            if let Some((200, body)) = request(node.port, "GET", "/healthz", None, None).await {
+            if let Some((200, body)) = health(&node.pool, Duration::from_secs(2)).await {
                 return Some((i, body["epoch"].as_u64().unwrap_or(0)));
             }
         }
@@ -259,7 +279,7 @@ impl HaGroup {
     /// Polls every child's `/healthz` every 100 ms until the group is dropped, checking the
     /// invariants.
     fn monitor(&self) {
-        let ports: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+        let pools: Vec<Arc<HttpPool>> = self.nodes.iter().map(|n| Arc::clone(&n.pool)).collect();
         let observed = Arc::clone(&self.observed);
         let monitoring = Arc::clone(&self.monitoring);
         tokio::spawn(async move {
@@ -267,18 +287,17 @@ impl HaGroup {
                 // All at once, each within 500 ms: a 200 means the child's renew deadline
                 // (1.2 s) was ahead, so no successor can be active within 0.8 s of it, and a
                 // round spans less than that.
-                let answers = futures_util::future::join_all(ports.iter().map(|&port| {
-                    tokio::time::timeout(
-                        Duration::from_millis(500),
-                        request(port, "GET", "/healthz", None, None),
-                    )
-                }))
+                let answers = futures_util::future::join_all(
+                    pools
+                        .iter()
+                        .map(|pool| health(pool, Duration::from_millis(500))),
+                )
                 .await;
                 let round: Vec<(usize, u64)> = answers
                     .into_iter()
                     .enumerate()
                     .filter_map(|(i, answer)| match answer {
-                        Ok(Some((200, body))) => Some((i, body["epoch"].as_u64().unwrap_or(0))),
+                        Some((200, body)) => Some((i, body["epoch"].as_u64().unwrap_or(0))),
                         _ => None,
                     })
                     .collect();
@@ -294,24 +313,13 @@ impl HaGroup {
         let deadline = Instant::now() + within;
         loop {
             for (i, node) in self.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
-                let body = json!({"jsonrpc": "2.0", "id": 1, "method": "task.create",
-                    "params": {"text": "chaos probe", "role": PROBE_ROLE}});
-                let answer =
-                    request(node.port, "POST", "/rpc", self.token.as_deref(), Some(body)).await;
-                if let Some((200, answer)) = answer
+                let create = json!({"text": "chaos probe", "role": PROBE_ROLE});
+                let answer = call(&node.pool, "task.create", &create).await;
+                if let Some(answer) = answer
                     && let Some(id) = answer["result"]["id"].as_str()
                 {
                     let at = Instant::now();
-                    let delete = json!({"jsonrpc": "2.0", "id": 2, "method": "task.delete",
-                        "params": {"taskId": id}});
-                    let _ = request(
-                        self.nodes[i].port,
-                        "POST",
-                        "/rpc",
-                        self.token.as_deref(),
-                        Some(delete),
-                    )
-                    .await;
+                    let _ = call(&self.nodes[i].pool, "task.delete", &json!({"taskId": id})).await;
                     return Ok(at);
                 }
             }
@@ -433,16 +441,12 @@ impl Disruptor for PauseActive<'_> {
             node.signal("-CONT")?;
             let acked = acked?;
             group.observed.lock().takeovers.push(acked - stopped);
-            loop {
-                if let Some((429, _)) = request(node.port, "GET", "/healthz", None, None).await {
-                    group.observed.lock().zombie_windows.push(resumed.elapsed());
-                    return Ok(());
-                }
-                if resumed.elapsed() > Duration::from_secs(10) {
-                    return Err("the resumed former active never stepped down".into());
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let window = node
+                .stepped_down(resumed, Duration::from_secs(10))
+                .await
+                .ok_or("the resumed former active never stepped down")?;
+            group.observed.lock().zombie_windows.push(window);
+            Ok(())
         })
     }
 
@@ -473,21 +477,11 @@ impl Disruptor for PartitionActive<'_> {
             relay.cut(true);
             let result = async {
                 // It still answers HTTP: it must step down on its own, at its renew deadline.
-                loop {
-                    if let Some((429, _)) = request(node.port, "GET", "/healthz", None, None).await
-                    {
-                        group
-                            .observed
-                            .lock()
-                            .partitioned_step_downs
-                            .push(cut.elapsed());
-                        break;
-                    }
-                    if cut.elapsed() > Duration::from_secs(30) {
-                        return Err("the cut-off active never stepped down".to_string());
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                let took = node
+                    .stepped_down(cut, Duration::from_secs(30))
+                    .await
+                    .ok_or("the cut-off active never stepped down")?;
+                group.observed.lock().partitioned_step_downs.push(took);
                 let acked = group.probe_write(victim, Duration::from_secs(60)).await?;
                 group.observed.lock().takeovers.push(acked - cut);
                 Ok(())
@@ -558,42 +552,23 @@ impl Drop for Relay {
     }
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port` (connection closed after it), within 2 s: the
-/// status and the JSON body (`Null` if it is not JSON). `None` when nothing answers.
-async fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Option<(u16, Value)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.ok()?;
-        stream.write_all(body.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        stream.read_to_end(&mut out).await.ok()?;
-        let text = String::from_utf8_lossy(&out);
-        let status = text.split(' ').nth(1)?.parse().ok()?;
-        let json = text
-            .split_once("\r\n\r\n")
-            .and_then(|(_, b)| serde_json::from_str(b).ok())
-            .unwrap_or(Value::Null);
-        Some((status, json))
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
+/// A child's `/healthz` within `within`: the status and the JSON body (`Null` if not JSON).
+/// `None` when nothing answers.
+async fn health(pool: &HttpPool, within: Duration) -> Option<(u16, Value)> {
+    let (status, body) = tokio::time::timeout(within, pool.get("/healthz"))
         .await
-        .ok()
-        .flatten()
+        .ok()?
+        .ok()?;
+    Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// One JSON-RPC call to a child within 2 s: the whole answer object, `None` without an
+/// HTTP 2xx answer.
+async fn call(pool: &HttpPool, method: &str, params: &Value) -> Option<Value> {
+    let body = request_body(method, params, 1);
+    let answer = tokio::time::timeout(Duration::from_secs(2), pool.post(body))
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_slice(&answer).ok()
 }
