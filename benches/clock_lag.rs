@@ -1,8 +1,8 @@
 //! The liveness clock's lag while the control path is hammered (issue 17).
 //!
 //! ```text
-//! cargo bench --bench clock_lag                 # 2 s idle, then 10 s under load
-//! CLOCK_LAG_SECS=30 cargo bench --bench clock_lag
+//! cargo bench --bench clock_lag                 # per ticker priority: 2 s idle, 10 s, 10 s
+//! CLOCK_LAG_SECS=30 CLOCK_LAG_HOGS=4 cargo bench --bench clock_lag
 //! ```
 //!
 //! The heartbeat hot path stamps with a coarse clock that a ticker advances every
@@ -12,7 +12,11 @@
 //! that loop over the control path through the public API: create a task, claim it, complete
 //! it, acquire a lease and release it. Meanwhile a separate OS thread samples the clock's lag
 //! at random intervals (200–800 µs apart, so the samples do not alias with the 1 ms tick),
-//! first with no load (2 s), then under load (`CLOCK_LAG_SECS`, default 10 s). It prints
+//! first with no load (2 s), then under load (`CLOCK_LAG_SECS`, default 10 s), then under the
+//! same load plus `CLOCK_LAG_HOGS` busy processes (default: one per core) standing in for other
+//! work on the machine. It does all that twice in one run: with the ticker thread at normal
+//! priority, then at real-time priority (`Config::clock_realtime`, the default; refused without
+//! the privilege, which the output says). It prints
 //!
 //! * `lag ms`: precise minus coarse time in whole ms — what the hot path is off by. At most 1
 //!   while the ticker keeps up (a heartbeat's stamp, coarse + 1 tick, is then never early);
@@ -121,37 +125,37 @@ async fn caller(c: Coordinator, worker: String, stop: Arc<AtomicBool>, ops: Arc<
     }
 }
 
-fn main() {
-    let secs: u64 = std::env::var("CLOCK_LAG_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    // The default multi-thread runtime: one worker thread per core.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let coordinator = rt.block_on(async {
-        let c = Coordinator::start(Config {
-            ttl: Duration::from_secs(3600),
-            ..Config::default()
-        })
-        .await
-        .expect("start");
-        for i in 0..CALLERS {
-            c.register(RegisterRequest::new(format!("caller-{i:02}")))
-                .await
-                .expect("register");
+/// Busy processes standing in for other work on the machine (a build, another service): one
+/// shell loop each, at normal priority, stopped by their ids when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start(n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("spawning a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        c
-    });
+    }
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample(coordinator.clone(), Arc::clone(&stop));
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    report("idle", &sampler.join().unwrap());
-
+/// Samples for `secs` while 64 callers hammer `coordinator`'s control path; returns the lag and
+/// the operations per second.
+fn under_callers(rt: &tokio::runtime::Runtime, coordinator: &Coordinator, secs: u64) -> (Lag, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let ops = Arc::new(AtomicU64::new(0));
     let callers: Vec<_> = (0..CALLERS)
@@ -181,11 +185,72 @@ fn main() {
             c.await.expect("caller");
         }
     });
-    report(&format!("{CALLERS} callers"), &lag);
-    println!(
-        "control path: {:.0} operations/s over {:.1?} (create, claim, complete, acquire, release)",
-        done as f64 / took.as_secs_f64(),
-        took
-    );
-    rt.block_on(coordinator.shutdown());
+    (lag, done as f64 / took.as_secs_f64())
+}
+
+fn main() {
+    let secs: u64 = std::env::var("CLOCK_LAG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: usize = std::env::var("CLOCK_LAG_HOGS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(cores);
+    // The default multi-thread runtime: one worker thread per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The ticker at normal priority, then as configured by default (real-time where permitted),
+    // in one run.
+    for realtime in [false, true] {
+        let coordinator = rt.block_on(async {
+            let c = Coordinator::start(Config {
+                ttl: Duration::from_secs(3600),
+                clock_realtime: realtime,
+                ..Config::default()
+            })
+            .await
+            .expect("start");
+            for i in 0..CALLERS {
+                c.register(RegisterRequest::new(format!("caller-{i:02}")))
+                    .await
+                    .expect("register");
+            }
+            c
+        });
+        let priority = if coordinator.bench_clock_realtime() {
+            "real-time priority"
+        } else if realtime {
+            "normal priority (real-time refused)"
+        } else {
+            "normal priority"
+        };
+        println!("ticker at {priority}:");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample(coordinator.clone(), Arc::clone(&stop));
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+        report("  idle", &sampler.join().unwrap());
+
+        let (lag, rate) = under_callers(&rt, &coordinator, secs);
+        report(&format!("  {CALLERS} callers"), &lag);
+        println!(
+            "  control path: {rate:.0} operations/s (create, claim, complete, acquire, release)"
+        );
+        if hogs > 0 {
+            let busy = Hogs::start(hogs);
+            let (lag, rate) = under_callers(&rt, &coordinator, secs);
+            drop(busy);
+            report(
+                &format!("  {CALLERS} callers + {hogs} busy processes"),
+                &lag,
+            );
+            println!("  control path: {rate:.0} operations/s");
+        }
+        rt.block_on(coordinator.shutdown());
+    }
 }

@@ -14,7 +14,9 @@
 //!
 //! Both clocks are [`tokio::time::Instant`]-based, so tests on tokio's paused clock drive them.
 //! The ticker runs on its own OS thread on a multi-thread runtime, so that control-plane work
-//! holding the runtime's worker threads cannot starve it (see [`LivenessClock::spawn_ticker`]).
+//! holding the runtime's worker threads cannot starve it, and on Linux it asks for real-time
+//! priority so that other processes competing for the cores cannot either (see
+//! [`LivenessClock::spawn_ticker`]).
 //! Wall-clock milliseconds are derived from the start instant, only for what is shown or stored.
 
 use std::sync::Arc;
@@ -131,7 +133,14 @@ impl LivenessClock {
     /// reached tens of ms at p99. On a current-thread runtime (where tokio's clock can be
     /// paused, as tests do) it is a task driven by tokio's timer, so that paused time drives
     /// it; there is no other worker to hold up there. Outside a runtime it is a thread.
-    pub fn spawn_ticker(self: &Arc<Self>) -> Ticker {
+    ///
+    /// With `realtime` (Linux), the thread asks for the lowest real-time priority
+    /// (`SCHED_FIFO` 1): when it wakes, it runs at once instead of waiting for a share of a
+    /// core busy with other processes. It sleeps between ticks and runs a few hundred
+    /// nanoseconds per tick, so it takes next to nothing from anyone. Where that is not
+    /// permitted (no `CAP_SYS_NICE`, an `RLIMIT_RTPRIO` of 0) it stays at normal priority;
+    /// [`Ticker::realtime`] says which.
+    pub fn spawn_ticker(self: &Arc<Self>, realtime: bool) -> Ticker {
         let weak = Arc::downgrade(self);
         let period = Duration::from_millis(self.tick_ms);
         self.advance();
@@ -153,9 +162,11 @@ impl LivenessClock {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
+        let (priority_tx, priority_rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("vigil-clock".into())
             .spawn(move || {
+                let _ = priority_tx.send(realtime && raise_to_realtime());
                 let mut next = std::time::Instant::now();
                 loop {
                     next += period;
@@ -177,8 +188,36 @@ impl LivenessClock {
                 }
             })
             .expect("spawning the liveness clock's ticker thread");
-        Ticker(TickerKind::Thread { stop, thread })
+        // The thread answers before its first tick; it cannot fail to.
+        let realtime = priority_rx.recv().unwrap_or(false);
+        if realtime {
+            tracing::debug!("the liveness clock's ticker runs at real-time priority");
+        } else {
+            tracing::debug!("the liveness clock's ticker runs at normal priority");
+        }
+        Ticker(TickerKind::Thread {
+            stop,
+            thread,
+            realtime,
+        })
     }
+}
+
+/// Moves the calling thread to the lowest real-time priority (`SCHED_FIFO` 1). Returns whether
+/// it did; refused without the privilege, which leaves the thread as it was.
+#[cfg(target_os = "linux")]
+fn raise_to_realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: `pthread_self` is always a valid handle for the calling thread, and `param` is a
+    // live, initialized `sched_param` for the duration of the call, which only reads it.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    rc == 0
+}
+
+/// Real-time priority is only asked for on Linux.
+#[cfg(not(target_os = "linux"))]
+fn raise_to_realtime() -> bool {
+    false
 }
 
 /// A running ticker (see [`LivenessClock::spawn_ticker`]). Dropping the handle leaves it
@@ -194,6 +233,8 @@ enum TickerKind {
     Thread {
         stop: Arc<AtomicBool>,
         thread: std::thread::JoinHandle<()>,
+        /// Whether the thread runs at real-time priority.
+        realtime: bool,
     },
 }
 
@@ -203,11 +244,17 @@ impl Ticker {
     pub fn stop(&self) {
         match &self.0 {
             TickerKind::Task(task) => task.abort(),
-            TickerKind::Thread { stop, thread } => {
+            TickerKind::Thread { stop, thread, .. } => {
                 stop.store(true, Ordering::Release);
                 thread.thread().unpark();
             }
         }
+    }
+
+    /// Whether the ticker is a thread running at real-time priority (see
+    /// [`LivenessClock::spawn_ticker`]).
+    pub fn realtime(&self) -> bool {
+        matches!(self.0, TickerKind::Thread { realtime: true, .. })
     }
 
     /// Whether the ticker runs on its own OS thread (rather than as a runtime task).
@@ -344,7 +391,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn coarse_clock_follows_precise_within_a_tick() {
         let clock = LivenessClock::new(Duration::from_millis(1));
-        let ticker = clock.spawn_ticker();
+        let ticker = clock.spawn_ticker(false);
         // A current-thread runtime: a task, which the paused clock drives.
         assert!(!ticker.is_thread());
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -361,6 +408,29 @@ mod tests {
             "a stopped ticker no longer moves the clock"
         );
         assert!(ticker.is_finished());
+    }
+
+    // Real time: the thread's scheduling class is the system's to grant.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ticker_asks_for_realtime_priority_only_when_told_and_keeps_time_either_way() {
+        // What this process may do, asked from a throwaway thread.
+        let permitted = std::thread::spawn(raise_to_realtime).join().unwrap();
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let realtime = clock.spawn_ticker(true);
+        assert_eq!(realtime.realtime(), permitted);
+        let plain = LivenessClock::new(Duration::from_millis(1));
+        let normal = plain.spawn_ticker(false);
+        assert!(normal.is_thread());
+        assert!(!normal.realtime());
+        let (a, b) = (clock.coarse_ms(), plain.coarse_ms());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            clock.coarse_ms() >= a + 50,
+            "the real-time ticker keeps time"
+        );
+        assert!(plain.coarse_ms() >= b + 50, "the normal ticker keeps time");
+        realtime.stop();
+        normal.stop();
     }
 
     /// Blocks every worker thread of the runtime for `for_`, as control-plane work holding
@@ -384,7 +454,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn on_a_multi_thread_runtime_the_ticker_keeps_time_while_every_worker_is_blocked() {
         let clock = LivenessClock::new(Duration::from_millis(1));
-        let ticker = clock.spawn_ticker();
+        let ticker = clock.spawn_ticker(false);
         assert!(ticker.is_thread());
         let blocked = block_workers(2, Duration::from_millis(400)).await;
         // This test's body runs on the runtime's own thread, not on a worker.
@@ -416,7 +486,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_ticker_thread_ends_when_the_clock_is_dropped() {
         let clock = LivenessClock::new(Duration::from_millis(1));
-        let ticker = clock.spawn_ticker();
+        let ticker = clock.spawn_ticker(false);
         assert!(ticker.is_thread());
         drop(clock);
         for _ in 0..1000 {

@@ -168,7 +168,7 @@ impl ClusterContext {
     pub fn is_live(&self, id: &crate::model::InstanceId, epoch: Epoch) -> bool {
         self.registry
             .get(id.as_str())
-            .is_some_and(|e| e.slot.epoch == epoch && e.cell.status().is_alive())
+            .is_some_and(|e| e.epoch == epoch && e.cell.status().is_alive())
     }
 
     /// Publishes an instance event about `slot`.

@@ -78,6 +78,11 @@ pub struct Config {
     /// Resolution of the liveness clock that heartbeats read (default 1 ms). An instance expires
     /// between TTL and TTL + one tick after its last heartbeat, never before TTL.
     pub clock_tick: Duration,
+    /// Whether the liveness clock's ticker thread asks for real-time priority (Linux, default
+    /// true), so that other processes busy on every core cannot hold the coarse clock back.
+    /// Refused without `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` above 0, which leaves it at normal
+    /// priority. See docs/architecture.md.
+    pub clock_realtime: bool,
     /// How many recent events [`Coordinator::state`](crate::Coordinator::state) keeps (default 256).
     pub recent_events: usize,
     /// Capacity of the event broadcast; a subscriber that lags further behind loses the oldest
@@ -118,6 +123,7 @@ impl Default for Config {
             ttl: Duration::from_secs(30),
             grace: Duration::from_secs(5),
             clock_tick: Duration::from_millis(1),
+            clock_realtime: true,
             recent_events: 256,
             event_capacity: 4096,
             call_timeout: Duration::from_secs(2),

@@ -51,6 +51,15 @@ impl Coordinator {
     pub fn bench_clock_lag(&self) -> (u64, Duration) {
         self.ctx().clock.coarse_lag()
     }
+
+    /// Whether the liveness clock's ticker runs at real-time priority.
+    pub fn bench_clock_realtime(&self) -> bool {
+        self.inner
+            .ticker
+            .lock()
+            .as_ref()
+            .is_some_and(|t| t.realtime())
+    }
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ impl Coordinator {
         ctx.gate = gate;
         let ctx = Arc::new(ctx);
         let plan = loaded.map(|(snap, terms)| recovery::prepare(&ctx, snap, terms, started, floor));
-        let ticker = ctx.clock.spawn_ticker();
+        let ticker = ctx.clock.spawn_ticker(ctx.config.clock_realtime);
         let (supervisor, supervisor_task) = Actor::spawn(None, ClusterSupervisor, Arc::clone(&ctx))
             .await
             .map_err(|e| Error::Actor(format!("spawning ClusterSupervisor: {e}")))?;
@@ -638,12 +638,10 @@ impl Coordinator {
     }
 
     /// Counts of registered instances by status (`active`, `suspect`, `expired`, `unregistered`;
-    /// the last two only for the moment between the transition and the removal).
+    /// the last two only for the moment between the transition and the removal). Kept by every
+    /// transition, so this reads four counters whatever the number of instances.
     pub fn instance_counts(&self) -> [(InstanceStatus, usize); 4] {
-        let mut counts = [0usize; 4];
-        for entry in self.inner.ctx.registry.iter() {
-            counts[entry.cell.status() as usize] += 1;
-        }
+        let counts = self.inner.ctx.arena.counts();
         [
             InstanceStatus::Active,
             InstanceStatus::Suspect,

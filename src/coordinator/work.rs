@@ -431,7 +431,7 @@ impl Coordinator {
         let entry = ctx
             .registry
             .get(instance.as_str())
-            .filter(|e| e.slot.epoch == epoch)?;
+            .filter(|e| e.epoch == epoch)?;
         entry
             .cell
             .touch(ctx.clock.heartbeat_stamp(), ctx.clock.coarse_ms())
@@ -666,7 +666,7 @@ impl Coordinator {
             .ctx()
             .registry
             .get(id.as_str())
-            .filter(|e| e.slot.epoch == epoch)
+            .filter(|e| e.epoch == epoch)
             .map(|e| std::sync::Arc::clone(&e.slot));
         slot.map(|s| s.roles()).unwrap_or_default()
     }
@@ -713,7 +713,7 @@ impl Coordinator {
             .ctx()
             .registry
             .get(instance.as_str())
-            .filter(|e| e.slot.epoch == epoch)
+            .filter(|e| e.epoch == epoch)
             .map(|e| e.slot.owner.clone());
         let owner = match slot {
             Some(owner) => owner,

@@ -43,7 +43,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -101,7 +101,7 @@ pub enum Transition {
     AlreadyTerminal(InstanceStatus),
 }
 
-/// The outcome of [`HotCell::renew`]: a re-registration's verdict on the slot it found.
+/// The outcome of [`CellRef::renew`]: a re-registration's verdict on the slot it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renewal {
     /// The instance was alive: it is refreshed as by a heartbeat at that time.
@@ -112,7 +112,7 @@ pub enum Renewal {
     Terminal(InstanceStatus),
 }
 
-/// What a heartbeat did to a cell ([`HotCell::stamp`]).
+/// What a heartbeat did to a cell (see [`CellRef::touch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Touched {
     /// The instance is not alive (terminal, or its deadline passed by the coarse clock):
@@ -123,6 +123,37 @@ pub enum Touched {
     /// Alive, and this heartbeat is the first to move the cell since the Persister took it
     /// (it cleared [`TAKEN`]): the caller lists the cell.
     FirstMove,
+    /// Alive again: the instance was suspect and this heartbeat made it active (the caller
+    /// counts the move); `true` if it is also the first move since the Persister took it.
+    Revived(bool),
+}
+
+/// How many cells are in each status. Every transition of a cell moves one count from its old
+/// status to its new one, acquiring a cell adds it as `Active` and releasing it takes it away,
+/// so counting instances by status reads four words instead of walking the registry. The hot
+/// path touches these only when a heartbeat brings a suspect instance back.
+#[derive(Debug, Default)]
+pub struct StatusCounts([AtomicIsize; 4]);
+
+impl StatusCounts {
+    /// One cell moved from `from` to `to`.
+    #[cold]
+    #[inline(never)]
+    fn moved(&self, from: InstanceStatus, to: InstanceStatus) {
+        // Add before subtracting, so a reader summing the counts never misses the cell.
+        self.0[to as usize].fetch_add(1, Ordering::Relaxed);
+        self.0[from as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn add(&self, status: InstanceStatus, n: isize) {
+        self.0[status as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counts, indexed by `InstanceStatus as usize`. Each is exact; read together they may
+    /// straddle a transition that lands meanwhile.
+    pub fn read(&self) -> [usize; 4] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed).max(0) as usize)
+    }
 }
 
 /// One instance's hot words.
@@ -172,7 +203,7 @@ impl HotCell {
     /// worker heartbeats faster than the clock ticks). The hot path is [`CellRef::touch`],
     /// which also lists the cell when this answers [`Touched::FirstMove`].
     #[inline]
-    pub fn stamp(&self, stamp: MonoMs, coarse_now: MonoMs) -> Touched {
+    fn stamp(&self, stamp: MonoMs, coarse_now: MonoMs) -> Touched {
         let ttl = self.ttl_ms();
         let mut current = self.liveness.load(Ordering::Acquire);
         loop {
@@ -191,6 +222,9 @@ impl HotCell {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
+                Ok(_) if status == InstanceStatus::Suspect => {
+                    return Touched::Revived(current & TAKEN != 0);
+                }
                 Ok(_) if current & TAKEN != 0 => return Touched::FirstMove,
                 Ok(_) => return Touched::Alive,
                 Err(actual) => current = actual,
@@ -221,7 +255,7 @@ impl HotCell {
     /// from slipping between "it is dead, start a new epoch" and the expiry — which used to
     /// leave the old epoch alive beside the new one, still leading, with no heartbeat to reach
     /// it.
-    pub fn renew(&self, now: MonoMs) -> Renewal {
+    fn renew(&self, now: MonoMs, counts: &Arc<StatusCounts>) -> Renewal {
         let mut current = self.liveness.load(Ordering::Acquire);
         loop {
             let (status, seen) = unpack(current);
@@ -244,7 +278,13 @@ impl HotCell {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return verdict,
+                Ok(_) => {
+                    let (to, _) = unpack(next);
+                    if to != status {
+                        counts.moved(status, to);
+                    }
+                    return verdict;
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -252,7 +292,7 @@ impl HotCell {
 
     /// Moves an active cell to `Suspect` if `now` is at or past its suspect point. Returns true
     /// when it moved.
-    pub fn mark_suspect(&self, now: MonoMs, grace_ms: u64) -> bool {
+    fn mark_suspect(&self, now: MonoMs, grace_ms: u64, counts: &Arc<StatusCounts>) -> bool {
         let mut current = self.liveness.load(Ordering::Acquire);
         loop {
             let (status, seen) = unpack(current);
@@ -265,7 +305,10 @@ impl HotCell {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => {
+                    counts.moved(status, InstanceStatus::Suspect);
+                    return true;
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -278,19 +321,14 @@ impl HotCell {
         seen + ttl - grace_ms.min(ttl / 2)
     }
 
-    /// Moves the cell to `Expired` if its deadline passed at `now`.
-    pub fn expire_if_due(&self, now: MonoMs) -> Transition {
-        self.terminate(InstanceStatus::Expired, Some(now))
-    }
-
-    /// Moves a live cell to `Unregistered`.
-    pub fn unregister(&self) -> Transition {
-        self.terminate(InstanceStatus::Unregistered, None)
-    }
-
     /// Moves a live cell to the terminal `to`; with `due_at`, only if the deadline has passed
     /// at that time.
-    fn terminate(&self, to: InstanceStatus, due_at: Option<MonoMs>) -> Transition {
+    fn terminate(
+        &self,
+        to: InstanceStatus,
+        due_at: Option<MonoMs>,
+        counts: &Arc<StatusCounts>,
+    ) -> Transition {
         let mut current = self.liveness.load(Ordering::Acquire);
         loop {
             let (status, seen) = unpack(current);
@@ -309,7 +347,10 @@ impl HotCell {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Transition::Done,
+                Ok(_) => {
+                    counts.moved(status, to);
+                    return Transition::Done;
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -340,6 +381,8 @@ struct Chunk {
     /// The instance each cell belongs to (`None`: free). The Persister finds cells; this
     /// tells it whose they are.
     owners: Mutex<Box<[Option<InstanceId>]>>,
+    /// The arena's counts by status, which this chunk's cells keep.
+    counts: Arc<StatusCounts>,
 }
 
 impl std::fmt::Debug for Chunk {
@@ -351,13 +394,14 @@ impl std::fmt::Debug for Chunk {
 }
 
 impl Chunk {
-    fn new(summary: Arc<AtomicU64>, summary_bit: u64) -> Self {
+    fn new(summary: Arc<AtomicU64>, summary_bit: u64, counts: Arc<StatusCounts>) -> Self {
         Self {
             cells: std::array::from_fn(|_| HotCell::default()),
             moved: std::array::from_fn(|_| AtomicU64::new(0)),
             summary,
             summary_bit,
             owners: Mutex::new(vec![None; CHUNK].into_boxed_slice()),
+            counts,
         }
     }
 
@@ -427,23 +471,80 @@ impl Deref for CellRef {
 impl CellRef {
     /// The hot path: records a heartbeat stamped `stamp` if the instance is alive and its
     /// deadline (judged by the coarse time `coarse_now`) has not passed, and answers whether
-    /// it is alive ([`HotCell::stamp`]). The first heartbeat that moves the cell after the
+    /// it is alive (one CAS at most, see `HotCell::stamp`). The first heartbeat that moves the cell after the
     /// Persister took it also lists it (two atomic ORs). Never allocates, never blocks.
     #[inline]
     pub fn touch(&self, stamp: MonoMs, coarse_now: MonoMs) -> bool {
-        match self.stamp(stamp, coarse_now) {
+        match HotCell::stamp(self, stamp, coarse_now) {
             Touched::Dead => false,
             Touched::Alive => true,
             Touched::FirstMove => {
                 self.list();
                 true
             }
+            Touched::Revived(first_move) => {
+                self.revived(first_move);
+                true
+            }
+        }
+    }
+
+    /// A heartbeat brought a suspect instance back: counted, and listed if it is the first
+    /// move since the Persister took the cell. Rare, so kept out of the inlined hot path.
+    #[cold]
+    #[inline(never)]
+    fn revived(&self, first_move: bool) {
+        self.chunk
+            .counts
+            .moved(InstanceStatus::Suspect, InstanceStatus::Active);
+        if first_move {
+            self.list();
+        }
+    }
+
+    /// What a heartbeat does to the cell, without listing it (tests of the moved flag).
+    #[cfg(test)]
+    fn stamp(&self, stamp: MonoMs, coarse_now: MonoMs) -> Touched {
+        match HotCell::stamp(self, stamp, coarse_now) {
+            Touched::Revived(first_move) => {
+                self.chunk
+                    .counts
+                    .moved(InstanceStatus::Suspect, InstanceStatus::Active);
+                if first_move {
+                    Touched::FirstMove
+                } else {
+                    Touched::Alive
+                }
+            }
+            touched => touched,
         }
     }
 
     /// Lists this cell in its chunk's moved list.
     fn list(&self) {
         self.chunk.list(self.index as usize);
+    }
+
+    /// A re-registration's verdict, in one compare-and-swap: an instance alive at `now` is
+    /// refreshed, one whose deadline passed is recorded as expired (see `HotCell::renew`).
+    pub fn renew(&self, now: MonoMs) -> Renewal {
+        HotCell::renew(self, now, &self.chunk.counts)
+    }
+
+    /// Moves an active cell to `Suspect` if `now` is at or past its suspect point. Returns true
+    /// when it moved.
+    pub fn mark_suspect(&self, now: MonoMs, grace_ms: u64) -> bool {
+        HotCell::mark_suspect(self, now, grace_ms, &self.chunk.counts)
+    }
+
+    /// Moves the cell to `Expired` if its deadline passed at `now`.
+    pub fn expire_if_due(&self, now: MonoMs) -> Transition {
+        self.terminate(InstanceStatus::Expired, Some(now), &self.chunk.counts)
+    }
+
+    /// Moves a live cell to `Unregistered`.
+    pub fn unregister(&self) -> Transition {
+        self.terminate(InstanceStatus::Unregistered, None, &self.chunk.counts)
     }
 }
 
@@ -456,6 +557,8 @@ pub struct HotArena {
     /// Every chunk, in the order they were made: chunk `k` has bit `k % GROUP` of the summary
     /// word it shares with the other chunks of group `k / GROUP`.
     chunks: RwLock<Vec<Arc<Chunk>>>,
+    /// How many cells in use are in each status.
+    counts: Arc<StatusCounts>,
 }
 
 impl HotArena {
@@ -474,7 +577,11 @@ impl HotArena {
                             0 => Arc::new(AtomicU64::new(0)),
                             _ => Arc::clone(&chunks[k - k % GROUP].summary),
                         };
-                        let chunk = Arc::new(Chunk::new(summary, 1 << (k % GROUP)));
+                        let chunk = Arc::new(Chunk::new(
+                            summary,
+                            1 << (k % GROUP),
+                            Arc::clone(&self.counts),
+                        ));
                         chunks.push(Arc::clone(&chunk));
                         chunk
                     };
@@ -488,6 +595,7 @@ impl HotArena {
             }
         };
         cell.reset(now, ttl_ms);
+        self.counts.add(InstanceStatus::Active, 1);
         // Before the cell is reachable by any heartbeat: its slot enters the registry later.
         cell.chunk.owners.lock()[cell.index as usize] = Some(owner.clone());
         cell
@@ -495,8 +603,16 @@ impl HotArena {
 
     /// Returns a cell for reuse.
     pub fn release(&self, cell: CellRef) {
+        // Nothing else holds the cell now, so its status cannot change under this read.
+        self.counts.add(cell.status(), -1);
         cell.chunk.owners.lock()[cell.index as usize] = None;
         self.free.lock().push(cell);
+    }
+
+    /// How many cells in use are in each status, indexed by `InstanceStatus as usize`: every
+    /// instance from its slot's creation until the slot is dropped.
+    pub fn counts(&self) -> [usize; 4] {
+        self.counts.read()
     }
 
     /// Takes every cell listed as moved since the last call ([`HotCell::take_moved`]) and
@@ -864,5 +980,112 @@ mod tests {
             );
             assert!(!cell.is_moved());
         }
+    }
+
+    /// The counts by status, taken the slow way: a walk over `cells`.
+    fn walked(cells: &[CellRef]) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for cell in cells {
+            counts[cell.status() as usize] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn status_counts_follow_every_transition_and_release() {
+        use rand::{Rng, SeedableRng};
+        let arena = HotArena::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let mut cells: Vec<CellRef> = Vec::new();
+        let mut now: MonoMs = 0;
+        for step in 0..20_000 {
+            now += rng.random_range(0..40);
+            let pick = |rng: &mut rand::rngs::StdRng, cells: &[CellRef]| {
+                (!cells.is_empty()).then(|| rng.random_range(0..cells.len()))
+            };
+            match rng.random_range(0..8) {
+                0 => cells.push(arena.acquire(&id(&format!("i{step}")), now, 1000)),
+                1 => {
+                    if let Some(i) = pick(&mut rng, &cells) {
+                        arena.release(cells.swap_remove(i));
+                    }
+                }
+                2 => {
+                    if let Some(i) = pick(&mut rng, &cells) {
+                        cells[i].touch(now, now);
+                    }
+                }
+                3 => {
+                    if let Some(i) = pick(&mut rng, &cells) {
+                        cells[i].mark_suspect(now, 300);
+                    }
+                }
+                4 => {
+                    if let Some(i) = pick(&mut rng, &cells) {
+                        cells[i].expire_if_due(now);
+                    }
+                }
+                5 => {
+                    if let Some(i) = pick(&mut rng, &cells) {
+                        cells[i].unregister();
+                    }
+                }
+                _ => {
+                    if let Some(i) = pick(&mut rng, &cells) {
+                        cells[i].renew(now);
+                    }
+                }
+            }
+            assert_eq!(arena.counts(), walked(&cells), "after step {step}");
+        }
+        // Every status was reached along the way, and releasing everything leaves nothing.
+        for cell in cells.drain(..) {
+            arena.release(cell);
+        }
+        assert_eq!(arena.counts(), [0; 4]);
+    }
+
+    #[test]
+    fn status_counts_stay_exact_under_racing_heartbeats_and_transitions() {
+        let arena = Arc::new(HotArena::default());
+        let cells: Arc<Vec<CellRef>> = Arc::new(
+            (0..2 * CHUNK)
+                .map(|i| arena.acquire(&id(&format!("i{i}")), 0, 1000))
+                .collect(),
+        );
+        // One thread moves cells to suspect and back to active through renewals; the other
+        // heartbeats them back, racing it on the same words.
+        let suspecter = {
+            let cells = Arc::clone(&cells);
+            std::thread::spawn(move || {
+                for round in 0..50u64 {
+                    for cell in cells.iter() {
+                        cell.mark_suspect(700 + round, 300);
+                    }
+                }
+            })
+        };
+        let beater = {
+            let cells = Arc::clone(&cells);
+            std::thread::spawn(move || {
+                for round in 0..50u64 {
+                    for cell in cells.iter() {
+                        cell.touch(round, 0);
+                    }
+                }
+            })
+        };
+        suspecter.join().unwrap();
+        beater.join().unwrap();
+        assert_eq!(arena.counts(), walked(&cells));
+        for (i, cell) in cells.iter().enumerate() {
+            if i % 3 == 0 {
+                cell.unregister();
+            } else if i % 3 == 1 {
+                cell.expire_if_due(u64::MAX / 8);
+            }
+        }
+        assert_eq!(arena.counts(), walked(&cells));
+        assert!(arena.counts()[InstanceStatus::Unregistered as usize] > 0);
     }
 }

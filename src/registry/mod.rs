@@ -39,7 +39,7 @@ pub struct InstanceInfo {
     pub registered_at: MonoMs,
 }
 
-/// One registered instance in one epoch. It dereferences to its [`HotCell`], so
+/// One registered instance in one epoch. It dereferences to its [`CellRef`], so
 /// `slot.liveness()`, `slot.status()` and the transitions read as what they are.
 #[derive(Debug)]
 pub struct InstanceSlot {
@@ -58,12 +58,12 @@ pub struct InstanceSlot {
 }
 
 impl Deref for InstanceSlot {
-    type Target = HotCell;
+    type Target = CellRef;
 
     #[inline]
-    fn deref(&self) -> &HotCell {
+    fn deref(&self) -> &CellRef {
         // Present from construction until `drop`.
-        self.cell.as_deref().expect("cell present until drop")
+        self.cell.as_ref().expect("cell present until drop")
     }
 }
 
@@ -114,19 +114,11 @@ impl InstanceSlot {
         self.info.write().registered_at = at;
     }
 
-    /// Records a heartbeat, as the hot path does (see [`CellRef::touch`]).
-    #[cfg(test)]
-    pub fn touch(&self, stamp: MonoMs, coarse_now: MonoMs) -> bool {
-        self.cell
-            .as_ref()
-            .expect("cell present until drop")
-            .touch(stamp, coarse_now)
-    }
-
     /// The registry entry for this slot.
     pub fn entry(self: &Arc<Self>) -> RegistryEntry {
         RegistryEntry {
             cell: self.cell.clone().expect("cell present until drop"),
+            epoch: self.epoch,
             slot: Arc::clone(self),
         }
     }
@@ -135,7 +127,7 @@ impl InstanceSlot {
     /// heartbeat then and replaces roles, metadata and TTL ([`Renewal::Renewed`]); otherwise
     /// the slot is terminal when this returns — expired now if its deadline had passed — and
     /// the caller finalizes it and starts a new epoch. One compare-and-swap decides (see
-    /// [`HotCell::renew`]), so a concurrent heartbeat cannot leave it alive after a verdict of
+    /// [`CellRef::renew`]), so a concurrent heartbeat cannot leave it alive after a verdict of
     /// death.
     pub fn refresh(
         &self,
@@ -189,6 +181,9 @@ impl InstanceSlot {
 pub struct RegistryEntry {
     /// The instance's hot cell.
     pub cell: CellRef,
+    /// The slot's epoch, beside the cell: checking "is this instance live in this epoch" reads
+    /// the entry and the cell, not the slot (which lives elsewhere on the heap).
+    pub epoch: Epoch,
     /// The instance's slot.
     pub slot: Arc<InstanceSlot>,
 }

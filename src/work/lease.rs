@@ -369,25 +369,15 @@ impl LeaseTable {
             .collect()
     }
 
-    /// How many instances (in an epoch) hold leases.
-    pub fn instance_holder_count(&self) -> usize {
-        self.instance_holders.len()
-    }
-
-    /// Up to `limit` instances holding leases, in order, after `after` (from the first when
-    /// `None`).
-    pub fn instance_holders_after(
-        &self,
+    /// The instances (with their epochs) holding leases, in order, after `after` (from the
+    /// first when `None`).
+    pub fn instance_holders_after<'a>(
+        &'a self,
         after: Option<&(InstanceId, Epoch)>,
-        limit: usize,
-    ) -> Vec<(InstanceId, Epoch)> {
+    ) -> impl Iterator<Item = &'a (InstanceId, Epoch)> + 'a {
         use std::ops::Bound;
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.instance_holders
-            .range((from, Bound::Unbounded))
-            .take(limit)
-            .cloned()
-            .collect()
+        self.instance_holders.range((from, Bound::Unbounded))
     }
 
     /// Every lease under `prefix` (the key itself and its descendants), or all.

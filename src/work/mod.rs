@@ -232,12 +232,30 @@ type BeatKey = (MonoMs, TaskId);
 /// there is more.
 pub(crate) const SWEEP_CHUNK: usize = 4096;
 
-/// The sweep's safety net checks enough holders per sweep to come round to every one in at most
-/// this many sweeps (a minute at the default interval of 1 s)...
-const SAFETY_ROUND: usize = 60;
+/// How many holders the sweep's safety net checks per sweep. A fixed number, so that a sweep
+/// costs the same however many holders there are; a round over every holder takes
+/// holders / 64 sweeps (10 000 holders: under 3 minutes at the default interval of 1 s). The
+/// net is a backstop: a departure takes its instance's work back itself, in the step that
+/// removes the instance, and a recovery checks every holder at once (`Coordinator::sweep_now`).
+pub(crate) const SAFETY_PER_SWEEP: usize = 64;
 
-/// ...and at least this many per sweep (all of them, when there are no more).
-const SAFETY_MIN: usize = 128;
+/// One of the sweep's sorted sources of holders, peeked through without copying.
+trait PeekHolder<'a> {
+    /// The next holder, if any.
+    fn peek_holder(&mut self) -> Option<&'a (InstanceId, Epoch)>;
+    /// Steps past `holder` if it is next.
+    fn skip_holder(&mut self, holder: &(InstanceId, Epoch));
+}
+
+impl<'a, I: Iterator<Item = &'a (InstanceId, Epoch)>> PeekHolder<'a> for std::iter::Peekable<I> {
+    fn peek_holder(&mut self) -> Option<&'a (InstanceId, Epoch)> {
+        self.peek().copied()
+    }
+
+    fn skip_holder(&mut self, holder: &(InstanceId, Epoch)) {
+        self.next_if(|h| *h == holder);
+    }
+}
 
 /// Tasks, the pending queue and the leases, with indexes so that every operation costs the
 /// same however much unrelated state the book holds: tasks by status (counts and filtered
@@ -1314,10 +1332,10 @@ impl WorkBook {
     ///   index, oldest first;
     /// * leases past their expiry, from the expiry index (a claim that lost a required lock
     ///   ends with it);
-    /// * the safety net for a departure whose notice was lost: the next `chunk` instances that
-    ///   hold claims, reservations or leases, in id order from where the previous sweep
-    ///   stopped, checked against `is_live`: all of them when there are at most 128, else
-    ///   enough that a round takes at most 60 sweeps;
+    /// * the safety net for a departure whose notice was lost: the next instances that hold
+    ///   claims, reservations or leases, in id order from where the previous sweep
+    ///   stopped, checked against `is_live`: [`SAFETY_PER_SWEEP`] of them (`chunk` when
+    ///   smaller), so a round over every holder takes holders / 64 sweeps;
     /// * once after a recovery, every claim whose required grant the store no longer had.
     ///
     /// [`Sweep::more`] says due work is left (the caller runs another chunk soon).
@@ -1329,35 +1347,37 @@ impl WorkBook {
     ) -> Sweep {
         let mut report = Sweep::default();
         let chunk = chunk.max(1);
-        // The safety net, over the next holders after the cursor: enough that a round takes at
-        // most SAFETY_ROUND sweeps, at least SAFETY_MIN (all of them when there are fewer),
-        // never more than `chunk`.
-        let holders_now =
-            self.claimed_by.len() + self.reserved_by.len() + self.leases.instance_holder_count();
-        let safety = holders_now
-            .div_ceil(SAFETY_ROUND)
-            .max(SAFETY_MIN)
-            .min(chunk);
+        // The safety net, over the next holders after the cursor, never more than `chunk`.
+        let safety = SAFETY_PER_SWEEP.min(chunk);
         let after = self.sweep_cursor.take();
-        let mut holders: BTreeSet<(InstanceId, Epoch)> = BTreeSet::new();
-        let exhausted;
+        let mut checked: Vec<(InstanceId, Epoch)> = Vec::with_capacity(safety);
+        let wrapped;
         {
             use std::ops::Bound;
             let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
             let range = (from, Bound::Unbounded);
-            let claiming: Vec<_> = self.claimed_by.range(range).take(safety).collect();
-            let reserving: Vec<_> = self.reserved_by.range(range).take(safety).collect();
-            let leasing = self.leases.instance_holders_after(after.as_ref(), safety);
-            exhausted =
-                claiming.len() < safety && reserving.len() < safety && leasing.len() < safety;
-            holders.extend(claiming.into_iter().map(|(k, _)| k.clone()));
-            holders.extend(reserving.into_iter().map(|(k, _)| k.clone()));
-            holders.extend(leasing);
+            // The three holder indexes merged in order, each holder once.
+            let mut sources = [
+                &mut self.claimed_by.range(range).map(|(k, _)| k).peekable()
+                    as &mut dyn PeekHolder<'_>,
+                &mut self.reserved_by.range(range).map(|(k, _)| k).peekable(),
+                &mut self
+                    .leases
+                    .instance_holders_after(after.as_ref())
+                    .peekable(),
+            ];
+            while checked.len() < safety {
+                let Some(next) = sources.iter_mut().filter_map(|s| s.peek_holder()).min() else {
+                    break;
+                };
+                let next = next.clone();
+                for source in &mut sources {
+                    source.skip_holder(&next);
+                }
+                checked.push(next);
+            }
+            wrapped = sources.iter_mut().all(|s| s.peek_holder().is_none());
         }
-        // Each source gave its first `safety` after the cursor, so the first `safety` of the
-        // union are the next `safety` holders overall; the round ends when all ran out.
-        let wrapped = exhausted && holders.len() <= safety;
-        let checked: Vec<(InstanceId, Epoch)> = holders.into_iter().take(safety).collect();
         self.sweep_cursor = if wrapped {
             None
         } else {
@@ -2009,6 +2029,74 @@ mod tests {
         book.check_indexes();
         assert_eq!(book.count(TaskStatus::Claimed), 0);
         assert_eq!(book.count(TaskStatus::Pending), 10);
+    }
+
+    /// However many holders there are, one sweep checks the same fixed number of them, each
+    /// holder once per round — one that holds both claims and leases included — and the round
+    /// comes round to every one.
+    #[tokio::test]
+    async fn the_safety_net_checks_a_fixed_number_of_holders_per_sweep_and_each_once_a_round() {
+        use std::cell::RefCell;
+        let clock = LivenessClock::new(Duration::from_millis(1));
+        let mut book = WorkBook::new(settings(1000));
+        let mut op = Op::new(&clock, Term(1));
+        let holders = 3 * SAFETY_PER_SWEEP + 10;
+        for i in 0..holders {
+            book.create(&mut op, serde_json::json!(i), 50, 3, Vec::new(), None, None)
+                .unwrap();
+        }
+        // Every worker claims a task; every third also holds a lease as an instance, and as
+        // many again hold only a lease.
+        for n in 0..holders {
+            assert_eq!(
+                book.claim(&mut op, &worker(n), Epoch(1), &Claimant::default(), 1)
+                    .len(),
+                1
+            );
+        }
+        for n in (0..holders)
+            .step_by(3)
+            .chain(holders..holders + holders / 3)
+        {
+            let holder = LeaseHolder::Instance {
+                instance_id: worker(n),
+                epoch: Epoch(1),
+            };
+            let key = LeaseKey::unchecked(&format!("l/{n}"));
+            book.acquire_lease(&mut op, key, LeaseMode::Exclusive, holder, 60_000)
+                .unwrap();
+        }
+        let all = holders + holders / 3;
+        let checked = RefCell::new(Vec::new());
+        let mut per_sweep = Vec::new();
+        loop {
+            let before = checked.borrow().len();
+            let report = book.sweep(&mut op, SWEEP_CHUNK, |id, _| {
+                checked.borrow_mut().push(id.clone());
+                true
+            });
+            assert_eq!(report.orphans_reassigned, 0);
+            per_sweep.push(checked.borrow().len() - before);
+            if book.sweep_round_done() {
+                break;
+            }
+        }
+        let mut checked = checked.into_inner();
+        assert!(
+            per_sweep.iter().all(|&n| n <= SAFETY_PER_SWEEP),
+            "{per_sweep:?}"
+        );
+        assert_eq!(per_sweep[0], SAFETY_PER_SWEEP);
+        assert_eq!(
+            per_sweep.len(),
+            all.div_ceil(SAFETY_PER_SWEEP),
+            "{per_sweep:?}"
+        );
+        assert!(checked.is_sorted(), "in id order");
+        assert_eq!(checked.len(), all, "as many checks as holders");
+        checked.dedup();
+        assert_eq!(checked.len(), all, "every holder once");
+        book.check_indexes();
     }
 
     /// Retention drops the first finished, never the task finishing now — also when both
