@@ -24,6 +24,20 @@ impl Coordinator {
         report.orphans_reassigned + report.zombies_reset + report.leases_reaped
     }
 
+    /// Moves `id`'s last-seen time one millisecond past what it holds, as a heartbeat in a
+    /// later millisecond would, so that the next flush scan finds it moved however little time
+    /// passed (a heartbeat within the same millisecond as the instance's last one moves
+    /// nothing). Returns whether the instance is alive.
+    #[doc(hidden)]
+    pub fn bench_move(&self, id: &str) -> bool {
+        let ctx = self.ctx();
+        let Some(cell) = ctx.registry.get(id).map(|e| e.cell.clone()) else {
+            return false;
+        };
+        let (_, seen) = cell.liveness();
+        cell.touch(seen + 1, ctx.clock.coarse_ms())
+    }
+
     /// The part of a write-behind flush tick that finds the heartbeat timestamps moved since
     /// they were last written (no store I/O), as the Persister runs it: it takes the list the
     /// hot path keeps of the instances it moved, so the next call finds only what moved since
