@@ -207,7 +207,10 @@ impl LivenessClock {
 /// it did; refused without the privilege, which leaves the thread as it was.
 #[cfg(target_os = "linux")]
 fn raise_to_realtime() -> bool {
-    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: `sched_param` is plain data for which all zeroes is valid (musl's has padding
+    // fields besides the priority, so it is not built as a struct literal).
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+    param.sched_priority = 1;
     // SAFETY: `pthread_self` is always a valid handle for the calling thread, and `param` is a
     // live, initialized `sched_param` for the duration of the call, which only reads it.
     let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };

@@ -104,10 +104,12 @@ impl ClusterContext {
     }
 
     /// Takes `slot` out of the registry if it is still the one under its id (a newer epoch's
-    /// slot stays), and its id out of the order when nothing is left under it.
+    /// slot stays), its id out of the order when nothing is left under it, and the slot out of
+    /// the counts by status.
     pub fn evict(&self, slot: &Arc<InstanceSlot>) {
         self.registry
             .remove_if(&slot.id, |_, current| Arc::ptr_eq(&current.slot, slot));
+        slot.uncount();
         if !self.registry.contains_key(slot.id.as_str()) {
             self.registry_order.write().remove(&slot.id);
         }

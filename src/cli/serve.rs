@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// Serve the status page at GET / (docs/ui.md); `--ui false` turns it off [default: true].
     #[arg(long, env = "VIGIL_UI", action = clap::ArgAction::Set, value_name = "BOOL")]
     ui: Option<bool>,
+    /// Ask for real-time priority (SCHED_FIFO 1, Linux) for the liveness clock's ticker thread,
+    /// so that other busy processes cannot hold the coarse clock back; refused without
+    /// CAP_SYS_NICE, which leaves it at normal priority. `--clock-realtime false` never asks
+    /// [default: true].
+    #[arg(long, env = "VIGIL_CLOCK_REALTIME", action = clap::ArgAction::Set, value_name = "BOOL")]
+    clock_realtime: Option<bool>,
     /// Run as one of several coordinators on one Redis (needs --redis): the holder of the
     /// coordinator lease is active, the others stand by, answer -32008 naming it, and take
     /// over when it dies (docs/ha.md).
@@ -173,6 +179,7 @@ impl ServeArgs {
             chaos: self.chaos.then_some(true),
             mcp: self.mcp,
             ui: self.ui,
+            clock_realtime: self.clock_realtime,
             ha: self.ha.then_some(true),
             ha_lease: self.ha_lease,
             ha_renew_deadline: self.ha_renew_deadline,

@@ -31,6 +31,7 @@
 //! chaos = false                       # serve chaos.* fault injection (tests only)
 //! mcp = true                          # serve MCP at POST /mcp
 //! ui = true                           # serve the status page at GET /
+//! clock-realtime = true               # real-time priority for the clock's ticker (Linux)
 //! ha = false                          # one of several coordinators on one Redis (docs/ha.md)
 //! ha-lease = "10s"                    # the coordinator lease
 //! ha-renew-deadline = "6s"            # the active steps down if not renewed within it
@@ -125,6 +126,8 @@ pub struct ServeLayer {
     pub mcp: Option<bool>,
     /// Serve the status page at `GET /`.
     pub ui: Option<bool>,
+    /// Ask for real-time priority for the liveness clock's ticker.
+    pub clock_realtime: Option<bool>,
     /// Run as one of several coordinators on one Redis (high availability).
     pub ha: Option<bool>,
     /// The coordinator lease.
@@ -190,6 +193,7 @@ impl ServeLayer {
             chaos: self.chaos.or(lower.chaos),
             mcp: self.mcp.or(lower.mcp),
             ui: self.ui.or(lower.ui),
+            clock_realtime: self.clock_realtime.or(lower.clock_realtime),
             ha: self.ha.or(lower.ha),
             ha_lease: self.ha_lease.or(lower.ha_lease),
             ha_renew_deadline: self.ha_renew_deadline.or(lower.ha_renew_deadline),
@@ -229,6 +233,7 @@ impl ServeLayer {
             chaos: self.chaos.unwrap_or(d.chaos),
             mcp: self.mcp.unwrap_or(d.mcp),
             ui: self.ui.unwrap_or(d.ui),
+            clock_realtime: self.clock_realtime.unwrap_or(d.clock_realtime),
             ha: self.ha.unwrap_or(d.ha),
             ha_lease: self.ha_lease.unwrap_or(d.ha_lease),
             ha_renew_deadline: self.ha_renew_deadline.unwrap_or(d.ha_renew_deadline),
@@ -295,6 +300,8 @@ pub struct ServeSettings {
     pub mcp: bool,
     /// Serve the status page at `GET /` (on).
     pub ui: bool,
+    /// Ask for real-time priority for the liveness clock's ticker (on).
+    pub clock_realtime: bool,
     /// One of several coordinators on one Redis (off).
     pub ha: bool,
     /// The coordinator lease (10 s).
@@ -341,6 +348,7 @@ impl Default for ServeSettings {
             chaos: false,
             mcp: true,
             ui: true,
+            clock_realtime: core.clock_realtime,
             ha: false,
             ha_lease: Duration::from_secs(10),
             ha_renew_deadline: Duration::from_secs(6),
@@ -413,6 +421,7 @@ impl ServeSettings {
         crate::Config {
             ttl: self.ttl,
             grace: self.grace,
+            clock_realtime: self.clock_realtime,
             store,
             limits: crate::Limits {
                 max_tasks: self.max_tasks,
@@ -426,6 +435,20 @@ impl ServeSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_asks_for_realtime_priority_unless_told_not_to() {
+        let default = ServeLayer::default().resolve();
+        assert!(default.coordinator_config().clock_realtime);
+        let file = ServeLayer::from_toml("clock-realtime = false\n").unwrap();
+        assert!(
+            !ServeLayer::default()
+                .over(file)
+                .resolve()
+                .coordinator_config()
+                .clock_realtime
+        );
+    }
 
     #[test]
     fn file_values_fill_what_flags_leave_unset() {

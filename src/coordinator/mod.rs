@@ -735,6 +735,11 @@ impl Coordinator {
         if let Some(ticker) = self.inner.ticker.lock().take() {
             ticker.stop();
         }
+        // Nothing is registered any more: the counts by status say so, whatever still holds
+        // a slot (the leadership record keeps its leader's).
+        for entry in ctx.registry.iter() {
+            entry.slot.uncount();
+        }
         ctx.registry.clear();
         ctx.registry_order.write().clear();
         tracing::info!("coordinator shut down");

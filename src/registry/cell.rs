@@ -140,7 +140,6 @@ impl StatusCounts {
     #[cold]
     #[inline(never)]
     fn moved(&self, from: InstanceStatus, to: InstanceStatus) {
-        // Add before subtracting, so a reader summing the counts never misses the cell.
         self.0[to as usize].fetch_add(1, Ordering::Relaxed);
         self.0[from as usize].fetch_sub(1, Ordering::Relaxed);
     }
@@ -149,8 +148,10 @@ impl StatusCounts {
         self.0[status as usize].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The counts, indexed by `InstanceStatus as usize`. Each is exact; read together they may
-    /// straddle a transition that lands meanwhile.
+    /// The counts, indexed by `InstanceStatus as usize`. Once transitions settle each is
+    /// exact; a read that races one may see the cell in both statuses or in neither (the four
+    /// loads are not one snapshot), and a count caught between another thread's subtraction
+    /// and addition reads as 0 rather than below it.
     pub fn read(&self) -> [usize; 4] {
         std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed).max(0) as usize)
     }
@@ -504,7 +505,7 @@ impl CellRef {
 
     /// What a heartbeat does to the cell, without listing it (tests of the moved flag).
     #[cfg(test)]
-    fn stamp(&self, stamp: MonoMs, coarse_now: MonoMs) -> Touched {
+    fn stamp_unlisted(&self, stamp: MonoMs, coarse_now: MonoMs) -> Touched {
         match HotCell::stamp(self, stamp, coarse_now) {
             Touched::Revived(first_move) => {
                 self.chunk
@@ -601,18 +602,32 @@ impl HotArena {
         cell
     }
 
-    /// Returns a cell for reuse.
-    pub fn release(&self, cell: CellRef) {
-        // Nothing else holds the cell now, so its status cannot change under this read.
-        self.counts.add(cell.status(), -1);
+    /// Returns a cell for reuse, taking it out of the counts by status if it is still
+    /// `counted` there. The cell is made terminal in the same atomic step that reads its last
+    /// status, so a handle to it that outlived its slot (none should) finds it dead and moves
+    /// no count.
+    pub fn release(&self, cell: CellRef, counted: bool) {
+        let last = cell.liveness.swap(
+            pack(InstanceStatus::Unregistered, 0) | TAKEN,
+            Ordering::AcqRel,
+        );
+        if counted {
+            self.counts.add(unpack(last).0, -1);
+        }
         cell.chunk.owners.lock()[cell.index as usize] = None;
         self.free.lock().push(cell);
     }
 
-    /// How many cells in use are in each status, indexed by `InstanceStatus as usize`: every
-    /// instance from its slot's creation until the slot is dropped.
+    /// How many counted cells are in each status, indexed by `InstanceStatus as usize`: every
+    /// instance from its slot's creation until it leaves the registry (see
+    /// [`InstanceSlot::uncount`](super::InstanceSlot::uncount)).
     pub fn counts(&self) -> [usize; 4] {
         self.counts.read()
+    }
+
+    /// Takes one cell in `status` out of the counts (its slot left the registry).
+    pub fn uncount(&self, status: InstanceStatus) {
+        self.counts.add(status, -1);
     }
 
     /// Takes every cell listed as moved since the last call ([`HotCell::take_moved`]) and
@@ -752,7 +767,7 @@ mod tests {
         a.set_leads_term(Term(7));
         assert_eq!(a.unregister(), Transition::Done);
         let addr = &*a as *const HotCell;
-        arena.release(a);
+        arena.release(a, true);
         let c = arena.acquire(&id("c"), 50, 2000);
         assert_eq!(&*c as *const HotCell, addr);
         assert_eq!(c.liveness(), (InstanceStatus::Active, 50));
@@ -779,9 +794,9 @@ mod tests {
         let b = arena.acquire(&id("b"), 0, 10_000);
         // Registered: taken (the registration's record is written through the journal).
         assert!(taken(&arena).is_empty());
-        assert_eq!(a.stamp(10, 9), Touched::FirstMove);
-        assert_eq!(a.stamp(20, 19), Touched::Alive, "already moved");
-        assert_eq!(a.stamp(20, 19), Touched::Alive, "did not move");
+        assert_eq!(a.stamp_unlisted(10, 9), Touched::FirstMove);
+        assert_eq!(a.stamp_unlisted(20, 19), Touched::Alive, "already moved");
+        assert_eq!(a.stamp_unlisted(20, 19), Touched::Alive, "did not move");
         b.touch(15, 14);
         a.list();
         assert_eq!(
@@ -793,11 +808,11 @@ mod tests {
         );
         assert!(taken(&arena).is_empty(), "taken once");
         // A heartbeat that does not move the cell leaves it taken: nothing to write.
-        assert_eq!(a.stamp(20, 19), Touched::Alive);
+        assert_eq!(a.stamp_unlisted(20, 19), Touched::Alive);
         assert!(!a.is_moved());
-        assert_eq!(a.stamp(30, 29), Touched::FirstMove);
+        assert_eq!(a.stamp_unlisted(30, 29), Touched::FirstMove);
         assert!(!b.touch(20_000, 20_000), "b's deadline passed");
-        assert_eq!(b.stamp(20_000, 20_000), Touched::Dead);
+        assert_eq!(b.stamp_unlisted(20_000, 20_000), Touched::Dead);
     }
 
     #[test]
@@ -809,7 +824,7 @@ mod tests {
         assert_eq!(a.take_moved(), Some((InstanceStatus::Active, 10)));
         // ...a heartbeat lands between that and the end of the pass: it finds the cell
         // taken, moves it and lists it again...
-        assert_eq!(a.stamp(11, 10), Touched::FirstMove);
+        assert_eq!(a.stamp_unlisted(11, 10), Touched::FirstMove);
         a.list();
         // ...the rest of the pass finds the bit listed again only on the next pass, which
         // writes the heartbeat.
@@ -822,11 +837,11 @@ mod tests {
         let arena = HotArena::default();
         let a = arena.acquire(&id("a"), 0, 10_000);
         // The heartbeat's CAS lands...
-        assert_eq!(a.stamp(10, 9), Touched::FirstMove);
+        assert_eq!(a.stamp_unlisted(10, 9), Touched::FirstMove);
         // ...the Persister passes before the heartbeat lists the cell: nothing found...
         assert!(taken(&arena).is_empty());
         // ...more heartbeats find the cell moved already and list nothing...
-        assert_eq!(a.stamp(12, 11), Touched::Alive);
+        assert_eq!(a.stamp_unlisted(12, 11), Touched::Alive);
         // ...the first one lists it now, and the next pass writes the latest time.
         a.list();
         assert_eq!(taken(&arena), [("a".into(), InstanceStatus::Active, 12)]);
@@ -838,7 +853,7 @@ mod tests {
         let a = arena.acquire(&id("a"), 0, 10_000);
         assert!(a.touch(10, 9));
         // After the listing, before the Persister takes the cell: no second listing needed.
-        assert_eq!(a.stamp(15, 14), Touched::Alive);
+        assert_eq!(a.stamp_unlisted(15, 14), Touched::Alive);
         assert_eq!(taken(&arena), [("a".into(), InstanceStatus::Active, 15)]);
     }
 
@@ -863,7 +878,7 @@ mod tests {
         // A suspect cell touched with a stamp it already holds becomes active: that moved.
         let b = arena.acquire(&id("b"), 0, 10_000);
         assert!(b.mark_suspect(5_000, 5_000));
-        assert_eq!(b.stamp(0, 5_001), Touched::FirstMove);
+        assert_eq!(b.stamp_unlisted(0, 5_001), Touched::FirstMove);
         assert_eq!(b.liveness(), (InstanceStatus::Active, 0));
     }
 
@@ -874,13 +889,13 @@ mod tests {
         let addr = &*a as *const HotCell;
         assert!(a.touch(10, 9));
         assert_eq!(a.unregister(), Transition::Done);
-        arena.release(a);
+        arena.release(a, true);
         // Listed and moved, but free: skipped.
         assert!(taken(&arena).is_empty());
         let b = arena.acquire(&id("b"), 0, 10_000);
         assert!(b.touch(10, 9));
         assert_eq!(b.unregister(), Transition::Done);
-        arena.release(b);
+        arena.release(b, true);
         // Reused by a new owner before the Persister came by: the reset took the cell,
         // and the new owner's own heartbeat is reported under its own id.
         let c = arena.acquire(&id("c"), 0, 10_000);
@@ -1007,7 +1022,7 @@ mod tests {
                 0 => cells.push(arena.acquire(&id(&format!("i{step}")), now, 1000)),
                 1 => {
                     if let Some(i) = pick(&mut rng, &cells) {
-                        arena.release(cells.swap_remove(i));
+                        arena.release(cells.swap_remove(i), true);
                     }
                 }
                 2 => {
@@ -1040,7 +1055,7 @@ mod tests {
         }
         // Every status was reached along the way, and releasing everything leaves nothing.
         for cell in cells.drain(..) {
-            arena.release(cell);
+            arena.release(cell, true);
         }
         assert_eq!(arena.counts(), [0; 4]);
     }
@@ -1053,8 +1068,8 @@ mod tests {
                 .map(|i| arena.acquire(&id(&format!("i{i}")), 0, 1000))
                 .collect(),
         );
-        // One thread moves cells to suspect and back to active through renewals; the other
-        // heartbeats them back, racing it on the same words.
+        // One thread moves cells to suspect as time goes on; the other heartbeats them back to
+        // active, racing it on the same words.
         let suspecter = {
             let cells = Arc::clone(&cells);
             std::thread::spawn(move || {

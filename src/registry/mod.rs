@@ -53,6 +53,9 @@ pub struct InstanceSlot {
     cell: Option<CellRef>,
     arena: Arc<HotArena>,
     finalized: AtomicBool,
+    /// Whether the arena's counts by status still count this slot: from its creation until it
+    /// leaves the registry ([`uncount`](Self::uncount)) or is dropped, whichever comes first.
+    counted: AtomicBool,
     info: RwLock<InstanceInfo>,
     actor: Mutex<Option<ActorCell>>,
 }
@@ -70,7 +73,7 @@ impl Deref for InstanceSlot {
 impl Drop for InstanceSlot {
     fn drop(&mut self) {
         if let Some(cell) = self.cell.take() {
-            self.arena.release(cell);
+            self.arena.release(cell, *self.counted.get_mut());
         }
     }
 }
@@ -94,6 +97,7 @@ impl InstanceSlot {
             cell: Some(cell),
             arena: Arc::clone(arena),
             finalized: AtomicBool::new(false),
+            counted: AtomicBool::new(true),
             info: RwLock::new(InstanceInfo {
                 roles,
                 metadata,
@@ -151,6 +155,16 @@ impl InstanceSlot {
     /// Returns true only for the first caller, which makes finalization idempotent.
     pub fn claim_finalization(&self) -> bool {
         !self.finalized.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes this slot out of the arena's counts by status, once: when it leaves the registry,
+    /// so the counts are of registered instances, however long something else (the leadership
+    /// record, an actor winding down) still holds the slot. Called with the slot terminal
+    /// (its status can no longer change), or at shutdown.
+    pub fn uncount(&self) {
+        if self.counted.swap(false, Ordering::AcqRel) {
+            self.arena.uncount(self.status());
+        }
     }
 
     /// A copy of roles, metadata and registration time.
@@ -297,5 +311,50 @@ impl Leadership {
             term: self.term(),
             since_ms: wall(record.since),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(arena: &Arc<HotArena>, id: &str) -> Arc<InstanceSlot> {
+        Arc::new(InstanceSlot::new(
+            arena,
+            InstanceId::cursor(id),
+            Epoch(1),
+            1000,
+            0,
+            Vec::new(),
+            serde_json::Value::Null,
+        ))
+    }
+
+    /// A slot is counted from its creation until it leaves the registry, however long
+    /// something else (here a clone, as the leadership record keeps its leader's) holds it
+    /// afterwards, and is never taken out of the counts twice.
+    #[test]
+    fn a_slot_is_counted_until_it_leaves_the_registry_and_only_once() {
+        let arena = Arc::new(HotArena::default());
+        let (a, b) = (slot(&arena, "a"), slot(&arena, "b"));
+        assert_eq!(arena.counts(), [2, 0, 0, 0]);
+        let held = Arc::clone(&a);
+        assert_eq!(a.unregister(), Transition::Done);
+        assert_eq!(arena.counts(), [1, 0, 0, 1]);
+        a.uncount();
+        assert_eq!(arena.counts(), [1, 0, 0, 0], "out of the registry");
+        a.uncount();
+        drop(a);
+        assert_eq!(
+            arena.counts(),
+            [1, 0, 0, 0],
+            "still held elsewhere: nothing changes"
+        );
+        drop(held);
+        assert_eq!(arena.counts(), [1, 0, 0, 0], "dropped: not taken out twice");
+        // Dropped without leaving the registry first (a registration that failed before it):
+        // taken out once, on drop.
+        drop(b);
+        assert_eq!(arena.counts(), [0, 0, 0, 0]);
     }
 }

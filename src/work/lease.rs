@@ -369,6 +369,11 @@ impl LeaseTable {
             .collect()
     }
 
+    /// How many instances (in an epoch) hold leases.
+    pub fn instance_holder_count(&self) -> usize {
+        self.instance_holders.len()
+    }
+
     /// The instances (with their epochs) holding leases, in order, after `after` (from the
     /// first when `None`).
     pub fn instance_holders_after<'a>(

@@ -232,12 +232,16 @@ type BeatKey = (MonoMs, TaskId);
 /// there is more.
 pub(crate) const SWEEP_CHUNK: usize = 4096;
 
-/// How many holders the sweep's safety net checks per sweep. A fixed number, so that a sweep
-/// costs the same however many holders there are; a round over every holder takes
-/// holders / 64 sweeps (10 000 holders: under 3 minutes at the default interval of 1 s). The
-/// net is a backstop: a departure takes its instance's work back itself, in the step that
+/// How many holders the sweep's safety net checks per sweep: a fixed number, so that a sweep
+/// costs the same however many holders there are, and a round over every holder takes
+/// holders / 64 sweeps (10 000 holders: under 3 minutes at the default interval of 1 s)...
+/// The net is a backstop: a departure takes its instance's work back itself, in the step that
 /// removes the instance, and a recovery checks every holder at once (`Coordinator::sweep_now`).
 pub(crate) const SAFETY_PER_SWEEP: usize = 64;
+
+/// ...up to this many sweeps per round (10 minutes at the default interval): past 38 400
+/// holders a sweep checks holders / 600, so that a lost departure waits no longer than that.
+const SAFETY_ROUND_MAX: usize = 600;
 
 /// One of the sweep's sorted sources of holders, peeked through without copying.
 trait PeekHolder<'a> {
@@ -1334,8 +1338,9 @@ impl WorkBook {
     ///   ends with it);
     /// * the safety net for a departure whose notice was lost: the next instances that hold
     ///   claims, reservations or leases, in id order from where the previous sweep
-    ///   stopped, checked against `is_live`: [`SAFETY_PER_SWEEP`] of them (`chunk` when
-    ///   smaller), so a round over every holder takes holders / 64 sweeps;
+    ///   stopped, checked against `is_live`: [`SAFETY_PER_SWEEP`] of them, or enough that a
+    ///   round over every holder takes at most 600 sweeps when there are more than 38 400
+    ///   (`chunk` when smaller);
     /// * once after a recovery, every claim whose required grant the store no longer had.
     ///
     /// [`Sweep::more`] says due work is left (the caller runs another chunk soon).
@@ -1347,8 +1352,16 @@ impl WorkBook {
     ) -> Sweep {
         let mut report = Sweep::default();
         let chunk = chunk.max(1);
-        // The safety net, over the next holders after the cursor, never more than `chunk`.
-        let safety = SAFETY_PER_SWEEP.min(chunk);
+        // The safety net, over the next holders after the cursor: a fixed number, unless there
+        // are so many holders that a round would take more than SAFETY_ROUND_MAX sweeps; never
+        // more than `chunk`. The holder count is an upper bound (an instance holding claims
+        // and leases is in two indexes).
+        let holders_now =
+            self.claimed_by.len() + self.reserved_by.len() + self.leases.instance_holder_count();
+        let safety = holders_now
+            .div_ceil(SAFETY_ROUND_MAX)
+            .max(SAFETY_PER_SWEEP)
+            .min(chunk);
         let after = self.sweep_cursor.take();
         let mut checked: Vec<(InstanceId, Epoch)> = Vec::with_capacity(safety);
         let wrapped;

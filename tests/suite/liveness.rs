@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Harness, of_kind};
+use crate::common::{Harness, of_kind, settle};
 use vigil::{Config, EventKind, InstanceStatus, RegisterRequest};
 
 #[tokio::test(start_paused = true)]
@@ -255,4 +255,53 @@ async fn the_instance_page_follows_registrations_and_departures_in_id_order() {
     let all = h.coordinator.state_with(&page(None, 10));
     assert_eq!(all.instance_count, 4);
     assert_eq!(ids(all), ["w1", "w2", "w3", "w5"]);
+}
+
+/// The counts by state (`/metrics`, `system.health`) are kept by the transitions themselves:
+/// they follow every one — suspect, back to active, expired, unregistered, re-registered —
+/// count only what is registered (an expired leader's slot, still held by the leadership
+/// record until the next election, is not), and come to nothing at shutdown.
+#[tokio::test(start_paused = true)]
+async fn counts_by_state_follow_every_transition_and_only_registered_instances() {
+    let h = Harness::default().await;
+    let counts = |h: &Harness| {
+        let c = h.coordinator.instance_counts();
+        let n = |s: InstanceStatus| c.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+        (
+            n(InstanceStatus::Active),
+            n(InstanceStatus::Suspect),
+            n(InstanceStatus::Expired) + n(InstanceStatus::Unregistered),
+        )
+    };
+    h.register("a").await;
+    h.at(1).await;
+    h.register("b").await;
+    h.register("c").await;
+    settle().await;
+    assert_eq!(h.leader().as_deref(), Some("a"));
+    assert_eq!(counts(&h), (3, 0, 0));
+    // All three go suspect at 25 s; b heartbeats back, c unregisters.
+    h.at(25_001).await;
+    assert_eq!(counts(&h), (0, 3, 0));
+    assert!(h.coordinator.heartbeat("b").await.alive);
+    assert_eq!(counts(&h), (1, 2, 0));
+    assert!(h.coordinator.unregister("c").await.unwrap().unregistered);
+    settle().await;
+    assert_eq!(counts(&h), (1, 1, 0), "the unregistered one is gone");
+    // The leader a expires at 30 s; b leads after it.
+    h.at(30_001).await;
+    assert_eq!(h.status_of("a"), None);
+    assert_eq!(counts(&h), (1, 0, 0), "the expired leader is not counted");
+    assert_eq!(h.coordinator.instance_count(), 1);
+    assert_eq!(h.leader().as_deref(), Some("b"));
+    // A new epoch of a is counted once.
+    h.register("a").await;
+    settle().await;
+    assert_eq!(counts(&h), (2, 0, 0));
+    h.coordinator.shutdown().await;
+    assert_eq!(
+        counts(&h),
+        (0, 0, 0),
+        "nothing is registered after shutdown"
+    );
 }
