@@ -190,11 +190,6 @@ impl LivenessClock {
             .expect("spawning the liveness clock's ticker thread");
         // The thread answers before its first tick; it cannot fail to.
         let realtime = priority_rx.recv().unwrap_or(false);
-        if realtime {
-            tracing::debug!("the liveness clock's ticker runs at real-time priority");
-        } else {
-            tracing::debug!("the liveness clock's ticker runs at normal priority");
-        }
         Ticker(TickerKind::Thread {
             stop,
             thread,

@@ -168,6 +168,12 @@ impl Coordinator {
                 .persistence
                 .as_ref()
                 .map_or("memory", |p| p.store.kind()),
+            // Whether the liveness clock's ticker got real-time priority (Config::clock_realtime).
+            clock = if ticker.realtime() {
+                "realtime"
+            } else {
+                "normal"
+            },
             "coordinator started"
         );
         let coordinator = Self {
